@@ -1,0 +1,744 @@
+//! Views of a run: tests, fixtures, crashes and workers, folded from records of every
+//! process. An [`Aggregate`] takes records incrementally (from a [`crate::Follower`]);
+//! [`Aggregate::view`] combines them with the segments' liveness into a [`RunView`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Value as Json};
+
+use crate::record::{Phase, Record, Role, Value};
+use crate::snapshot::SegmentStatus;
+
+/// The run as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunMeta {
+    pub id: String,
+    pub started_wall_ns: Option<u64>,
+    pub ended_wall_ns: Option<u64>,
+    pub exit_status: Option<i32>,
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub argv: Vec<String>,
+    pub rootdir: Option<String>,
+    /// Some writer of the run still holds its lock.
+    pub live: bool,
+}
+
+/// One phase of a test as reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseView {
+    pub phase: Phase,
+    pub outcome: String,
+    pub duration_s: f64,
+    /// Where the record is: (segment index, frame offset), for [`crate::Follower::read_at`].
+    pub location: (usize, u64),
+}
+
+/// One test across every process that touched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestView {
+    pub nodeid: String,
+    /// `passed`, `failed`, `skipped`, `error` (setup or teardown failed), `crashed`,
+    /// `running` (its process is alive and in it) or `unfinished` (its process ended
+    /// without finishing it, on purpose).
+    pub outcome: String,
+    pub duration_s: f64,
+    pub worker: Option<String>,
+    pub pid: Option<u32>,
+    pub crashed: bool,
+    pub signal: Option<i32>,
+    pub phases: Vec<PhaseView>,
+    pub properties: Vec<(String, Value)>,
+    pub start_mono_ns: u64,
+    pub end_mono_ns: Option<u64>,
+}
+
+/// Setup and teardown times of one fixture (or one `timed` name), over the whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixtureStats {
+    pub name: String,
+    pub scope: String,
+    pub setups: u64,
+    pub teardowns: u64,
+    /// Setup time, summed.
+    pub total_s: f64,
+    pub mean_s: f64,
+    pub max_s: f64,
+    pub teardown_total_s: f64,
+}
+
+/// A process that died while (or between) running tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashView {
+    pub nodeid: Option<String>,
+    pub worker: Option<String>,
+    pub pid: Option<u32>,
+    pub signal: Option<i32>,
+    pub exit_code: Option<i32>,
+    /// The phase that died: `setup`, `call` or `teardown`.
+    pub phase: Option<String>,
+    pub detail: String,
+    /// Files in the run folder for this crash (faulthandler output).
+    pub attachments: Vec<String>,
+}
+
+/// One xdist worker (or the main process), over all its processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    /// `gw0`…, or the role (`main`, `controller`) for processes outside xdist workers.
+    pub id: String,
+    pub pids: Vec<u32>,
+    pub tests: u64,
+    pub crashes: u64,
+    pub alive: bool,
+}
+
+/// Everything [`Aggregate::view`] derives.
+#[derive(Debug, Clone, Default)]
+pub struct RunView {
+    pub run: RunMeta,
+    /// In the order they started.
+    pub tests: Vec<TestView>,
+    /// Slowest total first.
+    pub fixtures: Vec<FixtureStats>,
+    /// Calls timed with the `timed` decorator, slowest total first.
+    pub timed: Vec<FixtureStats>,
+    pub crashes: Vec<CrashView>,
+    pub workers: Vec<WorkerView>,
+    /// Damaged or unreadable segments, as "path: at offset N: reason".
+    pub problems: Vec<String>,
+    pub segments: usize,
+    pub records: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct PhaseAcc {
+    mono: u64,
+    outcome: String,
+    duration_s: f64,
+    seg: usize,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct TestAcc {
+    first_mono: u64,
+    end_mono: Option<u64>,
+    /// Segments in which the test started, with the monotonic time.
+    started_in: Vec<(usize, u64)>,
+    /// Segments in which the test ended.
+    ended_in: Vec<usize>,
+    phases: BTreeMap<Phase, PhaseAcc>,
+    /// (key, mono, is_append, value)
+    props: Vec<(String, u64, bool, Value)>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TimeAcc {
+    setups: u64,
+    teardowns: u64,
+    total: f64,
+    max: f64,
+    teardown_total: f64,
+}
+
+#[derive(Debug, Default)]
+struct SegAcc {
+    role: Option<Role>,
+    worker: Option<String>,
+    pid: Option<u32>,
+    /// The test started and not ended in this segment, if any.
+    open_test: Option<String>,
+    /// The last phase reported for `open_test` in this segment.
+    open_phase: Option<Phase>,
+    tests: u64,
+}
+
+/// Incremental fold of a run's records.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    run: RunMeta,
+    tests: HashMap<String, TestAcc>,
+    order: Vec<String>,
+    fixtures: HashMap<(String, String), TimeAcc>,
+    timed: HashMap<String, TimeAcc>,
+    segs: Vec<SegAcc>,
+    /// Crash records written by observers (parents, the controller).
+    crashes: Vec<CrashView>,
+    /// (test, kind, path)
+    attachments: Vec<(Option<String>, String, String)>,
+    exits: Vec<(Option<String>, i32, usize)>,
+    records: u64,
+}
+
+impl Aggregate {
+    fn seg(&mut self, seg: usize) -> &mut SegAcc {
+        if self.segs.len() <= seg {
+            self.segs.resize_with(seg + 1, SegAcc::default);
+        }
+        &mut self.segs[seg]
+    }
+
+    fn test(&mut self, nodeid: &str, mono: u64) -> &mut TestAcc {
+        if !self.tests.contains_key(nodeid) {
+            self.order.push(nodeid.to_owned());
+            self.tests.insert(
+                nodeid.to_owned(),
+                TestAcc {
+                    first_mono: mono,
+                    ..TestAcc::default()
+                },
+            );
+        }
+        self.tests.get_mut(nodeid).expect("inserted above")
+    }
+
+    /// Folds one record of segment `seg` (frame at `offset`) in.
+    pub fn apply(&mut self, seg: usize, offset: u64, rec: &Record) {
+        self.records += 1;
+        match rec {
+            Record::Process { pid, role, worker, .. } => {
+                let s = self.seg(seg);
+                s.role = Some(*role);
+                s.worker.clone_from(worker);
+                s.pid = Some(*pid);
+            }
+            Record::RunStart {
+                argv,
+                rootdir,
+                host,
+                pid,
+                wall_ns,
+            } => {
+                self.run.started_wall_ns = Some(*wall_ns);
+                self.run.argv.clone_from(argv);
+                self.run.rootdir = Some(rootdir.clone());
+                self.run.host = Some(host.clone());
+                self.run.pid = Some(*pid);
+            }
+            Record::RunEnd { exit_status, wall_ns } => {
+                self.run.exit_status = Some(*exit_status);
+                self.run.ended_wall_ns = Some(*wall_ns);
+            }
+            Record::TestStart { nodeid, mono_ns } => {
+                let t = self.test(nodeid, *mono_ns);
+                t.started_in.push((seg, *mono_ns));
+                let s = self.seg(seg);
+                s.open_test = Some(nodeid.clone());
+                s.open_phase = None;
+                s.tests += 1;
+            }
+            Record::TestPhase {
+                nodeid,
+                phase,
+                outcome,
+                duration_s,
+                mono_ns,
+                ..
+            } => {
+                let t = self.test(nodeid, *mono_ns);
+                let newer = t.phases.get(phase).is_none_or(|p| p.mono <= *mono_ns);
+                if newer {
+                    t.phases.insert(
+                        *phase,
+                        PhaseAcc {
+                            mono: *mono_ns,
+                            outcome: outcome.clone(),
+                            duration_s: *duration_s,
+                            seg,
+                            offset,
+                        },
+                    );
+                }
+                let s = self.seg(seg);
+                if s.open_test.as_deref() == Some(nodeid.as_str()) {
+                    s.open_phase = Some(*phase);
+                }
+            }
+            Record::TestEnd { nodeid, mono_ns } => {
+                let t = self.test(nodeid, *mono_ns);
+                t.ended_in.push(seg);
+                t.end_mono = Some(t.end_mono.map_or(*mono_ns, |m| m.max(*mono_ns)));
+                let s = self.seg(seg);
+                if s.open_test.as_deref() == Some(nodeid.as_str()) {
+                    s.open_test = None;
+                    s.open_phase = None;
+                }
+            }
+            Record::PropertySet { test, key, value, mono_ns } | Record::PropertyAppend { test, key, value, mono_ns } => {
+                let append = matches!(rec, Record::PropertyAppend { .. });
+                let nodeid = test.clone().unwrap_or_default();
+                let t = self.test(&nodeid, *mono_ns);
+                t.props.push((key.clone(), *mono_ns, append, value.clone()));
+            }
+            Record::Fixture {
+                name,
+                scope,
+                setup,
+                duration_s,
+                ..
+            } => {
+                let acc = match self.fixtures.get_mut(&(name.clone(), scope.clone())) {
+                    Some(a) => a,
+                    None => self.fixtures.entry((name.clone(), scope.clone())).or_default(),
+                };
+                add_time(acc, *setup, *duration_s);
+            }
+            Record::Timed { name, duration_s, .. } => {
+                let acc = match self.timed.get_mut(name) {
+                    Some(a) => a,
+                    None => self.timed.entry(name.clone()).or_default(),
+                };
+                add_time(acc, true, *duration_s);
+            }
+            Record::Crash {
+                test,
+                pid,
+                worker,
+                signal,
+                exit_code,
+                phase,
+                detail,
+                ..
+            } => {
+                self.crashes.push(CrashView {
+                    nodeid: test.clone(),
+                    worker: worker.clone(),
+                    pid: (*pid != 0).then_some(*pid),
+                    signal: (*signal != 0).then_some(*signal),
+                    exit_code: *exit_code,
+                    phase: phase.clone(),
+                    detail: detail.clone(),
+                    attachments: Vec::new(),
+                });
+            }
+            Record::Exit { test, code, .. } => self.exits.push((test.clone(), *code, seg)),
+            Record::Attachment { test, kind, path } => self.attachments.push((test.clone(), kind.clone(), path.clone())),
+        }
+    }
+
+    /// Records folded in so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Total fixture setups recorded so far (every fixture, every scope).
+    pub fn fixture_setups(&self) -> u64 {
+        self.fixtures.values().map(|a| a.setups).sum()
+    }
+
+    /// Merged properties of `nodeid`: the last `record` of a key wins; `append`ed values
+    /// form a list in time order.
+    pub fn properties(&self, nodeid: &str) -> Vec<(String, Value)> {
+        self.tests.get(nodeid).map(|t| merge_props(&t.props)).unwrap_or_default()
+    }
+
+    /// Where each recorded phase report of `nodeid` is, in phase order.
+    pub fn phase_locations(&self, nodeid: &str) -> Vec<(Phase, usize, u64)> {
+        self.tests
+            .get(nodeid)
+            .map(|t| t.phases.iter().map(|(p, a)| (*p, a.seg, a.offset)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Builds the view, given the segments' state now (index = segment index).
+    pub fn view(&self, id: &str, segments: &[SegmentStatus]) -> RunView {
+        let status = |seg: usize| segments.get(seg);
+        let seg_worker = |seg: usize| -> Option<String> {
+            self.segs
+                .get(seg)
+                .and_then(|s| s.worker.clone())
+                .or_else(|| status(seg).and_then(|s| s.worker.clone()))
+        };
+        let seg_pid = |seg: usize| self.segs.get(seg).and_then(|s| s.pid).or_else(|| status(seg).map(|s| s.pid));
+
+        // Crashes: observers' records first, then dead segments that were in a test.
+        let mut crashes: Vec<CrashView> = Vec::new();
+        let mut merge = |c: CrashView| {
+            let same = crashes.iter_mut().find(|x| {
+                x.nodeid == c.nodeid && (x.nodeid.is_some() || x.pid == c.pid) && (x.pid.is_none() || c.pid.is_none() || x.pid == c.pid || x.worker == c.worker)
+            });
+            match same {
+                Some(x) => {
+                    x.signal = x.signal.or(c.signal);
+                    x.exit_code = x.exit_code.or(c.exit_code);
+                    x.pid = x.pid.or(c.pid);
+                    x.worker = x.worker.clone().or(c.worker);
+                    x.phase = x.phase.clone().or(c.phase);
+                    if x.detail.is_empty() {
+                        x.detail = c.detail;
+                    }
+                }
+                None => crashes.push(c),
+            }
+        };
+        for c in &self.crashes {
+            merge(c.clone());
+        }
+        for (seg, s) in self.segs.iter().enumerate() {
+            let Some(st) = status(seg) else { continue };
+            if st.alive || st.closed_cleanly {
+                continue;
+            }
+            let exit = self.exits.iter().find(|(_, _, eseg)| *eseg == seg);
+            let mark = st.crash.as_ref();
+            let test = s.open_test.clone().or_else(|| mark.and_then(|m| m.test.clone()));
+            if test.is_none() && mark.is_none() && exit.is_none() {
+                // Died between tests without a word: still a crash of that process, unless
+                // it is a forked child that ran no test (nothing to attribute).
+                if s.role == Some(Role::Forked) || s.role.is_none() {
+                    continue;
+                }
+            }
+            let phase = match s.open_phase {
+                None => "setup",
+                Some(Phase::Setup) => "call",
+                Some(Phase::Call | Phase::Teardown) => "teardown",
+            };
+            let detail = match (mark, exit) {
+                (Some(m), _) => format!("killed by {}", signal_name(m.signal)),
+                (None, Some((_, code, _))) => format!("exited with status {code} during the test"),
+                (None, None) => "process died without a signal handler running (SIGKILL, os._exit or power loss)".into(),
+            };
+            merge(CrashView {
+                nodeid: test,
+                worker: s.worker.clone(),
+                pid: s.pid.or(Some(st.pid)),
+                signal: mark.map(|m| m.signal),
+                exit_code: exit.map(|e| e.1),
+                phase: s.open_test.as_ref().map(|_| phase.to_owned()),
+                detail,
+                attachments: Vec::new(),
+            });
+        }
+        for c in &mut crashes {
+            c.attachments = self
+                .attachments
+                .iter()
+                .filter(|(t, _, _)| t.is_some() && *t == c.nodeid)
+                .map(|(_, _, p)| p.clone())
+                .collect();
+        }
+
+        // Tests.
+        let mut tests = Vec::with_capacity(self.order.len());
+        for nodeid in &self.order {
+            if nodeid.is_empty() {
+                continue; // session-level properties
+            }
+            let t = &self.tests[nodeid];
+            let crash = crashes.iter().find(|c| c.nodeid.as_deref() == Some(nodeid.as_str()));
+            let running = t.started_in.iter().any(|(seg, _)| {
+                !t.ended_in.contains(seg)
+                    && status(*seg).is_some_and(|s| s.alive)
+                    && self.segs.get(*seg).and_then(|s| s.open_test.as_deref()) == Some(nodeid.as_str())
+            });
+            let phase_outcome = |p: Phase| t.phases.get(&p).map(|a| a.outcome.as_str());
+            let outcome = if crash.is_some() {
+                "crashed"
+            } else if running {
+                "running"
+            } else if phase_outcome(Phase::Setup) == Some("failed") || phase_outcome(Phase::Teardown) == Some("failed") {
+                "error"
+            } else if let Some(o) = phase_outcome(Phase::Call) {
+                o
+            } else if phase_outcome(Phase::Setup) == Some("skipped") {
+                "skipped"
+            } else if t.ended_in.is_empty() && !t.started_in.is_empty() {
+                "unfinished"
+            } else if t.phases.is_empty() && t.started_in.is_empty() {
+                // Only properties were recorded under this name.
+                "unknown"
+            } else {
+                "passed"
+            };
+            let main_seg = t
+                .phases
+                .get(&Phase::Call)
+                .map(|a| a.seg)
+                .or_else(|| t.started_in.last().map(|(s, _)| *s))
+                .or_else(|| t.phases.values().next().map(|a| a.seg));
+            tests.push(TestView {
+                nodeid: nodeid.clone(),
+                outcome: outcome.to_owned(),
+                duration_s: t.phases.values().map(|a| a.duration_s).sum(),
+                worker: crash.and_then(|c| c.worker.clone()).or_else(|| main_seg.and_then(seg_worker)),
+                pid: crash.and_then(|c| c.pid).or_else(|| main_seg.and_then(seg_pid)),
+                crashed: crash.is_some(),
+                signal: crash.and_then(|c| c.signal),
+                phases: t
+                    .phases
+                    .iter()
+                    .map(|(p, a)| PhaseView {
+                        phase: *p,
+                        outcome: a.outcome.clone(),
+                        duration_s: a.duration_s,
+                        location: (a.seg, a.offset),
+                    })
+                    .collect(),
+                properties: merge_props(&t.props),
+                start_mono_ns: t.first_mono,
+                end_mono_ns: t.end_mono,
+            });
+        }
+
+        // Workers.
+        let mut workers: BTreeMap<String, WorkerView> = BTreeMap::new();
+        for (seg, s) in self.segs.iter().enumerate() {
+            let st = status(seg);
+            let id = s
+                .worker
+                .clone()
+                .unwrap_or_else(|| s.role.map_or("other", Role::as_str).to_owned());
+            let w = workers.entry(id.clone()).or_insert_with(|| WorkerView {
+                id,
+                pids: Vec::new(),
+                tests: 0,
+                crashes: 0,
+                alive: false,
+            });
+            if let Some(pid) = s.pid {
+                if !w.pids.contains(&pid) {
+                    w.pids.push(pid);
+                }
+            }
+            if s.role != Some(Role::Forked) || s.worker.is_none() {
+                w.tests += s.tests;
+            } else if !self.segs.iter().any(|o| o.role == Some(Role::Worker) && o.worker == s.worker) {
+                w.tests += s.tests;
+            }
+            w.alive |= st.is_some_and(|x| x.alive);
+        }
+        for c in &crashes {
+            let id = c.worker.clone().unwrap_or_else(|| "main".into());
+            if let Some(w) = workers.get_mut(&id) {
+                w.crashes += 1;
+            }
+        }
+
+        let mut run = self.run.clone();
+        id.clone_into(&mut run.id);
+        run.live = segments.iter().any(|s| s.alive);
+        RunView {
+            run,
+            tests,
+            fixtures: sorted_stats(self.fixtures.iter().map(|((n, s), a)| stats(n, s, a))),
+            timed: sorted_stats(self.timed.iter().map(|(n, a)| stats(n, "timed", a))),
+            crashes,
+            workers: workers.into_values().collect(),
+            problems: segments.iter().filter_map(|s| s.damage.as_ref().map(ToString::to_string)).collect(),
+            segments: segments.len(),
+            records: self.records,
+        }
+    }
+}
+
+fn add_time(acc: &mut TimeAcc, setup: bool, d: f64) {
+    if setup {
+        acc.setups += 1;
+        acc.total += d;
+        acc.max = acc.max.max(d);
+    } else {
+        acc.teardowns += 1;
+        acc.teardown_total += d;
+    }
+}
+
+fn stats(name: &str, scope: &str, a: &TimeAcc) -> FixtureStats {
+    FixtureStats {
+        name: name.to_owned(),
+        scope: scope.to_owned(),
+        setups: a.setups,
+        teardowns: a.teardowns,
+        total_s: a.total,
+        mean_s: if a.setups == 0 { 0.0 } else { a.total / a.setups as f64 },
+        max_s: a.max,
+        teardown_total_s: a.teardown_total,
+    }
+}
+
+fn sorted_stats(it: impl Iterator<Item = FixtureStats>) -> Vec<FixtureStats> {
+    let mut v: Vec<FixtureStats> = it.collect();
+    v.sort_by(|a, b| {
+        (b.total_s + b.teardown_total_s)
+            .total_cmp(&(a.total_s + a.teardown_total_s))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    v
+}
+
+fn merge_props(props: &[(String, u64, bool, Value)]) -> Vec<(String, Value)> {
+    let mut sorted: Vec<&(String, u64, bool, Value)> = props.iter().collect();
+    sorted.sort_by_key(|p| p.1);
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for (key, _, append, value) in sorted {
+        let slot = out.iter_mut().find(|(k, _)| k == key);
+        match (slot, append) {
+            (Some((_, Value::List(items))), true) => items.push(value.clone()),
+            (Some(slot), true) => slot.1 = Value::List(vec![value.clone()]),
+            (Some(slot), false) => slot.1 = value.clone(),
+            (None, true) => out.push((key.clone(), Value::List(vec![value.clone()]))),
+            (None, false) => out.push((key.clone(), value.clone())),
+        }
+    }
+    out
+}
+
+/// `SIGSEGV` for 11, and so on; `signal N` for others.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
+fn props_json(props: &[(String, Value)]) -> Json {
+    Json::Object(props.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
+impl RunView {
+    /// The documented `stats --json` schema (docs/cli.md).
+    pub fn to_json(&self) -> Json {
+        json!({
+            "run": {
+                "id": self.run.id,
+                "started": self.run.started_wall_ns.map(|n| n as f64 / 1e9),
+                "ended": self.run.ended_wall_ns.map(|n| n as f64 / 1e9),
+                "exit_status": self.run.exit_status,
+                "host": self.run.host,
+                "pid": self.run.pid,
+                "argv": self.run.argv,
+                "rootdir": self.run.rootdir,
+                "live": self.run.live,
+                "segments": self.segments,
+                "records": self.records,
+            },
+            "tests": self.tests.iter().map(TestView::to_json).collect::<Vec<_>>(),
+            "fixtures": self.fixtures.iter().map(FixtureStats::to_json).collect::<Vec<_>>(),
+            "timed": self.timed.iter().map(FixtureStats::to_json).collect::<Vec<_>>(),
+            "crashes": self.crashes.iter().map(CrashView::to_json).collect::<Vec<_>>(),
+            "workers": self.workers.iter().map(WorkerView::to_json).collect::<Vec<_>>(),
+            "problems": self.problems,
+        })
+    }
+}
+
+impl TestView {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "nodeid": self.nodeid,
+            "outcome": self.outcome,
+            "duration_s": self.duration_s,
+            "worker": self.worker,
+            "pid": self.pid,
+            "crashed": self.crashed,
+            "signal": self.signal,
+            "signal_name": self.signal.map(signal_name),
+            "phases": self.phases.iter().map(|p| json!({"phase": p.phase.as_str(), "outcome": p.outcome, "duration_s": p.duration_s})).collect::<Vec<_>>(),
+            "properties": props_json(&self.properties),
+        })
+    }
+}
+
+impl FixtureStats {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "name": self.name,
+            "scope": self.scope,
+            "setups": self.setups,
+            "teardowns": self.teardowns,
+            "total_s": self.total_s,
+            "mean_s": self.mean_s,
+            "max_s": self.max_s,
+            "teardown_total_s": self.teardown_total_s,
+        })
+    }
+}
+
+impl CrashView {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "nodeid": self.nodeid,
+            "worker": self.worker,
+            "pid": self.pid,
+            "signal": self.signal,
+            "signal_name": self.signal.map(signal_name),
+            "exit_code": self.exit_code,
+            "phase": self.phase,
+            "detail": self.detail,
+            "attachments": self.attachments,
+        })
+    }
+}
+
+impl WorkerView {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "id": self.id,
+            "pids": self.pids,
+            "tests": self.tests,
+            "crashes": self.crashes,
+            "alive": self.alive,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_set_wins_by_clock_and_appends_accumulate() {
+        let props = vec![
+            ("a".to_owned(), 5, false, Value::Int(2)),
+            ("a".to_owned(), 1, false, Value::Int(1)),
+            ("c".to_owned(), 3, true, Value::Int(30)),
+            ("c".to_owned(), 2, true, Value::Int(20)),
+        ];
+        let m = merge_props(&props);
+        // Keys keep the order of their first write in time.
+        assert_eq!(m, vec![("a".into(), Value::Int(2)), ("c".into(), Value::List(vec![Value::Int(20), Value::Int(30)]))]);
+    }
+
+    #[test]
+    fn fixture_stats_sum_and_sort() {
+        let mut agg = Aggregate::default();
+        for (name, d) in [("db", 0.5), ("db", 1.5), ("tmp", 0.1)] {
+            agg.apply(
+                0,
+                0,
+                &Record::Fixture {
+                    name: name.into(),
+                    scope: "function".into(),
+                    setup: true,
+                    test: None,
+                    duration_s: d,
+                    mono_ns: 0,
+                },
+            );
+        }
+        assert_eq!(agg.fixture_setups(), 3);
+        let v = agg.view("r", &[]);
+        assert_eq!(v.fixtures[0].name, "db");
+        assert_eq!(v.fixtures[0].setups, 2);
+        assert!((v.fixtures[0].mean_s - 1.0).abs() < 1e-12);
+        assert!((v.fixtures[0].max_s - 1.5).abs() < 1e-12);
+    }
+}

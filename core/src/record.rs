@@ -1,0 +1,347 @@
+//! Record types and their codec.
+//!
+//! A record is one logical event of a test run. On disk it is a postcard-encoded
+//! [`Record`] inside a frame (see [`crate::segment`] and `docs/format.md`). Postcard's wire
+//! format is specified and stable for its 1.x line, so a segment written today reads back
+//! with any later 1.x release. The variant order below is part of the format: new variants
+//! are only ever appended, and a reader that meets a variant it does not know reports the
+//! record as damage (path, offset, reason) rather than guessing.
+
+use serde::{Deserialize, Serialize};
+
+/// A value attached to a test: what `record(key, value)` stores.
+///
+/// Dicts keep their insertion order (a list of pairs), so what a user recorded reads back
+/// the way it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Dict(Vec<(String, Value)>),
+    /// An integer outside the i64 range, kept as its decimal text.
+    BigInt(String),
+}
+
+impl Value {
+    /// The value as JSON (bytes become a list of numbers; a big int its decimal text).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::None => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number),
+            Value::Str(s) | Value::BigInt(s) => J::String(s.clone()),
+            Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
+            Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
+            Value::Dict(pairs) => J::Object(pairs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+        }
+    }
+}
+
+/// Which phase of a test a report belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Phase {
+    Setup,
+    Call,
+    Teardown,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Setup => "setup",
+            Phase::Call => "call",
+            Phase::Teardown => "teardown",
+        }
+    }
+
+    /// Parses `"setup"`, `"call"` or `"teardown"`.
+    pub fn parse(s: &str) -> Option<Phase> {
+        match s {
+            "setup" => Some(Phase::Setup),
+            "call" => Some(Phase::Call),
+            "teardown" => Some(Phase::Teardown),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of process wrote a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// A pytest process without xdist: it runs tests itself.
+    Main,
+    /// The xdist controller: it runs no test.
+    Controller,
+    /// An xdist worker.
+    Worker,
+    /// A child forked to run one test (pytest-forked, or a user's own fork).
+    Forked,
+    /// A process outside pytest (a script using the Rust or Python API).
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Controller => "controller",
+            Role::Worker => "worker",
+            Role::Forked => "forked",
+            Role::Other => "other",
+        }
+    }
+
+    /// Parses the names [`Role::as_str`] gives.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "main" => Some(Role::Main),
+            "controller" => Some(Role::Controller),
+            "worker" => Some(Role::Worker),
+            "forked" => Some(Role::Forked),
+            "other" => Some(Role::Other),
+            _ => None,
+        }
+    }
+}
+
+/// One logical event. Times are nanoseconds: `*_ns` on the machine-wide monotonic clock
+/// (`CLOCK_MONOTONIC`, comparable between processes of one boot) unless named `wall_ns`
+/// (Unix epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// First record of every segment: who wrote it.
+    Process {
+        pid: u32,
+        ppid: u32,
+        role: Role,
+        /// The xdist worker id (`gw0`), inherited by processes a worker forks.
+        worker: Option<String>,
+        wall_ns: u64,
+    },
+    /// The start of a pytest session (written by the main process or the controller).
+    RunStart {
+        argv: Vec<String>,
+        rootdir: String,
+        host: String,
+        pid: u32,
+        wall_ns: u64,
+    },
+    /// The end of a pytest session.
+    RunEnd { exit_status: i32, wall_ns: u64 },
+    /// A test starts running in this process.
+    TestStart { nodeid: String, mono_ns: u64 },
+    /// The report of one phase of a test.
+    TestPhase {
+        nodeid: String,
+        phase: Phase,
+        /// `passed`, `failed` or `skipped`.
+        outcome: String,
+        duration_s: f64,
+        mono_ns: u64,
+        /// The serialized pytest report (`pytest_report_to_serializable`) so a parent can
+        /// rebuild it; `None` outside pytest.
+        report: Option<Value>,
+    },
+    /// A test is over in this process (after its teardown).
+    TestEnd { nodeid: String, mono_ns: u64 },
+    /// `record(key, value)`: the last write by `mono_ns` wins.
+    PropertySet {
+        test: Option<String>,
+        key: String,
+        value: Value,
+        mono_ns: u64,
+    },
+    /// `append(key, value)`: values accumulate into a list, ordered by `mono_ns`.
+    PropertyAppend {
+        test: Option<String>,
+        key: String,
+        value: Value,
+        mono_ns: u64,
+    },
+    /// A fixture's setup or teardown finished.
+    Fixture {
+        name: String,
+        scope: String,
+        /// `true` for setup, `false` for teardown.
+        setup: bool,
+        test: Option<String>,
+        duration_s: f64,
+        mono_ns: u64,
+    },
+    /// A call timed by the `timed` decorator.
+    Timed {
+        name: String,
+        test: Option<String>,
+        duration_s: f64,
+        mono_ns: u64,
+    },
+    /// A process died: written by whoever saw it (the parent of a forked child, the
+    /// xdist controller, the next reader). `signal` is 0 when unknown.
+    Crash {
+        test: Option<String>,
+        pid: u32,
+        worker: Option<String>,
+        signal: i32,
+        exit_code: Option<i32>,
+        /// Which phase was running (`setup`, `call`, `teardown`) when known.
+        phase: Option<String>,
+        detail: String,
+        wall_ns: u64,
+    },
+    /// A process ended on purpose (`os._exit`, `pytest.exit`) while a test ran.
+    Exit {
+        test: Option<String>,
+        code: i32,
+        wall_ns: u64,
+    },
+    /// A file in the run folder that belongs to a test (faulthandler output).
+    Attachment {
+        test: Option<String>,
+        kind: String,
+        path: String,
+    },
+}
+
+impl Record {
+    /// A short name of the variant, for `dump` and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Process { .. } => "process",
+            Record::RunStart { .. } => "run_start",
+            Record::RunEnd { .. } => "run_end",
+            Record::TestStart { .. } => "test_start",
+            Record::TestPhase { .. } => "test_phase",
+            Record::TestEnd { .. } => "test_end",
+            Record::PropertySet { .. } => "property_set",
+            Record::PropertyAppend { .. } => "property_append",
+            Record::Fixture { .. } => "fixture",
+            Record::Timed { .. } => "timed",
+            Record::Crash { .. } => "crash",
+            Record::Exit { .. } => "exit",
+            Record::Attachment { .. } => "attachment",
+        }
+    }
+
+    /// The test this record belongs to, if any.
+    pub fn test(&self) -> Option<&str> {
+        match self {
+            Record::TestStart { nodeid, .. } | Record::TestPhase { nodeid, .. } | Record::TestEnd { nodeid, .. } => {
+                Some(nodeid)
+            }
+            Record::PropertySet { test, .. }
+            | Record::PropertyAppend { test, .. }
+            | Record::Fixture { test, .. }
+            | Record::Timed { test, .. }
+            | Record::Crash { test, .. }
+            | Record::Exit { test, .. }
+            | Record::Attachment { test, .. } => test.as_deref(),
+            Record::Process { .. } | Record::RunStart { .. } | Record::RunEnd { .. } => None,
+        }
+    }
+
+    /// Encodes into `buf`, returning the number of bytes written, or `None` when `buf` is
+    /// too small.
+    pub fn encode_into(&self, buf: &mut [u8]) -> Option<usize> {
+        postcard::to_slice(self, buf).ok().map(|s| s.len())
+    }
+
+    /// The encoded size of this record.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+
+    /// Decodes one record that fills `bytes` exactly.
+    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+        match postcard::take_from_bytes::<Record>(bytes) {
+            Ok((rec, rest)) if rest.is_empty() => Ok(rec),
+            Ok((_, rest)) => Err(format!("{} trailing bytes after the record", rest.len())),
+            Err(e) => Err(format!("undecodable record: {e}")),
+        }
+    }
+
+    /// The record as one JSON object (`dump --jsonl`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        // serde's externally tagged enums nest the fields under the variant name; flatten
+        // to {"kind": ..., fields...} and render values as plain JSON.
+        if let serde_json::Value::Object(map) = &mut v {
+            if let Some((_, inner)) = map.iter_mut().next() {
+                let mut obj = match inner.take() {
+                    serde_json::Value::Object(o) => o,
+                    _ => serde_json::Map::new(),
+                };
+                match self {
+                    Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
+                        obj.insert("value".into(), value.to_json());
+                    }
+                    Record::TestPhase { report, .. } => {
+                        obj.insert("report".into(), report.as_ref().map_or(serde_json::Value::Null, Value::to_json));
+                    }
+                    _ => {}
+                }
+                obj.insert("kind".into(), self.kind().into());
+                return serde_json::Value::Object(obj);
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_value_kind() {
+        let rec = Record::PropertySet {
+            test: Some("t.py::test_a".into()),
+            key: "k".into(),
+            value: Value::Dict(vec![
+                ("n".into(), Value::None),
+                ("b".into(), Value::Bool(true)),
+                ("i".into(), Value::Int(-7)),
+                ("f".into(), Value::Float(0.99)),
+                ("s".into(), Value::Str("é".into())),
+                ("y".into(), Value::Bytes(vec![0, 255])),
+                ("l".into(), Value::List(vec![Value::Int(1)])),
+                ("big".into(), Value::BigInt("123456789012345678901234567890".into())),
+            ]),
+            mono_ns: 42,
+        };
+        let mut buf = vec![0u8; rec.encoded_len()];
+        let n = rec.encode_into(&mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        assert_eq!(Record::decode(&buf).unwrap(), rec);
+        assert!(rec.encode_into(&mut [0u8; 4]).is_none());
+    }
+
+    #[test]
+    fn decode_rejects_trailing_and_garbage() {
+        let rec = Record::TestEnd { nodeid: "x".into(), mono_ns: 1 };
+        let mut buf = vec![0u8; rec.encoded_len() + 1];
+        rec.encode_into(&mut buf).unwrap();
+        assert!(Record::decode(&buf).unwrap_err().contains("trailing"));
+        assert!(Record::decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn json_is_flat_with_kind() {
+        let rec = Record::PropertyAppend {
+            test: None,
+            key: "cmp".into(),
+            value: Value::Dict(vec![("pcc".into(), Value::Float(0.5))]),
+            mono_ns: 3,
+        };
+        let j = rec.to_json();
+        assert_eq!(j["kind"], "property_append");
+        assert_eq!(j["value"]["pcc"], 0.5);
+        assert_eq!(j["key"], "cmp");
+    }
+}

@@ -1,0 +1,1025 @@
+//! One writer's file: the byte layout, the writer and the reader of a single segment.
+//!
+//! ```text
+//! header (one 4096-byte page, little endian)
+//!   0   8  magic            b"BLKBOX\x00\x1a"
+//!   8   4  format version   FORMAT_VERSION
+//!  12   4  header size      4096
+//!  16   4  pid of the writer
+//!  20   4  flags            bit 0: closed cleanly (atomic)
+//!  24   8  created, Unix ns
+//!  32   8  committed        end of the committed frames, a file offset (atomic, release/acquire)
+//!  40   4  durability       0 process, 1 system
+//!  44   4  current-test seq (atomic; odd while the writer updates the slot)
+//!  48   4  current-test len
+//!  52   4  crash signal     (atomic; 0 = none; written last by the crash handler)
+//!  56   8  crash Unix ns
+//!  64   4  crash test len
+//!  68  60  reserved (zero)
+//! 128 512  current test     the nodeid of the test running in this process
+//! 640 512  crash test       the nodeid that ran when the fatal signal came
+//! then frames from offset 4096, each 8-byte aligned:
+//!   0   4  payload length n (1 ..= MAX_RECORD)
+//!   4   4  crc32 of the 4 length bytes followed by the payload
+//!   8   n  payload: one postcard-encoded Record
+//!      pad to a multiple of 8 (zero)
+//! ```
+//! The writer appends frames past `committed` and publishes them with one release store of
+//! the new end; readers acquire-load `committed` and never look past it. `docs/format.md`
+//! has the full protocol.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::Once;
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::record::Record;
+
+pub const MAGIC: [u8; 8] = *b"BLKBOX\x00\x1a";
+/// Version history: 1 (0.1.0) first format.
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_SIZE: u64 = 4096;
+pub const FRAME_HEADER: usize = 8;
+/// The largest payload a frame may carry.
+pub const MAX_RECORD: usize = 64 << 20;
+/// Address space reserved for one segment; a segment never grows past it.
+pub const MAX_SEGMENT: u64 = 16 << 30;
+/// Bytes reserved on disk when a segment is created.
+const INITIAL_SIZE: u64 = 64 << 10;
+/// Growth beyond this size goes in steps of this size instead of doubling.
+const MAX_GROWTH_STEP: u64 = 64 << 20;
+pub const TEST_SLOT: usize = 512;
+pub const SEGMENT_SUFFIX: &str = ".seg";
+
+const OFF_VERSION: usize = 8;
+const OFF_HEADER_SIZE: usize = 12;
+const OFF_PID: usize = 16;
+const OFF_FLAGS: usize = 20;
+const OFF_CREATED: usize = 24;
+const OFF_COMMITTED: usize = 32;
+const OFF_DURABILITY: usize = 40;
+const OFF_TEST_SEQ: usize = 44;
+const OFF_TEST_LEN: usize = 48;
+const OFF_CRASH_SIGNAL: usize = 52;
+const OFF_CRASH_NS: usize = 56;
+const OFF_CRASH_TEST_LEN: usize = 64;
+const OFF_TEST: usize = 128;
+const OFF_CRASH_TEST: usize = 640;
+const FLAG_CLOSED: u32 = 1;
+
+/// How far a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives the death of any process (the page cache holds it); no syscall per commit.
+    #[default]
+    Process,
+    /// Also survives power loss: `msync` of the new frames, then of the header, per commit.
+    System,
+}
+
+impl Durability {
+    /// Parses `"process"` or `"system"`.
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "process" => Some(Durability::Process),
+            "system" => Some(Durability::System),
+            _ => None,
+        }
+    }
+}
+
+/// Where and why reading a segment stopped early. Everything before `offset` was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: at offset {}: {}", self.path.display(), self.offset, self.reason)
+    }
+}
+
+pub(crate) fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+pub(crate) fn wall_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; it is async-signal-safe.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len_bytes);
+    h.update(payload);
+    h.finalize()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fork safety and the crash slot: process-wide state a signal handler may touch.
+// ---------------------------------------------------------------------------------------
+
+/// Bumped in every child right after `fork()` (pthread_atfork), so a writer notices it was
+/// inherited with one relaxed load instead of a `getpid()` per write.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Descriptors of this process's open segments: the atfork child handler points them at
+/// /dev/null so the child holds no reference to the parent's lock.
+const FD_SLOTS: usize = 64;
+static WRITER_FDS: [AtomicI32; FD_SLOTS] = [const { AtomicI32::new(-1) }; FD_SLOTS];
+/// The header page of the segment the crash handler marks (the newest writer of this
+/// process), or null.
+static CRASH_HEADER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    CRASH_HEADER.store(std::ptr::null_mut(), Ordering::Relaxed);
+    // Only async-signal-safe calls here: open, dup2, close.
+    let devnull = c"/dev/null";
+    for slot in &WRITER_FDS {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: plain syscalls on descriptors this process owns.
+            unsafe {
+                let nul = libc::open(devnull.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if nul >= 0 {
+                    libc::dup2(nul, fd);
+                    libc::close(nul);
+                }
+            }
+        }
+    }
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only makes async-signal-safe calls.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Marks the newest segment of this process as crashed by `signal`: the signal number,
+/// the time and the nodeid of the running test go into the segment header.
+///
+/// Async-signal-safe: no allocation, no lock, only atomic stores into the mapped header and
+/// `clock_gettime`. Call it first thing from a fatal-signal handler; it does nothing when
+/// this process has no segment (for instance in a child forked before its first write).
+/// Returns whether a segment was marked.
+pub fn mark_crash(signal: i32) -> bool {
+    let base = CRASH_HEADER.load(Ordering::Acquire);
+    if base.is_null() {
+        return false;
+    }
+    // SAFETY: `base` is the start of a live 4096-byte header mapping: the writer clears the
+    // pointer before unmapping it, and the child clears it after fork.
+    unsafe {
+        let len = hdr_u32(base, OFF_TEST_LEN).load(Ordering::Relaxed) as usize;
+        let len = len.min(TEST_SLOT);
+        for i in 0..len {
+            let b = (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>()).load(Ordering::Relaxed);
+            (*base.add(OFF_CRASH_TEST + i).cast::<std::sync::atomic::AtomicU8>()).store(b, Ordering::Relaxed);
+        }
+        hdr_u32(base, OFF_CRASH_TEST_LEN).store(len as u32, Ordering::Relaxed);
+        hdr_u64(base, OFF_CRASH_NS).store(clock_ns(libc::CLOCK_REALTIME), Ordering::Relaxed);
+        hdr_u32(base, OFF_CRASH_SIGNAL).store(signal as u32, Ordering::Release);
+    }
+    true
+}
+
+static PREVIOUS_HANDLERS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
+static HANDLED: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
+
+/// The fatal signals [`install_crash_handler`] catches.
+pub const FATAL_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+
+extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    mark_crash(sig);
+    let idx = sig as usize;
+    if idx < 32 {
+        let prev = PREVIOUS_HANDLERS[idx].load(Ordering::Relaxed) as usize;
+        let flags = HANDLED[idx].load(Ordering::Relaxed);
+        // SAFETY: chain to the handler that was installed before ours, exactly as the
+        // kernel would have called it; SIG_DFL/SIG_IGN are restored and the signal raised
+        // again so the process dies the way it would have.
+        unsafe {
+            if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            } else if flags & (libc::SA_SIGINFO as u32) != 0 {
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = std::mem::transmute(prev);
+                f(sig, info, ctx);
+            } else {
+                let f: extern "C" fn(libc::c_int) = std::mem::transmute(prev);
+                f(sig);
+            }
+        }
+    }
+}
+
+/// Installs a handler for the fatal signals that calls [`mark_crash`] and then the handler
+/// that was installed before it (Python's faulthandler, say), or the default action.
+/// Install it after faulthandler so both run. Safe to call more than once: a signal already
+/// routed to this handler is left alone.
+pub fn install_crash_handler() -> io::Result<()> {
+    for &sig in &FATAL_SIGNALS {
+        // SAFETY: sigaction with zeroed, then filled structs; the handler is async-signal-safe.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &raw mut old) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if old.sa_sigaction == on_fatal_signal as *const () as usize {
+                continue;
+            }
+            PREVIOUS_HANDLERS[sig as usize].store(old.sa_sigaction as u64, Ordering::Relaxed);
+            HANDLED[sig as usize].store(old.sa_flags as u32, Ordering::Relaxed);
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_fatal_signal as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            libc::sigemptyset(&raw mut new.sa_mask);
+            if libc::sigaction(sig, &raw const new, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// # Safety
+/// `base` must point at a live header mapping.
+unsafe fn hdr_u32<'a>(base: *mut u8, off: usize) -> &'a AtomicU32 {
+    // SAFETY: the offset is 4-aligned inside the page-aligned 4096-byte header.
+    unsafe { AtomicU32::from_ptr(base.add(off).cast()) }
+}
+
+/// # Safety
+/// `base` must point at a live header mapping.
+unsafe fn hdr_u64<'a>(base: *mut u8, off: usize) -> &'a AtomicU64 {
+    // SAFETY: the offset is 8-aligned inside the page-aligned 4096-byte header.
+    unsafe { AtomicU64::from_ptr(base.add(off).cast()) }
+}
+
+fn random_u64() -> u64 {
+    let mut x = 0u64;
+    // SAFETY: getrandom fills the 8 bytes we own.
+    let n = unsafe { libc::getrandom((&raw mut x).cast(), 8, 0) };
+    if n == 8 {
+        x
+    } else {
+        wall_ns() ^ (u64::from(std::process::id()) << 32)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------------------
+
+/// The single writer of one segment. Not shared between threads or processes: a process
+/// has one per run (see [`crate::writer::Recorder`]), and a forked child makes its own.
+pub struct SegmentWriter {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    /// Bytes of the file reserved with posix_fallocate: writes stay below it.
+    allocated: u64,
+    /// End of the frames written so far, committed or not.
+    tail: u64,
+    /// End of the committed frames (what readers see).
+    committed: u64,
+    durability: Durability,
+    generation: u64,
+    fd_slot: Option<usize>,
+}
+
+impl fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentWriter")
+            .field("path", &self.path)
+            .field("committed", &self.committed)
+            .field("tail", &self.tail)
+            .finish_non_exhaustive()
+    }
+}
+
+fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    // SAFETY: posix_fallocate on our own descriptor; it returns the error code (not errno).
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, (to - from) as libc::off_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let err = io::Error::from_raw_os_error(rc);
+        Err(match rc {
+            libc::ENOSPC | libc::EFBIG | libc::EDQUOT => Error::StoreFull {
+                path: path.to_owned(),
+                wanted: to,
+                source: err,
+            },
+            _ => Error::io(path, "reserving space in", err),
+        })
+    }
+}
+
+impl SegmentWriter {
+    /// Creates a new segment in `dir` (which must exist), named `seg-<pid>-<random>.seg`,
+    /// mode 0600, with `O_EXCL | O_NOFOLLOW`, and takes its lock for the writer's life.
+    pub fn create(dir: &Path, durability: Durability) -> Result<SegmentWriter> {
+        register_atfork();
+        let pid = std::process::id();
+        let mut attempts = 0;
+        let (path, file) = loop {
+            let path = dir.join(format!("seg-{pid}-{:016x}{SEGMENT_SUFFIX}", random_u64()));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+            {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
+                Err(e) => return Err(Error::io(&path, "creating segment", e)),
+            }
+        };
+        // Nobody else can have it yet (O_EXCL): this only fails on filesystems without flock.
+        file.try_lock().map_err(|e| Error::io(&path, "locking segment", io::Error::other(e.to_string())))?;
+        reserve(&file, &path, 0, INITIAL_SIZE)?;
+        let map = MmapOptions::new()
+            .len(MAX_SEGMENT as usize)
+            .map_raw(&file)
+            .map_err(|e| Error::io(&path, "mapping segment", e))?;
+        let base = map.as_mut_ptr();
+        // SAFETY: the first INITIAL_SIZE bytes are allocated file space in our mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), base, 8);
+            hdr_u32(base, OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
+            hdr_u32(base, OFF_HEADER_SIZE).store(HEADER_SIZE as u32, Ordering::Relaxed);
+            hdr_u32(base, OFF_PID).store(pid, Ordering::Relaxed);
+            hdr_u64(base, OFF_CREATED).store(wall_ns(), Ordering::Relaxed);
+            hdr_u32(base, OFF_DURABILITY).store(u32::from(durability == Durability::System), Ordering::Relaxed);
+            hdr_u64(base, OFF_COMMITTED).store(HEADER_SIZE, Ordering::Release);
+        }
+        let fd_slot = WRITER_FDS
+            .iter()
+            .position(|s| s.compare_exchange(-1, file.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        let w = SegmentWriter {
+            path,
+            file,
+            map,
+            allocated: INITIAL_SIZE,
+            tail: HEADER_SIZE,
+            committed: HEADER_SIZE,
+            durability,
+            generation: fork_generation(),
+            fd_slot,
+        };
+        if durability == Durability::System {
+            w.sync_range(0, HEADER_SIZE)?;
+            if let Some(parent) = w.path.parent() {
+                File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(parent, "syncing", e))?;
+            }
+        }
+        CRASH_HEADER.store(base, Ordering::Release);
+        Ok(w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this writer was inherited through `fork()`: it must not be written again.
+    pub fn is_inherited(&self) -> bool {
+        self.generation != fork_generation()
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Bytes appended but not yet committed.
+    pub fn pending(&self) -> u64 {
+        self.tail - self.committed
+    }
+
+    pub fn committed_len(&self) -> u64 {
+        self.committed
+    }
+
+    fn ensure(&mut self, end: u64) -> Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        if end > MAX_SEGMENT {
+            return Err(Error::SegmentFull {
+                path: self.path.clone(),
+                limit: MAX_SEGMENT,
+            });
+        }
+        let step = self.allocated.min(MAX_GROWTH_STEP);
+        let mut target = self.allocated + step;
+        while target < end {
+            target += step;
+        }
+        let target = target.min(MAX_SEGMENT);
+        reserve(&self.file, &self.path, self.allocated, target)?;
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Appends one record after the last one, uncommitted: readers see it after
+    /// [`commit`](Self::commit).
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        if self.is_inherited() {
+            return Err(Error::Inherited { path: self.path.clone() });
+        }
+        let len = record.encoded_len();
+        if len > MAX_RECORD {
+            return Err(Error::RecordTooLarge { size: len, limit: MAX_RECORD });
+        }
+        let start = self.tail;
+        let end = start + align8(FRAME_HEADER as u64 + len as u64);
+        self.ensure(end)?;
+        // SAFETY: [start, end) lies below `allocated` (file space exists) and past
+        // `committed` (no reader looks there yet); only this writer writes the mapping.
+        let frame = unsafe { std::slice::from_raw_parts_mut(self.base().add(start as usize), (end - start) as usize) };
+        let (head, rest) = frame.split_at_mut(FRAME_HEADER);
+        let n = record
+            .encode_into(&mut rest[..len])
+            .ok_or_else(|| Error::Encode("the encoded size changed between sizing and writing".into()))?;
+        debug_assert_eq!(n, len);
+        rest[len..].fill(0);
+        let len_bytes = (len as u32).to_le_bytes();
+        head[..4].copy_from_slice(&len_bytes);
+        head[4..8].copy_from_slice(&frame_crc(len_bytes, &rest[..len]).to_le_bytes());
+        self.tail = end;
+        Ok(())
+    }
+
+    /// Drops what was appended since the last commit.
+    pub fn rollback(&mut self) {
+        self.tail = self.committed;
+    }
+
+    /// Publishes every appended record at once: one release store of the committed end
+    /// (after an `msync` of the new frames under [`Durability::System`]).
+    pub fn commit(&mut self) -> Result<()> {
+        if self.tail == self.committed {
+            return Ok(());
+        }
+        if self.is_inherited() {
+            return Err(Error::Inherited { path: self.path.clone() });
+        }
+        if self.durability == Durability::System {
+            self.sync_range(self.committed, self.tail)?;
+        }
+        // SAFETY: the header page is mapped for the writer's life.
+        unsafe { hdr_u64(self.base(), OFF_COMMITTED).store(self.tail, Ordering::Release) };
+        self.committed = self.tail;
+        if self.durability == Durability::System {
+            self.sync_range(0, HEADER_SIZE)?;
+        }
+        Ok(())
+    }
+
+    fn sync_range(&self, from: u64, to: u64) -> Result<()> {
+        let page = 4096u64;
+        let start = from & !(page - 1);
+        self.map
+            .flush_range(start as usize, (to - start) as usize)
+            .map_err(|e| Error::io(&self.path, "syncing", e))
+    }
+
+    /// Records which test this process is running (for the crash handler and for readers
+    /// of a live or dead run); `None` when none runs. A nodeid longer than the slot is cut.
+    pub fn set_current_test(&mut self, nodeid: Option<&str>) {
+        if self.is_inherited() {
+            return;
+        }
+        let base = self.base();
+        let bytes = nodeid.map_or(&[][..], str::as_bytes);
+        let bytes = &bytes[..floor_char_boundary(bytes, TEST_SLOT)];
+        // SAFETY: the header page is mapped; a seqlock (odd while writing) lets readers
+        // detect a torn slot.
+        unsafe {
+            let seq = hdr_u32(base, OFF_TEST_SEQ);
+            let s = seq.load(Ordering::Relaxed);
+            seq.store(s.wrapping_add(1), Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Release);
+            for (i, b) in bytes.iter().enumerate() {
+                (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>()).store(*b, Ordering::Relaxed);
+            }
+            hdr_u32(base, OFF_TEST_LEN).store(bytes.len() as u32, Ordering::Relaxed);
+            seq.store(s.wrapping_add(2), Ordering::Release);
+        }
+    }
+
+    /// Marks the segment as closed cleanly. The writer keeps its lock until dropped.
+    pub fn close(&mut self) -> Result<()> {
+        self.commit()?;
+        if !self.is_inherited() {
+            // SAFETY: the header page is mapped.
+            unsafe { hdr_u32(self.base(), OFF_FLAGS).fetch_or(FLAG_CLOSED, Ordering::Release) };
+            if self.durability == Durability::System {
+                self.sync_range(0, HEADER_SIZE)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        let _ = CRASH_HEADER.compare_exchange(self.base(), std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+        if let Some(slot) = self.fd_slot {
+            let _ = WRITER_FDS[slot].compare_exchange(self.file.as_raw_fd(), -1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+fn floor_char_boundary(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    let mut i = max;
+    while i > 0 && (bytes[i] & 0xC0) == 0x80 {
+        i -= 1;
+    }
+    i
+}
+
+// ---------------------------------------------------------------------------------------
+// The reader
+// ---------------------------------------------------------------------------------------
+
+/// What the fatal-signal handler wrote into a segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashMark {
+    pub signal: i32,
+    pub wall_ns: u64,
+    pub test: Option<String>,
+}
+
+/// The fixed fields of a segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub version: u32,
+    pub pid: u32,
+    pub created_wall_ns: u64,
+    pub closed_cleanly: bool,
+    pub durability: Durability,
+}
+
+/// A segment opened for reading: the header page is mapped (to acquire-load the committed
+/// end); frames are read with `pread`, never past the end of the file.
+pub struct SegmentReader {
+    path: PathBuf,
+    file: File,
+    header: Mmap,
+    info: HeaderInfo,
+}
+
+impl fmt::Debug for SegmentReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentReader").field("path", &self.path).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// Frames read from a segment, and where reading stopped early, if it did.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Each record with the file offset of its frame.
+    pub records: Vec<(u64, Record)>,
+    /// The offset the next read starts from.
+    pub next: u64,
+    pub damage: Option<Damage>,
+}
+
+impl SegmentReader {
+    /// Opens a segment for reading. Fails, naming the path, on anything that is not a
+    /// regular segment file of a known version: a symlink (never followed), a directory, a
+    /// short or foreign file, a future format version.
+    pub fn open(path: &Path) -> Result<SegmentReader> {
+        let damaged = |offset: u64, reason: String| Error::Damaged(Damage {
+            path: path.to_owned(),
+            offset,
+            reason,
+        });
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    damaged(0, "is a symbolic link; segments are never followed through links".into())
+                } else {
+                    Error::io(path, "opening segment", e)
+                }
+            })?;
+        let meta = file.metadata().map_err(|e| Error::io(path, "reading metadata of", e))?;
+        if !meta.is_file() {
+            return Err(damaged(0, "is not a regular file".into()));
+        }
+        if meta.len() < HEADER_SIZE {
+            return Err(damaged(
+                0,
+                format!("holds {} bytes, fewer than the {HEADER_SIZE}-byte header", meta.len()),
+            ));
+        }
+        // SAFETY: a read-only view of the header page, which exists (checked above); fields
+        // another process changes are only read through atomics.
+        let header = unsafe { MmapOptions::new().len(HEADER_SIZE as usize).map(&file) }
+            .map_err(|e| Error::io(path, "mapping the header of", e))?;
+        if header[..8] != MAGIC {
+            return Err(damaged(0, "wrong magic: not a blackbox segment".into()));
+        }
+        let le32 = |off: usize| u32::from_le_bytes(header[off..off + 4].try_into().unwrap());
+        let version = le32(OFF_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if u64::from(le32(OFF_HEADER_SIZE)) != HEADER_SIZE {
+            return Err(damaged(OFF_HEADER_SIZE as u64, format!("header size {} is not {HEADER_SIZE}", le32(OFF_HEADER_SIZE))));
+        }
+        let info = HeaderInfo {
+            version,
+            pid: le32(OFF_PID),
+            created_wall_ns: u64::from_le_bytes(header[OFF_CREATED..OFF_CREATED + 8].try_into().unwrap()),
+            closed_cleanly: false,
+            durability: if le32(OFF_DURABILITY) == 1 { Durability::System } else { Durability::Process },
+        };
+        Ok(SegmentReader {
+            path: path.to_owned(),
+            file,
+            header,
+            info,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn hdr(&self) -> *mut u8 {
+        self.header.as_ptr().cast_mut()
+    }
+
+    /// The header's fixed fields, with the closed flag as of now.
+    pub fn info(&self) -> HeaderInfo {
+        // SAFETY: the header page is mapped read-only; atomics only load.
+        let flags = unsafe { hdr_u32(self.hdr(), OFF_FLAGS).load(Ordering::Acquire) };
+        HeaderInfo {
+            closed_cleanly: flags & FLAG_CLOSED != 0,
+            ..self.info.clone()
+        }
+    }
+
+    /// The committed end, acquire-loaded: every frame before it is complete.
+    pub fn committed(&self) -> u64 {
+        // SAFETY: the header page is mapped read-only; atomics only load.
+        unsafe { hdr_u64(self.hdr(), OFF_COMMITTED).load(Ordering::Acquire) }
+    }
+
+    /// Whether the writer still runs: it holds an exclusive lock for its whole life, so a
+    /// reader that can take a shared lock knows it is gone (pid reuse cannot fool this).
+    pub fn writer_alive(&self) -> bool {
+        match self.file.try_lock_shared() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                false
+            }
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        }
+    }
+
+    fn slot_string(&self, len_off: usize, off: usize) -> Option<String> {
+        // SAFETY: header page mapped; bytes are read atomically one by one.
+        let len = unsafe { hdr_u32(self.hdr(), len_off).load(Ordering::Acquire) } as usize;
+        if len == 0 {
+            return None;
+        }
+        let len = len.min(TEST_SLOT);
+        let bytes: Vec<u8> = (0..len)
+            // SAFETY: inside the header page.
+            .map(|i| unsafe { (*self.hdr().add(off + i).cast::<std::sync::atomic::AtomicU8>()).load(Ordering::Relaxed) })
+            .collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The nodeid the writer says it is running, if any.
+    pub fn current_test(&self) -> Option<String> {
+        for _ in 0..16 {
+            // SAFETY: header page mapped; seqlock read.
+            let seq = unsafe { hdr_u32(self.hdr(), OFF_TEST_SEQ) };
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let s = self.slot_string(OFF_TEST_LEN, OFF_TEST);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return s;
+            }
+        }
+        None
+    }
+
+    /// What the fatal-signal handler recorded, if it ran.
+    pub fn crash_mark(&self) -> Option<CrashMark> {
+        // SAFETY: header page mapped; the signal is stored last with release.
+        let signal = unsafe { hdr_u32(self.hdr(), OFF_CRASH_SIGNAL).load(Ordering::Acquire) } as i32;
+        if signal == 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let wall_ns = unsafe { hdr_u64(self.hdr(), OFF_CRASH_NS).load(Ordering::Relaxed) };
+        Some(CrashMark {
+            signal,
+            wall_ns,
+            test: self.slot_string(OFF_CRASH_TEST_LEN, OFF_CRASH_TEST),
+        })
+    }
+
+    /// Reads the committed frames from `from` (a frame boundary, at least the header size)
+    /// up to the committed end. Stops at the first bad frame and says where and why; never
+    /// reads or allocates past the end of the file.
+    pub fn read_from(&self, from: u64) -> ReadBatch {
+        let mut batch = ReadBatch {
+            next: from.max(HEADER_SIZE),
+            ..ReadBatch::default()
+        };
+        let mut committed = self.committed();
+        let file_len = match self.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                batch.damage = Some(self.damage(batch.next, format!("cannot stat: {e}")));
+                return batch;
+            }
+        };
+        if committed > file_len {
+            batch.damage = Some(self.damage(
+                OFF_COMMITTED as u64,
+                format!("committed end {committed} lies past the end of the file ({file_len} bytes)"),
+            ));
+            committed = file_len;
+        } else if committed < HEADER_SIZE || committed % 8 != 0 {
+            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
+            return batch;
+        }
+        if committed <= batch.next {
+            return batch;
+        }
+        let mut buf = vec![0u8; (committed - batch.next) as usize];
+        if let Err(e) = self.file.read_exact_at(&mut buf, batch.next) {
+            batch.damage = Some(self.damage(batch.next, format!("read failed: {e}")));
+            return batch;
+        }
+        let damage_before = batch.damage.take();
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let offset = batch.next + pos as u64;
+            let rest = &buf[pos..];
+            if rest.len() < FRAME_HEADER {
+                batch.damage = Some(self.damage(offset, format!("{} stray bytes, too few for a frame header", rest.len())));
+                break;
+            }
+            let len_bytes: [u8; 4] = rest[..4].try_into().unwrap();
+            let len = u32::from_le_bytes(len_bytes) as usize;
+            let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+            if len == 0 || len > MAX_RECORD {
+                batch.damage = Some(self.damage(offset, format!("frame length {len} is out of range (1..={MAX_RECORD})")));
+                break;
+            }
+            let framed = align8((FRAME_HEADER + len) as u64) as usize;
+            if framed > rest.len() {
+                batch.damage = Some(self.damage(
+                    offset,
+                    format!("frame length {len} runs past the committed end ({} bytes left)", rest.len() - FRAME_HEADER),
+                ));
+                break;
+            }
+            let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
+            if frame_crc(len_bytes, payload) != crc {
+                batch.damage = Some(self.damage(offset, "checksum mismatch".into()));
+                break;
+            }
+            match Record::decode(payload) {
+                Ok(rec) => batch.records.push((offset, rec)),
+                Err(why) => {
+                    batch.damage = Some(self.damage(offset, why));
+                    break;
+                }
+            }
+            pos += framed;
+        }
+        batch.next += pos as u64;
+        if batch.damage.is_none() {
+            batch.damage = damage_before;
+        }
+        batch
+    }
+
+    /// Reads the one committed record whose frame starts at `offset`, or `None` when there
+    /// is no valid frame there.
+    pub fn read_one(&self, offset: u64) -> Option<Record> {
+        let committed = self.committed();
+        if offset < HEADER_SIZE || offset % 8 != 0 || offset + FRAME_HEADER as u64 > committed {
+            return None;
+        }
+        let mut head = [0u8; FRAME_HEADER];
+        self.file.read_exact_at(&mut head, offset).ok()?;
+        let len_bytes: [u8; 4] = head[..4].try_into().ok()?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if len == 0 || len > MAX_RECORD || offset + (FRAME_HEADER + len) as u64 > committed {
+            return None;
+        }
+        let mut payload = vec![0u8; len];
+        self.file.read_exact_at(&mut payload, offset + FRAME_HEADER as u64).ok()?;
+        if frame_crc(len_bytes, &payload) != u32::from_le_bytes(head[4..8].try_into().ok()?) {
+            return None;
+        }
+        Record::decode(&payload).ok()
+    }
+
+    fn damage(&self, offset: u64, reason: String) -> Damage {
+        Damage {
+            path: self.path.clone(),
+            offset,
+            reason,
+        }
+    }
+}
+
+/// Whether `name` is the name of a segment file.
+pub fn is_segment_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b"seg-") && b.ends_with(SEGMENT_SUFFIX.as_bytes())
+}
+
+/// Creates `path` (and missing parents) as directories of mode 0700. An existing directory is
+/// used as it is; a symlink in its place is refused.
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            // Follow a symlinked store root the user made on purpose, but only to a directory.
+            return match std::fs::metadata(path) {
+                Ok(t) if t.is_dir() => Ok(()),
+                _ => Err(Error::NotADirectory { path: path.to_owned() }),
+            };
+        }
+        Ok(_) => return Err(Error::NotADirectory { path: path.to_owned() }),
+        Err(_) => {}
+    }
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
+        }
+    }
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::NotADirectory { path: path.to_owned() })?;
+    // SAFETY: mkdir with a NUL-terminated path.
+    if unsafe { libc::mkdir(c.as_ptr(), 0o700) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(Error::io(path, "creating", e));
+        }
+    }
+    Ok(())
+}
+
+/// Opens a directory without following a symlink in its place (for listing run folders).
+pub(crate) fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open with a NUL-terminated path; the fd is owned by the returned File.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Value;
+
+    /// Writers register process-wide crash state: tests that create them take turns.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bbx-seg-{}-{:x}", std::process::id(), random_u64()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn prop(i: i64) -> Record {
+        Record::PropertySet {
+            test: Some("t.py::a".into()),
+            key: "k".into(),
+            value: Value::Int(i),
+            mono_ns: 0,
+        }
+    }
+
+    #[test]
+    fn write_commit_read() {
+        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = tmp();
+        let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
+        w.append(&prop(1)).unwrap();
+        let r = SegmentReader::open(w.path()).unwrap();
+        assert!(r.read_from(0).records.is_empty(), "uncommitted records are invisible");
+        w.commit().unwrap();
+        let b = r.read_from(0);
+        assert_eq!(b.records.len(), 1);
+        assert!(b.damage.is_none());
+        assert!(r.writer_alive());
+        w.append(&prop(2)).unwrap();
+        w.rollback();
+        w.append(&prop(3)).unwrap();
+        w.commit().unwrap();
+        let b2 = r.read_from(b.next);
+        assert_eq!(b2.records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), vec![prop(3)]);
+        w.set_current_test(Some("t.py::running"));
+        assert_eq!(r.current_test().as_deref(), Some("t.py::running"));
+        w.close().unwrap();
+        assert!(r.info().closed_cleanly);
+        drop(w);
+        assert!(!r.writer_alive());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn grows_past_initial_reservation() {
+        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = tmp();
+        let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
+        let big = Record::PropertySet {
+            test: None,
+            key: "blob".into(),
+            value: Value::Str("x".repeat(100_000)),
+            mono_ns: 0,
+        };
+        for _ in 0..30 {
+            w.append(&big).unwrap();
+        }
+        w.commit().unwrap();
+        let r = SegmentReader::open(w.path()).unwrap();
+        assert_eq!(r.read_from(0).records.len(), 30);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn crash_mark_records_signal_and_test() {
+        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = tmp();
+        let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
+        w.set_current_test(Some("t.py::boom"));
+        assert!(mark_crash(11));
+        let r = SegmentReader::open(w.path()).unwrap();
+        let m = r.crash_mark().unwrap();
+        assert_eq!(m.signal, 11);
+        assert_eq!(m.test.as_deref(), Some("t.py::boom"));
+        drop(w);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn long_nodeid_is_cut_on_a_char_boundary() {
+        let s = "é".repeat(400);
+        let n = floor_char_boundary(s.as_bytes(), TEST_SLOT);
+        assert!(n <= TEST_SLOT && s.is_char_boundary(n));
+    }
+}

@@ -1,0 +1,312 @@
+//! Reading a run: every segment, committed prefixes only. A [`Follower`] keeps its place
+//! in each segment, so a poll costs what is new, not what the run holds.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::aggregate::{Aggregate, RunView};
+use crate::error::Error;
+use crate::record::{Record, Role};
+use crate::segment::{is_segment_name, CrashMark, Damage, HeaderInfo, SegmentReader, HEADER_SIZE};
+
+/// One segment's state as a reader sees it now.
+#[derive(Debug, Clone)]
+pub struct SegmentStatus {
+    pub path: PathBuf,
+    /// From the header; 0 when the header could not be read.
+    pub pid: u32,
+    /// From the segment's first record.
+    pub role: Option<Role>,
+    pub worker: Option<String>,
+    pub ppid: Option<u32>,
+    pub alive: bool,
+    pub closed_cleanly: bool,
+    pub created_wall_ns: u64,
+    pub crash: Option<CrashMark>,
+    pub current_test: Option<String>,
+    pub committed: u64,
+    /// Where reading stopped early, or why the file could not be read at all.
+    pub damage: Option<Damage>,
+}
+
+struct Tracked {
+    path: PathBuf,
+    reader: Option<SegmentReader>,
+    header: Option<HeaderInfo>,
+    next: u64,
+    role: Option<Role>,
+    worker: Option<String>,
+    ppid: Option<u32>,
+    damage: Option<Damage>,
+    /// Once a segment is damaged, reading it stops for good (what came before is kept).
+    stopped: bool,
+}
+
+/// Reads a run incrementally.
+pub struct Follower {
+    id: String,
+    dir: PathBuf,
+    segments: Vec<Tracked>,
+    known: HashMap<OsString, usize>,
+    records: u64,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").field("id", &self.id).field("segments", &self.segments.len()).finish_non_exhaustive()
+    }
+}
+
+/// Records of one poll, by segment index.
+pub type Batch = Vec<(usize, Vec<(u64, Record)>)>;
+
+/// Below this many new bytes a poll reads segments one after another.
+const PARALLEL_THRESHOLD: u64 = 8 << 20;
+
+impl Follower {
+    pub fn new(id: &str, dir: &Path) -> Follower {
+        Follower {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            segments: Vec::new(),
+            known: HashMap::new(),
+            records: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records read so far.
+    pub fn records_read(&self) -> u64 {
+        self.records
+    }
+
+    fn discover(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut new: Vec<(OsString, PathBuf)> = entries
+            .filter_map(std::result::Result::ok)
+            .map(|e| (e.file_name(), e.path()))
+            .filter(|(name, _)| is_segment_name(name) && !self.known.contains_key(name))
+            .collect();
+        new.sort();
+        for (name, path) in new {
+            let (reader, header, damage) = match SegmentReader::open(&path) {
+                Ok(r) => {
+                    let h = r.info();
+                    (Some(r), Some(h), None)
+                }
+                Err(Error::Damaged(d)) => (None, None, Some(d)),
+                Err(e) => (
+                    None,
+                    None,
+                    Some(Damage {
+                        path: path.clone(),
+                        offset: 0,
+                        reason: e.to_string(),
+                    }),
+                ),
+            };
+            // A file too short for its header may be a writer between create and
+            // fallocate: look again on the next poll instead of giving up on it.
+            let retry = reader.is_none() && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() < HEADER_SIZE && m.len() == 0);
+            if retry {
+                continue;
+            }
+            self.known.insert(name, self.segments.len());
+            self.segments.push(Tracked {
+                path,
+                reader,
+                header,
+                next: HEADER_SIZE,
+                role: None,
+                worker: None,
+                ppid: None,
+                stopped: damage.is_some(),
+                damage,
+            });
+        }
+    }
+
+    /// Reads what was committed since the last poll, in every segment (new ones included).
+    pub fn poll(&mut self) -> Batch {
+        self.discover();
+        let todo: Vec<usize> = (0..self.segments.len())
+            .filter(|&i| {
+                let t = &self.segments[i];
+                !t.stopped && t.reader.as_ref().is_some_and(|r| r.committed() > t.next)
+            })
+            .collect();
+        let pending: u64 = todo
+            .iter()
+            .map(|&i| {
+                let t = &self.segments[i];
+                t.reader.as_ref().map_or(0, |r| r.committed().saturating_sub(t.next))
+            })
+            .sum();
+        let read = |t: &Tracked| t.reader.as_ref().map(|r| r.read_from(t.next)).unwrap_or_default();
+        let batches: Vec<(usize, crate::segment::ReadBatch)> = if todo.len() > 1 && pending > PARALLEL_THRESHOLD {
+            let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).min(todo.len());
+            let segs = &self.segments;
+            std::thread::scope(|s| {
+                let chunks: Vec<Vec<usize>> = (0..threads).map(|k| todo.iter().copied().skip(k).step_by(threads).collect()).collect();
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|chunk| s.spawn(move || chunk.into_iter().map(|i| (i, read(&segs[i]))).collect::<Vec<_>>()))
+                    .collect();
+                let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+                all.sort_by_key(|(i, _)| *i);
+                all
+            })
+        } else {
+            todo.iter().map(|&i| (i, read(&self.segments[i]))).collect()
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for (i, batch) in batches {
+            let t = &mut self.segments[i];
+            t.next = batch.next;
+            if let Some(d) = batch.damage {
+                t.damage = Some(d);
+                t.stopped = true;
+            }
+            for (_, rec) in &batch.records {
+                if let Record::Process { role, worker, ppid, .. } = rec {
+                    t.role = Some(*role);
+                    t.worker.clone_from(worker);
+                    t.ppid = Some(*ppid);
+                }
+            }
+            self.records += batch.records.len() as u64;
+            if !batch.records.is_empty() {
+                out.push((i, batch.records));
+            }
+        }
+        out
+    }
+
+    /// Polls and folds what is new into `agg`.
+    pub fn poll_into(&mut self, agg: &mut Aggregate) {
+        for (seg, recs) in self.poll() {
+            for (offset, rec) in recs {
+                agg.apply(seg, offset, &rec);
+            }
+        }
+    }
+
+    /// The state of every segment now (liveness, crash marks, running tests).
+    pub fn statuses(&self) -> Vec<SegmentStatus> {
+        self.segments
+            .iter()
+            .map(|t| {
+                let r = t.reader.as_ref();
+                let info = r.map(SegmentReader::info).or_else(|| t.header.clone());
+                SegmentStatus {
+                    path: t.path.clone(),
+                    pid: info.as_ref().map_or(0, |h| h.pid),
+                    role: t.role,
+                    worker: t.worker.clone(),
+                    ppid: t.ppid,
+                    alive: r.is_some_and(SegmentReader::writer_alive),
+                    closed_cleanly: info.as_ref().is_some_and(|h| h.closed_cleanly),
+                    created_wall_ns: info.as_ref().map_or(0, |h| h.created_wall_ns),
+                    crash: r.and_then(SegmentReader::crash_mark),
+                    current_test: r.and_then(SegmentReader::current_test),
+                    committed: r.map_or(0, SegmentReader::committed),
+                    damage: t.damage.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether any segment of the run still has its writer.
+    pub fn any_writer_alive(&mut self) -> bool {
+        self.discover();
+        self.segments.iter().any(|t| t.reader.as_ref().is_some_and(SegmentReader::writer_alive))
+    }
+
+    /// Reads the one record whose frame starts at `offset` in segment `seg` (an offset a
+    /// poll returned).
+    pub fn read_at(&self, seg: usize, offset: u64) -> Option<Record> {
+        let r = self.segments.get(seg)?.reader.as_ref()?;
+        if offset >= self.segments[seg].next {
+            return None;
+        }
+        r.read_one(offset)
+    }
+
+    /// Polls and builds the aggregate view of the run as it stands.
+    pub fn view(&mut self, agg: &mut Aggregate) -> RunView {
+        self.poll_into(agg);
+        agg.view(&self.id, &self.statuses())
+    }
+}
+
+/// Every committed record of a run at one moment, by segment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub id: String,
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentStatus>,
+    /// `records[i]` are the records of `segments[i]`, in commit order.
+    pub records: Vec<Vec<Record>>,
+}
+
+impl Snapshot {
+    /// Reads run `id` in folder `dir`.
+    pub fn read(id: &str, dir: &Path) -> crate::Result<Snapshot> {
+        if !dir.is_dir() {
+            return Err(Error::NoSuchRun {
+                id: id.to_owned(),
+                store: dir.parent().unwrap_or(dir).to_owned(),
+            });
+        }
+        let mut f = Follower::new(id, dir);
+        let batch = f.poll();
+        let mut records: Vec<Vec<Record>> = (0..f.segments.len()).map(|_| Vec::new()).collect();
+        for (seg, recs) in batch {
+            records[seg] = recs.into_iter().map(|(_, r)| r).collect();
+        }
+        Ok(Snapshot {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            segments: f.statuses(),
+            records,
+        })
+    }
+
+    /// Every record, with the index of its segment.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Record)> {
+        self.records.iter().enumerate().flat_map(|(i, rs)| rs.iter().map(move |r| (i, r)))
+    }
+
+    /// The records of one test, from every process, segment by segment.
+    pub fn records_of<'a>(&'a self, nodeid: &'a str) -> impl Iterator<Item = (usize, &'a Record)> + 'a {
+        self.iter().filter(move |(_, r)| r.test() == Some(nodeid))
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+
+    /// Every damaged or unreadable segment.
+    pub fn damage(&self) -> impl Iterator<Item = &Damage> {
+        self.segments.iter().filter_map(|s| s.damage.as_ref())
+    }
+
+    /// The aggregate view (tests, fixtures, crashes, workers).
+    pub fn view(&self) -> RunView {
+        let mut agg = Aggregate::default();
+        for (seg, recs) in self.records.iter().enumerate() {
+            for rec in recs {
+                agg.apply(seg, 0, rec);
+            }
+        }
+        agg.view(&self.id, &self.segments)
+    }
+}

@@ -1,0 +1,181 @@
+//! A store: a directory of runs (one folder each) and `history.redb`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::segment::{create_private_dir, open_dir_nofollow, wall_ns};
+use crate::snapshot::{Follower, Snapshot};
+
+/// The file the controller folds finished runs into.
+pub const HISTORY_FILE: &str = "history.redb";
+
+/// A store directory. Cheap to clone; holds no open file.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens an existing store; fails with [`Error::NoStore`] when `root` does not exist.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref();
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => Ok(Store { root: root.to_owned() }),
+            Ok(_) => Err(Error::NotADirectory { path: root.to_owned() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoStore { path: root.to_owned() }),
+            Err(e) => Err(Error::io(root, "opening store", e)),
+        }
+    }
+
+    /// Opens a store, creating its directory (mode 0700) when missing.
+    pub fn create(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref();
+        create_private_dir(root)?;
+        Store::open(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn history_path(&self) -> PathBuf {
+        self.root.join(HISTORY_FILE)
+    }
+
+    /// Starts a run: a new folder (mode 0700) whose name sorts by start time. Returns its id.
+    pub fn new_run(&self) -> Result<String> {
+        for _ in 0..16 {
+            let id = new_run_id();
+            let path = self.root.join(&id);
+            if path.exists() {
+                continue;
+            }
+            create_private_dir(&path)?;
+            return Ok(id);
+        }
+        Err(Error::io(&self.root, "creating a run folder in", std::io::Error::other("run id collisions")))
+    }
+
+    /// The ids of every run, oldest first.
+    pub fn runs(&self) -> Result<Vec<String>> {
+        let dir = open_dir_nofollow(&self.root).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NoStore { path: self.root.clone() }
+            } else {
+                Error::io(&self.root, "listing", e)
+            }
+        })?;
+        drop(dir);
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "listing", e))? {
+            let entry = entry.map_err(|e| Error::io(&self.root, "listing", e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_run_id(name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                ids.push(name.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The newest run's id.
+    pub fn latest(&self) -> Result<String> {
+        self.runs()?.pop().ok_or_else(|| Error::NoRuns { store: self.root.clone() })
+    }
+
+    /// The folder of run `id`, which must exist.
+    pub fn run_path(&self, id: &str) -> Result<PathBuf> {
+        let path = self.root.join(id);
+        if !is_run_id(id) || !path.is_dir() {
+            return Err(Error::NoSuchRun {
+                id: id.to_owned(),
+                store: self.root.clone(),
+            });
+        }
+        Ok(path)
+    }
+
+    /// Every committed record of run `id`, read now.
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        Snapshot::read(id, &self.run_path(id)?)
+    }
+
+    /// A follower of run `id`, reading only what is new on each poll.
+    pub fn follow(&self, id: &str) -> Result<Follower> {
+        Ok(Follower::new(id, &self.run_path(id)?))
+    }
+
+    /// Removes the folders of all but the newest `keep` runs; returns the ids removed.
+    /// A run whose segments have a live writer is kept whatever its age.
+    pub fn prune_runs(&self, keep: usize) -> Result<Vec<String>> {
+        let runs = self.runs()?;
+        let mut removed = Vec::new();
+        if runs.len() <= keep {
+            return Ok(removed);
+        }
+        for id in &runs[..runs.len() - keep] {
+            let path = self.root.join(id);
+            let live = Follower::new(id, &path).any_writer_alive();
+            if !live {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, "removing old run", e))?;
+                removed.push(id.clone());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether `s` looks like a run id (`YYYYMMDD-HHMMSS-xxxxxx`): also what keeps `--run ../x`
+/// from leaving the store.
+pub fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 22
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'-'
+        && b[16..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+fn new_run_id() -> String {
+    let ns = wall_ns();
+    let (y, mo, d, h, mi, s) = civil_from_unix((ns / 1_000_000_000) as i64);
+    let mut r = 0u32;
+    // SAFETY: getrandom fills the 4 bytes we own.
+    if unsafe { libc::getrandom((&raw mut r).cast(), 4, 0) } != 4 {
+        r = (ns as u32) ^ std::process::id();
+    }
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{:06x}", r & 0xff_ffff)
+}
+
+/// UTC calendar date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
+pub fn civil_from_unix(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (secs / 3600) as u32, ((secs % 3600) / 60) as u32, (secs % 60) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_and_validate() {
+        let id = new_run_id();
+        assert!(is_run_id(&id), "{id}");
+        assert!(!is_run_id("../20261122-024420-abcdef"));
+        assert!(!is_run_id("20261122-024420-ABCDEF"));
+        assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil_from_unix(1_795_315_460), (2026, 11, 22, 2, 44, 20));
+    }
+}
