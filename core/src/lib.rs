@@ -28,7 +28,9 @@
 //! The byte layout and the commit protocol are in `docs/format.md`.
 
 pub mod aggregate;
+pub mod cli;
 pub mod error;
+pub mod history;
 pub mod record;
 pub mod segment;
 pub mod snapshot;

@@ -1,0 +1,75 @@
+# One target for each thing a person does. CI runs `make test` (see .ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+VENV91 := $(CURDIR)/.venv-pytest91
+VPY := $(VENV)/bin/python
+# Caches stay inside the checkout.
+export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export CARGO_TARGET_DIR := $(CURDIR)/target
+# Keep builds lean on small machines.
+export CARGO_BUILD_JOBS ?= 2
+
+.PHONY: all demo test test-rust test-python test-pytest91 bench lint fuzz develop system-deps clean
+
+all: develop
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(VENV91)/.installed: requirements-pytest91.txt
+	$(PYTHON) -m venv $(VENV91)
+	$(VENV91)/bin/python -m pip install -q -r requirements-pytest91.txt
+	touch $@
+
+## Build the extension (release) and install pytest-blackbox into .venv (editable).
+develop: $(VENV)/.installed
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
+	cargo build --release -q -p blackbox-core --bin blackbox
+
+## Chromium for the HTML report test (Debian packages; needs root, as on CI).
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else echo "make: chromium and chromium-driver are missing; install them (apt-get install chromium chromium-driver)"; fi; \
+	fi
+
+## A small suite of passing, failing and crashing tests under -n 2 and --forked, then its summary.
+demo: develop
+	bash examples/demo/run.sh $(VPY)
+
+## Everything CI checks.
+test: test-rust test-python test-pytest91
+
+test-rust:
+	cargo test -p blackbox-core --release
+
+test-python: develop system-deps
+	$(VPY) -m pytest tests
+
+## The end-to-end suite's core on pytest 9.1.x (the plugin from the same build).
+test-pytest91: develop $(VENV91)/.installed
+	VIRTUAL_ENV=$(VENV91) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
+	$(VENV91)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider
+
+## Criterion benches of the core and Python peers; results in benches/results/.
+bench: develop
+	cargo bench -p blackbox-benches
+	$(VPY) benches/python/run_all.py
+
+lint: $(VENV)/.installed
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python-bindings/python tests benches examples
+	$(VENV)/bin/ruff format --check python-bindings/python tests benches examples
+
+## A short run of the segment-reader fuzzer (needs nightly-free cargo-fuzz; see fuzz/README).
+fuzz:
+	bash fuzz/run.sh 60
+
+clean:
+	rm -rf target .venv .venv-pytest91 .cache

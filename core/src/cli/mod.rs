@@ -1,0 +1,1 @@
+//! The `blackbox` command line (being written).

@@ -1,0 +1,1 @@
+//! `history.redb`: finished runs folded into a durable database (being written).
