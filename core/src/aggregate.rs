@@ -51,6 +51,9 @@ pub struct TestView {
     pub properties: Vec<(String, Value)>,
     pub start_mono_ns: u64,
     pub end_mono_ns: Option<u64>,
+    /// The latest time any record of this test carries: where a timeline bar of a test
+    /// that never ended (crashed, unfinished) stops.
+    pub last_mono_ns: u64,
 }
 
 /// Setup and teardown times of one fixture (or one `timed` name), over the whole run.
@@ -123,13 +126,14 @@ struct PhaseAcc {
 #[derive(Debug, Default)]
 struct TestAcc {
     first_mono: u64,
+    last_mono: u64,
     end_mono: Option<u64>,
     /// Segments in which the test started, with the monotonic time.
     started_in: Vec<(usize, u64)>,
     /// Segments in which the test ended.
     ended_in: Vec<usize>,
     phases: BTreeMap<Phase, PhaseAcc>,
-    /// (key, mono, is_append, value)
+    /// `(key, mono, is_append, value)`
     props: Vec<(String, u64, bool, Value)>,
 }
 
@@ -160,7 +164,8 @@ pub struct Aggregate {
     run: RunMeta,
     tests: HashMap<String, TestAcc>,
     order: Vec<String>,
-    fixtures: HashMap<(String, String), TimeAcc>,
+    /// name -> scope -> times
+    fixtures: HashMap<String, HashMap<String, TimeAcc>>,
     timed: HashMap<String, TimeAcc>,
     segs: Vec<SegAcc>,
     /// Crash records written by observers (parents, the controller).
@@ -186,11 +191,14 @@ impl Aggregate {
                 nodeid.to_owned(),
                 TestAcc {
                     first_mono: mono,
+                    last_mono: mono,
                     ..TestAcc::default()
                 },
             );
         }
-        self.tests.get_mut(nodeid).expect("inserted above")
+        let t = self.tests.get_mut(nodeid).expect("inserted above");
+        t.last_mono = t.last_mono.max(mono);
+        t
     }
 
     /// Folds one record of segment `seg` (frame at `offset`) in.
@@ -267,8 +275,7 @@ impl Aggregate {
             }
             Record::PropertySet { test, key, value, mono_ns } | Record::PropertyAppend { test, key, value, mono_ns } => {
                 let append = matches!(rec, Record::PropertyAppend { .. });
-                let nodeid = test.clone().unwrap_or_default();
-                let t = self.test(&nodeid, *mono_ns);
+                let t = self.test(test.as_deref().unwrap_or_default(), *mono_ns);
                 t.props.push((key.clone(), *mono_ns, append, value.clone()));
             }
             Record::Fixture {
@@ -278,9 +285,14 @@ impl Aggregate {
                 duration_s,
                 ..
             } => {
-                let acc = match self.fixtures.get_mut(&(name.clone(), scope.clone())) {
+                // Looked up by reference first: no allocation per record once a fixture is known.
+                let by_scope = match self.fixtures.get_mut(name.as_str()) {
+                    Some(m) => m,
+                    None => self.fixtures.entry(name.clone()).or_default(),
+                };
+                let acc = match by_scope.get_mut(scope.as_str()) {
                     Some(a) => a,
-                    None => self.fixtures.entry((name.clone(), scope.clone())).or_default(),
+                    None => by_scope.entry(scope.clone()).or_default(),
                 };
                 add_time(acc, *setup, *duration_s);
             }
@@ -324,7 +336,7 @@ impl Aggregate {
 
     /// Total fixture setups recorded so far (every fixture, every scope).
     pub fn fixture_setups(&self) -> u64 {
-        self.fixtures.values().map(|a| a.setups).sum()
+        self.fixtures.values().flat_map(HashMap::values).map(|a| a.setups).sum()
     }
 
     /// Merged properties of `nodeid`: the last `record` of a key wins; `append`ed values
@@ -354,11 +366,18 @@ impl Aggregate {
 
         // Crashes: observers' records first, then dead segments that were in a test.
         let mut crashes: Vec<CrashView> = Vec::new();
+        // Crashes by nodeid, so merging stays linear in the number of crashes.
+        let mut by_nodeid: HashMap<Option<String>, Vec<usize>> = HashMap::new();
         let mut merge = |c: CrashView| {
-            let same = crashes.iter_mut().find(|x| {
-                x.nodeid == c.nodeid && (x.nodeid.is_some() || x.pid == c.pid) && (x.pid.is_none() || c.pid.is_none() || x.pid == c.pid || x.worker == c.worker)
+            let candidates = by_nodeid.entry(c.nodeid.clone()).or_default();
+            let found = candidates.iter().copied().find(|&i| {
+                let x = &crashes[i];
+                (x.nodeid.is_some() || x.pid == c.pid) && (x.pid.is_none() || c.pid.is_none() || x.pid == c.pid || x.worker == c.worker)
             });
-            match same {
+            if found.is_none() {
+                candidates.push(crashes.len());
+            }
+            match found.map(|i| &mut crashes[i]) {
                 Some(x) => {
                     x.signal = x.signal.or(c.signal);
                     x.exit_code = x.exit_code.or(c.exit_code);
@@ -375,12 +394,16 @@ impl Aggregate {
         for c in &self.crashes {
             merge(c.clone());
         }
+        let mut exit_of_seg: HashMap<usize, &(Option<String>, i32, usize)> = HashMap::new();
+        for e in &self.exits {
+            exit_of_seg.entry(e.2).or_insert(e);
+        }
         for (seg, s) in self.segs.iter().enumerate() {
             let Some(st) = status(seg) else { continue };
             if st.alive || st.closed_cleanly {
                 continue;
             }
-            let exit = self.exits.iter().find(|(_, _, eseg)| *eseg == seg);
+            let exit = exit_of_seg.get(&seg).copied();
             let mark = st.crash.as_ref();
             let test = s.open_test.clone().or_else(|| mark.and_then(|m| m.test.clone()));
             if test.is_none() && mark.is_none() && exit.is_none() {
@@ -411,13 +434,20 @@ impl Aggregate {
                 attachments: Vec::new(),
             });
         }
+        let mut attachments_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for (t, _, p) in &self.attachments {
+            if let Some(t) = t {
+                attachments_of.entry(t.as_str()).or_default().push(p.clone());
+            }
+        }
         for c in &mut crashes {
-            c.attachments = self
-                .attachments
-                .iter()
-                .filter(|(t, _, _)| t.is_some() && *t == c.nodeid)
-                .map(|(_, _, p)| p.clone())
-                .collect();
+            c.attachments = c.nodeid.as_deref().and_then(|n| attachments_of.get(n)).cloned().unwrap_or_default();
+        }
+        let mut crash_of: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in crashes.iter().enumerate() {
+            if let Some(n) = c.nodeid.as_deref() {
+                crash_of.entry(n).or_insert(i);
+            }
         }
 
         // Tests.
@@ -427,7 +457,7 @@ impl Aggregate {
                 continue; // session-level properties
             }
             let t = &self.tests[nodeid];
-            let crash = crashes.iter().find(|c| c.nodeid.as_deref() == Some(nodeid.as_str()));
+            let crash = crash_of.get(nodeid.as_str()).map(|&i| &crashes[i]);
             let running = t.started_in.iter().any(|(seg, _)| {
                 !t.ended_in.contains(seg)
                     && status(*seg).is_some_and(|s| s.alive)
@@ -479,17 +509,18 @@ impl Aggregate {
                 properties: merge_props(&t.props),
                 start_mono_ns: t.first_mono,
                 end_mono_ns: t.end_mono,
+                last_mono_ns: t.last_mono,
             });
         }
 
         // Workers.
         let mut workers: BTreeMap<String, WorkerView> = BTreeMap::new();
+        let worker_ids: std::collections::HashSet<&str> =
+            self.segs.iter().filter(|s| s.role == Some(Role::Worker)).filter_map(|s| s.worker.as_deref()).collect();
+        let mut pid_seen: std::collections::HashSet<(&str, u32)> = std::collections::HashSet::new();
         for (seg, s) in self.segs.iter().enumerate() {
             let st = status(seg);
-            let id = s
-                .worker
-                .clone()
-                .unwrap_or_else(|| s.role.map_or("other", Role::as_str).to_owned());
+            let id = seg_worker_key(s).to_owned();
             let w = workers.entry(id.clone()).or_insert_with(|| WorkerView {
                 id,
                 pids: Vec::new(),
@@ -498,13 +529,14 @@ impl Aggregate {
                 alive: false,
             });
             if let Some(pid) = s.pid {
-                if !w.pids.contains(&pid) {
+                // One segment per forked test: a set keeps this linear.
+                if pid_seen.insert((seg_worker_key(s), pid)) {
                     w.pids.push(pid);
                 }
             }
-            if s.role != Some(Role::Forked) || s.worker.is_none() {
-                w.tests += s.tests;
-            } else if !self.segs.iter().any(|o| o.role == Some(Role::Worker) && o.worker == s.worker) {
+            // A forked child of a worker: its tests are the worker's own (already counted).
+            let counted_by_worker = s.role == Some(Role::Forked) && s.worker.as_deref().is_some_and(|w| worker_ids.contains(w));
+            if !counted_by_worker {
                 w.tests += s.tests;
             }
             w.alive |= st.is_some_and(|x| x.alive);
@@ -522,7 +554,7 @@ impl Aggregate {
         RunView {
             run,
             tests,
-            fixtures: sorted_stats(self.fixtures.iter().map(|((n, s), a)| stats(n, s, a))),
+            fixtures: sorted_stats(self.fixtures.iter().flat_map(|(n, by_scope)| by_scope.iter().map(move |(s, a)| stats(n, s, a)))),
             timed: sorted_stats(self.timed.iter().map(|(n, a)| stats(n, "timed", a))),
             crashes,
             workers: workers.into_values().collect(),
@@ -531,6 +563,11 @@ impl Aggregate {
             records: self.records,
         }
     }
+}
+
+/// The worker a segment belongs to: its xdist id, or its role outside xdist.
+fn seg_worker_key(s: &SegAcc) -> &str {
+    s.worker.as_deref().unwrap_or_else(|| s.role.map_or("other", Role::as_str))
 }
 
 fn add_time(acc: &mut TimeAcc, setup: bool, d: f64) {
@@ -740,5 +777,75 @@ mod tests {
         assert_eq!(v.fixtures[0].setups, 2);
         assert!((v.fixtures[0].mean_s - 1.0).abs() < 1e-12);
         assert!((v.fixtures[0].max_s - 1.5).abs() < 1e-12);
+    }
+
+    fn dead_segment(pid: u32) -> SegmentStatus {
+        SegmentStatus {
+            path: format!("seg-{pid}.seg").into(),
+            pid,
+            role: Some(Role::Worker),
+            worker: Some("gw1".into()),
+            ppid: Some(1),
+            alive: false,
+            closed_cleanly: false,
+            created_wall_ns: 0,
+            crash: None,
+            current_test: None,
+            committed: 0,
+            damage: None,
+        }
+    }
+
+    #[test]
+    fn observer_crash_and_dead_segment_merge_into_one() {
+        let mut agg = Aggregate::default();
+        let process = |pid| Record::Process {
+            pid,
+            ppid: 1,
+            role: Role::Worker,
+            worker: Some("gw1".into()),
+            wall_ns: 0,
+        };
+        // Two processes of gw1 (the second replaced the first), then the controller's word.
+        agg.apply(0, 0, &process(7));
+        agg.apply(0, 0, &Record::TestStart { nodeid: "t.py::ok".into(), mono_ns: 10 });
+        agg.apply(0, 0, &Record::TestEnd { nodeid: "t.py::ok".into(), mono_ns: 20 });
+        agg.apply(1, 0, &process(8));
+        agg.apply(1, 0, &Record::TestStart { nodeid: "t.py::boom".into(), mono_ns: 30 });
+        agg.apply(
+            1,
+            0,
+            &Record::PropertySet {
+                test: Some("t.py::boom".into()),
+                key: "k".into(),
+                value: Value::Int(1),
+                mono_ns: 35,
+            },
+        );
+        agg.apply(
+            2,
+            0,
+            &Record::Crash {
+                test: Some("t.py::boom".into()),
+                pid: 0,
+                worker: Some("gw1".into()),
+                signal: 0,
+                exit_code: None,
+                phase: None,
+                detail: "worker 'gw1' crashed while running 't.py::boom'".into(),
+                wall_ns: 0,
+            },
+        );
+        let mut closed = dead_segment(7);
+        closed.closed_cleanly = true;
+        let v = agg.view("r", &[closed, dead_segment(8)]);
+        assert_eq!(v.crashes.len(), 1, "{:?}", v.crashes);
+        assert_eq!(v.crashes[0].pid, Some(8));
+        assert_eq!(v.crashes[0].phase.as_deref(), Some("setup"));
+        let boom = v.tests.iter().find(|t| t.nodeid == "t.py::boom").unwrap();
+        assert_eq!((boom.outcome.as_str(), boom.pid, boom.worker.as_deref()), ("crashed", Some(8), Some("gw1")));
+        assert_eq!((boom.start_mono_ns, boom.end_mono_ns, boom.last_mono_ns), (30, None, 35));
+        assert_eq!(v.workers.len(), 1);
+        assert_eq!((v.workers[0].pids.clone(), v.workers[0].tests, v.workers[0].crashes), (vec![7, 8], 2, 1));
     }
 }
