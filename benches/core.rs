@@ -1,0 +1,526 @@
+//! Criterion benchmarks of blackbox-core, each beside its peer measured in the same run:
+//!
+//! 1. `append_commit`: one record appended and committed on a warm writer, vs a redb
+//!    insert + commit (`Durability::None`).
+//! 2. `txn10`: a 10-record transaction, vs a 10-insert redb transaction.
+//! 3. `read_1m`: reading 1,000,000 records from 8 segments, vs a full scan of one redb table.
+//! 4. `follow_100_new`: `Follower::poll` after 100 new records, with 10k, 100k and 1M
+//!    records already in the store (it must not depend on the store's size).
+//! 5. `codec`: encode + decode of a `Record` with postcard (core's codec) and bincode 2.
+//!
+//! The run ends with a summary of medians and ratios, saved to `benches/results/core.txt`.
+//! `cargo bench -p blackbox-benches`; see benches/README.md.
+
+use std::cell::{OnceCell, RefCell};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use blackbox_benches::summary::{self, Notes};
+use blackbox_benches::{
+    build_redb, build_run, human_bytes, process, property_set, test_record, Scratch, REDB_TABLE,
+};
+use blackbox_core::segment::FRAME_HEADER;
+use blackbox_core::{Aggregate, Durability, Follower, Record, Recorder, Role, SegmentWriter, Snapshot};
+use criterion::{BenchmarkId, Criterion, SamplingMode};
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+/// A writer is replaced (and its file deleted) once it holds this much, so a long
+/// measurement neither fills the disk nor measures a 10 GB file.
+const ROTATE_BYTES: u64 = 32 << 20;
+
+fn framed(rec: &Record) -> u64 {
+    (FRAME_HEADER + rec.encoded_len()).next_multiple_of(8) as u64
+}
+
+/// A segment writer in `dir`, replaced by a fresh one on demand.
+struct Rotating {
+    dir: PathBuf,
+    writer: Option<SegmentWriter>,
+}
+
+impl Rotating {
+    fn new(dir: &Path) -> Rotating {
+        std::fs::create_dir_all(dir).expect("creating the folder");
+        Rotating {
+            dir: dir.to_owned(),
+            writer: None,
+        }
+    }
+
+    /// Drops the current writer, deletes its file, and opens a new one (warm: its first
+    /// record is written and committed).
+    fn rotate(&mut self) {
+        if let Some(old) = self.writer.take() {
+            let path = old.path().to_owned();
+            drop(old);
+            let _ = std::fs::remove_file(path);
+        }
+        let mut w = SegmentWriter::create(&self.dir, Durability::Process).expect("creating a segment");
+        w.append(&process(0)).expect("append");
+        w.commit().expect("commit");
+        self.writer = Some(w);
+    }
+
+    fn writer(&mut self) -> &mut SegmentWriter {
+        if self.writer.is_none() {
+            self.rotate();
+        }
+        self.writer.as_mut().expect("opened above")
+    }
+}
+
+impl Drop for Rotating {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let path = w.path().to_owned();
+            drop(w);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn redb_db(path: &Path) -> redb::Database {
+    let db = redb::Database::create(path).expect("creating the redb database");
+    let txn = db.begin_write().expect("begin_write");
+    txn.open_table(REDB_TABLE).expect("open_table");
+    txn.commit().expect("commit");
+    db
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. append + commit
+// ---------------------------------------------------------------------------------------
+
+fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
+    let rec = property_set();
+    let frame = framed(&rec);
+    notes.borrow_mut().add(
+        "append",
+        format!(
+            "the writer is replaced every {} (new file, first page faults included in the steady state)",
+            human_bytes(ROTATE_BYTES)
+        ),
+    );
+    let mut g = c.benchmark_group("append_commit");
+    g.sample_size(60).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+
+    let mut rot = Rotating::new(&scratch.join("append"));
+    g.bench_function("blackbox", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let w = rot.writer();
+                let room = ROTATE_BYTES.saturating_sub(w.committed_len()) / frame;
+                if room == 0 {
+                    rot.rotate();
+                    continue;
+                }
+                let n = left.min(room);
+                let t = Instant::now();
+                for _ in 0..n {
+                    w.append(black_box(&rec)).unwrap();
+                    w.commit().unwrap();
+                }
+                total += t.elapsed();
+                left -= n;
+            }
+            total
+        });
+    });
+    drop(rot);
+
+    let db = redb_db(&scratch.join("append.redb"));
+    let mut key = 0u64;
+    let mut buf = vec![0u8; 4096];
+    g.bench_function("redb", |b| {
+        b.iter(|| {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(redb::Durability::None).unwrap();
+            {
+                let mut table = txn.open_table(REDB_TABLE).unwrap();
+                let n = black_box(&rec).encode_into(&mut buf).unwrap();
+                table.insert(key, &buf[..n]).unwrap();
+            }
+            txn.commit().unwrap();
+            key += 1;
+        });
+    });
+    g.finish();
+    drop(db);
+    let _ = std::fs::remove_file(scratch.join("append.redb"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. a 10-record transaction
+// ---------------------------------------------------------------------------------------
+
+fn ten_records() -> Vec<Record> {
+    (0..10)
+        .map(|i| match property_set() {
+            Record::PropertySet { test, value, mono_ns, .. } => Record::PropertySet {
+                test,
+                key: format!("metric_{i}"),
+                value,
+                mono_ns: mono_ns + i,
+            },
+            other => other,
+        })
+        .collect()
+}
+
+/// A recorder whose segment is replaced (and deleted) on demand.
+struct RotatingRecorder {
+    dir: PathBuf,
+    rec: Option<Recorder>,
+}
+
+impl RotatingRecorder {
+    fn rotate(&mut self) -> &mut Recorder {
+        if let Some(old) = self.rec.take() {
+            let path = old.segment_path().map(Path::to_owned);
+            drop(old);
+            if let Some(p) = path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let mut r = Recorder::new(&self.dir, Role::Worker, Some("gw0".into()), Durability::Process);
+        // Opens the segment (and writes its first record) before anything is timed.
+        r.begin().expect("begin");
+        r.commit().expect("commit");
+        self.rec.insert(r)
+    }
+}
+
+impl Drop for RotatingRecorder {
+    fn drop(&mut self) {
+        if let Some(r) = self.rec.take() {
+            let path = r.segment_path().map(Path::to_owned);
+            drop(r);
+            if let Some(p) = path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn txn10(c: &mut Criterion, scratch: &Path) {
+    let ten = ten_records();
+    let per_txn: u64 = ten.iter().map(framed).sum();
+    let per_writer = ROTATE_BYTES / per_txn;
+    let mut g = c.benchmark_group("txn10");
+    g.sample_size(60).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+
+    let dir = scratch.join("txn10");
+    std::fs::create_dir_all(&dir).expect("creating the folder");
+    let mut rr = RotatingRecorder { dir, rec: None };
+    rr.rotate();
+    let mut done = 0u64;
+    g.bench_function("blackbox", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                if done >= per_writer {
+                    rr.rotate();
+                    done = 0;
+                }
+                let n = left.min(per_writer - done);
+                let r = rr.rec.as_mut().expect("rotated above");
+                let t = Instant::now();
+                for _ in 0..n {
+                    r.begin().unwrap();
+                    for rec in &ten {
+                        r.record(black_box(rec)).unwrap();
+                    }
+                    r.commit().unwrap();
+                }
+                total += t.elapsed();
+                done += n;
+                left -= n;
+            }
+            total
+        });
+    });
+    drop(rr);
+
+    let db = redb_db(&scratch.join("txn10.redb"));
+    let mut key = 0u64;
+    let mut buf = vec![0u8; 4096];
+    g.bench_function("redb", |b| {
+        b.iter(|| {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(redb::Durability::None).unwrap();
+            {
+                let mut table = txn.open_table(REDB_TABLE).unwrap();
+                for rec in &ten {
+                    let n = black_box(rec).encode_into(&mut buf).unwrap();
+                    table.insert(key, &buf[..n]).unwrap();
+                    key += 1;
+                }
+            }
+            txn.commit().unwrap();
+        });
+    });
+    g.finish();
+    drop(db);
+    let _ = std::fs::remove_file(scratch.join("txn10.redb"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. reading 1M records
+// ---------------------------------------------------------------------------------------
+
+const BIG: u64 = 1_000_000;
+const SEGMENTS: usize = 8;
+const RUN_ID: &str = "20261122-000000-bench";
+
+/// The 1M-record run (8 segments) and the same records in one redb table, built on first use.
+struct BigStore {
+    run: PathBuf,
+    db: redb::Database,
+}
+
+fn big_store<'a>(cell: &'a OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) -> &'a BigStore {
+    cell.get_or_init(|| {
+        let t = Instant::now();
+        let run = scratch.join(RUN_ID);
+        let bytes = build_run(&run, SEGMENTS, BIG);
+        let db_path = scratch.join("read_1m.redb");
+        let db = build_redb(&db_path, SEGMENTS, BIG);
+        let snap = Snapshot::read(RUN_ID, &run).expect("reading the run");
+        assert_eq!(snap.record_count() as u64, BIG);
+        assert_eq!(snap.damage().count(), 0);
+        let rows = db.begin_read().expect("begin_read").open_table(REDB_TABLE).expect("open_table").len().expect("len");
+        assert_eq!(rows, BIG);
+        let redb_size = std::fs::metadata(&db_path).map_or(0, |m| m.len());
+        notes.borrow_mut().add(
+            "read",
+            format!(
+                "{BIG} records ({} tests of 8 records: start, fixture setup/teardown, 3 phase reports with the serialized pytest report, a property, end) in {SEGMENTS} segments",
+                (BIG - SEGMENTS as u64) / 8
+            ),
+        );
+        notes.borrow_mut().add(
+            "read",
+            format!(
+                "{} of frames (mean {} B a record); the redb file {}; built in {:.1} s",
+                human_bytes(bytes),
+                bytes / BIG,
+                human_bytes(redb_size),
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        notes.borrow_mut().add("read", "results are dropped outside the timing (iter_with_large_drop)".into());
+        BigStore { run, db }
+    })
+}
+
+fn redb_scan(db: &redb::Database) -> Vec<Record> {
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(REDB_TABLE).unwrap();
+    let mut out = Vec::new();
+    for row in table.range::<u64>(..).unwrap() {
+        let (_, v) = row.unwrap();
+        out.push(Record::decode(v.value()).unwrap());
+    }
+    out
+}
+
+fn read_1m(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) {
+    let mut g = c.benchmark_group("read_1m");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(4));
+    g.bench_function("snapshot_read", |b| {
+        let s = big_store(big, scratch, notes);
+        b.iter_with_large_drop(|| Snapshot::read(RUN_ID, &s.run).unwrap());
+    });
+    g.bench_function("snapshot_read_view", |b| {
+        let s = big_store(big, scratch, notes);
+        b.iter_with_large_drop(|| {
+            let snap = Snapshot::read(RUN_ID, &s.run).unwrap();
+            let view = snap.view();
+            (snap, view)
+        });
+    });
+    g.bench_function("follower_poll_into", |b| {
+        let s = big_store(big, scratch, notes);
+        b.iter_with_large_drop(|| {
+            let mut f = Follower::new(RUN_ID, &s.run);
+            let mut agg = Aggregate::default();
+            f.poll_into(&mut agg);
+            (f, agg)
+        });
+    });
+    g.bench_function("redb_scan_decode", |b| {
+        let s = big_store(big, scratch, notes);
+        let n = redb_scan(&s.db).len() as u64;
+        assert_eq!(n, BIG);
+        b.iter_with_large_drop(|| redb_scan(&s.db));
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. incremental follow
+// ---------------------------------------------------------------------------------------
+
+/// New records per poll.
+const NEW: u64 = 100;
+/// The live segment is replaced (old file deleted) after this many polls, so the store
+/// holds between N and N + NEW * ROTATE_POLLS records while it is measured.
+const ROTATE_POLLS: u32 = 20;
+
+struct Follow {
+    follower: Follower,
+    live: Rotating,
+    polls: u32,
+    new: Vec<Record>,
+}
+
+impl Follow {
+    fn new(run: &Path) -> Follow {
+        let mut follower = Follower::new(RUN_ID, run);
+        let _ = follower.poll();
+        let mut f = Follow {
+            follower,
+            live: Rotating {
+                dir: run.to_owned(),
+                writer: None,
+            },
+            polls: 0,
+            new: (0..NEW).map(|k| test_record(99, k / 8, k % 8)).collect(),
+        };
+        f.rotate();
+        f
+    }
+
+    /// A new live segment; the follower discovers it (and reads its first record) here,
+    /// outside the timing.
+    fn rotate(&mut self) {
+        self.live.rotate();
+        let batch = self.follower.poll();
+        assert_eq!(batch.iter().map(|(_, r)| r.len()).sum::<usize>(), 1);
+        self.polls = 0;
+    }
+}
+
+fn follow(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) {
+    let mut g = c.benchmark_group("follow_100_new");
+    g.sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(20))
+        .measurement_time(Duration::from_millis(60));
+    let new_bytes: u64 = (0..NEW).map(|k| framed(&test_record(99, k / 8, k % 8))).sum();
+    notes.borrow_mut().add(
+        "follow",
+        format!(
+            "{NEW} new records ({}) committed in a live 9th segment before each timed poll; it is replaced every {} records (old file deleted), so a store of N holds N..N+{} while measured",
+            human_bytes(new_bytes),
+            NEW * u64::from(ROTATE_POLLS),
+            NEW * u64::from(ROTATE_POLLS)
+        ),
+    );
+    for n in [10_000u64, 100_000, BIG] {
+        let small;
+        let run: &Path = if n == BIG {
+            &big_store(big, scratch, notes).run
+        } else {
+            small = scratch.join(format!("follow-{n}"));
+            build_run(&small, SEGMENTS, n);
+            &small
+        };
+        let mut state: Option<Follow> = None;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let st = state.get_or_insert_with(|| Follow::new(run));
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if st.polls == ROTATE_POLLS {
+                        st.rotate();
+                    }
+                    let w = st.live.writer();
+                    for rec in &st.new {
+                        w.append(rec).unwrap();
+                    }
+                    w.commit().unwrap();
+                    let t = Instant::now();
+                    let batch = st.follower.poll();
+                    total += t.elapsed();
+                    st.polls += 1;
+                    assert_eq!(batch.iter().map(|(_, r)| r.len() as u64).sum::<u64>(), NEW);
+                    drop(batch);
+                }
+                total
+            });
+        });
+        drop(state);
+        if n != BIG {
+            let _ = std::fs::remove_dir_all(run);
+        }
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. codec
+// ---------------------------------------------------------------------------------------
+
+fn codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.sample_size(50).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_millis(1500));
+    let cfg = bincode::config::standard();
+    for (name, rec) in summary::codec_records() {
+        // Both codecs round-trip the record exactly.
+        let mut buf = vec![0u8; 1 << 16];
+        let n = rec.encode_into(&mut buf).unwrap();
+        assert_eq!(Record::decode(&buf[..n]).unwrap(), rec);
+        let n = bincode::serde::encode_into_slice(&rec, &mut buf, cfg).unwrap();
+        let (back, used): (Record, usize) = bincode::serde::decode_from_slice(&buf[..n], cfg).unwrap();
+        assert_eq!((back, used), (rec.clone(), n));
+
+        g.bench_with_input(BenchmarkId::new("postcard", name), &rec, |b, rec| {
+            let mut buf = vec![0u8; 1 << 16];
+            b.iter(|| {
+                let n = black_box(rec).encode_into(&mut buf).unwrap();
+                Record::decode(black_box(&buf[..n])).unwrap()
+            });
+        });
+        g.bench_with_input(BenchmarkId::new("bincode", name), &rec, |b, rec| {
+            let mut buf = vec![0u8; 1 << 16];
+            b.iter(|| {
+                let n = bincode::serde::encode_into_slice(black_box(rec), &mut buf, cfg).unwrap();
+                let (r, _): (Record, usize) = bincode::serde::decode_from_slice(black_box(&buf[..n]), cfg).unwrap();
+                r
+            });
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let load = summary::loadavg();
+    let args: Vec<String> = std::env::args().collect();
+    let measuring = !args.iter().any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"));
+    let mut c = Criterion::default().nresamples(20_000).configure_from_args();
+    let scratch = Scratch::new("core");
+    let notes = RefCell::new(Notes::default());
+    let big = OnceCell::new();
+
+    append_commit(&mut c, scratch.path(), &notes);
+    txn10(&mut c, scratch.path());
+    read_1m(&mut c, &big, scratch.path(), &notes);
+    follow(&mut c, &big, scratch.path(), &notes);
+    codec(&mut c);
+    c.final_summary();
+
+    drop(big);
+    drop(scratch);
+    if measuring {
+        summary::print_and_save(since, &load, &notes.borrow());
+    }
+}
