@@ -1,0 +1,59 @@
+"""The exceptions and the warning of pytest_blackbox: one tree under BlackboxError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlackboxError",
+    "BlackboxWarning",
+    "DamagedStoreError",
+    "InvalidKeyError",
+    "NoSuchRunError",
+    "NoStoreError",
+    "NotRecordingError",
+    "RecordTooLargeError",
+    "StoreFullError",
+    "TransactionError",
+]
+
+
+class BlackboxError(Exception):
+    """Base of every error pytest_blackbox raises."""
+
+
+class StoreFullError(BlackboxError, OSError):
+    """The disk (or a quota or file-size limit) has no room; what was committed is kept."""
+
+
+class RecordTooLargeError(BlackboxError, ValueError):
+    """One record is larger than a segment frame may hold (64 MiB)."""
+
+
+class InvalidKeyError(BlackboxError, TypeError):
+    """A property key is not a str."""
+
+
+class DamagedStoreError(BlackboxError):
+    """A segment is damaged, foreign or of a newer format version."""
+
+
+class NoStoreError(BlackboxError, FileNotFoundError):
+    """There is no store (or no run in it) where one was expected."""
+
+
+class NoSuchRunError(BlackboxError, KeyError):
+    """The store has no run with that id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotRecordingError(BlackboxError, RuntimeError):
+    """record()/append() was called with no active run in this process."""
+
+
+class TransactionError(BlackboxError, RuntimeError):
+    """A transaction was opened inside another, or used after a fork."""
+
+
+class BlackboxWarning(UserWarning):
+    """A value was not a plain type and was stored as the nearest one (or its repr)."""

@@ -1,0 +1,698 @@
+"""The pytest plugin (entry point ``pytest11: blackbox``), on by default.
+
+Every process that runs tests (the main process, xdist workers, pytest-forked children)
+records test starts, phase reports, properties and fixture timings into its own segment of
+the run. Parent processes (the pytest-forked parent, the xdist controller) read what a dead
+child recorded and put it into the reports pytest and junitxml see.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import functools
+import os
+import re
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import _native, _runtime
+from .errors import BlackboxError, BlackboxWarning
+from .store import Summary
+
+HELP_ENABLE = "Record the run with pytest-blackbox: on (default) or off."
+HELP_DIR = (
+    "Store directory of pytest-blackbox (default: $BLACKBOX_DIR, else <rootdir>/.blackbox)."
+)
+HELP_DURABILITY = (
+    "process (default: survives the death of any process) or system (msync per commit: "
+    "survives power loss, slower)."
+)
+HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps all)."
+
+PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
+PHASES = ("setup", "call", "teardown")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("blackbox", "crash-safe flight recorder (pytest-blackbox)")
+    group.addoption("--blackbox", choices=("on", "off"), default=None, help=HELP_ENABLE)
+    parser.addini("blackbox", HELP_ENABLE, default="on")
+    group.addoption("--blackbox-dir", default=None, metavar="DIR", help=HELP_DIR)
+    parser.addini("blackbox_dir", HELP_DIR, default="")
+    group.addoption(
+        "--blackbox-durability", choices=("process", "system"), default=None, help=HELP_DURABILITY
+    )
+    parser.addini("blackbox_durability", HELP_DURABILITY, default="process")
+    group.addoption("--blackbox-keep", type=int, default=None, metavar="N", help=HELP_KEEP)
+    parser.addini("blackbox_keep", HELP_KEEP, default="20")
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name.replace("-", "_"), None)
+    return value if value is not None else config.getini(name.replace("-", "_"))
+
+
+def _enabled(config: pytest.Config) -> bool:
+    value = str(_option(config, "blackbox")).strip().lower()
+    if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise pytest.UsageError(f"blackbox = {value!r}: use on or off")
+    return value in ("on", "true", "1", "yes")
+
+
+def _store_dir(config: pytest.Config) -> Path:
+    opt = config.getoption("blackbox_dir", None)
+    if opt:
+        return Path(opt).expanduser().absolute()
+    ini = config.getini("blackbox_dir")
+    if ini:
+        p = Path(str(ini)).expanduser()
+        return p if p.is_absolute() else Path(config.rootpath) / p
+    env = os.environ.get("BLACKBOX_DIR")
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path(config.rootpath) / ".blackbox"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if "blackbox_run_dir" not in workerinput:
+            return  # the controller does not record: neither do we
+    elif not _enabled(config):
+        return
+    plugin = BlackboxPlugin(config)
+    config.stash[PLUGIN_KEY] = plugin
+    config.pluginmanager.register(plugin, "blackbox-session")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(PLUGIN_KEY, None)
+    if plugin is not None:
+        plugin.close()
+        config.pluginmanager.unregister(plugin)
+        del config.stash[PLUGIN_KEY]
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def record_property(record_property: Any, request: pytest.FixtureRequest) -> Any:
+    """The stock ``record_property``, made crash-safe: each call is also committed to the
+    blackbox store, so a crashed test's report still carries it."""
+    plugin = request.config.stash.get(PLUGIN_KEY, None)
+    if plugin is None:
+        return record_property
+
+    def record_func(name: str, value: object) -> None:
+        key = name if isinstance(name, str) else str(name)
+        if key is not name:
+            warnings.warn(
+                f"blackbox: record_property name {name!r} is not a str; stored as {key!r}",
+                BlackboxWarning,
+                stacklevel=2,
+            )
+        plain = plugin.session.recorder.record(key, value, request.node.nodeid)
+        request.node.user_properties.append((key, plain))
+
+    return record_func
+
+
+class BoundRecorder:
+    """The ``blackbox`` fixture: the API bound to the requesting test."""
+
+    def __init__(self, session: _runtime.Session, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+        self.nodeid: str = item.nodeid
+
+    def record(self, key: str, value: Any) -> None:
+        """Set ``key`` of this test (the last write wins)."""
+        plain = self._session.recorder.record(key, value, self.nodeid)
+        _runtime.set_user_property(self._item, key, plain)
+
+    def append(self, key: str, value: Any) -> None:
+        """Append ``value`` to the list under ``key`` of this test."""
+        plain = self._session.recorder.append(key, value, self.nodeid)
+        _runtime.append_user_property(self._item, key, plain)
+
+    def transaction(self) -> Any:
+        """Records inside commit together (see ``pytest_blackbox.transaction``)."""
+        from .api import transaction
+
+        return transaction()
+
+    def properties(self) -> dict[str, Any]:
+        """What this test recorded so far (from the store)."""
+        reader = self._session.reader()
+        reader.poll()
+        return dict(reader.properties(self.nodeid))
+
+    def summary(self) -> Summary:
+        """The run so far, across every process."""
+        return Summary(self._session.reader().view())
+
+    @property
+    def run_dir(self) -> Path:
+        return self._session.run_dir
+
+
+@pytest.fixture
+def blackbox(request: pytest.FixtureRequest) -> BoundRecorder:
+    """Record properties of this test into the crash-safe store."""
+    plugin = request.config.stash.get(PLUGIN_KEY, None)
+    if plugin is None:
+        pytest.skip("pytest-blackbox is off (--blackbox=off or -p no:blackbox)")
+    return BoundRecorder(plugin.session, request.node)
+
+
+# ---------------------------------------------------------------------------------------
+# os._exit: record an intentional exit in the middle of a test before it happens.
+# ---------------------------------------------------------------------------------------
+
+_real_os_exit = os._exit
+
+
+def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process ends here
+    s = _runtime.active()
+    if s is not None and s.current_nodeid is not None:
+        try:
+            s.recorder.exit(s.current_nodeid, int(code))
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    _real_os_exit(code)
+
+
+# ---------------------------------------------------------------------------------------
+# The per-session plugin
+# ---------------------------------------------------------------------------------------
+
+
+def _signal_detail(sig: int | None) -> str:
+    return _native.signal_name(sig) if sig else "an unknown cause (SIGKILL or os._exit?)"
+
+
+def _read_text(path: Path, limit: int = 64 * 1024) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return ""
+
+
+#: The sessions of this process, innermost last (nested pytester sessions).
+_plugins: list[BlackboxPlugin] = []
+
+
+class BlackboxPlugin:
+    """Records one pytest session; registered as ``blackbox-session``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None:
+            store_dir = Path(workerinput["blackbox_store_dir"])
+            run_dir = Path(workerinput["blackbox_run_dir"])
+            run_id = run_dir.name
+            role, worker = "worker", str(workerinput.get("workerid"))
+            durability = workerinput["blackbox_durability"]
+        else:
+            store_dir = _store_dir(config)
+            durability = str(_option(config, "blackbox-durability"))
+            if durability not in ("process", "system"):
+                raise pytest.UsageError(
+                    f"blackbox_durability = {durability!r}: use process or system"
+                )
+            try:
+                run_id, run_dir_s = _native.new_run(str(store_dir))
+            except BlackboxError as e:
+                raise pytest.UsageError(f"pytest-blackbox cannot create its store: {e}") from e
+            run_dir = Path(run_dir_s)
+            dist = config.getoption("dist", "no")
+            is_controller = dist not in (None, "no") and not config.getoption("collectonly")
+            role, worker = ("controller" if is_controller else "main"), None
+        self.session = _runtime.Session(store_dir, run_id, run_dir, role, worker, durability)
+        _runtime.push(self.session)
+        self.is_parent = role in ("main", "controller")
+        self.previous_notes: list[str] = []
+        self._fixture_teardown_started: dict[int, float] = {}
+        self._crash_reports: set[int] = set()
+        self._fh_file: Any = None
+        self._fh_pid = 0
+        self._stderr_dup: int | None = None
+        if self.is_parent:
+            self.session.recorder.run_start(
+                [str(a) for a in sys.argv], str(config.rootpath), socket.gethostname()
+            )
+            self.previous_notes = self._previous_run_notes()
+        _plugins.append(self)
+        self._capture_fatal_signals()
+        if os._exit is not _os_exit_recording:
+            os._exit = _os_exit_recording
+        _install_forked_bridge()
+
+    # -- crash capture -------------------------------------------------------------------
+
+    def _capture_fatal_signals(self) -> None:
+        """faulthandler writes this process's traceback into the run folder; the native
+        handler (which faulthandler chains to) marks the segment with signal and test."""
+        if self._fh_pid == os.getpid():
+            return
+        path = self.session.run_dir / f"faulthandler-{os.getpid()}.txt"
+        try:
+            fh = open(path, "w")  # noqa: SIM115 - kept open for the process's life
+        except OSError as e:
+            warnings.warn(f"blackbox: cannot open {path}: {e}", BlackboxWarning, stacklevel=2)
+            return
+        if self._fh_file is not None and self._fh_pid == os.getpid():
+            self._fh_file.close()
+        self._fh_file, self._fh_pid = fh, os.getpid()
+        self.fh_path = path
+        faulthandler.disable()
+        _native.install_crash_handler()
+        faulthandler.enable(file=fh, all_threads=True)
+
+    def _restore_faulthandler(self) -> None:
+        if self._fh_file is None or self._fh_pid != os.getpid():
+            return
+        faulthandler.disable()
+        outer = _runtime.active()
+        plugin = _plugin_of(outer)
+        if plugin is not None and plugin._fh_file is not None and plugin._fh_pid == os.getpid():
+            faulthandler.enable(file=plugin._fh_file, all_threads=True)
+        else:
+            try:
+                faulthandler.enable(file=sys.__stderr__ or sys.stderr, all_threads=True)
+            except (AttributeError, ValueError, OSError):
+                pass
+        self._fh_file.close()
+        self._fh_file = None
+
+    # -- previous runs -------------------------------------------------------------------
+
+    def _previous_run_notes(self) -> list[str]:
+        """Lines about the run before this one if it died: which test, pid, signal."""
+        try:
+            runs = _native.list_runs(str(self.session.store_dir))
+        except BlackboxError:
+            return []
+        older = [r for r in runs if r < self.session.run_id]
+        if not older:
+            return []
+        prev = older[-1]
+        try:
+            view = _native.RunReader(
+                _native.run_path(str(self.session.store_dir), prev)
+            ).view()
+        except BlackboxError as e:
+            return [f"blackbox: cannot read the previous run {prev}: {e}"]
+        if view["run"].get("live"):
+            return []
+        lines = []
+        for c in view["crashes"]:
+            where = c["nodeid"] or "between tests"
+            sig = c["signal_name"] or (
+                f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
+            )
+            who = f"pid {c['pid']}" + (f", {c['worker']}" if c["worker"] else "")
+            tb = next((a for a in c["attachments"] if _read_text(Path(a), 1).strip()), None)
+            lines.append(
+                f"blackbox: previous run {prev} crashed in {where} ({who}, {sig})"
+                + (f"; traceback: {tb}" if tb else "")
+            )
+        if not lines and view["run"].get("exit_status") is None and view["tests"]:
+            lines.append(f"blackbox: previous run {prev} ended without finishing its session")
+        return lines
+
+    # -- hooks: session ------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if not self.is_parent:
+            return []
+        return [f"blackbox: recording run {self.session.run_id} in {self.session.store_dir}"] + (
+            self.previous_notes
+        )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: tell each worker the run folder (not through the environment,
+        which nested pytest sessions would inherit)."""
+        node.workerinput["blackbox_store_dir"] = str(self.session.store_dir)
+        node.workerinput["blackbox_run_dir"] = str(self.session.run_dir)
+        node.workerinput["blackbox_durability"] = self.session.durability
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_parent:
+            self._safely(self.session.recorder.run_end, int(exitstatus))
+
+    # -- hooks: tests (in the process that runs them) ------------------------------------
+
+    def _safely(self, fn: Any, *args: Any) -> Any:
+        """Store errors never break the run: they become one warning each."""
+        try:
+            return fn(*args)
+        except BlackboxError as e:
+            warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=3)
+            return None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        s = self.session
+        if os.getpid() != self._fh_pid:
+            # A forked child (pytest-forked): its own traceback file from now on.
+            self._capture_fatal_signals()
+        s.current_item, s.current_nodeid = item, item.nodeid
+        rec = s.recorder
+
+        def start() -> None:
+            rec.begin()
+            try:
+                rec.start_test(item.nodeid)
+                rec.attachment(item.nodeid, "faulthandler", str(self.fh_path))
+            except BaseException:
+                rec.rollback()
+                raise
+            rec.commit()
+
+        self._safely(start)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        s = self.session
+        if report.when in PHASES and s.current_nodeid == item.nodeid:
+            data = None
+            # A forked child's parent rebuilds its reports from the store; elsewhere only
+            # failures are worth the serialization.
+            if s.recorder.role == "forked" or os.getpid() != s.pid or report.failed:
+                data = self.config.hook.pytest_report_to_serializable(
+                    config=self.config, report=report
+                )
+            self._safely(
+                s.recorder.phase, item.nodeid, report.when, report.outcome, report.duration, data
+            )
+            if report.when == "teardown":
+                self._safely(s.recorder.end_test, item.nodeid)
+                s.current_item = s.current_nodeid = None
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            elapsed = time.perf_counter() - t0
+            s = self.session
+            self._safely(
+                s.recorder.fixture,
+                fixturedef.argname,
+                fixturedef.scope,
+                True,
+                s.current_nodeid,
+                elapsed,
+            )
+            # Runs before the fixture's own finalizers (LIFO); pytest_fixture_post_finalizer
+            # runs after them.
+            fixturedef.addfinalizer(
+                functools.partial(self._fixture_teardown_starts, id(fixturedef))
+            )
+
+    def _fixture_teardown_starts(self, key: int) -> None:
+        self._fixture_teardown_started[key] = time.perf_counter()
+
+    def pytest_fixture_post_finalizer(self, fixturedef: Any, request: Any) -> None:
+        t0 = self._fixture_teardown_started.pop(id(fixturedef), None)
+        if t0 is None:
+            return
+        s = self.session
+        self._safely(
+            s.recorder.fixture,
+            fixturedef.argname,
+            fixturedef.scope,
+            False,
+            s.current_nodeid,
+            time.perf_counter() - t0,
+        )
+
+    # -- parents: crash reports ----------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        """xdist controller: a worker died running ``crashitem``."""
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        worker = getattr(gateway, "id", None)
+        self.fill_crash_report(report, crashitem, worker=worker, child_pid=None, exit_info="")
+
+    def fill_crash_report(
+        self,
+        report: Any,
+        nodeid: str,
+        *,
+        worker: str | None,
+        child_pid: int | None,
+        exit_info: str,
+        phases_done: list[Any] | None = None,
+        signal_hint: int | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Put what the dead process recorded into ``report``: properties, the phase that
+        died, the signal and the Python traceback; and record the crash."""
+        reader = self.session.reader()
+        reader.poll()
+        seg = self._segment_of(reader, nodeid, worker=worker, pid=child_pid)
+        pid = child_pid or (seg["pid"] if seg else None)
+        signal = signal_hint or (seg["crash_signal"] if seg else None)
+        if phases_done is None:
+            phases_done = [(p, None) for p, _ in reader.phase_reports(nodeid)]
+        done = [p for p, _ in phases_done]
+        dying = next((p for p in PHASES if p not in done), "teardown")
+        exit_record = None
+        if seg is not None:
+            exit_record = self._exit_code_of(nodeid, pid)
+        if signal:
+            how = f"crashed with {_native.signal_name(signal)}"
+        elif exit_record is not None:
+            how = f"exited with status {exit_record} (os._exit)"
+            exit_code = exit_record
+        elif exit_code is not None:
+            how = f"exited with status {exit_code}"
+        else:
+            how = "died (no signal handler ran: SIGKILL or os._exit?)"
+        outcomes = dict(
+            (p, (r or {}).get("outcome", "passed") if isinstance(r, dict) else "passed")
+            for p, r in phases_done
+        )
+        story = ", ".join(f"{p} {outcomes.get(p, 'passed')}" for p in done)
+        line = (f"{story}, " if story else "") + f"{dying} {how}"
+        who = ", ".join(
+            x for x in (f"worker {worker}" if worker else "", f"pid {pid}" if pid else "") if x
+        )
+        props = reader.properties(nodeid)
+        text = [str(report.longrepr) if report.longrepr else "", f"blackbox: {line} ({who})"]
+        if exit_info:
+            text.append(exit_info)
+        if pid:
+            tb = _read_text(self.session.run_dir / f"faulthandler-{pid}.txt").strip()
+            if tb:
+                text.append("Python traceback at the crash (faulthandler):\n" + tb)
+        report.longrepr = "\n".join(t for t in text if t)
+        report.user_properties = list(props)
+        if dying in PHASES:
+            report.when = dying
+        self._crash_reports.add(id(report))
+        self._safely(
+            self.session.recorder.crash,
+            nodeid,
+            int(pid or 0),
+            worker,
+            int(signal or 0),
+            exit_code,
+            dying,
+            line,
+        )
+
+    def _exit_code_of(self, nodeid: str, pid: int | None) -> int | None:
+        for rec in _native.read_records(str(self.session.run_dir)):
+            if rec["kind"] == "exit" and rec.get("test") == nodeid and rec.get("pid") == pid:
+                return int(rec["code"])
+        return None
+
+    @staticmethod
+    def _segment_of(
+        reader: Any, nodeid: str, *, worker: str | None, pid: int | None
+    ) -> dict[str, Any] | None:
+        """The segment of the process that ran (and died in) ``nodeid``."""
+        best = None
+        for seg in reader.segments():
+            if pid is not None and seg["pid"] != pid:
+                continue
+            if worker is not None and seg["worker"] != worker:
+                continue
+            if seg["alive"]:
+                continue
+            if nodeid in (seg["current_test"], seg["crash_test"]):
+                best = seg
+        return best
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """After a crash report, a passing teardown report carrying its properties: junitxml
+        writes a test's properties only when it finalizes on a teardown report."""
+        if id(report) not in self._crash_reports or report.when == "teardown":
+            return
+        self._crash_reports.discard(id(report))
+        teardown = pytest.TestReport(
+            nodeid=report.nodeid,
+            location=report.location,
+            keywords=dict(report.keywords),
+            outcome="passed",
+            longrepr=None,
+            when="teardown",
+            user_properties=list(report.user_properties),
+        )
+        for attr in ("node", "worker_id", "item_index"):
+            if hasattr(report, attr):
+                setattr(teardown, attr, getattr(report, attr))
+        self.config.hook.pytest_runtest_logreport(report=teardown)
+
+    # -- terminal summary ------------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.is_parent:
+            return
+        try:
+            view = self.session.reader().view()
+        except BlackboxError as e:
+            terminalreporter.write_line(f"blackbox: cannot read the run: {e}")
+            return
+        tr = terminalreporter
+        tests, crashes = view["tests"], view["crashes"]
+        workers = [w for w in view["workers"] if w["id"].startswith("gw")]
+        tr.section("blackbox", sep="-")
+        tr.write_line(
+            f"run {view['run']['id']}: {len(tests)} tests"
+            + (f" on {len(workers)} workers" if workers else "")
+            + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
+        )
+        fixtures = view["fixtures"][:5]
+        if fixtures:
+            parts = [
+                f"{f['name']} {f['total_s']:.2f}s/{f['setups']}x"
+                + (f" (max {f['max_s']:.2f}s)" if f["setups"] > 1 else "")
+                for f in fixtures
+            ]
+            tr.write_line("slowest fixtures (all processes): " + ", ".join(parts))
+        for c in crashes:
+            where = c["nodeid"] or "between tests"
+            sig = c["signal_name"] or (
+                f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
+            )
+            who = ", ".join(x for x in (c["worker"], f"pid {c['pid']}" if c["pid"] else "") if x)
+            phase = f" in {c['phase']}" if c["phase"] else ""
+            tr.write_line(f"CRASHED {where} ({who}): {sig}{phase}", red=True)
+
+    # -- end -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        s = self.session
+        self._safely(s.recorder.close)
+        _runtime.pop(s)
+        if self in _plugins:
+            _plugins.remove(self)
+        self._restore_faulthandler()
+        if self.is_parent:
+            keep = int(_option(self.config, "blackbox-keep") or 0)
+            if keep > 0:
+                self._safely(_native.prune_runs, str(s.store_dir), keep)
+
+
+def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
+    return next((p for p in _plugins if p.session is session), None)
+
+
+# ---------------------------------------------------------------------------------------
+# pytest-forked: give the parent the child's true reports
+# ---------------------------------------------------------------------------------------
+
+_EXIT_RE = re.compile(r"CRASHED with signal (\d+)|EXITED with status (\d+)")
+
+
+def _install_forked_bridge() -> None:
+    try:
+        import pytest_forked
+    except ImportError:
+        return
+    original = pytest_forked.forked_run_report
+    if getattr(original, "_blackbox", False):
+        return
+
+    @functools.wraps(original)
+    def forked_run_report(item: pytest.Item) -> list[Any]:
+        reports = original(item)
+        plugin = item.config.stash.get(PLUGIN_KEY, None)
+        if plugin is None:
+            return reports
+        return _fix_forked_reports(plugin, item, reports)
+
+    forked_run_report._blackbox = True  # type: ignore[attr-defined]
+    pytest_forked.forked_run_report = forked_run_report
+
+
+def _fix_forked_reports(plugin: BlackboxPlugin, item: pytest.Item, reports: list[Any]) -> list[Any]:
+    """pytest-forked gives one report when the child did not hand its reports back: it
+    crashed, or (pytest 9.2) its marshal could not serialize them. The store has the
+    child's true reports; a crash gets the phase that died, properties and traceback."""
+    if not (len(reports) == 1 and reports[0].when not in PHASES):
+        return reports
+    fallback = reports[0]
+    config = item.config
+    reader = plugin.session.reader()
+    reader.poll()
+    true_reports = []
+    phases_done = []
+    for phase, data in reader.phase_reports(item.nodeid):
+        if isinstance(data, dict):
+            rep = config.hook.pytest_report_from_serializable(config=config, data=data)
+            if rep is not None:
+                true_reports.append(rep)
+                phases_done.append((phase, data))
+    done = {r.when for r in true_reports}
+    finished = "teardown" in done
+    if finished:
+        return true_reports
+    m = _EXIT_RE.search(str(fallback.longrepr or ""))
+    signal = int(m.group(1)) if m and m.group(1) else None
+    exit_code = int(m.group(2)) if m and m.group(2) else None
+    child = _forked_child_segment(reader, item.nodeid)
+    plugin.fill_crash_report(
+        fallback,
+        item.nodeid,
+        worker=plugin.session.worker,
+        child_pid=child["pid"] if child else None,
+        exit_info="",
+        phases_done=phases_done,
+        signal_hint=signal,
+        exit_code=exit_code,
+    )
+    return [*true_reports, fallback]
+
+
+def _forked_child_segment(reader: Any, nodeid: str) -> dict[str, Any] | None:
+    me = os.getpid()
+    found = None
+    for seg in reader.segments():
+        if seg["role"] == "forked" and seg["ppid"] == me and not seg["alive"]:
+            if nodeid in (seg["current_test"], seg["crash_test"]):
+                found = seg
+    return found

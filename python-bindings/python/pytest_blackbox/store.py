@@ -1,0 +1,237 @@
+"""Reading runs: the :class:`Store` API, for finished runs and for live ones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _native
+from .errors import NoStoreError, NoSuchRunError
+
+__all__ = [
+    "CrashInfo",
+    "FixtureInfo",
+    "Run",
+    "Store",
+    "Summary",
+    "TestInfo",
+    "WorkerInfo",
+    "default_store_dir",
+]
+
+
+def default_store_dir() -> Path:
+    """``$BLACKBOX_DIR``, else ``./.blackbox``."""
+    env = os.environ.get("BLACKBOX_DIR")
+    return Path(env) if env else Path.cwd() / ".blackbox"
+
+
+@dataclass(frozen=True)
+class TestInfo:
+    """One test across every process that touched it."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    outcome: str
+    duration_s: float
+    worker: str | None
+    pid: int | None
+    crashed: bool
+    signal: int | None
+    signal_name: str | None
+    phases: list[dict[str, Any]]
+    properties: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TestInfo:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class FixtureInfo:
+    """Setup and teardown times of one fixture over the whole run (all workers)."""
+
+    name: str
+    scope: str
+    setups: int
+    teardowns: int
+    total_s: float
+    mean_s: float
+    max_s: float
+    teardown_total_s: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FixtureInfo:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CrashInfo:
+    """A process that died in (or between) tests."""
+
+    nodeid: str | None
+    worker: str | None
+    pid: int | None
+    signal: int | None
+    signal_name: str | None
+    exit_code: int | None
+    phase: str | None
+    detail: str
+    attachments: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CrashInfo:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    @property
+    def traceback(self) -> str | None:
+        """The Python traceback the fatal-signal handler wrote, if any."""
+        for path in self.attachments:
+            try:
+                text = Path(path).read_text(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                return text
+        return None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """An xdist worker (``gw0``...), or the ``main``/``controller`` process."""
+
+    id: str
+    pids: list[int]
+    tests: int
+    crashes: int
+    alive: bool
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+class Summary:
+    """The aggregate of a run as it stands: the same numbers from any process."""
+
+    def __init__(self, view: dict[str, Any]) -> None:
+        self.raw = view
+        self.info: dict[str, Any] = view["run"]
+        self.tests = [TestInfo.from_json(t) for t in view["tests"]]
+        self.fixtures = [FixtureInfo.from_json(f) for f in view["fixtures"]]
+        self.timed = [FixtureInfo.from_json(f) for f in view["timed"]]
+        self.crashes = [CrashInfo.from_json(c) for c in view["crashes"]]
+        self.workers = [WorkerInfo.from_json(w) for w in view["workers"]]
+        self.problems: list[str] = view.get("problems", [])
+
+    @property
+    def id(self) -> str:
+        return self.info["id"]
+
+    @property
+    def fixture_setups(self) -> int:
+        """Setups of every fixture, every scope, every process."""
+        return sum(f.setups for f in self.fixtures)
+
+    def fixture(self, name: str) -> FixtureInfo | None:
+        """The stats of fixture ``name`` (summed over scopes), or None."""
+        found = [f for f in self.fixtures if f.name == name]
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0]
+        setups = sum(f.setups for f in found)
+        total = sum(f.total_s for f in found)
+        return FixtureInfo(
+            name=name,
+            scope="+".join(sorted({f.scope for f in found})),
+            setups=setups,
+            teardowns=sum(f.teardowns for f in found),
+            total_s=total,
+            mean_s=total / setups if setups else 0.0,
+            max_s=max(f.max_s for f in found),
+            teardown_total_s=sum(f.teardown_total_s for f in found),
+        )
+
+    def test(self, nodeid: str) -> TestInfo | None:
+        return next((t for t in self.tests if t.nodeid == nodeid), None)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Summary run={self.id} tests={len(self.tests)} fixtures={len(self.fixtures)} "
+            f"crashes={len(self.crashes)}>"
+        )
+
+
+class Run(Summary):
+    """One run of a store, read when created; :meth:`refresh` reads what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._reader = _native.RunReader(str(self.path))
+        super().__init__(self._reader.view())
+
+    def refresh(self) -> Run:
+        """Reads what was committed since (cost proportional to what is new)."""
+        Summary.__init__(self, self._reader.view())
+        return self
+
+    def properties(self, nodeid: str) -> dict[str, Any]:
+        """Everything recorded for ``nodeid``: ``record`` keys (last write wins) and
+        ``append`` keys (a list in time order)."""
+        return dict(self._reader.properties(nodeid))
+
+    @property
+    def live(self) -> bool:
+        """Whether some process of the run still writes to it."""
+        return bool(self.info.get("live"))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every committed record, segment by segment, as dicts."""
+        return _native.read_records(str(self.path))
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Each writer's file: pid, role, worker, alive, crash signal, running test."""
+        return self._reader.segments()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} tests={len(self.tests)} crashes={len(self.crashes)} live={self.live}>"
+
+
+class Store:
+    """A store directory: ``Store()`` is ``$BLACKBOX_DIR`` or ``./.blackbox``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_dir()
+
+    def runs(self) -> list[str]:
+        """Run ids, oldest first."""
+        if not self.path.exists():
+            raise NoStoreError(
+                f"no blackbox store at {self.path}; run pytest with the plugin first, or pass "
+                "the store's path"
+            )
+        return _native.list_runs(str(self.path))
+
+    def run(self, run_id: str) -> Run:
+        """Run ``run_id``."""
+        if run_id not in self.runs():
+            raise NoSuchRunError(f"no run {run_id!r} in {self.path}; Store.runs() lists them")
+        return Run(Path(_native.run_path(str(self.path), run_id)))
+
+    def latest(self) -> Run:
+        """The newest run."""
+        runs = self.runs()
+        if not runs:
+            raise NoStoreError(f"the store {self.path} holds no run yet")
+        return self.run(runs[-1])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.runs())
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
