@@ -1,0 +1,123 @@
+"""Helpers of the end-to-end suite: real pytest sessions in subprocesses, in every mode."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_blackbox import Store
+
+#: Command-line arguments of each way to run a suite.
+MODES: dict[str, list[str]] = {
+    "plain": [],
+    "forked": ["--forked"],
+    "xdist": ["-n", "2"],
+    "xdist_forked": ["-n", "2", "--forked"],
+}
+
+#: Ways a test dies, as the code that does it.
+DEATHS: dict[str, str] = {
+    "segv": "ctypes.string_at(0)",
+    "abort": "os.abort()",
+    "sigkill": "os.kill(os.getpid(), signal.SIGKILL)",
+    "exit": "os._exit(3)",
+}
+
+#: A conftest for inner sessions: the parent (main process, forked parent or xdist
+#: controller) writes every report it logs to reports.jsonl, so tests can see exactly what
+#: pytest and its plugins saw.
+REPORTS_CONFTEST = """
+import json, os
+
+def pytest_runtest_logreport(report):
+    import pytest
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    row = {
+        "nodeid": report.nodeid,
+        "when": report.when,
+        "outcome": report.outcome,
+        "user_properties": [[k, repr(v)] for k, v in report.user_properties],
+        "longrepr": str(report.longrepr) if report.longrepr else "",
+        "sections": [[k, v] for k, v in report.sections],
+    }
+    with open(os.path.join(os.path.dirname(__file__), "reports.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\\n")
+"""
+
+
+@dataclass
+class Report:
+    nodeid: str
+    when: str
+    outcome: str
+    user_properties: list[list[str]]
+    longrepr: str
+    sections: list[list[str]]
+
+    @property
+    def props(self) -> dict[str, str]:
+        """user_properties as {key: repr(value)}."""
+        return {k: v for k, v in self.user_properties}
+
+
+def reports(pytester: pytest.Pytester) -> list[Report]:
+    path = pytester.path / "reports.jsonl"
+    if not path.exists():
+        return []
+    return [Report(**json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def reports_of(pytester: pytest.Pytester, name: str) -> list[Report]:
+    """The parent's reports of the test whose nodeid ends with ``::name``."""
+    return [r for r in reports(pytester) if r.nodeid.endswith("::" + name)]
+
+
+def junit_properties(xml: Path) -> dict[str, dict[str, str]]:
+    """{testcase name: {property name: value}} of a JUnit XML file."""
+    root = ET.parse(xml).getroot()
+    out: dict[str, dict[str, str]] = {}
+    for case in root.iter("testcase"):
+        props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        out[case.get("name", "")] = props
+    return out
+
+
+def junit_outcomes(xml: Path) -> dict[str, str]:
+    """{testcase name: passed|failure|error|skipped}."""
+    root = ET.parse(xml).getroot()
+    out = {}
+    for case in root.iter("testcase"):
+        kinds = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+        out[case.get("name", "")] = kinds[0] if kinds else "passed"
+    return out
+
+
+def run(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> pytest.RunResult:
+    """pytest in a subprocess (a crash there cannot take this run down)."""
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+def store(pytester: pytest.Pytester) -> Store:
+    return Store(pytester.path / ".blackbox")
+
+
+def no_internal_error(result: pytest.RunResult) -> None:
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.ret not in (2, 3, 4), out
+
+
+@pytest.fixture(params=sorted(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def prop_value(props: dict[str, Any], key: str) -> Any:
+    assert key in props, f"{key!r} missing from {props}"
+    return props[key]
