@@ -126,16 +126,19 @@ impl Store {
     }
 }
 
-/// Whether `s` looks like a run id (`YYYYMMDD-HHMMSS-xxxxxx`): also what keeps `--run ../x`
-/// from leaving the store.
+/// Whether `s` looks like a run id (`YYYYMMDD-HHMMSS.uuuuuu-xxxx`, UTC start time to the
+/// microsecond, then 4 random hex digits): ids sort in start order, even for runs started
+/// in the same second. Also what keeps `--run ../x` from leaving the store.
 pub fn is_run_id(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 22
+    b.len() == 27
         && b[..8].iter().all(u8::is_ascii_digit)
         && b[8] == b'-'
         && b[9..15].iter().all(u8::is_ascii_digit)
-        && b[15] == b'-'
-        && b[16..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && b[15] == b'.'
+        && b[16..22].iter().all(u8::is_ascii_digit)
+        && b[22] == b'-'
+        && b[23..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 fn new_run_id() -> String {
@@ -146,7 +149,8 @@ fn new_run_id() -> String {
     if unsafe { libc::getrandom((&raw mut r).cast(), 4, 0) } != 4 {
         r = (ns as u32) ^ std::process::id();
     }
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{:06x}", r & 0xff_ffff)
+    let micros = (ns / 1_000) % 1_000_000;
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}.{micros:06}-{:04x}", r & 0xffff)
 }
 
 /// UTC calendar date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
@@ -173,8 +177,11 @@ mod tests {
     fn run_ids_sort_and_validate() {
         let id = new_run_id();
         assert!(is_run_id(&id), "{id}");
-        assert!(!is_run_id("../20261122-024420-abcdef"));
-        assert!(!is_run_id("20261122-024420-ABCDEF"));
+        assert!(is_run_id("20261122-024420.123456-abcd"));
+        assert!(!is_run_id("../20261122-024420.123456-abcd"));
+        assert!(!is_run_id("20261122-024420.123456-ABCD"));
+        let later = new_run_id();
+        assert!(later > id, "{later} sorts after {id}");
         assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
         assert_eq!(civil_from_unix(1_795_315_460), (2026, 11, 22, 2, 44, 20));
     }
