@@ -36,6 +36,10 @@ HELP_DURABILITY = (
 HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps all)."
 
 PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
+try:
+    from _pytest.python import get_direct_param_fixture_func as _direct_param_func
+except ImportError:  # pragma: no cover - other pytest versions
+    _direct_param_func = object()
 PHASES = ("setup", "call", "teardown")
 
 
@@ -278,6 +282,9 @@ class BlackboxPlugin:
             self._fh_file.close()
         self._fh_file, self._fh_pid = fh, os.getpid()
         self.fh_path = path
+        # Also opens this process's segment now, so a child forked before any test of
+        # ours (pytest-forked under xdist) knows it is a child.
+        self._safely(self.session.recorder.attachment, None, "faulthandler", str(path))
         faulthandler.disable()
         _native.install_crash_handler()
         faulthandler.enable(file=fh, all_threads=True)
@@ -408,6 +415,10 @@ class BlackboxPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        if fixturedef.func is _direct_param_func:
+            # `@pytest.mark.parametrize("i", ...)` makes a pseudo-fixture per argument:
+            # not a fixture anyone wrote, so not timed.
+            return (yield)
         t0 = time.perf_counter()
         try:
             return (yield)
@@ -663,6 +674,9 @@ def _fix_forked_reports(plugin: BlackboxPlugin, item: pytest.Item, reports: list
     phases_done = []
     for phase, data in reader.phase_reports(item.nodeid):
         if isinstance(data, dict):
+            if isinstance(data.get("longrepr"), list):
+                # A skip's (path, lineno, reason): the store keeps sequences as lists.
+                data["longrepr"] = tuple(data["longrepr"])
             rep = config.hook.pytest_report_from_serializable(config=config, data=data)
             if rep is not None:
                 true_reports.append(rep)
