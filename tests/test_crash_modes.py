@@ -7,6 +7,7 @@ survives to report (--forked, -n 2, -n 2 --forked).
 from __future__ import annotations
 
 import pytest
+
 from conftest import (
     DEATHS,
     REPORTS_CONFTEST,
@@ -45,7 +46,9 @@ PARENT_MODES = {
 
 @pytest.mark.parametrize("death", sorted(DEATHS))
 @pytest.mark.parametrize("mode", sorted(PARENT_MODES))
-def test_crashed_test_keeps_its_properties(pytester: pytest.Pytester, mode: str, death: str) -> None:
+def test_crashed_test_keeps_its_properties(
+    pytester: pytest.Pytester, mode: str, death: str
+) -> None:
     pytester.makeconftest(REPORTS_CONFTEST)
     pytester.makepyfile(test_suite=SUITE.format(death=DEATHS[death]))
     xml = pytester.path / "junit.xml"
@@ -165,10 +168,10 @@ def test_crash_in_setup_and_teardown_names_the_phase(pytester: pytest.Pytester) 
     xml = pytester.path / "junit.xml"
     result = run(pytester, "--forked", f"--junit-xml={xml}")
     no_internal_error(result)
-    setup = [r for r in reports_of(pytester, "test_setup_dies") if r.outcome == "failed"][0]
+    setup = next(r for r in reports_of(pytester, "test_setup_dies") if r.outcome == "failed")
     assert setup.when == "setup"
     assert "blackbox: setup crashed with SIGABRT" in setup.longrepr
-    teardown = [r for r in reports_of(pytester, "test_teardown_dies") if r.outcome == "failed"][0]
+    teardown = next(r for r in reports_of(pytester, "test_teardown_dies") if r.outcome == "failed")
     assert teardown.when == "teardown"
     assert "setup passed, call passed, teardown crashed with SIGABRT" in teardown.longrepr
     props = junit_properties(xml)

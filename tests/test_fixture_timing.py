@@ -4,6 +4,7 @@ decorator; @timed on functions, fixtures and coroutines; totals across xdist wor
 from __future__ import annotations
 
 import pytest
+
 from conftest import MODES, no_internal_error, run, store
 
 SUITE = """
@@ -163,7 +164,9 @@ def test_zz_totals_across_workers(counted, worker_id):
 
 
 @pytest.mark.slow
-def test_summary_totals_are_exact_across_workers_20_runs(pytester: pytest.Pytester) -> None:
+def test_summary_totals_are_exact_across_workers_20_runs(
+    pytester: pytest.Pytester,
+) -> None:
     """The failure that started this: a per-worker tracker read 0 at random under -n."""
     pytester.makepyfile(test_summary=SUMMARY_SUITE)
     for attempt in range(20):

@@ -8,6 +8,7 @@ parent gives pytest those. `make test` runs this file on pytest 9.2.x and 9.1.x.
 from __future__ import annotations
 
 import pytest
+
 from conftest import REPORTS_CONFTEST, junit_outcomes, no_internal_error, reports, run
 
 SUITE = """

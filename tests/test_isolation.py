@@ -7,7 +7,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+
 from conftest import no_internal_error, run, store
+from pytest_blackbox import Store
 
 OUTER = '''
 import os, sys
@@ -130,7 +132,5 @@ def test_store_dir_option_ini_and_env(
     assert not (pytester.path / ".blackbox").exists()
 
 
-def store_at(pytester: pytest.Pytester, name: str):  # noqa: ANN201
-    from pytest_blackbox import Store
-
+def store_at(pytester: pytest.Pytester, name: str) -> Store:
     return Store(pytester.path / name)

@@ -4,6 +4,7 @@ session's start show which test did it, with pid, signal, properties and traceba
 from __future__ import annotations
 
 import pytest
+
 from conftest import DEATHS, no_internal_error, run, store
 
 SUITE = """

@@ -8,6 +8,7 @@ child recorded and put it into the reports pytest and junitxml see.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import functools
 import os
@@ -26,9 +27,7 @@ from .errors import BlackboxError, BlackboxWarning
 from .store import Summary
 
 HELP_ENABLE = "Record the run with pytest-blackbox: on (default) or off."
-HELP_DIR = (
-    "Store directory of pytest-blackbox (default: $BLACKBOX_DIR, else <rootdir>/.blackbox)."
-)
+HELP_DIR = "Store directory of pytest-blackbox (default: $BLACKBOX_DIR, else <rootdir>/.blackbox)."
 HELP_DURABILITY = (
     "process (default: survives the death of any process) or system (msync per commit: "
     "survives power loss, slower)."
@@ -50,7 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--blackbox-dir", default=None, metavar="DIR", help=HELP_DIR)
     parser.addini("blackbox_dir", HELP_DIR, default="")
     group.addoption(
-        "--blackbox-durability", choices=("process", "system"), default=None, help=HELP_DURABILITY
+        "--blackbox-durability",
+        choices=("process", "system"),
+        default=None,
+        help=HELP_DURABILITY,
     )
     parser.addini("blackbox_durability", HELP_DURABILITY, default="process")
     group.addoption("--blackbox-keep", type=int, default=None, metavar="N", help=HELP_KEEP)
@@ -190,10 +192,8 @@ _real_os_exit = os._exit
 def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process ends here
     s = _runtime.active()
     if s is not None and s.current_nodeid is not None:
-        try:
+        with contextlib.suppress(Exception):  # exiting anyway
             s.recorder.exit(s.current_nodeid, int(code))
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass
     _real_os_exit(code)
 
 
@@ -298,10 +298,8 @@ class BlackboxPlugin:
         if plugin is not None and plugin._fh_file is not None and plugin._fh_pid == os.getpid():
             faulthandler.enable(file=plugin._fh_file, all_threads=True)
         else:
-            try:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
                 faulthandler.enable(file=sys.__stderr__ or sys.stderr, all_threads=True)
-            except (AttributeError, ValueError, OSError):
-                pass
         self._fh_file.close()
         self._fh_file = None
 
@@ -318,9 +316,7 @@ class BlackboxPlugin:
             return []
         prev = older[-1]
         try:
-            view = _native.RunReader(
-                _native.run_path(str(self.session.store_dir), prev)
-            ).view()
+            view = _native.RunReader(_native.run_path(str(self.session.store_dir), prev)).view()
         except BlackboxError as e:
             return [f"blackbox: cannot read the previous run {prev}: {e}"]
         if view["run"].get("live"):
@@ -346,9 +342,8 @@ class BlackboxPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         if not self.is_parent:
             return []
-        return [f"blackbox: recording run {self.session.run_id} in {self.session.store_dir}"] + (
-            self.previous_notes
-        )
+        where = f"blackbox: recording run {self.session.run_id} in {self.session.store_dir}"
+        return [where, *self.previous_notes]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -406,7 +401,12 @@ class BlackboxPlugin:
                     config=self.config, report=report
                 )
             self._safely(
-                s.recorder.phase, item.nodeid, report.when, report.outcome, report.duration, data
+                s.recorder.phase,
+                item.nodeid,
+                report.when,
+                report.outcome,
+                report.duration,
+                data,
             )
             if report.when == "teardown":
                 self._safely(s.recorder.end_test, item.nodeid)
@@ -463,7 +463,7 @@ class BlackboxPlugin:
         """xdist controller: a worker died running ``crashitem``."""
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         worker = getattr(gateway, "id", None)
-        self.fill_crash_report(report, crashitem, worker=worker, child_pid=None, exit_info="")
+        self.fill_crash_report(report, crashitem, worker=worker, child_pid=None)
 
     def fill_crash_report(
         self,
@@ -472,7 +472,6 @@ class BlackboxPlugin:
         *,
         worker: str | None,
         child_pid: int | None,
-        exit_info: str,
         phases_done: list[Any] | None = None,
         signal_hint: int | None = None,
         exit_code: int | None = None,
@@ -480,39 +479,41 @@ class BlackboxPlugin:
         """Put what the dead process recorded into ``report``: properties, the phase that
         died, the signal and the Python traceback; and record the crash."""
         reader = self.session.reader()
-        reader.poll()
-        seg = self._segment_of(reader, nodeid, worker=worker, pid=child_pid)
-        pid = child_pid or (seg["pid"] if seg else None)
-        signal = signal_hint or (seg["crash_signal"] if seg else None)
+        # The dead process's own account: its segment (crash mark, running test, an
+        # os._exit record), as the aggregate reads it.
+        died: dict[str, Any] = {}
+        for c in reader.view()["crashes"]:
+            if c["nodeid"] != nodeid or c["pid"] == os.getpid():
+                continue
+            if worker is not None and c["worker"] not in (None, worker):
+                continue
+            died = c
+        pid = child_pid or died.get("pid")
+        signal = signal_hint or died.get("signal")
         if phases_done is None:
             phases_done = [(p, None) for p, _ in reader.phase_reports(nodeid)]
         done = [p for p, _ in phases_done]
         dying = next((p for p in PHASES if p not in done), "teardown")
-        exit_record = None
-        if seg is not None:
-            exit_record = self._exit_code_of(nodeid, pid)
         if signal:
             how = f"crashed with {_native.signal_name(signal)}"
-        elif exit_record is not None:
-            how = f"exited with status {exit_record} (os._exit)"
-            exit_code = exit_record
+        elif died.get("exit_code") is not None:
+            exit_code = died["exit_code"]
+            how = f"exited with status {exit_code} (os._exit)"
         elif exit_code is not None:
             how = f"exited with status {exit_code}"
         else:
             how = "died (no signal handler ran: SIGKILL or os._exit?)"
-        outcomes = dict(
-            (p, (r or {}).get("outcome", "passed") if isinstance(r, dict) else "passed")
-            for p, r in phases_done
-        )
+        outcomes = {p: r.get("outcome", "passed") for p, r in phases_done if isinstance(r, dict)}
         story = ", ".join(f"{p} {outcomes.get(p, 'passed')}" for p in done)
         line = (f"{story}, " if story else "") + f"{dying} {how}"
         who = ", ".join(
             x for x in (f"worker {worker}" if worker else "", f"pid {pid}" if pid else "") if x
         )
         props = reader.properties(nodeid)
-        text = [str(report.longrepr) if report.longrepr else "", f"blackbox: {line} ({who})"]
-        if exit_info:
-            text.append(exit_info)
+        text = [
+            str(report.longrepr) if report.longrepr else "",
+            f"blackbox: {line} ({who})",
+        ]
         if pid:
             tb = _read_text(self.session.run_dir / f"faulthandler-{pid}.txt").strip()
             if tb:
@@ -532,29 +533,6 @@ class BlackboxPlugin:
             dying,
             line,
         )
-
-    def _exit_code_of(self, nodeid: str, pid: int | None) -> int | None:
-        for rec in _native.read_records(str(self.session.run_dir)):
-            if rec["kind"] == "exit" and rec.get("test") == nodeid and rec.get("pid") == pid:
-                return int(rec["code"])
-        return None
-
-    @staticmethod
-    def _segment_of(
-        reader: Any, nodeid: str, *, worker: str | None, pid: int | None
-    ) -> dict[str, Any] | None:
-        """The segment of the process that ran (and died in) ``nodeid``."""
-        best = None
-        for seg in reader.segments():
-            if pid is not None and seg["pid"] != pid:
-                continue
-            if worker is not None and seg["worker"] != worker:
-                continue
-            if seg["alive"]:
-                continue
-            if nodeid in (seg["current_test"], seg["crash_test"]):
-                best = seg
-        return best
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -688,25 +666,13 @@ def _fix_forked_reports(plugin: BlackboxPlugin, item: pytest.Item, reports: list
     m = _EXIT_RE.search(str(fallback.longrepr or ""))
     signal = int(m.group(1)) if m and m.group(1) else None
     exit_code = int(m.group(2)) if m and m.group(2) else None
-    child = _forked_child_segment(reader, item.nodeid)
     plugin.fill_crash_report(
         fallback,
         item.nodeid,
         worker=plugin.session.worker,
-        child_pid=child["pid"] if child else None,
-        exit_info="",
+        child_pid=None,
         phases_done=phases_done,
         signal_hint=signal,
         exit_code=exit_code,
     )
     return [*true_reports, fallback]
-
-
-def _forked_child_segment(reader: Any, nodeid: str) -> dict[str, Any] | None:
-    me = os.getpid()
-    found = None
-    for seg in reader.segments():
-        if seg["role"] == "forked" and seg["ppid"] == me and not seg["alive"]:
-            if nodeid in (seg["current_test"], seg["crash_test"]):
-                found = seg
-    return found
