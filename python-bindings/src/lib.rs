@@ -9,7 +9,10 @@ use blackbox_core::{now_mono_ns, now_wall_ns, Aggregate, Durability, Follower, R
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
+};
 
 /// Deeper nesting than this is stored as `repr`.
 const MAX_DEPTH: usize = 32;
@@ -33,7 +36,10 @@ fn error_class(e: &blackbox_core::Error) -> &'static str {
 }
 
 fn raise(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match py.import("pytest_blackbox.errors").and_then(|m| m.getattr(class)) {
+    match py
+        .import("pytest_blackbox.errors")
+        .and_then(|m| m.getattr(class))
+    {
         Ok(cls) => match cls.call1((msg.clone(),)) {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
@@ -66,15 +72,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------------------
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map_or_else(|_| "object".to_owned(), |n| n.to_string())
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "object".to_owned(), |n| n.to_string())
 }
 
 fn repr_of(obj: &Bound<'_, PyAny>) -> String {
-    obj.repr().map_or_else(|_| format!("<unrepresentable {}>", type_name(obj)), |r| r.to_string())
+    obj.repr().map_or_else(
+        |_| format!("<unrepresentable {}>", type_name(obj)),
+        |r| r.to_string(),
+    )
 }
 
 fn py_str(s: &Bound<'_, PyString>) -> String {
-    s.to_cow().map_or_else(|_| s.to_string_lossy().into_owned(), std::borrow::Cow::into_owned)
+    s.to_cow().map_or_else(
+        |_| s.to_string_lossy().into_owned(),
+        std::borrow::Cow::into_owned,
+    )
 }
 
 fn int_value(obj: &Bound<'_, PyAny>) -> Value {
@@ -105,7 +119,9 @@ fn to_value(obj: &Bound<'_, PyAny>, depth: usize, notes: &mut Vec<String>) -> Va
         return Value::Bytes(b.as_bytes().to_vec());
     }
     if depth >= MAX_DEPTH {
-        notes.push(format!("nesting deeper than {MAX_DEPTH} levels stored as repr"));
+        notes.push(format!(
+            "nesting deeper than {MAX_DEPTH} levels stored as repr"
+        ));
         return Value::Str(repr_of(obj));
     }
     if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
@@ -158,7 +174,10 @@ fn to_value(obj: &Bound<'_, PyAny>, depth: usize, notes: &mut Vec<String>) -> Va
             Err(_) => repr_value(obj, &tn, notes),
         }
     } else if obj.hasattr("__float__").unwrap_or(false) {
-        match obj.call_method0("__float__").and_then(|f| f.extract::<f64>()) {
+        match obj
+            .call_method0("__float__")
+            .and_then(|f| f.extract::<f64>())
+        {
             Ok(f) => {
                 notes.push(format!("{tn} stored as float"));
                 Value::Float(f)
@@ -178,7 +197,11 @@ fn repr_value(obj: &Bound<'_, PyAny>, tn: &str, notes: &mut Vec<String>) -> Valu
 
 fn seq_values(obj: &Bound<'_, PyAny>, depth: usize, notes: &mut Vec<String>) -> Vec<Value> {
     obj.try_iter()
-        .map(|it| it.filter_map(Result::ok).map(|x| to_value(&x, depth + 1, notes)).collect())
+        .map(|it| {
+            it.filter_map(Result::ok)
+                .map(|x| to_value(&x, depth + 1, notes))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -198,9 +221,14 @@ fn dict_value(d: &Bound<'_, PyDict>, depth: usize, notes: &mut Vec<String>) -> V
 
 fn warning_class(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     static CLS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    CLS.get_or_try_init(py, || -> PyResult<Py<PyAny>> { Ok(py.import("pytest_blackbox.errors")?.getattr("BlackboxWarning")?.unbind()) })
-        .ok()
-        .map(|c| c.bind(py).clone())
+    CLS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py
+            .import("pytest_blackbox.errors")?
+            .getattr("BlackboxWarning")?
+            .unbind())
+    })
+    .ok()
+    .map(|c| c.bind(py).clone())
 }
 
 /// Converts, emitting one warning when anything was not a plain value.
@@ -209,8 +237,15 @@ fn convert(py: Python<'_>, what: &str, obj: &Bound<'_, PyAny>, warn: bool) -> Py
     let v = to_value(obj, 0, &mut notes);
     if warn && !notes.is_empty() {
         notes.dedup();
-        let more = if notes.len() > 3 { format!(" (and {} more)", notes.len() - 3) } else { String::new() };
-        let msg = format!("blackbox: {what}: {}{more}", notes[..notes.len().min(3)].join("; "));
+        let more = if notes.len() > 3 {
+            format!(" (and {} more)", notes.len() - 3)
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "blackbox: {what}: {}{more}",
+            notes[..notes.len().min(3)].join("; ")
+        );
         if let Some(cls) = warning_class(py) {
             let msg = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
             PyErr::warn(py, &cls, &msg, 2)?;
@@ -278,15 +313,25 @@ fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py
 }
 
 fn parse_role(role: &str) -> PyResult<Role> {
-    Role::parse(role).ok_or_else(|| PyValueError::new_err(format!("unknown role {role:?}: use main, controller, worker, forked or other")))
+    Role::parse(role).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown role {role:?}: use main, controller, worker, forked or other"
+        ))
+    })
 }
 
 fn parse_durability(d: &str) -> PyResult<Durability> {
-    Durability::parse(d).ok_or_else(|| PyValueError::new_err(format!("unknown durability {d:?}: use \"process\" or \"system\"")))
+    Durability::parse(d).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown durability {d:?}: use \"process\" or \"system\""
+        ))
+    })
 }
 
 fn parse_phase(p: &str) -> PyResult<Phase> {
-    Phase::parse(p).ok_or_else(|| PyValueError::new_err(format!("unknown phase {p:?}: use setup, call or teardown")))
+    Phase::parse(p).ok_or_else(|| {
+        PyValueError::new_err(format!("unknown phase {p:?}: use setup, call or teardown"))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -308,15 +353,32 @@ impl PyRecorder {
 impl PyRecorder {
     #[new]
     #[pyo3(signature = (run_dir, role = "other", worker = None, durability = "process"))]
-    fn new(run_dir: PathBuf, role: &str, worker: Option<String>, durability: &str) -> PyResult<Self> {
+    fn new(
+        run_dir: PathBuf,
+        role: &str,
+        worker: Option<String>,
+        durability: &str,
+    ) -> PyResult<Self> {
         Ok(PyRecorder {
-            inner: Mutex::new(Recorder::new(run_dir, parse_role(role)?, worker, parse_durability(durability)?)),
+            inner: Mutex::new(Recorder::new(
+                run_dir,
+                parse_role(role)?,
+                worker,
+                parse_durability(durability)?,
+            )),
         })
     }
 
     /// Sets `key` of `test` (the last write wins); returns the stored plain value.
     #[pyo3(signature = (key, value, test = None, warn = true))]
-    fn record<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, test: Option<String>, warn: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn record<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        test: Option<String>,
+        warn: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let key = key_str(py, key)?;
         let v = convert(py, &format!("value of {key:?}"), value, warn)?;
         let rec = Record::PropertySet {
@@ -326,13 +388,22 @@ impl PyRecorder {
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
-        let Record::PropertySet { value, .. } = &rec else { unreachable!() };
+        let Record::PropertySet { value, .. } = &rec else {
+            unreachable!()
+        };
         value_to_py(py, value)
     }
 
     /// Appends `value` to the list under `key` of `test`; returns the stored plain value.
     #[pyo3(signature = (key, value, test = None, warn = true))]
-    fn append<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, test: Option<String>, warn: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn append<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        test: Option<String>,
+        warn: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let key = key_str(py, key)?;
         let v = convert(py, &format!("value appended to {key:?}"), value, warn)?;
         let rec = Record::PropertyAppend {
@@ -342,7 +413,9 @@ impl PyRecorder {
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
-        let Record::PropertyAppend { value, .. } = &rec else { unreachable!() };
+        let Record::PropertyAppend { value, .. } = &rec else {
+            unreachable!()
+        };
         value_to_py(py, value)
     }
 
@@ -356,7 +429,15 @@ impl PyRecorder {
 
     /// Records one phase report. `report` is the serialized pytest report (a dict).
     #[pyo3(signature = (nodeid, phase, outcome, duration_s, report = None))]
-    fn phase(&self, py: Python<'_>, nodeid: String, phase: &str, outcome: String, duration_s: f64, report: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn phase(
+        &self,
+        py: Python<'_>,
+        nodeid: String,
+        phase: &str,
+        outcome: String,
+        duration_s: f64,
+        report: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let report = match report {
             Some(r) => Some(convert(py, "report", r, false)?),
             None => None,
@@ -375,7 +456,15 @@ impl PyRecorder {
     }
 
     #[pyo3(signature = (name, scope, setup, test, duration_s))]
-    fn fixture(&self, py: Python<'_>, name: String, scope: String, setup: bool, test: Option<String>, duration_s: f64) -> PyResult<()> {
+    fn fixture(
+        &self,
+        py: Python<'_>,
+        name: String,
+        scope: String,
+        setup: bool,
+        test: Option<String>,
+        duration_s: f64,
+    ) -> PyResult<()> {
         self.put(
             py,
             &Record::Fixture {
@@ -390,7 +479,13 @@ impl PyRecorder {
     }
 
     #[pyo3(signature = (name, test, duration_s))]
-    fn timed(&self, py: Python<'_>, name: String, test: Option<String>, duration_s: f64) -> PyResult<()> {
+    fn timed(
+        &self,
+        py: Python<'_>,
+        name: String,
+        test: Option<String>,
+        duration_s: f64,
+    ) -> PyResult<()> {
         self.put(
             py,
             &Record::Timed {
@@ -404,7 +499,17 @@ impl PyRecorder {
 
     #[pyo3(signature = (test, pid, worker, signal, exit_code, phase, detail))]
     #[allow(clippy::too_many_arguments)]
-    fn crash(&self, py: Python<'_>, test: Option<String>, pid: u32, worker: Option<String>, signal: i32, exit_code: Option<i32>, phase: Option<String>, detail: String) -> PyResult<()> {
+    fn crash(
+        &self,
+        py: Python<'_>,
+        test: Option<String>,
+        pid: u32,
+        worker: Option<String>,
+        signal: i32,
+        exit_code: Option<i32>,
+        phase: Option<String>,
+        detail: String,
+    ) -> PyResult<()> {
         self.put(
             py,
             &Record::Crash {
@@ -422,15 +527,34 @@ impl PyRecorder {
 
     #[pyo3(signature = (test, code))]
     fn exit(&self, py: Python<'_>, test: Option<String>, code: i32) -> PyResult<()> {
-        self.put(py, &Record::Exit { test, code, wall_ns: now_wall_ns() })
+        self.put(
+            py,
+            &Record::Exit {
+                test,
+                code,
+                wall_ns: now_wall_ns(),
+            },
+        )
     }
 
     #[pyo3(signature = (test, kind, path))]
-    fn attachment(&self, py: Python<'_>, test: Option<String>, kind: String, path: String) -> PyResult<()> {
+    fn attachment(
+        &self,
+        py: Python<'_>,
+        test: Option<String>,
+        kind: String,
+        path: String,
+    ) -> PyResult<()> {
         self.put(py, &Record::Attachment { test, kind, path })
     }
 
-    fn run_start(&self, py: Python<'_>, argv: Vec<String>, rootdir: String, host: String) -> PyResult<()> {
+    fn run_start(
+        &self,
+        py: Python<'_>,
+        argv: Vec<String>,
+        rootdir: String,
+        host: String,
+    ) -> PyResult<()> {
         self.put(
             py,
             &Record::RunStart {
@@ -444,7 +568,13 @@ impl PyRecorder {
     }
 
     fn run_end(&self, py: Python<'_>, exit_status: i32) -> PyResult<()> {
-        self.put(py, &Record::RunEnd { exit_status, wall_ns: now_wall_ns() })
+        self.put(
+            py,
+            &Record::RunEnd {
+                exit_status,
+                wall_ns: now_wall_ns(),
+            },
+        )
     }
 
     fn begin(&self, py: Python<'_>) -> PyResult<()> {
@@ -465,7 +595,9 @@ impl PyRecorder {
 
     #[getter]
     fn segment_path(&self) -> Option<PathBuf> {
-        lock(&self.inner).segment_path().map(std::path::Path::to_owned)
+        lock(&self.inner)
+            .segment_path()
+            .map(std::path::Path::to_owned)
     }
 
     #[getter]
@@ -500,7 +632,11 @@ fn key_str(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
         Err(_) => Err(raise(
             py,
             "InvalidKeyError",
-            format!("property keys must be str, not {} ({}); pass str(key)", type_name(key), repr_of(key)),
+            format!(
+                "property keys must be str, not {} ({}); pass str(key)",
+                type_name(key),
+                repr_of(key)
+            ),
         )),
     }
 }
@@ -508,7 +644,12 @@ fn key_str(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
 /// Converts `value` the way `record` stores it, warning once if it was not plain.
 #[pyfunction]
 #[pyo3(signature = (value, what = "value", warn = true))]
-fn to_plain<'py>(py: Python<'py>, value: &Bound<'py, PyAny>, what: &str, warn: bool) -> PyResult<Bound<'py, PyAny>> {
+fn to_plain<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    what: &str,
+    warn: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let v = convert(py, what, value, warn)?;
     value_to_py(py, &v)
 }
@@ -533,7 +674,10 @@ struct PyRunReader {
 impl PyRunReader {
     #[new]
     fn new(run_dir: PathBuf) -> Self {
-        let id = run_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = run_dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         PyRunReader {
             inner: Mutex::new(ReaderState {
                 follower: Follower::new(&id, &run_dir),
@@ -576,18 +720,31 @@ impl PyRunReader {
     }
 
     /// The merged properties of `nodeid` as (key, value) pairs (no poll).
-    fn properties<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    fn properties<'py>(
+        &self,
+        py: Python<'py>,
+        nodeid: &str,
+    ) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
         let props = lock(&self.inner).agg.properties(nodeid);
-        props.iter().map(|(k, v)| Ok((k.clone(), value_to_py(py, v)?))).collect()
+        props
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), value_to_py(py, v)?)))
+            .collect()
     }
 
     /// The recorded phase reports of `nodeid`: (phase, serialized report or None) (no poll).
-    fn phase_reports<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    fn phase_reports<'py>(
+        &self,
+        py: Python<'py>,
+        nodeid: &str,
+    ) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
         let s = lock(&self.inner);
         let mut out = Vec::new();
         for (phase, seg, offset) in s.agg.phase_locations(nodeid) {
             let report = match s.follower.read_at(seg, offset) {
-                Some(Record::TestPhase { report: Some(r), .. }) => value_to_py(py, &r)?,
+                Some(Record::TestPhase {
+                    report: Some(r), ..
+                }) => value_to_py(py, &r)?,
                 _ => py.None().into_bound(py),
             };
             out.push((phase.as_str().to_owned(), report));
@@ -627,8 +784,13 @@ impl PyRunReader {
 /// Every record of a run, segment by segment, as dicts (`{"kind": ..., fields}`).
 #[pyfunction]
 fn read_records<'py>(py: Python<'py>, run_dir: PathBuf) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let id = run_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let snap = py.detach(|| blackbox_core::Snapshot::read(&id, &run_dir)).or_raise(py)?;
+    let id = run_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let snap = py
+        .detach(|| blackbox_core::Snapshot::read(&id, &run_dir))
+        .or_raise(py)?;
     let mut out = Vec::with_capacity(snap.record_count());
     for (seg, rec) in snap.iter() {
         let mut j = rec.to_json();
@@ -658,19 +820,24 @@ fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
 /// The folder of run `id` of a store.
 #[pyfunction]
 fn run_path(py: Python<'_>, store_dir: PathBuf, id: &str) -> PyResult<PathBuf> {
-    Store::open(&store_dir).and_then(|s| s.run_path(id)).or_raise(py)
+    Store::open(&store_dir)
+        .and_then(|s| s.run_path(id))
+        .or_raise(py)
 }
 
 /// Removes all but the newest `keep` run folders (never one with a live writer).
 #[pyfunction]
 fn prune_runs(py: Python<'_>, store_dir: PathBuf, keep: usize) -> PyResult<Vec<String>> {
-    Store::open(&store_dir).and_then(|s| s.prune_runs(keep)).or_raise(py)
+    Store::open(&store_dir)
+        .and_then(|s| s.prune_runs(keep))
+        .or_raise(py)
 }
 
 /// Installs the fatal-signal handler that marks this process's segment as crashed.
 #[pyfunction]
 fn install_crash_handler() -> PyResult<()> {
-    blackbox_core::install_crash_handler().map_err(|e| PyValueError::new_err(format!("cannot install the crash handler: {e}")))
+    blackbox_core::install_crash_handler()
+        .map_err(|e| PyValueError::new_err(format!("cannot install the crash handler: {e}")))
 }
 
 /// Marks this process's newest segment as crashed by `signal` (what the handler does).
