@@ -1,0 +1,250 @@
+"""End-to-end: what the plugin costs a real pytest run.
+
+A generated suite of 5,000 quick tests (50 files of 100), each using 3 fixtures (a plain
+one, one that depends on it, and a yield fixture), runs with the plugin on (its default
+settings, a store of its own) and off (``-p no:blackbox``): plain, ``-n 2``, and
+``--forked`` (500 of the tests). Each configuration first runs once on and once off
+untimed (warm caches; the store then holds a previous run, as it does for a user, and the
+plugin reads it at start-up), then 3 timed pairs in alternating order.
+
+Wall time is measured around the pytest process. Peak RSS of the controller (the pytest
+process the user started) is its own VmHWM from /proc/self/status, written at exit by a tiny
+plugin (``-p bench_rss``) loaded in both modes; each xdist worker writes its own too.
+
+    python benches/python/e2e.py [--reps N] [--tests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PYTHON, Report, median, table, verdict
+
+CONFTEST = """
+import pytest
+
+
+@pytest.fixture
+def base():
+    return 1
+
+
+@pytest.fixture
+def derived(base):
+    return base + 1
+
+
+@pytest.fixture
+def resource():
+    yield 3
+"""
+
+TEST_FILE_HEAD = """
+def check(a, b, c):
+    assert a + b + c == 6
+"""
+
+TEST_FUNC = """
+
+def test_{i}(base, derived, resource):
+    check(base, derived, resource)
+"""
+
+RSS_PLUGIN = '''
+"""Writes the peak RSS (VmHWM, KiB) of the controller at exit and of each xdist worker at
+its unconfigure into $BENCH_RSS_DIR/<role>-<pid>. VmHWM belongs to this program's own
+memory map; getrusage's ru_maxrss would also carry the high-water mark of the process that
+forked us, across execve."""
+import atexit
+import os
+
+_PID = os.getpid()
+
+
+def _write(role):
+    d = os.environ.get("BENCH_RSS_DIR")
+    if not d or os.getpid() != _PID:
+        return
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.path.join(d, f"{role}-{os.getpid()}"), "w") as f:
+        f.write(str(kib))
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        _write("worker")
+
+
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    atexit.register(_write, "controller")
+'''
+
+
+def generate(root: Path, files: int, per_file: int) -> Path:
+    root.mkdir(parents=True)
+    (root / "conftest.py").write_text(CONFTEST)
+    for f in range(files):
+        body = TEST_FILE_HEAD + "".join(TEST_FUNC.format(i=i) for i in range(per_file))
+        (root / f"test_gen_{f:03d}.py").write_text(body)
+    return root
+
+
+def run_measured(
+    cmd_suite: Path, args: list[str], on: bool, store: Path, tmp: Path, ok: tuple[int, ...]
+) -> Any:
+    """One pytest process: its wall time, the controller's and the workers' peak RSS."""
+    rss_dir = tmp / "rss"
+    shutil.rmtree(rss_dir, ignore_errors=True)
+    rss_dir.mkdir()
+    cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_rss"]
+    cmd += ["--blackbox-dir", str(store)] if on else ["-p", "no:blackbox"]
+    cmd += [*args, str(cmd_suite)]
+    env = dict(os.environ, PYTHONPATH=str(tmp / "plugins"), BENCH_RSS_DIR=str(rss_dir))
+    env.pop("BLACKBOX_DIR", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    out_path = tmp / "out.txt"
+    t0 = time.perf_counter()
+    with open(out_path, "w") as out:
+        pid = os.posix_spawn(cmd[0], cmd, env, file_actions=_redirect(out.fileno()))
+        _, status = os.waitpid(pid, 0)
+    wall = time.perf_counter() - t0
+    text = out_path.read_text()
+
+    def rss(role: str) -> int | None:
+        found = [int(f.read_text()) for f in rss_dir.glob(f"{role}-*")]
+        return max(found) if found else None
+
+    code = os.waitstatus_to_exitcode(status)
+    if code not in ok:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {code}:\n{text[-3000:]}")
+    return {
+        "wall_s": wall,
+        "rss_kib": rss("controller"),
+        "worker_rss_kib": rss("worker"),
+        "tail": text.strip().splitlines()[-1],
+    }
+
+
+def _redirect(fd: int) -> list[tuple[Any, ...]]:
+    return [
+        (os.POSIX_SPAWN_DUP2, fd, 1),
+        (os.POSIX_SPAWN_DUP2, fd, 2),
+    ]
+
+
+# name, arguments, suite, exit codes accepted with the plugin off. pytest-forked 1.7.5 on
+# pytest 9.2 reports every test as "EXITED with status 3" (its marshal cannot serialize the
+# reports): off, --forked ends with failures; the plugin on gives pytest the true reports.
+CONFIGS = [
+    ("plain", [], "big", (0,)),
+    ("-n 2", ["-n", "2"], "big", (0,)),
+    ("--forked", ["--forked"], "small", (0, 1)),
+]
+
+
+def run(reps: int = 3, tests: int = 5000, out: Report | None = None) -> dict[str, Any]:
+    out = out or Report()
+    tmp = Path(tempfile.mkdtemp(prefix="bb-e2e-"))
+    try:
+        (tmp / "plugins").mkdir()
+        (tmp / "plugins" / "bench_rss.py").write_text(RSS_PLUGIN)
+        suites = {
+            "big": generate(tmp / "suite_big", tests // 100, 100),
+            "small": generate(tmp / "suite_small", max(1, tests // 1000), 100),
+        }
+        results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for name, args, which, ok_off in CONFIGS:
+            store = tmp / f"store-{name.strip('-').replace(' ', '')}"
+            suite = suites[which]
+            for on in (True, False):  # warm-up: caches, and a previous run in the store
+                run_measured(suite, args, on, store, tmp, (0,) if on else ok_off)
+            res: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            for r in range(reps):
+                for on in (True, False) if r % 2 == 0 else (False, True):
+                    ok = (0,) if on else ok_off
+                    res["on" if on else "off"].append(run_measured(suite, args, on, store, tmp, ok))
+            results[name] = res
+        rows = []
+        targets: dict[str, bool] = {}
+        for name, _, which, _ in CONFIGS:
+            res = results[name]
+            n = tests if which == "big" else max(1, tests // 1000) * 100
+            w_on = median([x["wall_s"] for x in res["on"]])
+            w_off = median([x["wall_s"] for x in res["off"]])
+            r_on = median([x["rss_kib"] for x in res["on"]]) / 1024
+            r_off = median([x["rss_kib"] for x in res["off"]]) / 1024
+            k_on = [x["worker_rss_kib"] for x in res["on"] if x["worker_rss_kib"]]
+            k_off = [x["worker_rss_kib"] for x in res["off"] if x["worker_rss_kib"]]
+            worker = f"{(median(k_on) - median(k_off)) / 1024:+.1f} MB" if k_on and k_off else "-"
+            over = (w_on / w_off - 1) * 100
+            rows.append(
+                [
+                    f"{name} ({n:,} tests)",
+                    f"{w_off:.2f} s",
+                    f"{w_on:.2f} s",
+                    f"{over:+.1f}%",
+                    " ".join(f"{x['wall_s']:.2f}" for x in res["off"]),
+                    " ".join(f"{x['wall_s']:.2f}" for x in res["on"]),
+                    f"{r_off:.1f} MB",
+                    f"{r_on:.1f} MB",
+                    f"{r_on - r_off:+.1f} MB",
+                    worker,
+                ]
+            )
+            if name in ("plain", "-n 2"):
+                targets[f"{name}: wall-time overhead <= 5%"] = over <= 5
+            targets[f"{name}: controller peak RSS grows <= 30 MB"] = r_on - r_off <= 30
+        out(
+            f"3. end-to-end: {tests:,} generated tests x 3 fixtures, plugin off (-p no:blackbox) "
+            f"and on; medians of {reps} alternating runs after one warm-up each"
+        )
+        out(
+            table(
+                [
+                    "configuration",
+                    "off",
+                    "on",
+                    "overhead",
+                    "off runs (s)",
+                    "on runs (s)",
+                    "RSS off",
+                    "RSS on",
+                    "RSS +",
+                    "worker RSS +",
+                ],
+                rows,
+            )
+        )
+        out("   RSS: the controller's own peak, VmHWM (MB = 2^20 bytes); worker: the larger one")
+        for name, *_ in CONFIGS:
+            res = results[name]
+            out(
+                f"   {name}: off says {res['off'][-1]['tail']!r}; on says {res['on'][-1]['tail']!r}"
+            )
+        for what, ok in targets.items():
+            out(f"   target: {what}: {verdict(ok)}")
+        return {"results": results, "targets": targets}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tests", type=int, default=5000)
+    a = ap.parse_args()
+    run(a.reps, a.tests)
+
+
+if __name__ == "__main__":
+    main()
