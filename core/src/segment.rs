@@ -148,6 +148,11 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// /dev/null so the child holds no reference to the parent's lock.
 const FD_SLOTS: usize = 64;
 static WRITER_FDS: [AtomicI32; FD_SLOTS] = [const { AtomicI32::new(-1) }; FD_SLOTS];
+/// The mapping of the segment in the same slot of [`WRITER_FDS`], or null. A mapping holds
+/// the open file, and so its lock, as firmly as a descriptor does: the atfork child handler
+/// replaces it with an inaccessible anonymous mapping of the same size at the same address
+/// (the inherited writer's drop later unmaps that).
+static WRITER_MAPS: [AtomicPtr<u8>; FD_SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; FD_SLOTS];
 /// The header page of the segment the crash handler marks (the newest writer of this
 /// process), or null.
 static CRASH_HEADER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
@@ -156,7 +161,25 @@ static ATFORK: Once = Once::new();
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     CRASH_HEADER.store(std::ptr::null_mut(), Ordering::Relaxed);
-    // Only async-signal-safe calls here: open, dup2, close.
+    // Only plain syscalls here (open, dup2, close, mmap): the parent may have had threads.
+    for map in &WRITER_MAPS {
+        let base = map.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !base.is_null() {
+            // SAFETY: `base` starts a MAX_SEGMENT-byte mapping this process inherited; MAP_FIXED
+            // replaces it in one step, so the address range stays owned by the inherited
+            // writer, which only unmaps it.
+            unsafe {
+                libc::mmap(
+                    base.cast(),
+                    MAX_SEGMENT as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                );
+            }
+        }
+    }
     let devnull = c"/dev/null";
     for slot in &WRITER_FDS {
         let fd = slot.swap(-1, Ordering::Relaxed);
@@ -327,6 +350,48 @@ impl fmt::Debug for SegmentWriter {
     }
 }
 
+/// A segment being created: when creating it fails, its temporary file is removed and its
+/// descriptor leaves the fork table.
+struct Unfinished {
+    tmp: Option<PathBuf>,
+    fd: i32,
+    fd_slot: Option<usize>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(p) = self.tmp.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(slot) = self.fd_slot.take() {
+            WRITER_MAPS[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
+            let _ = WRITER_FDS[slot].compare_exchange(self.fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Gives the finished segment `tmp` its name `path`, never replacing (nor following) what is
+/// already there.
+fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (from, to) = (c(tmp)?, c(path)?);
+    // SAFETY: NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // A filesystem (or kernel) without RENAME_NOREPLACE: link() never replaces either.
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            std::fs::hard_link(tmp, path)?;
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
 fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     // SAFETY: posix_fallocate on our own descriptor; it returns the error code (not errno).
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, (to - from) as libc::off_t) };
@@ -348,33 +413,71 @@ fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
 impl SegmentWriter {
     /// Creates a new segment in `dir` (which must exist), named `seg-<pid>-<random>.seg`,
     /// mode 0600, with `O_EXCL | O_NOFOLLOW`, and takes its lock for the writer's life.
+    /// See [`create_named`](Self::create_named) for how it appears in `dir`.
     pub fn create(dir: &Path, durability: Durability) -> Result<SegmentWriter> {
-        register_atfork();
         let pid = std::process::id();
         let mut attempts = 0;
-        let (path, file) = loop {
-            let path = dir.join(format!("seg-{pid}-{:016x}{SEGMENT_SUFFIX}", random_u64()));
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(f) => break (path, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
-                Err(e) => return Err(Error::io(&path, "creating segment", e)),
+        loop {
+            let name = format!("seg-{pid}-{:016x}{SEGMENT_SUFFIX}", random_u64());
+            match SegmentWriter::create_named(dir, &name, durability) {
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                    attempts += 1;
+                }
+                r => return r,
             }
+        }
+    }
+
+    /// Creates the segment `dir/name` ([`create`](Self::create) picks a fresh random name).
+    ///
+    /// The file is built under a temporary name that is not a segment name (`.new-<name>`):
+    /// created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, locked, given its first
+    /// space and its complete header, and only then renamed to `name` without replacing
+    /// anything there (`RENAME_NOREPLACE`, or `link` + `unlink` where the filesystem lacks
+    /// it). So a reader never sees a segment without its lock or its header, and a file or
+    /// symlink already at `name` is neither followed nor replaced: the call fails with
+    /// [`Error::Io`] of kind `AlreadyExists`. On failure the temporary file is removed.
+    pub fn create_named(dir: &Path, name: &str, durability: Durability) -> Result<SegmentWriter> {
+        register_atfork();
+        if !is_segment_name(std::ffi::OsStr::new(name)) || name.contains('/') {
+            return Err(Error::io(
+                &dir.join(name),
+                "creating segment",
+                io::Error::new(io::ErrorKind::InvalidInput, "not a segment name (seg-*.seg)"),
+            ));
+        }
+        let pid = std::process::id();
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".new-{name}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "creating segment", e))?;
+        // Registered at once, so a fork from another thread from now on leaves the child no
+        // reference to the lock.
+        let fd_slot = WRITER_FDS
+            .iter()
+            .position(|s| s.compare_exchange(-1, file.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        let mut pending = Unfinished {
+            tmp: Some(tmp.clone()),
+            fd: file.as_raw_fd(),
+            fd_slot,
         };
         // Nobody else can have it yet (O_EXCL): this only fails on filesystems without flock.
-        file.try_lock().map_err(|e| Error::io(&path, "locking segment", io::Error::other(e.to_string())))?;
+        file.try_lock().map_err(|e| Error::io(&tmp, "locking segment", io::Error::other(e.to_string())))?;
         reserve(&file, &path, 0, INITIAL_SIZE)?;
         let map = MmapOptions::new()
             .len(MAX_SEGMENT as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "mapping segment", e))?;
         let base = map.as_mut_ptr();
+        if let Some(slot) = fd_slot {
+            WRITER_MAPS[slot].store(base, Ordering::Relaxed);
+        }
         // SAFETY: the first INITIAL_SIZE bytes are allocated file space in our mapping.
         unsafe {
             std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), base, 8);
@@ -385,9 +488,22 @@ impl SegmentWriter {
             hdr_u32(base, OFF_DURABILITY).store(u32::from(durability == Durability::System), Ordering::Relaxed);
             hdr_u64(base, OFF_COMMITTED).store(HEADER_SIZE, Ordering::Release);
         }
-        let fd_slot = WRITER_FDS
-            .iter()
-            .position(|s| s.compare_exchange(-1, file.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        let finish = || -> Result<()> {
+            if durability == Durability::System {
+                // The header reaches the disk before the name does.
+                map.flush_range(0, HEADER_SIZE as usize).map_err(|e| Error::io(&tmp, "syncing", e))?;
+            }
+            publish(&tmp, &path).map_err(|e| Error::io(&path, "creating segment", e))
+        };
+        if let Err(e) = finish() {
+            // Out of the fork table before the mapping goes.
+            if let Some(slot) = fd_slot {
+                WRITER_MAPS[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+        pending.tmp = None;
+        pending.fd_slot = None;
         let w = SegmentWriter {
             path,
             file,
@@ -400,7 +516,6 @@ impl SegmentWriter {
             fd_slot,
         };
         if durability == Durability::System {
-            w.sync_range(0, HEADER_SIZE)?;
             if let Some(parent) = w.path.parent() {
                 File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(parent, "syncing", e))?;
             }
@@ -447,8 +562,17 @@ impl SegmentWriter {
             target += step;
         }
         let target = target.min(MAX_SEGMENT);
-        reserve(&self.file, &self.path, self.allocated, target)?;
-        self.allocated = target;
+        match reserve(&self.file, &self.path, self.allocated, target) {
+            Ok(()) => self.allocated = target,
+            Err(Error::StoreFull { .. }) if target > end => {
+                // No room for a whole growth step: take just what this frame needs (whole
+                // pages), so the store fills up before it refuses a record.
+                let need = (end + 4095) & !4095;
+                reserve(&self.file, &self.path, self.allocated, need)?;
+                self.allocated = need;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -557,6 +681,7 @@ impl Drop for SegmentWriter {
     fn drop(&mut self) {
         let _ = CRASH_HEADER.compare_exchange(self.base(), std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
         if let Some(slot) = self.fd_slot {
+            let _ = WRITER_MAPS[slot].compare_exchange(self.base(), std::ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
             let _ = WRITER_FDS[slot].compare_exchange(self.file.as_raw_fd(), -1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
@@ -773,13 +898,19 @@ impl SegmentReader {
 
     /// Reads the committed frames from `from` (a frame boundary, at least the header size)
     /// up to the committed end. Stops at the first bad frame and says where and why; never
-    /// reads or allocates past the end of the file.
+    /// reads or allocates past the end of the file, and holds at most one window of
+    /// [`READ_WINDOW`] bytes (or one frame, when a frame is larger) in memory besides the
+    /// records it returns.
     pub fn read_from(&self, from: u64) -> ReadBatch {
         let mut batch = ReadBatch {
             next: from.max(HEADER_SIZE),
             ..ReadBatch::default()
         };
-        let mut committed = self.committed();
+        let committed = self.committed();
+        if committed < HEADER_SIZE || committed % 8 != 0 {
+            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
+            return batch;
+        }
         let file_len = match self.file.metadata() {
             Ok(m) => m.len(),
             Err(e) => {
@@ -787,65 +918,71 @@ impl SegmentReader {
                 return batch;
             }
         };
-        if committed > file_len {
-            batch.damage = Some(self.damage(
-                OFF_COMMITTED as u64,
-                format!("committed end {committed} lies past the end of the file ({file_len} bytes)"),
-            ));
-            committed = file_len;
-        } else if committed < HEADER_SIZE || committed % 8 != 0 {
-            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
-            return batch;
-        }
-        if committed <= batch.next {
-            return batch;
-        }
-        let mut buf = vec![0u8; (committed - batch.next) as usize];
-        if let Err(e) = self.file.read_exact_at(&mut buf, batch.next) {
-            batch.damage = Some(self.damage(batch.next, format!("read failed: {e}")));
-            return batch;
-        }
-        let damage_before = batch.damage.take();
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let offset = batch.next + pos as u64;
-            let rest = &buf[pos..];
-            if rest.len() < FRAME_HEADER {
-                batch.damage = Some(self.damage(offset, format!("{} stray bytes, too few for a frame header", rest.len())));
+        // A header that promises more than the file holds: read what is there.
+        let truncated = committed > file_len;
+        let end = committed.min(file_len);
+        let mut window = Window::default();
+        let mut pos = batch.next;
+        while pos < end {
+            let rest = end - pos;
+            let past_end = if truncated {
+                format!("the file ends there (it holds {file_len} bytes, the header says {committed} are committed)")
+            } else {
+                "the committed end is there".to_owned()
+            };
+            if rest < FRAME_HEADER as u64 {
+                batch.damage = Some(self.damage(pos, format!("{rest} stray bytes, too few for a frame header: {past_end}")));
                 break;
             }
-            let len_bytes: [u8; 4] = rest[..4].try_into().unwrap();
+            let head = match window.get(&self.file, pos, FRAME_HEADER, end) {
+                Ok(h) => h,
+                Err(e) => {
+                    batch.damage = Some(self.damage(pos, format!("read failed: {e}")));
+                    break;
+                }
+            };
+            let len_bytes: [u8; 4] = head[..4].try_into().unwrap();
             let len = u32::from_le_bytes(len_bytes) as usize;
-            let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+            let crc = u32::from_le_bytes(head[4..8].try_into().unwrap());
             if len == 0 || len > MAX_RECORD {
-                batch.damage = Some(self.damage(offset, format!("frame length {len} is out of range (1..={MAX_RECORD})")));
+                batch.damage = Some(self.damage(pos, format!("frame length {len} is out of range (1..={MAX_RECORD})")));
                 break;
             }
-            let framed = align8((FRAME_HEADER + len) as u64) as usize;
-            if framed > rest.len() {
+            let framed = align8((FRAME_HEADER + len) as u64);
+            if framed > rest {
                 batch.damage = Some(self.damage(
-                    offset,
-                    format!("frame length {len} runs past the committed end ({} bytes left)", rest.len() - FRAME_HEADER),
+                    pos,
+                    format!("frame of {framed} bytes (payload {len}) runs past the readable end, {rest} bytes on: {past_end}"),
                 ));
                 break;
             }
-            let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
+            let frame = match window.get(&self.file, pos, framed as usize, end) {
+                Ok(f) => f,
+                Err(e) => {
+                    batch.damage = Some(self.damage(pos, format!("read failed: {e}")));
+                    break;
+                }
+            };
+            let payload = &frame[FRAME_HEADER..FRAME_HEADER + len];
             if frame_crc(len_bytes, payload) != crc {
-                batch.damage = Some(self.damage(offset, "checksum mismatch".into()));
+                batch.damage = Some(self.damage(pos, "checksum mismatch".into()));
                 break;
             }
-            match Record::decode(payload) {
-                Ok(rec) => batch.records.push((offset, rec)),
+            match decode_record(payload) {
+                Ok(rec) => batch.records.push((pos, rec)),
                 Err(why) => {
-                    batch.damage = Some(self.damage(offset, why));
+                    batch.damage = Some(self.damage(pos, why));
                     break;
                 }
             }
             pos += framed;
         }
-        batch.next += pos as u64;
-        if batch.damage.is_none() {
-            batch.damage = damage_before;
+        batch.next = pos;
+        if batch.damage.is_none() && truncated {
+            batch.damage = Some(self.damage(
+                pos,
+                format!("the file ends here, but the header says {committed} bytes are committed: it was truncated"),
+            ));
         }
         batch
     }
@@ -853,15 +990,16 @@ impl SegmentReader {
     /// Reads the one committed record whose frame starts at `offset`, or `None` when there
     /// is no valid frame there.
     pub fn read_one(&self, offset: u64) -> Option<Record> {
-        let committed = self.committed();
-        if offset < HEADER_SIZE || offset % 8 != 0 || offset + FRAME_HEADER as u64 > committed {
+        let file_len = self.file.metadata().ok()?.len();
+        let end = self.committed().min(file_len);
+        if offset < HEADER_SIZE || offset % 8 != 0 || offset + FRAME_HEADER as u64 > end {
             return None;
         }
         let mut head = [0u8; FRAME_HEADER];
         self.file.read_exact_at(&mut head, offset).ok()?;
         let len_bytes: [u8; 4] = head[..4].try_into().ok()?;
         let len = u32::from_le_bytes(len_bytes) as usize;
-        if len == 0 || len > MAX_RECORD || offset + (FRAME_HEADER + len) as u64 > committed {
+        if len == 0 || len > MAX_RECORD || offset + (FRAME_HEADER + len) as u64 > end {
             return None;
         }
         let mut payload = vec![0u8; len];
@@ -869,7 +1007,7 @@ impl SegmentReader {
         if frame_crc(len_bytes, &payload) != u32::from_le_bytes(head[4..8].try_into().ok()?) {
             return None;
         }
-        Record::decode(&payload).ok()
+        decode_record(&payload).ok()
     }
 
     fn damage(&self, offset: u64, reason: String) -> Damage {
@@ -878,6 +1016,60 @@ impl SegmentReader {
             offset,
             reason,
         }
+    }
+}
+
+/// How much of a segment [`SegmentReader::read_from`] reads with one `pread`.
+pub const READ_WINDOW: usize = 1 << 20;
+
+/// A window of a segment file in memory: frames are parsed out of it, and it moves on by
+/// whole reads, so a reader holds at most [`READ_WINDOW`] bytes (or one larger frame).
+#[derive(Default)]
+struct Window {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+}
+
+impl Window {
+    /// The bytes `[pos, pos + n)`, with `pos + n <= end`; reads `[pos, ..)` again when they are
+    /// not all in the window, never past `end`.
+    fn get(&mut self, file: &File, pos: u64, n: usize, end: u64) -> io::Result<&[u8]> {
+        let have = pos >= self.start && pos + n as u64 <= self.start + self.buf.len() as u64;
+        if !have {
+            let len = (n.max(READ_WINDOW) as u64).min(end - pos) as usize;
+            self.buf.clear();
+            self.buf.resize(len, 0);
+            file.read_exact_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        Ok(&self.buf[at..at + n])
+    }
+}
+
+/// Decodes one frame's payload.
+fn decode_record(payload: &[u8]) -> Result<Record, String> {
+    Record::decode(payload)
+}
+
+/// Whether a live writer holds the lock of the regular file at `path` (never followed
+/// through a symlink; false for anything that cannot be opened).
+pub(crate) fn writer_holds_lock(path: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{Aggregate, RunView};
 use crate::error::Error;
 use crate::record::{Record, Role};
-use crate::segment::{is_segment_name, CrashMark, Damage, HeaderInfo, SegmentReader, HEADER_SIZE};
+use crate::segment::{is_segment_name, writer_holds_lock, CrashMark, Damage, HeaderInfo, SegmentReader, HEADER_SIZE};
 
 /// One segment's state as a reader sees it now.
 #[derive(Debug, Clone)]
@@ -113,10 +113,12 @@ impl Follower {
                     }),
                 ),
             };
-            // A file too short for its header may be a writer between create and
-            // fallocate: look again on the next poll instead of giving up on it.
-            let retry = reader.is_none() && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() < HEADER_SIZE && m.len() == 0);
-            if retry {
+            // A file that is not (yet) a readable segment while a live writer holds its lock
+            // is being set up: look again on the next poll. Writers publish a segment only
+            // once its header is complete (see `SegmentWriter::create_named`), so this is
+            // a safeguard; a file nobody holds (an empty file whose writer died, a foreign
+            // or hostile file) is reported as damaged at once.
+            if reader.is_none() && writer_holds_lock(&path) {
                 continue;
             }
             self.known.insert(name, self.segments.len());

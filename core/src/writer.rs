@@ -64,6 +64,14 @@ impl Recorder {
 
     fn writer(&mut self) -> Result<&mut SegmentWriter> {
         let inherited = self.writer.as_ref().is_some_and(SegmentWriter::is_inherited);
+        if inherited && self.in_transaction {
+            // Forked inside a transaction: its first records are in the parent's segment,
+            // out of reach, so the rest must not be committed as if they were the whole.
+            // `commit` or `rollback` ends it; the next write opens the child's segment.
+            return Err(Error::Inherited {
+                path: self.writer.as_ref().map_or_else(|| self.run_dir.clone(), |w| w.path().to_owned()),
+            });
+        }
         if inherited {
             // Forked: leave the parent's segment alone (dropping unmaps only our copy).
             self.writer = None;
