@@ -10,8 +10,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
-    PyTuple,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView, PySet,
+    PyString, PyTuple,
 };
 
 /// Deeper nesting than this is stored as `repr`.
@@ -67,9 +67,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Values: Python -> Value (plain types as they are; others nearest plain type or repr,
-// with a note that becomes one warning) and back.
+// Values: Python -> Value (plain types as they are; others the nearest plain type or their
+// repr, each kind noted once, and the notes become one warning per call) and back.
 // ---------------------------------------------------------------------------------------
+
+/// The most values (scalars, list items, dict entries) one record may hold. It bounds the
+/// work of a value that shares a sub-list many times over (`a = [a, a]` forty times is
+/// 2**40 values once expanded); a larger value is refused as too large.
+const MAX_VALUES: usize = 1 << 20;
+
+/// Characters of a key or repr quoted in a warning or an error message.
+const QUOTE_CHARS: usize = 60;
+
+/// A phase report too large for one record keeps this many bytes of each long string.
+const REPORT_STR_LIMIT: usize = 64 * 1024;
+
+/// Distinct notes kept for one warning; the rest are only counted.
+const MAX_NOTES: usize = 16;
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -84,139 +98,492 @@ fn repr_of(obj: &Bound<'_, PyAny>) -> String {
     )
 }
 
-fn py_str(s: &Bound<'_, PyString>) -> String {
-    s.to_cow().map_or_else(
-        |_| s.to_string_lossy().into_owned(),
-        std::borrow::Cow::into_owned,
-    )
-}
-
-fn int_value(obj: &Bound<'_, PyAny>) -> Value {
-    match obj.extract::<i64>() {
-        Ok(i) => Value::Int(i),
-        Err(_) => Value::BigInt(obj.str().map_or_else(|_| repr_of(obj), |s| s.to_string())),
+/// `s` cut to `QUOTE_CHARS` characters, for messages.
+fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
     }
 }
 
-fn to_value(obj: &Bound<'_, PyAny>, depth: usize, notes: &mut Vec<String>) -> Value {
-    // Exact plain types first: the common case, no note.
-    if obj.is_none() {
-        return Value::None;
+/// The text of `s`; lone surrogates (not UTF-8) become `\udXXX` escapes, noted.
+fn str_noted(s: &Bound<'_, PyString>, notes: &mut Notes) -> String {
+    if let Ok(c) = s.to_cow() {
+        return c.into_owned();
     }
-    if obj.is_exact_instance_of::<PyBool>() {
-        return Value::Bool(obj.is_truthy().unwrap_or(false));
-    }
-    if obj.is_exact_instance_of::<PyInt>() {
-        return int_value(obj);
-    }
-    if obj.is_exact_instance_of::<PyFloat>() {
-        return Value::Float(obj.extract::<f64>().unwrap_or(f64::NAN));
-    }
-    if let Ok(s) = obj.cast_exact::<PyString>() {
-        return Value::Str(py_str(s));
-    }
-    if let Ok(b) = obj.cast_exact::<PyBytes>() {
-        return Value::Bytes(b.as_bytes().to_vec());
-    }
-    if depth >= MAX_DEPTH {
-        notes.push(format!(
-            "nesting deeper than {MAX_DEPTH} levels stored as repr"
-        ));
-        return Value::Str(repr_of(obj));
-    }
-    if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
-        return Value::List(seq_values(obj, depth, notes));
-    }
-    if let Ok(d) = obj.cast_exact::<PyDict>() {
-        return dict_value(d, depth, notes);
-    }
-    // Subclasses and look-alikes: the nearest plain type, noted.
-    let tn = type_name(obj);
-    let v = if obj.is_instance_of::<PyBool>() {
-        Value::Bool(obj.is_truthy().unwrap_or(false))
-    } else if obj.is_instance_of::<PyInt>() {
-        notes.push(format!("{tn} (an int subclass) stored as int"));
-        int_value(obj)
-    } else if obj.is_instance_of::<PyFloat>() {
-        notes.push(format!("{tn} (a float subclass) stored as float"));
-        Value::Float(obj.extract::<f64>().unwrap_or(f64::NAN))
-    } else if let Ok(s) = obj.cast::<PyString>() {
-        notes.push(format!("{tn} (a str subclass) stored as str"));
-        Value::Str(py_str(s))
-    } else if let Ok(b) = obj.cast::<PyBytes>() {
-        Value::Bytes(b.as_bytes().to_vec())
-    } else if let Ok(b) = obj.cast::<PyByteArray>() {
-        Value::Bytes(b.to_vec())
-    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        notes.push(format!("{tn} stored as list"));
-        Value::List(seq_values(obj, depth, notes))
-    } else if let Ok(d) = obj.cast::<PyDict>() {
-        notes.push(format!("{tn} stored as dict"));
-        dict_value(d, depth, notes)
-    } else if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
-        notes.push(format!("{tn} stored as a list sorted by repr"));
-        let mut items: Vec<(String, Value)> = obj
-            .try_iter()
-            .map(|it| {
-                it.filter_map(Result::ok)
-                    .map(|x| (repr_of(&x), to_value(&x, depth + 1, notes)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        Value::List(items.into_iter().map(|(_, v)| v).collect())
-    } else if obj.hasattr("__index__").unwrap_or(false) {
-        match obj.call_method0("__index__") {
-            Ok(i) => {
-                notes.push(format!("{tn} stored as int"));
-                int_value(&i)
-            }
-            Err(_) => repr_value(obj, &tn, notes),
-        }
-    } else if obj.hasattr("__float__").unwrap_or(false) {
-        match obj
-            .call_method0("__float__")
-            .and_then(|f| f.extract::<f64>())
-        {
-            Ok(f) => {
-                notes.push(format!("{tn} stored as float"));
-                Value::Float(f)
-            }
-            Err(_) => repr_value(obj, &tn, notes),
-        }
-    } else {
-        repr_value(obj, &tn, notes)
-    };
-    v
-}
-
-fn repr_value(obj: &Bound<'_, PyAny>, tn: &str, notes: &mut Vec<String>) -> Value {
-    notes.push(format!("{tn} stored as its repr"));
-    Value::Str(repr_of(obj))
-}
-
-fn seq_values(obj: &Bound<'_, PyAny>, depth: usize, notes: &mut Vec<String>) -> Vec<Value> {
-    obj.try_iter()
-        .map(|it| {
-            it.filter_map(Result::ok)
-                .map(|x| to_value(&x, depth + 1, notes))
-                .collect()
+    notes.push("a str with lone surrogates stored with \\udXXX escapes in their place".to_owned());
+    s.call_method1("encode", ("utf-8", "backslashreplace"))
+        .ok()
+        .and_then(|b| {
+            b.cast::<PyBytes>()
+                .ok()
+                .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|| s.to_string_lossy().into_owned())
 }
 
-fn dict_value(d: &Bound<'_, PyDict>, depth: usize, notes: &mut Vec<String>) -> Value {
-    let mut pairs = Vec::with_capacity(d.len());
-    for (k, v) in d.iter() {
-        let key = if let Ok(s) = k.cast_exact::<PyString>() {
-            py_str(s)
+/// What one conversion noticed: the distinct notes (the first few in order) and how many
+/// more distinct ones there were.
+#[derive(Default)]
+struct Notes {
+    kept: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    more: usize,
+}
+
+impl Notes {
+    fn push(&mut self, note: String) {
+        if self.seen.contains(&note) {
+            return;
+        }
+        if self.kept.len() < MAX_NOTES {
+            self.kept.push(note.clone());
         } else {
-            notes.push(format!("a {} dict key stored as its str", type_name(&k)));
-            k.str().map_or_else(|_| repr_of(&k), |s| s.to_string())
-        };
-        pairs.push((key, to_value(&v, depth + 1, notes)));
+            self.more += 1;
+        }
+        if self.seen.len() < 4096 {
+            self.seen.insert(note);
+        }
     }
-    Value::Dict(pairs)
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    fn message(&self, what: &str) -> String {
+        let shown = self.kept.len().min(3);
+        let hidden = self.kept.len() - shown + self.more;
+        let more = if hidden > 0 {
+            format!(" (and {hidden} more)")
+        } else {
+            String::new()
+        };
+        format!("blackbox: {what}: {}{more}", self.kept[..shown].join("; "))
+    }
+}
+
+/// Converts one Python object tree into a [`Value`]; see `to_value`.
+struct Converter<'n> {
+    notes: &'n mut Notes,
+    /// Values and string bytes so far: a lower bound of the encoded size.
+    values: usize,
+    bytes: usize,
+    /// Set once the value cannot fit one record; conversion then stops early.
+    too_large: bool,
+    /// The containers being converted, outermost first: one seen again is a cycle.
+    path: Vec<*mut pyo3::ffi::PyObject>,
+    /// Strings and bytes longer than this are cut (phase reports only).
+    max_str: Option<usize>,
+}
+
+impl<'n> Converter<'n> {
+    fn new(notes: &'n mut Notes, max_str: Option<usize>) -> Self {
+        Converter {
+            notes,
+            values: 0,
+            bytes: 0,
+            too_large: false,
+            path: Vec::new(),
+            max_str,
+        }
+    }
+
+    fn count(&mut self, bytes: usize) -> bool {
+        self.values += 1;
+        self.bytes += bytes;
+        if self.values > MAX_VALUES || self.bytes > blackbox_core::segment::MAX_RECORD {
+            self.too_large = true;
+        }
+        !self.too_large
+    }
+
+    fn string(&mut self, s: &Bound<'_, PyString>) -> Value {
+        let text = str_noted(s, self.notes);
+        let text = self.cut_str(text);
+        self.count(text.len());
+        Value::Str(text)
+    }
+
+    fn bytes_value(&mut self, mut b: Vec<u8>) -> Value {
+        if let Some(max) = self.max_str {
+            if b.len() > max {
+                let cut = b.len() - max;
+                b.truncate(max);
+                b.extend_from_slice(format!("... [{cut} more bytes cut by blackbox]").as_bytes());
+            }
+        }
+        self.count(b.len());
+        Value::Bytes(b)
+    }
+
+    fn cut_str(&self, s: String) -> String {
+        match self.max_str {
+            Some(max) if s.len() > max => {
+                let mut end = max;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!(
+                    "{}... [{} more bytes cut by blackbox]",
+                    &s[..end],
+                    s.len() - end
+                )
+            }
+            _ => s,
+        }
+    }
+
+    fn repr(&mut self, obj: &Bound<'_, PyAny>, note: String) -> Value {
+        self.notes.push(note);
+        let r = self.cut_str(repr_of(obj));
+        self.count(r.len());
+        Value::Str(r)
+    }
+
+    fn int(&mut self, obj: &Bound<'_, PyAny>) -> Value {
+        if let Ok(i) = obj.extract::<i64>() {
+            self.count(1);
+            Value::Int(i)
+        } else if let Ok(text) = obj.str() {
+            let text = text.to_string();
+            self.count(text.len());
+            Value::BigInt(text)
+        } else {
+            // Past Python's int-to-str digit limit: hex has no limit.
+            self.notes
+                .push("an int too long for str() stored as its hex str".to_owned());
+            let hex = obj
+                .py()
+                .import("builtins")
+                .and_then(|b| b.getattr("hex"))
+                .and_then(|h| h.call1((obj,)))
+                .map_or_else(|_| repr_of(obj), |h| h.to_string());
+            let hex = self.cut_str(hex);
+            self.count(hex.len());
+            Value::Str(hex)
+        }
+    }
+
+    /// Python -> Value: plain values as they are; subclasses and look-alikes as the nearest
+    /// plain type; anything else as its repr; each with a note.
+    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Value {
+        if self.too_large {
+            return Value::None;
+        }
+        // Exact plain types first: the common case, no note.
+        if obj.is_none() {
+            self.count(1);
+            return Value::None;
+        }
+        if obj.is_exact_instance_of::<PyBool>() {
+            self.count(1);
+            return Value::Bool(obj.is_truthy().unwrap_or(false));
+        }
+        if obj.is_exact_instance_of::<PyInt>() {
+            return self.int(obj);
+        }
+        if obj.is_exact_instance_of::<PyFloat>() {
+            self.count(1);
+            return Value::Float(obj.extract::<f64>().unwrap_or(f64::NAN));
+        }
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            return self.string(s);
+        }
+        if let Ok(b) = obj.cast_exact::<PyBytes>() {
+            return self.bytes_value(b.as_bytes().to_vec());
+        }
+        if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
+            return self.container(obj, depth, "[...]", |c, o| c.sequence(o, depth));
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            let items = d.items();
+            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+        }
+        self.look_alike(obj, &type_name(obj), depth)
+    }
+
+    /// A value that is not exactly a plain type: the nearest one, noted.
+    fn look_alike(&mut self, obj: &Bound<'_, PyAny>, tn: &str, depth: usize) -> Value {
+        let py = obj.py();
+        if obj.is_instance_of::<PyInt>() {
+            self.notes
+                .push(format!("{tn} (an int subclass) stored as int"));
+            return self.int(obj);
+        }
+        if obj.is_instance_of::<PyFloat>() {
+            self.notes
+                .push(format!("{tn} (a float subclass) stored as float"));
+            self.count(1);
+            return Value::Float(obj.extract::<f64>().unwrap_or(f64::NAN));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            self.notes
+                .push(format!("{tn} (a str subclass) stored as str"));
+            return self.string(s);
+        }
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            self.notes
+                .push(format!("{tn} (a bytes subclass) stored as bytes"));
+            return self.bytes_value(b.as_bytes().to_vec());
+        }
+        if let Ok(b) = obj.cast::<PyByteArray>() {
+            self.notes.push(format!("{tn} stored as bytes"));
+            return self.bytes_value(b.to_vec());
+        }
+        if obj.is_instance_of::<PyMemoryView>() {
+            if let Ok(b) = py.get_type::<PyBytes>().call1((obj,)) {
+                if let Ok(b) = b.cast::<PyBytes>() {
+                    self.notes.push(format!("{tn} stored as bytes"));
+                    return self.bytes_value(b.as_bytes().to_vec());
+                }
+            }
+            return self.repr(obj, format!("{tn} stored as its repr"));
+        }
+        if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+            self.notes.push(format!("{tn} stored as list"));
+            return self.container(obj, depth, "[...]", |c, o| c.sequence(o, depth));
+        }
+        if let Ok(d) = obj.cast::<PyDict>() {
+            self.notes.push(format!("{tn} stored as dict"));
+            let items = d.items();
+            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+        }
+        if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
+            self.notes.push(format!("{tn} stored as a sorted list"));
+            return self.container(obj, depth, "[...]", |c, o| c.set(o, depth));
+        }
+        // numpy (and pandas, jax...) scalars and arrays: tolist() gives the plain values.
+        if has(obj, "__array__") && has(obj, "tolist") {
+            if let Ok(plain) = obj.call_method0("tolist") {
+                self.notes.push(format!("{tn} stored as its tolist()"));
+                return self.value(&plain, depth + 1);
+            }
+        }
+        match abc_kind(obj) {
+            Some(AbcKind::Mapping) => {
+                if let Ok(items) = obj
+                    .call_method0("items")
+                    .and_then(|i| py.get_type::<PyList>().call1((i,)))
+                {
+                    if let Ok(items) = items.cast::<PyList>() {
+                        self.notes.push(format!("{tn} (a Mapping) stored as dict"));
+                        let items = items.clone();
+                        return self
+                            .container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+                    }
+                }
+                return self.repr(obj, format!("{tn} stored as its repr"));
+            }
+            Some(AbcKind::Collection) if obj.len().is_ok_and(|n| n <= MAX_VALUES) => {
+                if let Ok(items) = py.get_type::<PyList>().call1((obj,)) {
+                    self.notes.push(format!("{tn} stored as list"));
+                    return self.container(obj, depth, "[...]", |c, _| c.sequence(&items, depth));
+                }
+                return self.repr(obj, format!("{tn} stored as its repr"));
+            }
+            _ => {}
+        }
+        if has(obj, "__index__") {
+            if let Ok(i) = obj.call_method0("__index__") {
+                if i.is_instance_of::<PyInt>() {
+                    self.notes.push(format!("{tn} stored as int"));
+                    return self.int(&i);
+                }
+            }
+        }
+        if has(obj, "__float__") {
+            if let Ok(f) = obj
+                .call_method0("__float__")
+                .and_then(|f| f.extract::<f64>())
+            {
+                self.notes.push(format!("{tn} stored as float"));
+                self.count(1);
+                return Value::Float(f);
+            }
+        }
+        self.repr(obj, format!("{tn} stored as its repr"))
+    }
+
+    /// Converts a container with `body`; its repr past `MAX_DEPTH`, `cycle` when it
+    /// contains itself.
+    fn container(
+        &mut self,
+        obj: &Bound<'_, PyAny>,
+        depth: usize,
+        cycle: &str,
+        body: impl FnOnce(&mut Self, &Bound<'_, PyAny>) -> Value,
+    ) -> Value {
+        if depth >= MAX_DEPTH {
+            return self.repr(
+                obj,
+                format!("nesting deeper than {MAX_DEPTH} levels stored as its repr"),
+            );
+        }
+        let ptr = obj.as_ptr();
+        if self.path.contains(&ptr) {
+            self.notes.push(format!(
+                "a {} that contains itself: the cycle stored as {cycle:?}",
+                type_name(obj)
+            ));
+            self.count(cycle.len());
+            return Value::Str(cycle.to_owned());
+        }
+        self.count(1);
+        self.path.push(ptr);
+        let v = body(self, obj);
+        self.path.pop();
+        v
+    }
+
+    fn sequence(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Value {
+        let mut out = Vec::new();
+        if let Ok(l) = obj.cast::<PyList>() {
+            // By index: a list changed while we read it (by a repr) cannot trip us.
+            let mut i = 0;
+            while let Ok(x) = l.get_item(i) {
+                if self.too_large {
+                    break;
+                }
+                out.push(self.value(&x, depth + 1));
+                i += 1;
+            }
+            return Value::List(out);
+        }
+        match obj.try_iter() {
+            Ok(it) => {
+                for x in it {
+                    if self.too_large {
+                        break;
+                    }
+                    match x {
+                        Ok(x) => out.push(self.value(&x, depth + 1)),
+                        Err(e) => {
+                            self.notes.push(format!(
+                                "iterating a {} failed ({e}); kept the items before",
+                                type_name(obj)
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Value::List(out)
+            }
+            Err(_) => self.repr(
+                obj,
+                format!("{} (not iterable) stored as its repr", type_name(obj)),
+            ),
+        }
+    }
+
+    fn set(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Value {
+        let py = obj.py();
+        // sorted() when the items compare; otherwise in the order of their reprs.
+        let sorted = py
+            .import("builtins")
+            .and_then(|b| b.getattr("sorted"))
+            .and_then(|f| f.call1((obj,)));
+        if let Ok(items) = sorted {
+            return self.sequence(&items, depth);
+        }
+        let mut items: Vec<(String, Bound<'_, PyAny>)> = match obj.try_iter() {
+            Ok(it) => it
+                .filter_map(Result::ok)
+                .map(|x| (repr_of(&x), x))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::with_capacity(items.len());
+        for (_, x) in items {
+            if self.too_large {
+                break;
+            }
+            out.push(self.value(&x, depth + 1));
+        }
+        Value::List(out)
+    }
+
+    fn dict<'py>(&mut self, items: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Value {
+        let mut pairs: Vec<(String, Value)> = Vec::new();
+        let mut converted_keys = false;
+        for item in items {
+            if self.too_large {
+                break;
+            }
+            let Ok((k, v)) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>() else {
+                continue;
+            };
+            let key = if let Ok(s) = k.cast_exact::<PyString>() {
+                match self.string(s) {
+                    Value::Str(s) => s,
+                    _ => String::new(),
+                }
+            } else {
+                converted_keys = true;
+                let text = k
+                    .str()
+                    .map_or_else(|_| repr_of(&k), |s| s.to_string_lossy().into_owned());
+                self.notes.push(format!(
+                    "a dict key of type {} stored as its str",
+                    type_name(&k)
+                ));
+                self.count(text.len());
+                text
+            };
+            pairs.push((key, self.value(&v, depth + 1)));
+        }
+        if converted_keys {
+            // Two keys with one str (1 and "1"): keep the last, as a dict would.
+            let mut seen = std::collections::HashSet::new();
+            let before = pairs.len();
+            let mut kept: Vec<(String, Value)> = pairs
+                .into_iter()
+                .rev()
+                .filter(|(k, _)| seen.insert(k.clone()))
+                .collect();
+            kept.reverse();
+            if kept.len() < before {
+                self.notes
+                    .push("dict keys with the same str: the last one kept".to_owned());
+            }
+            pairs = kept;
+        }
+        Value::Dict(pairs)
+    }
+}
+
+fn has(obj: &Bound<'_, PyAny>, attr: &str) -> bool {
+    obj.hasattr(attr).unwrap_or(false)
+}
+
+enum AbcKind {
+    Mapping,
+    /// A `collections.abc.Set` or `Sequence` (str and bytes were taken care of before).
+    Collection,
+}
+
+fn abc_kind(obj: &Bound<'_, PyAny>) -> Option<AbcKind> {
+    static ABCS: PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+    let py = obj.py();
+    let (mapping, set, sequence) = ABCS
+        .get_or_try_init(py, || -> PyResult<_> {
+            let abc = py.import("collections.abc")?;
+            Ok((
+                abc.getattr("Mapping")?.unbind(),
+                abc.getattr("Set")?.unbind(),
+                abc.getattr("Sequence")?.unbind(),
+            ))
+        })
+        .ok()?;
+    if obj.is_instance(mapping.bind(py)).unwrap_or(false) {
+        Some(AbcKind::Mapping)
+    } else if obj.is_instance(set.bind(py)).unwrap_or(false)
+        || obj.is_instance(sequence.bind(py)).unwrap_or(false)
+    {
+        Some(AbcKind::Collection)
+    } else {
+        None
+    }
 }
 
 fn warning_class(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
@@ -231,25 +598,52 @@ fn warning_class(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     .map(|c| c.bind(py).clone())
 }
 
+/// Emits the one warning of a call, if anything was noted.
+fn warn_notes(py: Python<'_>, what: &str, notes: &Notes) -> PyResult<()> {
+    if notes.is_empty() {
+        return Ok(());
+    }
+    if let Some(cls) = warning_class(py) {
+        let msg =
+            std::ffi::CString::new(notes.message(what).replace('\0', "\\0")).unwrap_or_default();
+        PyErr::warn(py, &cls, &msg, 2)?;
+    }
+    Ok(())
+}
+
+fn too_large(py: Python<'_>, what: &str) -> PyErr {
+    raise(
+        py,
+        "RecordTooLargeError",
+        format!(
+            "{what} is too large for one record (more than {MAX_VALUES} values or {} MiB, counting a shared \
+             sub-list once per place it appears); store large data in a file and record its path",
+            blackbox_core::segment::MAX_RECORD >> 20
+        ),
+    )
+}
+
+/// Converts `obj` (noting into `notes`); a value that cannot fit one record is refused.
+fn to_value(
+    py: Python<'_>,
+    what: &str,
+    obj: &Bound<'_, PyAny>,
+    notes: &mut Notes,
+) -> PyResult<Value> {
+    let mut c = Converter::new(notes, None);
+    let v = c.value(obj, 0);
+    if c.too_large {
+        return Err(too_large(py, what));
+    }
+    Ok(v)
+}
+
 /// Converts, emitting one warning when anything was not a plain value.
 fn convert(py: Python<'_>, what: &str, obj: &Bound<'_, PyAny>, warn: bool) -> PyResult<Value> {
-    let mut notes = Vec::new();
-    let v = to_value(obj, 0, &mut notes);
-    if warn && !notes.is_empty() {
-        notes.dedup();
-        let more = if notes.len() > 3 {
-            format!(" (and {} more)", notes.len() - 3)
-        } else {
-            String::new()
-        };
-        let msg = format!(
-            "blackbox: {what}: {}{more}",
-            notes[..notes.len().min(3)].join("; ")
-        );
-        if let Some(cls) = warning_class(py) {
-            let msg = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-            PyErr::warn(py, &cls, &msg, 2)?;
-        }
+    let mut notes = Notes::default();
+    let v = to_value(py, what, obj, &mut notes)?;
+    if warn {
+        warn_notes(py, what, &notes)?;
     }
     Ok(v)
 }
@@ -261,7 +655,11 @@ fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(f) => PyFloat::new(py, *f).into_any(),
         Value::Str(s) => PyString::new(py, s).into_any(),
-        Value::BigInt(s) => py.get_type::<PyInt>().call1((s.as_str(),))?,
+        // Past this interpreter's int-to-str digit limit it stays a str.
+        Value::BigInt(s) => py
+            .get_type::<PyInt>()
+            .call1((s.as_str(),))
+            .unwrap_or_else(|_| PyString::new(py, s).into_any()),
         Value::Bytes(b) => PyBytes::new(py, b).into_any(),
         Value::List(items) => {
             let l = PyList::empty(py);
@@ -370,7 +768,7 @@ impl PyRecorder {
     }
 
     /// Sets `key` of `test` (the last write wins); returns the stored plain value.
-    #[pyo3(signature = (key, value, test = None, warn = true))]
+    #[pyo3(signature = (key, value, test = None, warn = true, key_as_str = false))]
     fn record<'py>(
         &self,
         py: Python<'py>,
@@ -378,13 +776,13 @@ impl PyRecorder {
         value: &Bound<'py, PyAny>,
         test: Option<String>,
         warn: bool,
+        key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let key = key_str(py, key)?;
-        let v = convert(py, &format!("value of {key:?}"), value, warn)?;
+        let (key, value) = property(py, key, value, Verb::Set, warn, key_as_str)?;
         let rec = Record::PropertySet {
             test,
             key,
-            value: v,
+            value,
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
@@ -395,7 +793,7 @@ impl PyRecorder {
     }
 
     /// Appends `value` to the list under `key` of `test`; returns the stored plain value.
-    #[pyo3(signature = (key, value, test = None, warn = true))]
+    #[pyo3(signature = (key, value, test = None, warn = true, key_as_str = false))]
     fn append<'py>(
         &self,
         py: Python<'py>,
@@ -403,13 +801,13 @@ impl PyRecorder {
         value: &Bound<'py, PyAny>,
         test: Option<String>,
         warn: bool,
+        key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let key = key_str(py, key)?;
-        let v = convert(py, &format!("value appended to {key:?}"), value, warn)?;
+        let (key, value) = property(py, key, value, Verb::Append, warn, key_as_str)?;
         let rec = Record::PropertyAppend {
             test,
             key,
-            value: v,
+            value,
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
@@ -438,21 +836,37 @@ impl PyRecorder {
         duration_s: f64,
         report: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let report = match report {
-            Some(r) => Some(convert(py, "report", r, false)?),
-            None => None,
+        let mut rec = Record::TestPhase {
+            nodeid,
+            phase: parse_phase(phase)?,
+            outcome,
+            duration_s,
+            mono_ns: now_mono_ns(),
+            report: None,
         };
-        self.put(
-            py,
-            &Record::TestPhase {
-                nodeid,
-                phase: parse_phase(phase)?,
-                outcome,
-                duration_s,
-                mono_ns: now_mono_ns(),
-                report,
-            },
-        )
+        if let Some(r) = report {
+            // The report is a copy for the parent: when it cannot fit one record (a test's
+            // huge properties, each already in a record of its own), its long strings are cut,
+            // and if that is not enough it is left out; the phase itself is always recorded.
+            for max_str in [None, Some(REPORT_STR_LIMIT)] {
+                let mut notes = Notes::default();
+                let mut c = Converter::new(&mut notes, max_str);
+                let v = c.value(r, 0);
+                if c.too_large {
+                    continue;
+                }
+                if let Record::TestPhase { report, .. } = &mut rec {
+                    *report = Some(v);
+                }
+                if rec.encoded_len() <= blackbox_core::segment::MAX_RECORD {
+                    break;
+                }
+                if let Record::TestPhase { report, .. } = &mut rec {
+                    *report = None;
+                }
+            }
+        }
+        self.put(py, &rec)
     }
 
     #[pyo3(signature = (name, scope, setup, test, duration_s))]
@@ -626,19 +1040,69 @@ impl PyRecorder {
     }
 }
 
-fn key_str(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
-    match key.cast_exact::<PyString>() {
-        Ok(s) => Ok(py_str(s)),
-        Err(_) => Err(raise(
-            py,
-            "InvalidKeyError",
-            format!(
-                "property keys must be str, not {} ({}); pass str(key)",
-                type_name(key),
-                repr_of(key)
-            ),
-        )),
+#[derive(Clone, Copy)]
+enum Verb {
+    Set,
+    Append,
+}
+
+/// The key and the value of a property record, with at most one warning for both.
+fn property(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    verb: Verb,
+    warn: bool,
+    key_as_str: bool,
+) -> PyResult<(String, Value)> {
+    let mut notes = Notes::default();
+    let key = key_str(py, key, key_as_str, &mut notes)?;
+    let what = match verb {
+        Verb::Set => format!("value of {:?}", quote(&key)),
+        Verb::Append => format!("value appended to {:?}", quote(&key)),
+    };
+    let value = to_value(py, &what, value, &mut notes)?;
+    if warn {
+        warn_notes(py, &what, &notes)?;
     }
+    Ok((key, value))
+}
+
+/// A property key: a str as it is; a str subclass as str (noted); anything else is refused
+/// with `InvalidKeyError`, or with `key_as_str` (the stock `record_property`, whose name
+/// junitxml str()s) stored as its str (noted).
+fn key_str(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    key_as_str: bool,
+    notes: &mut Notes,
+) -> PyResult<String> {
+    if let Ok(s) = key.cast_exact::<PyString>() {
+        return Ok(str_noted(s, notes));
+    }
+    let tn = type_name(key);
+    if let Ok(s) = key.cast::<PyString>() {
+        notes.push(format!("the key ({tn}, a str subclass) stored as str"));
+        return Ok(str_noted(s, notes));
+    }
+    let repr = quote(&repr_of(key));
+    if key_as_str {
+        let text = key
+            .str()
+            .map_or_else(|_| repr_of(key), |s| str_noted(&s, notes));
+        notes.push(format!(
+            "the key {repr} ({tn}, not a str) stored as its str {:?}",
+            quote(&text)
+        ));
+        return Ok(text);
+    }
+    Err(raise(
+        py,
+        "InvalidKeyError",
+        format!(
+            "a property key must be a str, not {tn} ({repr}): pass str(key), or a name, as the key"
+        ),
+    ))
 }
 
 /// Converts `value` the way `record` stores it, warning once if it was not plain.
@@ -783,7 +1247,8 @@ impl PyRunReader {
 
 /// Every record of a run, segment by segment, as dicts (`{"kind": ..., fields}`).
 #[pyfunction]
-fn read_records<'py>(py: Python<'py>, run_dir: PathBuf) -> PyResult<Vec<Bound<'py, PyAny>>> {
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn read_records(py: Python<'_>, run_dir: PathBuf) -> PyResult<Vec<Bound<'_, PyAny>>> {
     let id = run_dir
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -804,6 +1269,7 @@ fn read_records<'py>(py: Python<'py>, run_dir: PathBuf) -> PyResult<Vec<Bound<'p
 
 /// Creates the store directory if needed and starts a run in it; returns (id, folder).
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn new_run(py: Python<'_>, store_dir: PathBuf) -> PyResult<(String, PathBuf)> {
     let store = Store::create(&store_dir).or_raise(py)?;
     let id = store.new_run().or_raise(py)?;
@@ -813,12 +1279,14 @@ fn new_run(py: Python<'_>, store_dir: PathBuf) -> PyResult<(String, PathBuf)> {
 
 /// The run ids of a store, oldest first.
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
 }
 
 /// The folder of run `id` of a store.
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn run_path(py: Python<'_>, store_dir: PathBuf, id: &str) -> PyResult<PathBuf> {
     Store::open(&store_dir)
         .and_then(|s| s.run_path(id))
@@ -827,6 +1295,7 @@ fn run_path(py: Python<'_>, store_dir: PathBuf, id: &str) -> PyResult<PathBuf> {
 
 /// Removes all but the newest `keep` run folders (never one with a live writer).
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn prune_runs(py: Python<'_>, store_dir: PathBuf, keep: usize) -> PyResult<Vec<String>> {
     Store::open(&store_dir)
         .and_then(|s| s.prune_runs(keep))

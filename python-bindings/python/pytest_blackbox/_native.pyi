@@ -1,0 +1,288 @@
+"""``pytest_blackbox._native``: the Rust core (blackbox-core) seen from Python.
+
+The binding is thin: it converts values and maps errors; the store's logic lives in the core
+crate. Most users want the package's API instead (``pytest_blackbox.record``, ``Store``...).
+These docs live here, in the stub, and ``tests/test_stub.py`` checks that the stub and the
+module name the same things.
+
+Values. What a record stores is one of None, bool, int, float, str, bytes, list, dict (str
+keys). Anything else is converted to the nearest of these, or to its repr, with exactly one
+:class:`pytest_blackbox.BlackboxWarning` per call saying what was converted:
+
+- a subclass of a plain type (a float subclass, an ``IntEnum``, a str subclass, a
+  namedtuple, an ``OrderedDict``) becomes that plain type;
+- a tuple becomes a list (silently: JSON has no tuple); a set or frozenset a sorted list
+  (in repr order if its items do not compare); a ``bytearray`` or ``memoryview`` bytes;
+- an object with ``__array__`` and ``tolist()`` (numpy and friends) its ``tolist()``; a
+  ``collections.abc.Mapping`` a dict; another ``Set`` or ``Sequence`` (``deque``,
+  ``range``, ``array``) a list; an object with ``__index__`` an int, else with ``__float__``
+  a float;
+- anything else, and nesting deeper than 32 levels, its ``repr()``;
+- a container that contains itself stores the cycle as ``"[...]"`` or ``"{...}"``;
+- a non-str dict key becomes ``str(key)`` (keys that collide keep the last value); a str
+  with lone surrogates gets ``\\udXXX`` escapes; an int too long for ``str()`` its hex str.
+
+NaN, infinities and ints beyond 64 bits are plain and stored as they are. A value that
+cannot fit one record (64 MiB, or more than 1,048,576 values counting a shared sub-list once
+per place it appears) is refused with :class:`pytest_blackbox.RecordTooLargeError`.
+
+Errors are raised as the classes of :mod:`pytest_blackbox.errors`, all under
+:class:`pytest_blackbox.BlackboxError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Final, Literal
+
+__version__: Final[str]
+"""The package version: ``[workspace.package] version`` of the Cargo workspace."""
+
+FORMAT_VERSION: Final[int]
+"""The segment file format version this build writes and reads (see docs/format.md)."""
+
+_Role = Literal["main", "controller", "worker", "forked", "other"]
+_Phase = Literal["setup", "call", "teardown"]
+_PathLike = str | os.PathLike[str]
+
+class Recorder:
+    """This process's writer into one run folder.
+
+    The segment file is created on the first write, and again after a ``fork()``: a child
+    never writes into its parent's file. Each call below is one record, committed (visible
+    to readers, and safe from this process's death) on return, unless a transaction is open
+    (:meth:`begin`). Thread-safe.
+    """
+
+    def __new__(
+        cls,
+        run_dir: _PathLike,
+        role: _Role = "other",
+        worker: str | None = None,
+        durability: Literal["process", "system"] = "process",
+    ) -> Recorder:
+        """A writer for the run folder ``run_dir``.
+
+        ``role`` says which process this is; ``worker`` is the xdist worker id (``gw0``).
+        ``durability="process"`` survives the death of any process (no syscall per commit);
+        ``"system"`` also survives power loss (msync at each commit, slower). An unknown
+        role or durability raises ``ValueError``.
+        """
+
+    def record(
+        self,
+        key: str,
+        value: object,
+        test: str | None = None,
+        warn: bool = True,
+        key_as_str: bool = False,
+    ) -> Any:
+        """Set property ``key`` of ``test`` (a nodeid; None: the session) to ``value``; the
+        last write wins. Returns the plain value stored (see the module docs).
+
+        A key that is not a str raises :class:`pytest_blackbox.InvalidKeyError`, unless
+        ``key_as_str`` (the stock ``record_property``, whose name junitxml turns into a str)
+        stores it as ``str(key)``. A str subclass key is stored as str. Whatever was
+        converted, key and value together, gives one ``BlackboxWarning`` (none with
+        ``warn=False``). Too large a value raises
+        :class:`pytest_blackbox.RecordTooLargeError`; a full disk
+        :class:`pytest_blackbox.StoreFullError`.
+        """
+
+    def append(
+        self,
+        key: str,
+        value: object,
+        test: str | None = None,
+        warn: bool = True,
+        key_as_str: bool = False,
+    ) -> Any:
+        """Append ``value`` to the list under ``key`` of ``test`` (e.g. one comparison
+        result per call). Returns the plain value stored; keys and warnings as
+        :meth:`record`."""
+
+    def start_test(self, nodeid: str) -> None:
+        """``nodeid`` starts running in this process: the crash slot names it from now."""
+
+    def end_test(self, nodeid: str) -> None:
+        """``nodeid`` is done in this process."""
+
+    def phase(
+        self,
+        nodeid: str,
+        phase: _Phase,
+        outcome: str,
+        duration_s: float,
+        report: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one phase of ``nodeid``: its outcome, its duration and, optionally, the
+        serialized pytest report (``pytest_report_to_serializable``), from which a parent
+        rebuilds the reports a dead child could not hand back.
+
+        The report is converted without a warning. When it cannot fit one record (a test
+        with huge properties, each of which is already in a record of its own), its strings
+        are cut to 64 KiB each, and if that is not enough the report is left out: the phase
+        itself is always recorded.
+        """
+
+    def fixture(
+        self, name: str, scope: str, setup: bool, test: str | None, duration_s: float
+    ) -> None:
+        """One setup (``setup=True``) or teardown of fixture ``name`` of ``scope``, while
+        ``test`` ran, taking ``duration_s`` seconds."""
+
+    def timed(self, name: str, test: str | None, duration_s: float) -> None:
+        """One call of a ``@timed`` function ``name``, while ``test`` ran."""
+
+    def crash(
+        self,
+        test: str | None,
+        pid: int,
+        worker: str | None,
+        signal: int,
+        exit_code: int | None,
+        phase: str | None,
+        detail: str,
+    ) -> None:
+        """A parent's account of a dead child: it ran ``test`` (in ``phase``), had ``pid``
+        (and xdist ``worker``), and died of ``signal`` (0: none known) or with
+        ``exit_code``; ``detail`` is a line for people."""
+
+    def exit(self, test: str | None, code: int) -> None:
+        """An intentional ``os._exit(code)`` in ``test``, recorded just before it happens."""
+
+    def attachment(self, test: str | None, kind: str, path: str) -> None:
+        """A file that belongs to ``test`` (``kind="faulthandler"``: where a fatal signal's
+        Python traceback goes)."""
+
+    def run_start(self, argv: list[str], rootdir: str, host: str) -> None:
+        """The run starts (written once, by the main process or the xdist controller)."""
+
+    def run_end(self, exit_status: int) -> None:
+        """The run ends with pytest's ``exit_status``."""
+
+    def begin(self) -> None:
+        """Open a transaction: the records until :meth:`commit` become visible together, or
+        not at all. A transaction already open raises
+        :class:`pytest_blackbox.TransactionError`."""
+
+    def commit(self) -> None:
+        """Commit the open transaction."""
+
+    def rollback(self) -> None:
+        """Drop the open transaction's records (nothing if none is open)."""
+
+    def close(self) -> None:
+        """Mark the segment closed cleanly and release it; a later write opens a new one."""
+
+    @property
+    def segment_path(self) -> Path | None:
+        """This process's segment file, or None before the first write."""
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+
+    @property
+    def role(self) -> _Role:
+        """The role given at creation."""
+
+    @property
+    def worker(self) -> str | None:
+        """The xdist worker id given at creation."""
+
+    @property
+    def current_test(self) -> str | None:
+        """The test between :meth:`start_test` and :meth:`end_test`, if any."""
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open."""
+
+class RunReader:
+    """A follower of one run folder: each :meth:`poll` reads only what was committed since
+    the last one (cost proportional to what is new), from every segment of the run. It
+    never blocks a writer. A damaged record stops the read of its segment (reported in the
+    view's ``problems``); the other segments are still read."""
+
+    def __new__(cls, run_dir: _PathLike) -> RunReader:
+        """A reader of the run folder ``run_dir`` (nothing is read until :meth:`poll`)."""
+
+    @property
+    def id(self) -> str:
+        """The run id (the folder's name)."""
+
+    @property
+    def dir(self) -> Path:
+        """The run folder."""
+
+    def poll(self) -> int:
+        """Read what was committed since the last poll; returns how many new records."""
+
+    def view(self) -> dict[str, Any]:
+        """Poll, then the whole run as a dict in the ``blackbox stats --json`` schema:
+        ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes``, ``workers``, ``problems``.
+        JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values."""
+
+    def properties(self, nodeid: str) -> list[tuple[str, Any]]:
+        """The properties of ``nodeid`` as (key, value) pairs with their exact values:
+        ``record`` keys (last write wins) and ``append`` keys (a list in time order). Does
+        not poll."""
+
+    def phase_reports(self, nodeid: str) -> list[tuple[_Phase, dict[str, Any] | None]]:
+        """The recorded phases of ``nodeid`` in order, each with its serialized report (or
+        None when none was recorded). Does not poll."""
+
+    def fixture_setups(self) -> int:
+        """Setups of every fixture seen so far, in every process. Does not poll."""
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Each writer's segment as it stands: ``path``, ``pid``, ``ppid``, ``role``,
+        ``worker``, ``alive`` (its writer still holds the lock), ``closed_cleanly``,
+        ``crash_signal`` and ``crash_test`` (from the crash slot), ``current_test`` and
+        ``damage`` (where and why its read stopped, or None)."""
+
+def to_plain(value: object, what: str = "value", warn: bool = True) -> Any:
+    """``value`` converted the way :meth:`Recorder.record` stores it, with the same one
+    warning (its message starts with ``blackbox: {what}:``)."""
+
+def read_records(run_dir: _PathLike) -> list[dict[str, Any]]:
+    """Every committed record of a run, segment by segment, as dicts with ``kind``, the
+    record's fields and the writer's ``pid``. Reads a snapshot: for tools and tests."""
+
+def new_run(store_dir: _PathLike) -> tuple[str, Path]:
+    """Create the store directory ``store_dir`` if needed and a new run folder in it;
+    returns (run id, run folder). Run ids sort in the order the runs started."""
+
+def list_runs(store_dir: _PathLike) -> list[str]:
+    """The run ids of a store, oldest first. A missing store raises
+    :class:`pytest_blackbox.NoStoreError`."""
+
+def run_path(store_dir: _PathLike, id: str) -> Path:
+    """The folder of run ``id``; an unknown id raises
+    :class:`pytest_blackbox.NoSuchRunError`."""
+
+def prune_runs(store_dir: _PathLike, keep: int) -> list[str]:
+    """Remove all but the newest ``keep`` run folders, never one a live process still
+    writes; returns the ids removed."""
+
+def install_crash_handler() -> None:
+    """Install the async-signal-safe handler of fatal signals (SIGSEGV, SIGABRT, SIGBUS,
+    SIGFPE, SIGILL) that marks this process's segment with the signal, the time and the
+    running test, then calls the handler installed before it (Python's faulthandler, say)
+    or the default action. Safe to call again. Raises ``ValueError`` when the handler
+    cannot be installed."""
+
+def mark_crash(signal: int) -> bool:
+    """Mark this process's newest segment as crashed by ``signal``, as the handler does;
+    returns whether there was a segment to mark. For tests."""
+
+def signal_name(signal: int) -> str:
+    """``"SIGSEGV"`` for 11, and so on (``"signal N"`` for one without a name)."""
+
+def cli_main(argv: list[str], is_tty: bool) -> int:
+    """Run the ``blackbox`` command line (``stats``, ``tests``, ``fixtures``, ``crashes``,
+    ``dump``, ``runs``, ``check``, ``report``) with ``argv`` (without the program name),
+    printing to this process's stdout; ``is_tty`` turns on terminal formatting. Returns the
+    exit code: 0 ok, 1 error, 2 usage."""
