@@ -739,6 +739,7 @@ fn parse_phase(p: &str) -> PyResult<Phase> {
 #[pyclass(module = "pytest_blackbox._native", name = "Recorder", frozen)]
 struct PyRecorder {
     inner: Mutex<Recorder>,
+    durability: Durability,
 }
 
 impl PyRecorder {
@@ -757,13 +758,15 @@ impl PyRecorder {
         worker: Option<String>,
         durability: &str,
     ) -> PyResult<Self> {
+        let durability = parse_durability(durability)?;
         Ok(PyRecorder {
             inner: Mutex::new(Recorder::new(
                 run_dir,
                 parse_role(role)?,
                 worker,
-                parse_durability(durability)?,
+                durability,
             )),
+            durability,
         })
     }
 
@@ -1003,8 +1006,20 @@ impl PyRecorder {
         lock(&self.inner).rollback();
     }
 
+    /// Marks the segment closed cleanly and releases it: its lock goes with it, so readers
+    /// see a finished writer now, not when this object is collected. A later write opens a
+    /// new segment.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        lock(&self.inner).close().or_raise(py)
+        let mut r = lock(&self.inner);
+        r.close().or_raise(py)?;
+        let fresh = Recorder::new(
+            r.run_dir().to_owned(),
+            r.role(),
+            r.worker().map(str::to_owned),
+            self.durability,
+        );
+        *r = fresh;
+        Ok(())
     }
 
     #[getter]

@@ -174,7 +174,9 @@ class Recorder:
         """Drop the open transaction's records (nothing if none is open)."""
 
     def close(self) -> None:
-        """Mark the segment closed cleanly and release it; a later write opens a new one."""
+        """Mark the segment closed cleanly and release it, lock included: readers see a
+        finished writer from now on, not only once this object is collected. A later write
+        opens a new segment."""
 
     @property
     def segment_path(self) -> Path | None:
