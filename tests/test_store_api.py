@@ -50,7 +50,23 @@ def row(conn):
     return 1
 
 
-def test_pass_one(row, blackbox):
+@pytest.fixture
+@pytest_blackbox.timed
+def cache():
+    time.sleep(0.02)
+    yield {}
+    time.sleep(0.01)
+
+
+@pytest_blackbox.timed(name="compute")
+def compute():
+    time.sleep(0.01)
+    return 42
+
+
+def test_pass_one(row, blackbox, cache):
+    assert compute() + compute() == 84
+    time.sleep(0.15)  # the fixture is held: not part of its teardown
     blackbox.record("rows", 3)
     pytest_blackbox.append("cmp", {"a": 1})
     pytest_blackbox.append("cmp", {"a": 2})
@@ -190,6 +206,18 @@ def test_fixtures(finished: Finished) -> None:
     assert run.fixture("db") == fixtures["db"]
     assert run.fixture("nope") is None
     assert run.fixture_setups == sum(f.setups for f in run.fixtures)
+
+
+def test_timed(finished: Finished) -> None:
+    run = Store(finished.store).run(finished.xdist_run)
+    timed = {t.name: t for t in run.timed}
+    assert timed["compute"].setups == 2
+    assert 0.02 <= timed["compute"].total_s < 0.5
+    assert timed["cache"].setups == 1
+    assert 0.02 <= timed["cache"].total_s < 0.5
+    # A @timed yield fixture's teardown: from its resumption, not from its setup.
+    assert timed["cache[teardown]"].setups == 1
+    assert 0.01 <= timed["cache[teardown]"].total_s < 0.1
 
 
 def test_crashes_and_workers(finished: Finished) -> None:

@@ -90,16 +90,17 @@ def timed(func: Any = None, /, *, name: str | None = None) -> Any:
                 t0 = time.perf_counter()
                 agen = f(*args, **kwargs)
                 first = True
+                resumed = None  # the teardown runs from when the fixture resumes
                 try:
                     async for item in agen:
                         if first:
                             _record_timed(label, time.perf_counter() - t0)
                             first = False
                         yield item
-                        t0 = time.perf_counter()
+                        resumed = time.perf_counter()
                 finally:
-                    if not first:
-                        _record_timed(f"{label}[teardown]", time.perf_counter() - t0)
+                    if resumed is not None:
+                        _record_timed(f"{label}[teardown]", time.perf_counter() - resumed)
 
             return agen_wrapper
         if inspect.iscoroutinefunction(f):
@@ -125,13 +126,17 @@ def timed(func: Any = None, /, *, name: str | None = None) -> Any:
                     _record_timed(label, time.perf_counter() - t0)
                     return stop.value
                 _record_timed(label, time.perf_counter() - t0)
-                t0 = time.perf_counter()
                 try:
                     yield value
-                    try:
-                        next(gen)
-                    except StopIteration as stop:
-                        return stop.value
+                except GeneratorExit:  # closed without a teardown: nothing to time
+                    gen.close()
+                    raise
+                # The teardown runs from when the fixture resumes, not from its setup.
+                t0 = time.perf_counter()
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    return stop.value
                 finally:
                     _record_timed(f"{label}[teardown]", time.perf_counter() - t0)
 
