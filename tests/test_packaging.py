@@ -141,3 +141,49 @@ def test_pip_install_into_a_fresh_venv(tmp_path: Path) -> None:
     assert "BlackboxWarning" in proc.stdout  # the set, stored as a list
     run = pytest_blackbox.Store(tmp_path / ".blackbox").latest()
     assert run.properties("test_smoke.py::test_smoke") == {"k": [1]}
+
+
+def test_the_demo_runs_and_shows_its_crashes(tmp_path: Path) -> None:
+    """``make demo``: examples/demo/run.sh, writing into a temporary directory here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "BLACKBOX_"))}
+    env["DEMO_OUT"] = str(tmp_path)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "examples" / "demo" / "run.sh"), sys.executable],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "INTERNALERROR" not in out + proc.stderr
+    assert out.count("3 failed, 6 passed") == 2  # -n 2, then --forked
+
+    store = pytest_blackbox.Store(tmp_path / "store")
+    assert len(store.runs()) == 2
+    crashed = {
+        "test_crashes.py::test_reads_a_null_pointer": ("SIGSEGV", {"reading", "steps"}),
+        "test_crashes.py::test_gives_up": ("SIGABRT", {"stock", "reason"}),
+    }
+    for run_id in store.runs():
+        run = store.run(run_id)
+        assert {c.nodeid: c.signal_name for c in run.crashes} == {
+            n: sig for n, (sig, _) in crashed.items()
+        }
+        for nodeid, (_, keys) in crashed.items():
+            assert set(run.properties(nodeid)) == keys
+        assert {t.outcome for t in run.tests} == {"passed", "failed", "crashed"}
+        assert {f.scope for f in run.fixtures} >= {
+            "session",
+            "package",
+            "module",
+            "class",
+            "function",
+        }
+        assert "connect to the warehouse" in {t.name for t in run.timed}
+
+    for xml in ("junit-xdist.xml", "junit-forked.xml"):
+        assert str(tmp_path / xml) in out
+        text = (tmp_path / xml).read_text()
+        assert '<property name="reason" value="inventory does not add up"' in text
+    assert "<property name='reading' value='a C string at address 0'/>" in out
