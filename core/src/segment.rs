@@ -44,6 +44,10 @@ use memmap2::{Mmap, MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::record::Record;
 
+mod bounded;
+use bounded::decode_record;
+pub use bounded::MAX_VALUE_DEPTH;
+
 pub const MAGIC: [u8; 8] = *b"BLKBOX\x00\x1a";
 /// Version history: 1 (0.1.0) first format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -582,6 +586,11 @@ impl SegmentWriter {
         if self.is_inherited() {
             return Err(Error::Inherited { path: self.path.clone() });
         }
+        if bounded::too_deep(record) {
+            return Err(Error::Encode(format!(
+                "a value nested more than {MAX_VALUE_DEPTH} levels deep (lists and dicts inside each other); readers refuse deeper records"
+            )));
+        }
         let len = record.encoded_len();
         if len > MAX_RECORD {
             return Err(Error::RecordTooLarge { size: len, limit: MAX_RECORD });
@@ -818,9 +827,20 @@ impl SegmentReader {
         self.header.as_ptr().cast_mut()
     }
 
+    /// Whether the file still holds its header page. Touching the mapped header of a file
+    /// that another process truncated would raise SIGBUS, so every read of a live header
+    /// field checks this first. (A truncation between the check and the load can still
+    /// fault: writers never truncate, so only a hostile or careless process can do that.)
+    fn header_present(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.len() >= HEADER_SIZE)
+    }
+
     /// The header's fixed fields, with the closed flag as of now.
     pub fn info(&self) -> HeaderInfo {
-        // SAFETY: the header page is mapped read-only; atomics only load.
+        if !self.header_present() {
+            return self.info.clone();
+        }
+        // SAFETY: the header page is mapped read-only and the file still holds it.
         let flags = unsafe { hdr_u32(self.hdr(), OFF_FLAGS).load(Ordering::Acquire) };
         HeaderInfo {
             closed_cleanly: flags & FLAG_CLOSED != 0,
@@ -829,8 +849,12 @@ impl SegmentReader {
     }
 
     /// The committed end, acquire-loaded: every frame before it is complete.
+    /// 0 when the file no longer holds its header (it was truncated since it was opened).
     pub fn committed(&self) -> u64 {
-        // SAFETY: the header page is mapped read-only; atomics only load.
+        if !self.header_present() {
+            return 0;
+        }
+        // SAFETY: the header page is mapped read-only and the file still holds it.
         unsafe { hdr_u64(self.hdr(), OFF_COMMITTED).load(Ordering::Acquire) }
     }
 
@@ -863,6 +887,9 @@ impl SegmentReader {
 
     /// The nodeid the writer says it is running, if any.
     pub fn current_test(&self) -> Option<String> {
+        if !self.header_present() {
+            return None;
+        }
         for _ in 0..16 {
             // SAFETY: header page mapped; seqlock read.
             let seq = unsafe { hdr_u32(self.hdr(), OFF_TEST_SEQ) };
@@ -882,7 +909,10 @@ impl SegmentReader {
 
     /// What the fatal-signal handler recorded, if it ran.
     pub fn crash_mark(&self) -> Option<CrashMark> {
-        // SAFETY: header page mapped; the signal is stored last with release.
+        if !self.header_present() {
+            return None;
+        }
+        // SAFETY: header page mapped and present; the signal is stored last with release.
         let signal = unsafe { hdr_u32(self.hdr(), OFF_CRASH_SIGNAL).load(Ordering::Acquire) } as i32;
         if signal == 0 {
             return None;
@@ -906,11 +936,6 @@ impl SegmentReader {
             next: from.max(HEADER_SIZE),
             ..ReadBatch::default()
         };
-        let committed = self.committed();
-        if committed < HEADER_SIZE || committed % 8 != 0 {
-            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
-            return batch;
-        }
         let file_len = match self.file.metadata() {
             Ok(m) => m.len(),
             Err(e) => {
@@ -918,6 +943,15 @@ impl SegmentReader {
                 return batch;
             }
         };
+        if file_len < HEADER_SIZE {
+            batch.damage = Some(self.damage(0, format!("the file was cut to {file_len} bytes, below its {HEADER_SIZE}-byte header, while open")));
+            return batch;
+        }
+        let committed = self.committed();
+        if committed < HEADER_SIZE || committed % 8 != 0 {
+            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
+            return batch;
+        }
         // A header that promises more than the file holds: read what is there.
         let truncated = committed > file_len;
         let end = committed.min(file_len);
@@ -1048,10 +1082,6 @@ impl Window {
     }
 }
 
-/// Decodes one frame's payload.
-fn decode_record(payload: &[u8]) -> Result<Record, String> {
-    Record::decode(payload)
-}
 
 /// Whether a live writer holds the lock of the regular file at `path` (never followed
 /// through a symlink; false for anything that cannot be opened).
