@@ -1,0 +1,143 @@
+//! Async-signal-safe crash marking with real signals: a child installs the crash handler,
+//! starts a test and dies by a real SIGSEGV or by abort(); the segment header then holds
+//! the signal, the time and the running test, and the process still dies by that signal.
+//! A handler installed before ours still runs (SA_SIGINFO and plain ones).
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use blackbox_core::{install_crash_handler, Durability, Recorder, Role, SegmentReader, Snapshot, Store};
+use support::{ack, child_role, describe, spawn, TempDir, ACK_FD};
+
+const CHILD_TEST: &str = "child";
+const NODEID: &str = "tests/test_native.py::test_segfaults[param-1]";
+
+/// Writes `msg` to the acknowledgement pipe from a signal handler (write is
+/// async-signal-safe; nothing is allocated).
+fn signal_safe_ack(msg: &[u8]) {
+    // SAFETY: writes a static buffer to an inherited descriptor.
+    unsafe { libc::write(ACK_FD, msg.as_ptr().cast(), msg.len()) };
+}
+
+extern "C" fn earlier_siginfo_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers (ours forwards it).
+    let ok = !info.is_null() && unsafe { (*info).si_signo } == sig;
+    signal_safe_ack(if ok { b"CHAINED siginfo ok\n" } else { b"CHAINED siginfo BAD\n" });
+    // Like faulthandler: restore the default action and return; the faulting instruction
+    // runs again and the process dies by the signal.
+    // SAFETY: signal() is async-signal-safe.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+extern "C" fn earlier_plain_handler(sig: libc::c_int) {
+    signal_safe_ack(if sig == libc::SIGABRT { b"CHAINED plain ok\n" } else { b"CHAINED plain BAD\n" });
+    // Returning from a SIGABRT handler: abort() restores the default action and raises again.
+}
+
+fn install_earlier(sig: i32, siginfo: bool) {
+    // SAFETY: sigaction with a zeroed, then filled struct.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        if siginfo {
+            sa.sa_sigaction = earlier_siginfo_handler as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+        } else {
+            sa.sa_sigaction = earlier_plain_handler as *const () as usize;
+        }
+        libc::sigemptyset(&raw mut sa.sa_mask);
+        assert_eq!(libc::sigaction(sig, &raw const sa, std::ptr::null_mut()), 0);
+    }
+}
+
+fn segfault() -> ! {
+    // SAFETY: a deliberate write to an address no mapping covers (the zero page, just past
+    // null so the write itself is not a null-pointer precondition failure): a real SIGSEGV.
+    unsafe { std::ptr::write_volatile(std::ptr::with_exposed_provenance_mut::<u64>(0x10), 1) };
+    unreachable!("the write above faults");
+}
+
+/// Entry point of the child processes (the tests below start this binary again).
+#[test]
+#[ignore = "a child process of the tests in this file; it does nothing on its own"]
+fn child() {
+    let role = child_role().expect("run by the tests in this file, with BBX_CHILD set");
+    support::no_core_dumps();
+    let run_dir = PathBuf::from(std::env::var("BBX_RUN").unwrap());
+    match role.as_str() {
+        "segv_chained" => install_earlier(libc::SIGSEGV, true),
+        "abort_chained" => install_earlier(libc::SIGABRT, false),
+        _ => {}
+    }
+    install_crash_handler().unwrap();
+    // A second install must not chain the handler to itself.
+    install_crash_handler().unwrap();
+    let mut rec = Recorder::new(&run_dir, Role::Main, None, Durability::Process);
+    rec.start_test(NODEID).unwrap();
+    ack(&format!("READY {}", rec.segment_path().unwrap().display()));
+    match role.as_str() {
+        "segv" | "segv_chained" => segfault(),
+        // SAFETY: abort never returns.
+        "abort" | "abort_chained" => unsafe { libc::abort() },
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Runs a child in `role`, which must die by `signal`; checks the crash mark and returns
+/// the acknowledgements it sent after READY.
+fn crash_child(role: &str, signal: i32) -> Vec<String> {
+    let tmp = TempDir::new(&format!("sig-{role}"));
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run = store.new_run().unwrap();
+    let run_dir = store.run_path(&run).unwrap();
+    let before = wall_ns();
+    let mut s = spawn(CHILD_TEST, role, &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let ready = s.expect_ack("READY ");
+    let seg = Path::new(ready.strip_prefix("READY ").unwrap()).to_owned();
+    let rest = s.rest_of_acks();
+    let st = s.wait();
+    let after = wall_ns();
+    assert_eq!(st.signal(), Some(signal), "{role}: the child died by {}, not by signal {signal}; log:\n{}", describe(st), s.log_text());
+
+    let r = SegmentReader::open(&seg).unwrap();
+    let mark = r.crash_mark().unwrap_or_else(|| panic!("{role}: no crash mark"));
+    assert_eq!(mark.signal, signal);
+    assert_eq!(mark.test.as_deref(), Some(NODEID));
+    assert!((before..=after).contains(&mark.wall_ns), "{role}: crash time {} outside [{before}, {after}]", mark.wall_ns);
+    assert!(!r.writer_alive());
+    assert!(!r.info().closed_cleanly);
+    // What the process committed before it died is there, and the follower reports the mark.
+    let snap = Snapshot::read(&run, &run_dir).unwrap();
+    assert_eq!(snap.segments.len(), 1);
+    assert_eq!(snap.segments[0].crash.as_ref(), Some(&mark));
+    assert!(snap.records[0].iter().any(|rec| matches!(rec, blackbox_core::Record::TestStart { nodeid, .. } if nodeid == NODEID)));
+    rest
+}
+
+#[test]
+fn a_real_segfault_is_marked_and_still_kills() {
+    // Rust's runtime installs its own SIGSEGV handler (stack-overflow detection) before the
+    // test runs: ours chains to it, it restores the default action, and the fault repeats.
+    assert!(crash_child("segv", libc::SIGSEGV).is_empty());
+}
+
+#[test]
+fn abort_is_marked_and_still_kills() {
+    assert!(crash_child("abort", libc::SIGABRT).is_empty());
+}
+
+#[test]
+fn an_earlier_siginfo_handler_still_runs() {
+    assert_eq!(crash_child("segv_chained", libc::SIGSEGV), vec!["CHAINED siginfo ok".to_owned()]);
+}
+
+#[test]
+fn an_earlier_plain_handler_still_runs() {
+    assert_eq!(crash_child("abort_chained", libc::SIGABRT), vec!["CHAINED plain ok".to_owned()]);
+}
