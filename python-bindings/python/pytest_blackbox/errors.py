@@ -7,8 +7,8 @@ __all__ = [
     "BlackboxWarning",
     "DamagedStoreError",
     "InvalidKeyError",
-    "NoSuchRunError",
     "NoStoreError",
+    "NoSuchRunError",
     "NotRecordingError",
     "RecordTooLargeError",
     "StoreFullError",
@@ -29,7 +29,7 @@ class RecordTooLargeError(BlackboxError, ValueError):
 
 
 class InvalidKeyError(BlackboxError, TypeError):
-    """A property key is not a str."""
+    """A property key given to ``record``/``append`` is not a str: pass ``str(key)``."""
 
 
 class DamagedStoreError(BlackboxError):

@@ -182,7 +182,9 @@ class Run(Summary):
 
     def properties(self, nodeid: str) -> dict[str, Any]:
         """Everything recorded for ``nodeid``: ``record`` keys (last write wins) and
-        ``append`` keys (a list in time order)."""
+        ``append`` keys (a list in time order), as of the last read (creation or
+        :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
+        NaN, bytes and ints past 64 bits come back as they were stored."""
         return dict(self._reader.properties(nodeid))
 
     @property
@@ -199,7 +201,9 @@ class Run(Summary):
         return self._reader.segments()
 
     def __repr__(self) -> str:
-        return f"<Run {self.id} tests={len(self.tests)} crashes={len(self.crashes)} live={self.live}>"
+        return (
+            f"<Run {self.id} tests={len(self.tests)} crashes={len(self.crashes)} live={self.live}>"
+        )
 
 
 class Store:
