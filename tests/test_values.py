@@ -335,12 +335,6 @@ def test_values_are_stored_converted_with_one_warning_per_call(
         result.stdout.fnmatch_lines(["*CRASHED*test_crash_after_bad_values*SIGABRT*"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs plugin patch: plugin.py's record_property wrapper warns about a non-str "
-    "name itself, then the value's conversion warns again (two warnings for one call); "
-    "the patch passes key_as_str=True to Recorder.record instead",
-)
 def test_record_property_non_str_name_and_bad_value_warn_once(pytester: pytest.Pytester) -> None:
     source = (
         CASES_SRC
@@ -473,12 +467,6 @@ def test_cycles_in_dicts_and_deep_nesting() -> None:
     assert "nesting deeper than 32 levels" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs plugin patch: in a --forked child, plugin.py's _capture_fatal_signals drops "
-    "the faulthandler file object inherited from the parent without closing it; its "
-    "collection is a ResourceWarning, an error for every forked test under -W error",
-)
 def test_forked_child_leaks_no_file_of_ours(pytester: pytest.Pytester) -> None:
     # Only our file's warning is an error here: pytest-forked leaks files of its own.
     ours = "Exception ignored in. <_io.FileIO name='[^']*faulthandler-"

@@ -121,14 +121,10 @@ def record_property(record_property: Any, request: pytest.FixtureRequest) -> Any
         return record_property
 
     def record_func(name: str, value: object) -> None:
+        # junitxml str()s a name that is not a str: so does the store, noting it in the
+        # one warning that the value's conversion may give.
+        plain = plugin.session.recorder.record(name, value, request.node.nodeid, key_as_str=True)
         key = name if isinstance(name, str) else str(name)
-        if key is not name:
-            warnings.warn(
-                f"blackbox: record_property name {name!r} is not a str; stored as {key!r}",
-                BlackboxWarning,
-                stacklevel=2,
-            )
-        plain = plugin.session.recorder.record(key, value, request.node.nodeid)
         request.node.user_properties.append((key, plain))
 
     return record_func
@@ -278,7 +274,10 @@ class BlackboxPlugin:
         except OSError as e:
             warnings.warn(f"blackbox: cannot open {path}: {e}", BlackboxWarning, stacklevel=2)
             return
-        if self._fh_file is not None and self._fh_pid == os.getpid():
+        if self._fh_file is not None:
+            # Ours, or our parent's inherited through fork() (this process's own copy of the
+            # descriptor): left unclosed, its collection is a ResourceWarning.
+            faulthandler.disable()
             self._fh_file.close()
         self._fh_file, self._fh_pid = fh, os.getpid()
         self.fh_path = path
@@ -360,11 +359,16 @@ class BlackboxPlugin:
     # -- hooks: tests (in the process that runs them) ------------------------------------
 
     def _safely(self, fn: Any, *args: Any) -> Any:
-        """Store errors never break the run: they become one warning each."""
+        """Store errors never break the run: each becomes one warning (or, where warnings
+        are errors, one line on stderr: a hook must not raise)."""
         try:
             return fn(*args)
         except BlackboxError as e:
-            warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=3)
+            msg = f"blackbox: {e}"
+            try:
+                warnings.warn(msg, BlackboxWarning, stacklevel=3)
+            except BlackboxWarning:
+                sys.stderr.write(msg + "\n")
             return None
 
     @pytest.hookimpl(tryfirst=True)
