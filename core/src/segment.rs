@@ -591,21 +591,42 @@ impl SegmentWriter {
                 "a value nested more than {MAX_VALUE_DEPTH} levels deep (lists and dicts inside each other); readers refuse deeper records"
             )));
         }
-        let len = record.encoded_len();
-        if len > MAX_RECORD {
-            return Err(Error::RecordTooLarge { size: len, limit: MAX_RECORD });
-        }
         let start = self.tail;
+        let payload_at = start + FRAME_HEADER as u64;
+        // The common case serializes the record once, straight into the space already
+        // reserved past the tail; only a record that does not fit there is sized first.
+        let room = self.allocated.saturating_sub(payload_at).min(MAX_RECORD as u64) as usize;
+        let fast = if room == 0 {
+            None
+        } else {
+            // SAFETY: [payload_at, payload_at + room) lies below `allocated` (file space
+            // exists) and past `committed` (no reader looks there yet); only this writer
+            // writes the mapping. Bytes written past the frame stay uncommitted.
+            let payload = unsafe { std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), room) };
+            record.encode_into(payload)
+        };
+        let len = if let Some(n) = fast {
+            n
+        } else {
+            let len = record.encoded_len();
+            if len > MAX_RECORD {
+                return Err(Error::RecordTooLarge { size: len, limit: MAX_RECORD });
+            }
+            self.ensure(start + align8(FRAME_HEADER as u64 + len as u64))?;
+            // SAFETY: as above, `ensure` having reserved the whole frame.
+            let payload = unsafe { std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), len) };
+            let n = record
+                .encode_into(payload)
+                .ok_or_else(|| Error::Encode("the encoded size changed between sizing and writing".into()))?;
+            debug_assert_eq!(n, len);
+            len
+        };
         let end = start + align8(FRAME_HEADER as u64 + len as u64);
         self.ensure(end)?;
-        // SAFETY: [start, end) lies below `allocated` (file space exists) and past
-        // `committed` (no reader looks there yet); only this writer writes the mapping.
+        // SAFETY: [start, end) lies below `allocated` (ensured) and past `committed` (no
+        // reader looks there yet); only this writer writes the mapping.
         let frame = unsafe { std::slice::from_raw_parts_mut(self.base().add(start as usize), (end - start) as usize) };
         let (head, rest) = frame.split_at_mut(FRAME_HEADER);
-        let n = record
-            .encode_into(&mut rest[..len])
-            .ok_or_else(|| Error::Encode("the encoded size changed between sizing and writing".into()))?;
-        debug_assert_eq!(n, len);
         rest[len..].fill(0);
         let len_bytes = (len as u32).to_le_bytes();
         head[..4].copy_from_slice(&len_bytes);
