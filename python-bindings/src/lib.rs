@@ -1308,6 +1308,38 @@ fn run_path(py: Python<'_>, store_dir: PathBuf, id: &str) -> PyResult<PathBuf> {
         .or_raise(py)
 }
 
+/// Folds run `run_id` into `<store>/history.redb` (keeping the newest `keep` runs there),
+/// waiting up to `wait_s` seconds for another process to close it. Returns what it did.
+#[pyfunction]
+#[pyo3(signature = (store_dir, run_id, keep = 200, wait_s = 60.0))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn fold_history<'py>(
+    py: Python<'py>,
+    store_dir: PathBuf,
+    run_id: &str,
+    keep: usize,
+    wait_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = blackbox_core::history::FoldOptions {
+        keep: keep.max(1),
+        wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
+        ..blackbox_core::history::FoldOptions::default()
+    };
+    let stats = py
+        .detach(|| Store::open(&store_dir).and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts)))
+        .or_raise(py)?;
+    let d = PyDict::new(py);
+    d.set_item("run_id", stats.run_id)?;
+    d.set_item("tests", stats.tests)?;
+    d.set_item("fixtures", stats.fixtures)?;
+    d.set_item("crashes", stats.crashes)?;
+    d.set_item("replaced", stats.replaced)?;
+    d.set_item("pruned", stats.pruned)?;
+    d.set_item("commits", stats.commits)?;
+    d.set_item("elapsed_s", stats.elapsed.as_secs_f64())?;
+    Ok(d)
+}
+
 /// Removes all but the newest `keep` run folders (never one with a live writer).
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
@@ -1348,6 +1380,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_history, m)?)?;
     m.add_function(wrap_pyfunction!(install_crash_handler, m)?)?;
     m.add_function(wrap_pyfunction!(mark_crash, m)?)?;
     m.add_function(wrap_pyfunction!(signal_name, m)?)?;

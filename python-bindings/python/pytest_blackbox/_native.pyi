@@ -265,6 +265,15 @@ def run_path(store_dir: _PathLike, id: str) -> Path:
     """The folder of run ``id``; an unknown id raises
     :class:`pytest_blackbox.NoSuchRunError`."""
 
+def fold_history(
+    store_dir: _PathLike, run_id: str, keep: int = 200, wait_s: float = 60.0
+) -> dict[str, Any]:
+    """Fold run ``run_id`` into ``<store>/history.redb`` in batched commits (the last one
+    durable), keeping the newest ``keep`` runs there. Waits up to ``wait_s`` seconds while
+    another process has the file open, then raises :class:`BlackboxError`. Returns
+    ``run_id``, ``tests``, ``fixtures``, ``crashes``, ``replaced``, ``pruned``,
+    ``commits`` and ``elapsed_s``."""
+
 def prune_runs(store_dir: _PathLike, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` run folders, never one a live process still
     writes; returns the ids removed."""

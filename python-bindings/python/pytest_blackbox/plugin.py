@@ -33,6 +33,10 @@ HELP_DURABILITY = (
     "survives power loss, slower)."
 )
 HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps all)."
+HELP_HISTORY = (
+    "Runs kept in the store's history.redb, which each finished run is folded into "
+    "(default 200; 0: do not fold)."
+)
 
 PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
 try:
@@ -57,6 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("blackbox_durability", HELP_DURABILITY, default="process")
     group.addoption("--blackbox-keep", type=int, default=None, metavar="N", help=HELP_KEEP)
     parser.addini("blackbox_keep", HELP_KEEP, default="20")
+    group.addoption(
+        "--blackbox-history-keep", type=int, default=None, metavar="N", help=HELP_HISTORY
+    )
+    parser.addini("blackbox_history_keep", HELP_HISTORY, default="200")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -334,6 +342,8 @@ class BlackboxPlugin:
             )
         if not lines and view["run"].get("exit_status") is None and view["tests"]:
             lines.append(f"blackbox: previous run {prev} ended without finishing its session")
+        if view["run"].get("exit_status") is None:
+            self._fold(prev)  # its own session died before it could
         return lines
 
     # -- hooks: session ------------------------------------------------------------------
@@ -605,9 +615,16 @@ class BlackboxPlugin:
             _plugins.remove(self)
         self._restore_faulthandler()
         if self.is_parent:
+            self._fold(s.run_id)
             keep = int(_option(self.config, "blackbox-keep") or 0)
             if keep > 0:
                 self._safely(_native.prune_runs, str(s.store_dir), keep)
+
+    def _fold(self, run_id: str) -> None:
+        """Folds a finished run into history.redb (off the per-record path)."""
+        keep = int(_option(self.config, "blackbox-history-keep") or 0)
+        if keep > 0:
+            self._safely(_native.fold_history, str(self.session.store_dir), run_id, keep)
 
 
 def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
