@@ -18,10 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use blackbox_benches::summary::{self, Notes};
 use blackbox_benches::{
-    build_redb, build_run, human_bytes, process, property_set, test_record, Scratch, REDB_TABLE,
+    build_redb, build_run, human_bytes, process, property_set, test_record, Mix, Scratch,
+    REDB_TABLE,
 };
 use blackbox_core::segment::FRAME_HEADER;
-use blackbox_core::{Aggregate, Durability, Follower, Record, Recorder, Role, SegmentWriter, Snapshot};
+use blackbox_core::{
+    Aggregate, Durability, Follower, Record, Recorder, Role, SegmentWriter, Snapshot,
+};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
@@ -56,7 +59,8 @@ impl Rotating {
             drop(old);
             let _ = std::fs::remove_file(path);
         }
-        let mut w = SegmentWriter::create(&self.dir, Durability::Process).expect("creating a segment");
+        let mut w =
+            SegmentWriter::create(&self.dir, Durability::Process).expect("creating a segment");
         w.append(&process(0)).expect("append");
         w.commit().expect("commit");
         self.writer = Some(w);
@@ -92,7 +96,7 @@ fn redb_db(path: &Path) -> redb::Database {
 // 1. append + commit
 // ---------------------------------------------------------------------------------------
 
-fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
+fn append_commit(crit: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
     let rec = property_set();
     let frame = framed(&rec);
     notes.borrow_mut().add(
@@ -102,11 +106,14 @@ fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
             human_bytes(ROTATE_BYTES)
         ),
     );
-    let mut g = c.benchmark_group("append_commit");
-    g.sample_size(60).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let mut group = crit.benchmark_group("append_commit");
+    group
+        .sample_size(60)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
 
     let mut rot = Rotating::new(&scratch.join("append"));
-    g.bench_function("blackbox", |b| {
+    group.bench_function("blackbox", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut left = iters;
@@ -134,7 +141,7 @@ fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
     let db = redb_db(&scratch.join("append.redb"));
     let mut key = 0u64;
     let mut buf = vec![0u8; 4096];
-    g.bench_function("redb", |b| {
+    group.bench_function("redb", |b| {
         b.iter(|| {
             let mut txn = db.begin_write().unwrap();
             txn.set_durability(redb::Durability::None).unwrap();
@@ -147,9 +154,128 @@ fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
             key += 1;
         });
     });
-    g.finish();
+    group.finish();
     drop(db);
     let _ = std::fs::remove_file(scratch.join("append.redb"));
+}
+
+/// A 32 MiB file reserved with `posix_fallocate` and mapped shared, as a segment is: each
+/// `touch` writes the first byte of a page never written before.
+struct FreshPages {
+    dir: PathBuf,
+    map: Option<memmap2::MmapRaw>,
+    next: usize,
+    files: u64,
+}
+
+impl FreshPages {
+    const SIZE: usize = 32 << 20;
+
+    fn renew(&mut self) {
+        self.map = None;
+        let path = self.dir.join(format!("pages-{}", self.files));
+        let _ = std::fs::remove_file(
+            self.dir
+                .join(format!("pages-{}", self.files.wrapping_sub(1))),
+        );
+        self.files += 1;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("creating");
+        // SAFETY: posix_fallocate on our own descriptor.
+        let rc = unsafe {
+            libc::posix_fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+                Self::SIZE as libc::off_t,
+            )
+        };
+        assert_eq!(rc, 0, "posix_fallocate");
+        self.map = Some(
+            memmap2::MmapOptions::new()
+                .len(Self::SIZE)
+                .map_raw(&f)
+                .expect("mapping"),
+        );
+        self.next = 0;
+    }
+
+    /// Pages left in the current file.
+    fn left(&self) -> u64 {
+        if self.map.is_none() {
+            0
+        } else {
+            ((Self::SIZE - self.next) / 4096) as u64
+        }
+    }
+
+    fn touch(&mut self) {
+        let base = self.map.as_ref().expect("renewed").as_mut_ptr();
+        // SAFETY: `next` is a page inside the mapping, backed by reserved file space; only
+        // this process maps the file.
+        unsafe { std::ptr::write_volatile(base.add(self.next), 1) };
+        self.next += 4096;
+    }
+}
+
+/// What an append is made of, measured apart: serializing the record into a warm buffer,
+/// the frame's crc32, and the first write to a new page of a shared file mapping (one per
+/// 4096 bytes of frames).
+fn append_parts(crit: &mut Criterion, scratch: &Path) {
+    let rec = property_set();
+    let mut group = crit.benchmark_group("append_parts");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let mut buf = vec![0u8; 4096];
+    group.bench_function("encode_into", |b| {
+        b.iter(|| black_box(&rec).encode_into(&mut buf).unwrap());
+    });
+    let n = rec.encode_into(&mut buf).unwrap();
+    let payload = buf[..n].to_vec();
+    group.bench_function("frame_crc", |b| {
+        b.iter(|| {
+            // What segment.rs does: the 4 length bytes, then the payload.
+            let mut h = crc32fast::Hasher::new();
+            h.update(&(n as u32).to_le_bytes());
+            h.update(black_box(&payload));
+            h.finalize()
+        });
+    });
+    let dir = scratch.join("pages");
+    std::fs::create_dir_all(&dir).expect("creating the folder");
+    let mut pages = FreshPages {
+        dir: dir.clone(),
+        map: None,
+        next: 0,
+        files: 0,
+    };
+    group.bench_function("page_fault_4k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                if pages.left() == 0 {
+                    pages.renew();
+                }
+                let k = left.min(pages.left());
+                let t = Instant::now();
+                for _ in 0..k {
+                    pages.touch();
+                }
+                total += t.elapsed();
+                left -= k;
+            }
+            total
+        });
+    });
+    group.finish();
+    drop(pages);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -159,7 +285,12 @@ fn append_commit(c: &mut Criterion, scratch: &Path, notes: &RefCell<Notes>) {
 fn ten_records() -> Vec<Record> {
     (0..10)
         .map(|i| match property_set() {
-            Record::PropertySet { test, value, mono_ns, .. } => Record::PropertySet {
+            Record::PropertySet {
+                test,
+                value,
+                mono_ns,
+                ..
+            } => Record::PropertySet {
                 test,
                 key: format!("metric_{i}"),
                 value,
@@ -185,7 +316,12 @@ impl RotatingRecorder {
                 let _ = std::fs::remove_file(p);
             }
         }
-        let mut r = Recorder::new(&self.dir, Role::Worker, Some("gw0".into()), Durability::Process);
+        let mut r = Recorder::new(
+            &self.dir,
+            Role::Worker,
+            Some("gw0".into()),
+            Durability::Process,
+        );
         // Opens the segment (and writes its first record) before anything is timed.
         r.begin().expect("begin");
         r.commit().expect("commit");
@@ -205,19 +341,22 @@ impl Drop for RotatingRecorder {
     }
 }
 
-fn txn10(c: &mut Criterion, scratch: &Path) {
+fn txn10(crit: &mut Criterion, scratch: &Path) {
     let ten = ten_records();
     let per_txn: u64 = ten.iter().map(framed).sum();
     let per_writer = ROTATE_BYTES / per_txn;
-    let mut g = c.benchmark_group("txn10");
-    g.sample_size(60).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let mut group = crit.benchmark_group("txn10");
+    group
+        .sample_size(60)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
 
     let dir = scratch.join("txn10");
     std::fs::create_dir_all(&dir).expect("creating the folder");
     let mut rr = RotatingRecorder { dir, rec: None };
     rr.rotate();
     let mut done = 0u64;
-    g.bench_function("blackbox", |b| {
+    group.bench_function("blackbox", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut left = iters;
@@ -248,7 +387,7 @@ fn txn10(c: &mut Criterion, scratch: &Path) {
     let db = redb_db(&scratch.join("txn10.redb"));
     let mut key = 0u64;
     let mut buf = vec![0u8; 4096];
-    g.bench_function("redb", |b| {
+    group.bench_function("redb", |b| {
         b.iter(|| {
             let mut txn = db.begin_write().unwrap();
             txn.set_durability(redb::Durability::None).unwrap();
@@ -263,7 +402,7 @@ fn txn10(c: &mut Criterion, scratch: &Path) {
             txn.commit().unwrap();
         });
     });
-    g.finish();
+    group.finish();
     drop(db);
     let _ = std::fs::remove_file(scratch.join("txn10.redb"));
 }
@@ -276,34 +415,39 @@ const BIG: u64 = 1_000_000;
 const SEGMENTS: usize = 8;
 const RUN_ID: &str = "20261122-000000-bench";
 
-/// The 1M-record run (8 segments) and the same records in one redb table, built on first use.
+/// A 1M-record run (8 segments) and the same records in one redb table, built on first use.
 struct BigStore {
     run: PathBuf,
     db: redb::Database,
 }
 
-fn big_store<'a>(cell: &'a OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) -> &'a BigStore {
+fn big_store<'a>(
+    cell: &'a OnceCell<BigStore>,
+    mix: Mix,
+    scratch: &Path,
+    notes: &RefCell<Notes>,
+) -> &'a BigStore {
     cell.get_or_init(|| {
         let t = Instant::now();
-        let run = scratch.join(RUN_ID);
-        let bytes = build_run(&run, SEGMENTS, BIG);
-        let db_path = scratch.join("read_1m.redb");
-        let db = build_redb(&db_path, SEGMENTS, BIG);
+        let run = scratch.join(format!("{}-{RUN_ID}", mix.name())).join(RUN_ID);
+        let bytes = build_run(&run, mix, SEGMENTS, BIG);
+        let db_path = scratch.join(format!("read_1m_{}.redb", mix.name()));
+        let db = build_redb(&db_path, mix, SEGMENTS, BIG);
         let snap = Snapshot::read(RUN_ID, &run).expect("reading the run");
         assert_eq!(snap.record_count() as u64, BIG);
         assert_eq!(snap.damage().count(), 0);
+        drop(snap);
         let rows = db.begin_read().expect("begin_read").open_table(REDB_TABLE).expect("open_table").len().expect("len");
         assert_eq!(rows, BIG);
         let redb_size = std::fs::metadata(&db_path).map_or(0, |m| m.len());
+        let what = match mix {
+            Mix::Pytest => "tests of 8 records: start, fixture setup and teardown, 3 phase reports with the serialized pytest report, a property, end",
+            Mix::Small => "tests of 8 record(\"metrics\", {...}) calls, the record of bench 1",
+        };
+        let section = format!("read_{}", mix.name());
+        notes.borrow_mut().add(&section, format!("{BIG} records in {SEGMENTS} segments: {} {what}", (BIG - SEGMENTS as u64) / 8));
         notes.borrow_mut().add(
-            "read",
-            format!(
-                "{BIG} records ({} tests of 8 records: start, fixture setup/teardown, 3 phase reports with the serialized pytest report, a property, end) in {SEGMENTS} segments",
-                (BIG - SEGMENTS as u64) / 8
-            ),
-        );
-        notes.borrow_mut().add(
-            "read",
+            &section,
             format!(
                 "{} of frames (mean {} B a record); the redb file {}; built in {:.1} s",
                 human_bytes(bytes),
@@ -312,7 +456,6 @@ fn big_store<'a>(cell: &'a OnceCell<BigStore>, scratch: &Path, notes: &RefCell<N
                 t.elapsed().as_secs_f64()
             ),
         );
-        notes.borrow_mut().add("read", "results are dropped outside the timing (iter_with_large_drop)".into());
         BigStore { run, db }
     })
 }
@@ -328,26 +471,35 @@ fn redb_scan(db: &redb::Database) -> Vec<Record> {
     out
 }
 
-fn read_1m(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) {
-    let mut g = c.benchmark_group("read_1m");
-    g.sample_size(10)
+/// Group `read_1m_<mix>`: the 1M-record run read four ways. Results are dropped outside
+/// the timing (`iter_with_large_drop`), for every contestant alike.
+fn read_1m(
+    crit: &mut Criterion,
+    cell: &OnceCell<BigStore>,
+    mix: Mix,
+    scratch: &Path,
+    notes: &RefCell<Notes>,
+) {
+    let mut group = crit.benchmark_group(format!("read_1m_{}", mix.name()));
+    group
+        .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(500))
+        .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(4));
-    g.bench_function("snapshot_read", |b| {
-        let s = big_store(big, scratch, notes);
+    group.bench_function("snapshot_read", |b| {
+        let s = big_store(cell, mix, scratch, notes);
         b.iter_with_large_drop(|| Snapshot::read(RUN_ID, &s.run).unwrap());
     });
-    g.bench_function("snapshot_read_view", |b| {
-        let s = big_store(big, scratch, notes);
+    group.bench_function("snapshot_read_view", |b| {
+        let s = big_store(cell, mix, scratch, notes);
         b.iter_with_large_drop(|| {
             let snap = Snapshot::read(RUN_ID, &s.run).unwrap();
             let view = snap.view();
             (snap, view)
         });
     });
-    g.bench_function("follower_poll_into", |b| {
-        let s = big_store(big, scratch, notes);
+    group.bench_function("follower_poll_into", |b| {
+        let s = big_store(cell, mix, scratch, notes);
         b.iter_with_large_drop(|| {
             let mut f = Follower::new(RUN_ID, &s.run);
             let mut agg = Aggregate::default();
@@ -355,13 +507,13 @@ fn read_1m(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &
             (f, agg)
         });
     });
-    g.bench_function("redb_scan_decode", |b| {
-        let s = big_store(big, scratch, notes);
+    group.bench_function("redb_scan_decode", |b| {
+        let s = big_store(cell, mix, scratch, notes);
         let n = redb_scan(&s.db).len() as u64;
         assert_eq!(n, BIG);
         b.iter_with_large_drop(|| redb_scan(&s.db));
     });
-    g.finish();
+    group.finish();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -371,7 +523,7 @@ fn read_1m(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &
 /// New records per poll.
 const NEW: u64 = 100;
 /// The live segment is replaced (old file deleted) after this many polls, so the store
-/// holds between N and N + NEW * ROTATE_POLLS records while it is measured.
+/// holds between N and N + `NEW * ROTATE_POLLS` records while it is measured.
 const ROTATE_POLLS: u32 = 20;
 
 struct Follow {
@@ -408,13 +560,16 @@ impl Follow {
     }
 }
 
-fn follow(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) {
-    let mut g = c.benchmark_group("follow_100_new");
-    g.sample_size(20)
+fn follow(crit: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &RefCell<Notes>) {
+    let mut group = crit.benchmark_group("follow_100_new");
+    group
+        .sample_size(20)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(20))
         .measurement_time(Duration::from_millis(60));
-    let new_bytes: u64 = (0..NEW).map(|k| framed(&test_record(99, k / 8, k % 8))).sum();
+    let new_bytes: u64 = (0..NEW)
+        .map(|k| framed(&test_record(99, k / 8, k % 8)))
+        .sum();
     notes.borrow_mut().add(
         "follow",
         format!(
@@ -425,17 +580,18 @@ fn follow(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &R
         ),
     );
     for n in [10_000u64, 100_000, BIG] {
-        let small;
-        let run: &Path = if n == BIG {
-            &big_store(big, scratch, notes).run
-        } else {
-            small = scratch.join(format!("follow-{n}"));
-            build_run(&small, SEGMENTS, n);
-            &small
-        };
+        // Built on first use, so a filtered-out size costs nothing.
+        let small = scratch.join(format!("follow-{n}"));
         let mut state: Option<Follow> = None;
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            let st = state.get_or_insert_with(|| Follow::new(run));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let st = state.get_or_insert_with(|| {
+                if n == BIG {
+                    Follow::new(&big_store(big, Mix::Pytest, scratch, notes).run)
+                } else {
+                    build_run(&small, Mix::Pytest, SEGMENTS, n);
+                    Follow::new(&small)
+                }
+            });
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -458,20 +614,21 @@ fn follow(c: &mut Criterion, big: &OnceCell<BigStore>, scratch: &Path, notes: &R
             });
         });
         drop(state);
-        if n != BIG {
-            let _ = std::fs::remove_dir_all(run);
-        }
+        let _ = std::fs::remove_dir_all(&small);
     }
-    g.finish();
+    group.finish();
 }
 
 // ---------------------------------------------------------------------------------------
 // 5. codec
 // ---------------------------------------------------------------------------------------
 
-fn codec(c: &mut Criterion) {
-    let mut g = c.benchmark_group("codec");
-    g.sample_size(50).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_millis(1500));
+fn codec(crit: &mut Criterion) {
+    let mut group = crit.benchmark_group("codec");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(1500));
     let cfg = bincode::config::standard();
     for (name, rec) in summary::codec_records() {
         // Both codecs round-trip the record exactly.
@@ -479,41 +636,52 @@ fn codec(c: &mut Criterion) {
         let n = rec.encode_into(&mut buf).unwrap();
         assert_eq!(Record::decode(&buf[..n]).unwrap(), rec);
         let n = bincode::serde::encode_into_slice(&rec, &mut buf, cfg).unwrap();
-        let (back, used): (Record, usize) = bincode::serde::decode_from_slice(&buf[..n], cfg).unwrap();
+        let (back, used): (Record, usize) =
+            bincode::serde::decode_from_slice(&buf[..n], cfg).unwrap();
         assert_eq!((back, used), (rec.clone(), n));
 
-        g.bench_with_input(BenchmarkId::new("postcard", name), &rec, |b, rec| {
+        group.bench_with_input(BenchmarkId::new("postcard", name), &rec, |b, rec| {
             let mut buf = vec![0u8; 1 << 16];
             b.iter(|| {
                 let n = black_box(rec).encode_into(&mut buf).unwrap();
                 Record::decode(black_box(&buf[..n])).unwrap()
             });
         });
-        g.bench_with_input(BenchmarkId::new("bincode", name), &rec, |b, rec| {
+        group.bench_with_input(BenchmarkId::new("bincode", name), &rec, |b, rec| {
             let mut buf = vec![0u8; 1 << 16];
             b.iter(|| {
                 let n = bincode::serde::encode_into_slice(black_box(rec), &mut buf, cfg).unwrap();
-                let (r, _): (Record, usize) = bincode::serde::decode_from_slice(black_box(&buf[..n]), cfg).unwrap();
+                let (r, _): (Record, usize) =
+                    bincode::serde::decode_from_slice(black_box(&buf[..n]), cfg).unwrap();
                 r
             });
         });
     }
-    g.finish();
+    group.finish();
 }
 
 fn main() {
     let since = SystemTime::now();
     let load = summary::loadavg();
     let args: Vec<String> = std::env::args().collect();
-    let measuring = !args.iter().any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"));
-    let mut c = Criterion::default().nresamples(20_000).configure_from_args();
+    let measuring = !args
+        .iter()
+        .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"));
+    let mut c = Criterion::default()
+        .nresamples(20_000)
+        .configure_from_args();
     let scratch = Scratch::new("core");
     let notes = RefCell::new(Notes::default());
     let big = OnceCell::new();
 
     append_commit(&mut c, scratch.path(), &notes);
+    append_parts(&mut c, scratch.path());
     txn10(&mut c, scratch.path());
-    read_1m(&mut c, &big, scratch.path(), &notes);
+    read_1m(&mut c, &big, Mix::Pytest, scratch.path(), &notes);
+    {
+        let small = OnceCell::new();
+        read_1m(&mut c, &small, Mix::Small, scratch.path(), &notes);
+    }
     follow(&mut c, &big, scratch.path(), &notes);
     codec(&mut c);
     c.final_summary();

@@ -97,19 +97,28 @@ pub const RECORDS_PER_TEST: u64 = 8;
 pub fn test_record(w: usize, i: u64, k: u64) -> Record {
     let mono = MONO_BASE + i * 1_000 + k;
     match k {
-        0 => Record::TestStart { nodeid: nodeid(w, i), mono_ns: mono },
+        0 => Record::TestStart {
+            nodeid: nodeid(w, i),
+            mono_ns: mono,
+        },
         1 => fixture(w, i, true),
         2 => test_phase(w, i, Phase::Setup),
         3 => Record::PropertySet {
             test: Some(nodeid(w, i)),
             key: "metrics".into(),
-            value: Value::Dict(vec![("pcc".into(), Value::Float(0.998_71)), ("passed".into(), Value::Bool(true))]),
+            value: Value::Dict(vec![
+                ("pcc".into(), Value::Float(0.998_71)),
+                ("passed".into(), Value::Bool(true)),
+            ]),
             mono_ns: mono,
         },
         4 => test_phase(w, i, Phase::Call),
         5 => test_phase(w, i, Phase::Teardown),
         6 => fixture(w, i, false),
-        _ => Record::TestEnd { nodeid: nodeid(w, i), mono_ns: mono },
+        _ => Record::TestEnd {
+            nodeid: nodeid(w, i),
+            mono_ns: mono,
+        },
     }
 }
 
@@ -124,36 +133,75 @@ pub fn process(w: usize) -> Record {
     }
 }
 
+/// What the records of a generated run look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Tests in the 8-record pattern of [`test_record`] (mean 225 B a record: three of the
+    /// eight carry the serialized pytest report).
+    Pytest,
+    /// Only `record("metrics", {...})` calls like [`property_set`] (106 B), 8 per test.
+    Small,
+}
+
+impl Mix {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Pytest => "pytest",
+            Mix::Small => "small",
+        }
+    }
+
+    /// Data record `t` (from 0) of segment `w`.
+    pub fn record(self, w: usize, t: u64) -> Record {
+        match self {
+            Mix::Pytest => test_record(w, t / RECORDS_PER_TEST, t % RECORDS_PER_TEST),
+            Mix::Small => match property_set() {
+                Record::PropertySet { value, mono_ns, .. } => Record::PropertySet {
+                    test: Some(nodeid(w, t / RECORDS_PER_TEST)),
+                    key: "metrics".into(),
+                    value,
+                    mono_ns: mono_ns + t,
+                },
+                other => other,
+            },
+        }
+    }
+}
+
 /// Every record of a run of `total` records over `segments` segments, segment after
-/// segment: each starts with its process record, then tests in the 8-record pattern of
-/// [`test_record`] (the last test of a segment may be cut short).
-pub fn run_records(segments: usize, total: u64) -> impl Iterator<Item = (usize, Record)> {
+/// segment: each starts with its process record, then the data records of `mix` (with
+/// [`Mix::Pytest`] the last test of a segment may be cut short).
+pub fn run_records(mix: Mix, segments: usize, total: u64) -> impl Iterator<Item = (usize, Record)> {
     let per = total / segments as u64;
     (0..segments).flat_map(move |w| {
-        let n = if w + 1 == segments { total - per * (segments as u64 - 1) } else { per };
+        let n = if w + 1 == segments {
+            total - per * (segments as u64 - 1)
+        } else {
+            per
+        };
         (0..n).map(move |j| {
             if j == 0 {
                 (w, process(w))
             } else {
-                let t = j - 1;
-                (w, test_record(w, t / RECORDS_PER_TEST, t % RECORDS_PER_TEST))
+                (w, mix.record(w, j - 1))
             }
         })
     })
 }
 
 /// Writes the run of [`run_records`] into `dir` (created), one [`SegmentWriter`] per
-/// segment, a commit per test; every segment is closed cleanly. Returns the bytes framed.
-pub fn build_run(dir: &Path, segments: usize, total: u64) -> u64 {
+/// segment, a commit per 8 records; every segment is closed cleanly. Returns the bytes
+/// framed.
+pub fn build_run(dir: &Path, mix: Mix, segments: usize, total: u64) -> u64 {
     std::fs::create_dir_all(dir).expect("creating the run folder");
     let mut writers: Vec<SegmentWriter> = (0..segments)
         .map(|_| SegmentWriter::create(dir, Durability::Process).expect("creating a segment"))
         .collect();
     let mut n = 0u64;
-    for (w, rec) in run_records(segments, total) {
+    for (w, rec) in run_records(mix, segments, total) {
         writers[w].append(&rec).expect("append");
         n += 1;
-        if n % RECORDS_PER_TEST == 0 {
+        if n.is_multiple_of(RECORDS_PER_TEST) {
             writers[w].commit().expect("commit");
         }
     }
@@ -170,13 +218,13 @@ pub const REDB_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition:
 
 /// Writes the records of [`run_records`] into a new redb database at `path`, in one
 /// transaction.
-pub fn build_redb(path: &Path, segments: usize, total: u64) -> redb::Database {
+pub fn build_redb(path: &Path, mix: Mix, segments: usize, total: u64) -> redb::Database {
     let db = redb::Database::create(path).expect("creating the redb database");
     let txn = db.begin_write().expect("begin_write");
     {
         let mut table = txn.open_table(REDB_TABLE).expect("open_table");
         let mut buf = vec![0u8; 64 << 10];
-        for (seq, (_, rec)) in run_records(segments, total).enumerate() {
+        for (seq, (_, rec)) in run_records(mix, segments, total).enumerate() {
             let n = rec.encode_into(&mut buf).expect("encode");
             table.insert(seq as u64, &buf[..n]).expect("insert");
         }
@@ -194,7 +242,8 @@ pub struct Scratch {
 impl Scratch {
     /// A fresh folder under the system's temporary directory, named for this process.
     pub fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("blackbox-bench-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("blackbox-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("creating a scratch folder");
         Scratch { path }

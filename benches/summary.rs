@@ -3,13 +3,12 @@
 //! figures of the same run (redb / blackbox, bincode / postcard). Ratios are the figures
 //! to quote: absolute times move with the machine's load, ratios much less.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use blackbox_core::Record;
 
-use crate::{human_bytes, property_set, test_phase};
+use crate::{property_set, test_phase};
 
 /// Where Criterion writes its estimates, found the way Criterion finds it: `CRITERION_HOME`,
 /// else `$CARGO_TARGET_DIR/criterion`, else the workspace's `target/criterion`.
@@ -20,12 +19,17 @@ pub fn criterion_dir() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(target).join("criterion");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("criterion")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("criterion")
 }
 
 /// Where the summary is saved: `benches/results/core.txt`.
 pub fn results_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join("core.txt")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("results")
+        .join("core.txt")
 }
 
 /// One benchmark's median, in nanoseconds, with its 95% confidence interval.
@@ -89,8 +93,10 @@ fn verdict(ok: bool) -> &'static str {
 /// standard (varint) and legacy (fixed-width) configurations.
 pub fn encoded_sizes(rec: &Record) -> (usize, usize, usize) {
     let postcard = rec.encoded_len();
-    let standard = bincode::serde::encode_to_vec(rec, bincode::config::standard()).map_or(0, |v| v.len());
-    let legacy = bincode::serde::encode_to_vec(rec, bincode::config::legacy()).map_or(0, |v| v.len());
+    let standard =
+        bincode::serde::encode_to_vec(rec, bincode::config::standard()).map_or(0, |v| v.len());
+    let legacy =
+        bincode::serde::encode_to_vec(rec, bincode::config::legacy()).map_or(0, |v| v.len());
     (postcard, standard, legacy)
 }
 
@@ -99,7 +105,10 @@ pub fn codec_records() -> Vec<(&'static str, Record)> {
     vec![
         ("property_set", property_set()),
         ("fixture", crate::fixture(3, 1_234, true)),
-        ("test_phase", test_phase(3, 1_234, blackbox_core::Phase::Call)),
+        (
+            "test_phase",
+            test_phase(3, 1_234, blackbox_core::Phase::Call),
+        ),
     ]
 }
 
@@ -142,16 +151,24 @@ impl Out {
     }
 
     fn ratio_row(&mut self, label: &str, num: Option<f64>, den: Option<f64>, target: Option<f64>) {
-        let (Some(n), Some(d)) = (num, den) else { return };
+        let (Some(n), Some(d)) = (num, den) else {
+            return;
+        };
         let r = n / d;
-        let t = target.map_or_else(String::new, |t| format!("   target >= {}: {}", ratio(t), verdict(r >= t)));
+        let t = target.map_or_else(String::new, |t| {
+            format!("   target >= {}: {}", ratio(t), verdict(r >= t))
+        });
         let line = format!("   {label:<52} {:>10}{t}", ratio(r));
         self.line(&line);
     }
 
     fn target_row(&mut self, label: &str, value: Option<f64>, limit_ns: f64) {
         let Some(v) = value else { return };
-        let line = format!("   target: {label:<44} {:>10}   {}", human_ns(limit_ns), verdict(v <= limit_ns));
+        let line = format!(
+            "   target: {label:<44} {:>10}   {}",
+            human_ns(limit_ns),
+            verdict(v <= limit_ns)
+        );
         self.line(&line);
     }
 }
@@ -172,22 +189,13 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
+/// A time as `YYYY-MM-DD HH:MM UTC`.
 fn utc(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3_600, rem % 3_600 / 60)
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day, hour, minute, _) = blackbox_core::store::civil_from_unix(secs as i64);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
 /// Facts the benches learned while they ran, for the summary (store sizes and the like).
@@ -202,7 +210,10 @@ impl Notes {
     }
 
     fn of<'a>(&'a self, section: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.lines.iter().filter(move |(s, _)| s == section).map(|(_, l)| l.as_str())
+        self.lines
+            .iter()
+            .filter(move |(s, _)| s == section)
+            .map(|(_, l)| l.as_str())
     }
 }
 
@@ -231,34 +242,88 @@ pub fn render(since: SystemTime, load_at_start: &str, notes: &Notes) -> String {
         "1. append + commit of one record (PropertySet, {p} B postcard, {} B framed)",
         (blackbox_core::segment::FRAME_HEADER + p).next_multiple_of(8)
     ));
-    let bb = o.row("blackbox  SegmentWriter::append + commit (warm)", "append_commit/blackbox");
-    let rd = o.row("redb      insert + commit, Durability::None", "append_commit/redb");
+    let frame = (blackbox_core::segment::FRAME_HEADER + p).next_multiple_of(8) as f64;
+    let bb = o.row(
+        "blackbox  SegmentWriter::append + commit (warm)",
+        "append_commit/blackbox",
+    );
+    let rd = o.row(
+        "redb      insert + commit, Durability::None",
+        "append_commit/redb",
+    );
     o.ratio_row("redb / blackbox", rd, bb, Some(100.0));
     o.target_row("blackbox median <=", bb, 100.0);
     for l in notes.of("append") {
         o.line(&format!("   note: {l}"));
     }
+    o.line("   where an append's time goes (measured apart, same run):");
+    let enc = o.row(
+        "  postcard encode_into a warm buffer",
+        "append_parts/encode_into",
+    );
+    let crc = o.row("  crc32 of the frame (crc32fast)", "append_parts/frame_crc");
+    let pf = o.row(
+        "  first write to a new 4 KiB page of the mapping",
+        "append_parts/page_fault_4k",
+    );
+    if let (Some(bb), Some(enc), Some(crc), Some(pf)) = (bb, enc, crc, pf) {
+        let share = pf * frame / 4096.0;
+        o.line(&format!(
+            "   {:<52} {:>10}   ({} per page x {frame:.0} B / 4096 B)",
+            "  page faults, per frame",
+            human_ns(share),
+            human_ns(pf)
+        ));
+        o.line(&format!(
+            "   {:<52} {:>10}   (the rest: depth check, bounds, padding, header, commit)",
+            "  append + commit - the three above",
+            human_ns(bb - enc - crc - share)
+        ));
+    }
     o.line("");
 
     o.line("2. a transaction of 10 records");
-    let bb = o.row("blackbox  Recorder::begin, 10 x record, commit", "txn10/blackbox");
-    let rd = o.row("redb      begin_write, 10 x insert, commit (None)", "txn10/redb");
+    let bb = o.row(
+        "blackbox  Recorder::begin, 10 x record, commit",
+        "txn10/blackbox",
+    );
+    let rd = o.row(
+        "redb      begin_write, 10 x insert, commit (None)",
+        "txn10/redb",
+    );
     o.ratio_row("redb / blackbox", rd, bb, None);
     o.line("");
 
-    o.line("3. reading 1,000,000 records");
-    for l in notes.of("read") {
-        o.line(&format!("   store: {l}"));
+    for (mix, title) in [("pytest", "a pytest-like mix"), ("small", "small records")] {
+        o.line(&format!(
+            "3{}. reading 1,000,000 records, {title}",
+            if mix == "pytest" { "a" } else { "b" }
+        ));
+        for l in notes.of(&format!("read_{mix}")) {
+            o.line(&format!("   store: {l}"));
+        }
+        let g = format!("read_1m_{mix}");
+        let sr = o.row("blackbox  Snapshot::read", &format!("{g}/snapshot_read"));
+        let sv = o.row(
+            "blackbox  Snapshot::read + view()",
+            &format!("{g}/snapshot_read_view"),
+        );
+        let fp = o.row(
+            "blackbox  Follower::new + poll_into(Aggregate)",
+            &format!("{g}/follower_poll_into"),
+        );
+        let rd = o.row(
+            "redb      full range scan + decode (1 table)",
+            &format!("{g}/redb_scan_decode"),
+        );
+        o.ratio_row("redb scan / Snapshot::read", rd, sr, None);
+        o.ratio_row("redb scan / Snapshot::read + view()", rd, sv, None);
+        o.ratio_row("redb scan / Follower::poll_into", rd, fp, None);
+        o.target_row("Snapshot::read + view() <", sv, 250e6);
+        o.target_row("Follower::poll_into <", fp, 250e6);
+        o.line("");
     }
-    let sr = o.row("blackbox  Snapshot::read", "read_1m/snapshot_read");
-    let sv = o.row("blackbox  Snapshot::read + view()", "read_1m/snapshot_read_view");
-    let fp = o.row("blackbox  Follower::new + poll_into(Aggregate)", "read_1m/follower_poll_into");
-    let rd = o.row("redb      full range scan + decode (1 table)", "read_1m/redb_scan_decode");
-    o.ratio_row("redb scan / Snapshot::read", rd, sr, None);
-    o.ratio_row("redb scan / Snapshot::read + view()", rd, sv, None);
-    o.ratio_row("redb scan / Follower::poll_into", rd, fp, None);
-    o.target_row("Snapshot::read + view() <", sv, 250e6);
-    o.target_row("Follower::poll_into <", fp, 250e6);
+    o.line("   (results are dropped outside the timing, for every contestant alike)");
     o.line("");
 
     o.line("4. Follower::poll after 100 new records, by records already in the store");
@@ -268,7 +333,12 @@ pub fn render(since: SystemTime, load_at_start: &str, notes: &Notes) -> String {
     let sizes = [10_000u64, 100_000, 1_000_000];
     let meds: Vec<Option<f64>> = sizes
         .iter()
-        .map(|n| o.row(&format!("store of {n:>9} records"), &format!("follow_100_new/{n}")))
+        .map(|n| {
+            o.row(
+                &format!("store of {n:>9} records"),
+                &format!("follow_100_new/{n}"),
+            )
+        })
         .collect();
     o.ratio_row("1M / 10k", meds[2], meds[0], None);
     o.ratio_row("100k / 10k", meds[1], meds[0], None);
@@ -294,8 +364,14 @@ pub fn render(since: SystemTime, load_at_start: &str, notes: &Notes) -> String {
         o.line(&format!("   {name:<14} {p:>7} B {s:>15} B {l:>14} B"));
     }
     for (name, _) in &recs {
-        let pc = o.row(&format!("postcard  {name}"), &format!("codec/postcard/{name}"));
-        let bc = o.row(&format!("bincode   {name} (standard config)"), &format!("codec/bincode/{name}"));
+        let pc = o.row(
+            &format!("postcard  {name}"),
+            &format!("codec/postcard/{name}"),
+        );
+        let bc = o.row(
+            &format!("bincode   {name} (standard config)"),
+            &format!("codec/bincode/{name}"),
+        );
         o.ratio_row(&format!("bincode / postcard, {name}"), bc, pc, None);
     }
     for l in notes.of("codec") {
@@ -326,11 +402,4 @@ pub fn print_and_save(since: SystemTime, load_at_start: &str, notes: &Notes) {
         Ok(()) => println!("Saved to {}", path.display()),
         Err(e) => eprintln!("could not save the summary to {}: {e}", path.display()),
     }
-}
-
-/// Appends `n` bytes, readably, to a note.
-pub fn bytes_note(label: &str, n: u64) -> String {
-    let mut s = String::from(label);
-    let _ = write!(s, "{}", human_bytes(n));
-    s
 }
