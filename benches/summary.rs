@@ -19,8 +19,10 @@ pub fn criterion_dir() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(target).join("criterion");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR"));
+    benches
+        .parent()
+        .unwrap_or(benches)
         .join("target")
         .join("criterion")
 }
@@ -389,11 +391,16 @@ pub fn render(since: SystemTime, load_at_start: &str, notes: &Notes) -> String {
     o.text
 }
 
-/// Prints the summary and saves it to [`results_file`].
+/// Prints the summary and saves it: to [`results_file`] when the run measured every
+/// benchmark, else (a filtered run) beside it as `core-partial.txt`, so a partial run never
+/// replaces the figures of a full one.
 pub fn print_and_save(since: SystemTime, load_at_start: &str, notes: &Notes) {
     let text = render(since, load_at_start, notes);
     println!("\n{text}");
-    let path = results_file();
+    let mut path = results_file();
+    if text.contains("\nNot measured by this run") {
+        path.set_file_name("core-partial.txt");
+    }
     let saved = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
