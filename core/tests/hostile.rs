@@ -431,6 +431,20 @@ fn frames_with_valid_checksums_and_hostile_payloads() {
         assert_eq!(d.offset, HEADER_SIZE + ok.len() as u64);
         assert!(d.reason.contains(expect), "{}", d.reason);
     }
+    // Lists nested 150 deep, each claiming 100 000 elements (the frame holds that many
+    // bytes, but they do not decode): the claims must not buy room reserved up front at
+    // every level (1 MiB each, before the decoder capped it).
+    let mut claims = vec![6u8, 0, 0];
+    for _ in 0..150 {
+        claims.extend_from_slice(&[6, 0xa0, 0x8d, 0x06]);
+    }
+    claims.resize(claims.len() + 100_000, 0xff);
+    let p = plant(tmp.path(), "seg-1-claims.seg", &handmade(&[ok.clone(), frame(&claims)]));
+    let (got, peak) = peak_of(|| read(&p));
+    assert_eq!(records_of(&got), vec![rec(1)]);
+    assert!(got.damage.unwrap().reason.contains("undecodable record"));
+    assert!(peak < 2 << 20, "{peak} bytes allocated for a {}-byte frame", claims.len());
+
     // A value nested a million levels deep: refused, not a stack overflow of the reader.
     let mut deep = vec![6u8, 0, 0];
     for _ in 0..1_000_000 {

@@ -21,6 +21,12 @@ use crate::record::{Record, Value};
 /// other, the outermost value counting as level 1.
 pub const MAX_VALUE_DEPTH: usize = 128;
 
+/// The most elements a decoded list or dict reserves room for up front. A length prefix
+/// is the encoder's word: serde reserves up to 1 MiB for it, at every level of nesting, so
+/// a few hundred hostile bytes could make the reader allocate hundreds of MiB. Past this,
+/// lists grow as their elements actually arrive.
+const PREALLOCATE: usize = 64;
+
 /// Compound levels the decoder allows: a dict level of a value costs three (enum, sequence,
 /// pair), and the record around the value a few more.
 const MAX_DECODE_DEPTH: usize = 4 * MAX_VALUE_DEPTH + 16;
@@ -297,7 +303,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<'_, A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.inner.size_hint().map(|n| n.min(PREALLOCATE))
     }
 }
 
@@ -313,7 +319,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<'_, A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.inner.size_hint().map(|n| n.min(PREALLOCATE))
     }
 }
 
