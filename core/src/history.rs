@@ -32,15 +32,39 @@
 //!   (inserts and deletes). Every commit but the last is [`redb::Durability::None`] (no
 //!   fsync); the last one is durable (and records redb's allocator state, so the next open
 //!   needs no repair) and makes every earlier commit durable with it. If the process dies
-//!   mid-fold the non-durable commits are lost and the history is as it was before.
+//!   mid-fold the non-durable commits are lost and the history is as it was before. (A fold
+//!   that fails with an error instead leaves its commits in place when redb closes the
+//!   file: the run is then not listed, and the next fold deletes its unlisted rows.)
 //! * The `runs` row of the folded run is removed in the first transaction and written in
 //!   the last, so a listed run is always complete. Folding a run that is already there
 //!   replaces all its rows (folding is idempotent).
 //! * Pruning keeps the newest [`FoldOptions::keep`] runs (by id, i.e. start time, counting
 //!   the folded run) and deletes every row of the others from every table, also rows left
 //!   without a `runs` row by a fold that failed half way.
+//!
+//! ```
+//! use blackbox_core::history::{fold_run, FoldOptions, History};
+//! use blackbox_core::{Durability, Record, Recorder, Role, Store};
+//!
+//! let dir = std::env::temp_dir().join(format!("bbx-history-doc-{}", std::process::id()));
+//! let store = Store::create(&dir)?;
+//! let run = store.new_run()?;
+//! let mut rec = Recorder::new(store.run_path(&run)?, Role::Main, None, Durability::Process);
+//! rec.start_test("t.py::test_a")?;
+//! rec.end_test("t.py::test_a")?;
+//! rec.record(&Record::RunEnd { exit_status: 0, wall_ns: blackbox_core::now_wall_ns() })?;
+//! drop(rec);
+//!
+//! let stats = fold_run(&store, &run, &FoldOptions::default())?;
+//! assert_eq!((stats.tests, stats.commits), (1, 1));
+//! let history = History::of_store(&store)?;
+//! assert_eq!(history.runs()?[0].id, run);
+//! assert_eq!(history.test_history("t.py::test_a", 10)?.points.len(), 1);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), blackbox_core::Error>(())
+//! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -398,8 +422,7 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
         ..FoldStats::default()
     };
     guarded(path, || {
-        let (db, attempts, waited) =
-            open_retrying(path, opts.wait, opts.on_busy, |p| builder().create(p))?;
+        let (db, attempts, waited) = open_retrying(path, opts.wait, opts.on_busy, open_write)?;
         stats.open_attempts = attempts;
         stats.waited = waited;
         let mut batches = Batches {
@@ -781,6 +804,34 @@ fn builder() -> redb::Builder {
     b
 }
 
+/// Opens the file itself: never through a symlink (`O_NOFOLLOW`), created mode 0600, and
+/// only a regular file (`O_NONBLOCK` keeps a FIFO from blocking the open).
+fn open_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    if write {
+        o.write(true).create(true).mode(0o600);
+    }
+    let file = o.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    Ok(file)
+}
+
+/// Opens (creating it if missing) for a fold.
+fn open_write(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    builder().create_with_backend(redb::backends::FileBackend::new(open_file(path, true)?)?)
+}
+
+/// Opens read-only; fails with `RepairAborted` when a writer died mid-fold.
+fn open_read(path: &Path) -> Result<redb::ReadOnlyDatabase, redb::DatabaseError> {
+    builder()
+        .open_read_only_with_backend(redb::backends::FileBackend::new(open_file(path, false)?)?)
+}
+
 fn damaged(path: &Path, why: &str) -> Error {
     Error::History(format!(
         "{} is damaged or not a history file ({why}); it only holds the digest of past runs (the run \
@@ -834,6 +885,13 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
             path.display()
         )),
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => damaged(path, &io.to_string()),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if matches!(io.raw_os_error(), Some(libc::ELOOP | libc::EISDIR)) => {
+            Error::History(format!(
+                "{} is a symlink, a directory or another file that is not a plain file; history is never \
+                 read or written through one: remove it (the next fold starts a new history)",
+                path.display()
+            ))
+        }
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(path, "opening", io),
         redb::DatabaseError::RepairAborted => damaged(path, "it needs a repair that could not run"),
         e => redb_error(path, "opening", e.into()),
@@ -955,11 +1013,11 @@ impl History {
         let path = self.path.as_path();
         guarded(path, || {
             let (db, _, _) = open_retrying(path, self.wait, None, |p| {
-                match builder().open_read_only(p) {
+                match open_read(p) {
                     // A writer died mid-fold: only a writable open repairs the file.
                     Err(redb::DatabaseError::RepairAborted) => {
-                        builder().open(p)?.close()?;
-                        builder().open_read_only(p)
+                        open_write(p)?.close()?;
+                        open_read(p)
                     }
                     r => r,
                 }
@@ -1159,6 +1217,66 @@ impl History {
                 nodeid: nodeid.to_owned(),
                 points,
             })
+        })
+    }
+
+    /// Every test that both passed and failed (or errored, or crashed) within the newest `k`
+    /// runs, with its outcomes there (as [`History::test_history`] gives them); most flips
+    /// first, then by nodeid. One pass over those runs' tests.
+    pub fn flaky(&self, k: usize) -> Result<Vec<TestHistory>> {
+        let path = self.path.as_path();
+        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+        self.read(|txn| {
+            let (Some(runs), Some(tests)) =
+                (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
+            else {
+                return Ok(Vec::new());
+            };
+            let mut newest: Vec<(String, Option<u64>)> = Vec::new();
+            for entry in runs.iter().map_err(rd)?.rev().take(k) {
+                let (key, v) = entry.map_err(rd)?;
+                let run: RunRow = decode(path, "runs", v.value())?;
+                newest.push((key.value().to_owned(), run.started_wall_ns));
+            }
+            // nodeid -> (outcome, duration) per run of `newest`
+            let mut seen: BTreeMap<String, Vec<Option<(String, f64)>>> = BTreeMap::new();
+            for (i, (run_id, _)) in newest.iter().enumerate() {
+                let upper = after(run_id);
+                for entry in tests
+                    .range((run_id.as_str(), "")..(upper.as_str(), ""))
+                    .map_err(rd)?
+                {
+                    let (key, v) = entry.map_err(rd)?;
+                    let row: TestRow = decode(path, "tests", v.value())?;
+                    let slots = seen
+                        .entry(key.value().1.to_owned())
+                        .or_insert_with(|| vec![None; newest.len()]);
+                    slots[i] = Some((row.outcome, row.duration_s));
+                }
+            }
+            let mut out: Vec<TestHistory> = seen
+                .into_iter()
+                .map(|(nodeid, slots)| TestHistory {
+                    nodeid,
+                    points: newest
+                        .iter()
+                        .zip(slots)
+                        .map(|((run_id, started), slot)| TrendPoint {
+                            run_id: run_id.clone(),
+                            started_wall_ns: *started,
+                            duration_s: slot.as_ref().map(|s| s.1),
+                            outcome: slot.map(|s| s.0),
+                        })
+                        .collect(),
+                })
+                .filter(TestHistory::is_flaky)
+                .collect();
+            out.sort_by(|a, b| {
+                b.flips()
+                    .cmp(&a.flips())
+                    .then_with(|| a.nodeid.cmp(&b.nodeid))
+            });
+            Ok(out)
         })
     }
 }

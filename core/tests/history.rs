@@ -485,6 +485,11 @@ fn prune_keeps_the_newest_runs() {
     assert_eq!(t13.ran(), 1);
     assert!(!t13.is_flaky());
 
+    // Only test 0 passed in one kept run and failed in another.
+    let flaky = h.flaky(10).unwrap();
+    assert_eq!(flaky, vec![trend.clone()]);
+    assert!(h.flaky(1).unwrap().is_empty());
+
     // Keeping fewer prunes more on the next fold, from every table.
     fold_run(
         &store,
@@ -526,6 +531,10 @@ fn a_big_run_folds_in_batches() {
     let view = store.snapshot(&id).unwrap().view();
     let viewed = t4.elapsed();
     let third = blackbox_core::history::fold_view(&store.history_path(), &view, &opts).unwrap();
+    assert_eq!(
+        (third.commits, third.rows_deleted, third.rows_written),
+        (again.commits, ops, ops)
+    );
     let h = History::of_store(&store).unwrap();
     let t3 = Instant::now();
     let tests = h.tests(&id).unwrap();
@@ -644,6 +653,38 @@ fn a_damaged_history_is_a_clear_error() {
     assert!(res.is_err());
     let err = fold_run(&store, &id, &quiet()).unwrap_err();
     assert!(matches!(err, Error::History(_)), "{err}");
+
+    // A planted symlink is neither followed nor replaced; a directory is refused.
+    std::fs::remove_file(&path).unwrap();
+    let victim = dir.0.join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    let err = fold_run(&store, &id, &quiet()).unwrap_err();
+    assert!(history_error(&err).contains("symlink"), "{err}");
+    assert!(history_error(&History::open(&path).unwrap_err()).contains("symlink"));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = fold_run(&store, &id, &quiet()).unwrap_err();
+    assert!(history_error(&err).contains("not a plain file"), "{err}");
+    std::fs::remove_dir(&path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = fold_run(&store, &id, &quiet()).unwrap_err();
+    assert!(history_error(&err).contains("not a plain file"), "{err}");
+    assert!(history_error(&History::open(&path).unwrap_err()).contains("not a plain file"));
+    std::fs::remove_file(&path).unwrap();
+
+    // A new history is private to its owner.
+    fold_run(&store, &id, &quiet()).unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     // Missing.
     std::fs::remove_file(&path).unwrap();
