@@ -145,7 +145,7 @@ fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
 // Fork safety and the crash slot: process-wide state a signal handler may touch.
 // ---------------------------------------------------------------------------------------
 
-/// Bumped in every child right after `fork()` (pthread_atfork), so a writer notices it was
+/// Bumped in every child right after `fork()` (`pthread_atfork`), so a writer notices it was
 /// inherited with one relaxed load instead of a `getpid()` per write.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Descriptors of this process's open segments: the atfork child handler points them at
@@ -333,7 +333,7 @@ pub struct SegmentWriter {
     path: PathBuf,
     file: File,
     map: MmapRaw,
-    /// Bytes of the file reserved with posix_fallocate: writes stay below it.
+    /// Bytes of the file reserved with `posix_fallocate`: writes stay below it.
     allocated: u64,
     /// End of the frames written so far, committed or not.
     tail: u64,
@@ -969,7 +969,7 @@ impl SegmentReader {
             return batch;
         }
         let committed = self.committed();
-        if committed < HEADER_SIZE || committed % 8 != 0 {
+        if committed < HEADER_SIZE || !committed.is_multiple_of(8) {
             batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
             return batch;
         }
@@ -1047,7 +1047,7 @@ impl SegmentReader {
     pub fn read_one(&self, offset: u64) -> Option<Record> {
         let file_len = self.file.metadata().ok()?.len();
         let end = self.committed().min(file_len);
-        if offset < HEADER_SIZE || offset % 8 != 0 || offset + FRAME_HEADER as u64 > end {
+        if offset < HEADER_SIZE || !offset.is_multiple_of(8) || offset + FRAME_HEADER as u64 > end {
             return None;
         }
         let mut head = [0u8; FRAME_HEADER];
@@ -1117,11 +1117,7 @@ pub(crate) fn writer_holds_lock(path: &Path) -> bool {
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }
-    match file.try_lock_shared() {
-        Ok(()) => false,
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
+    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// Whether `name` is the name of a segment file.

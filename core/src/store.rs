@@ -141,6 +141,7 @@ pub fn is_run_id(s: &str) -> bool {
         && b[23..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
+#[allow(clippy::many_single_char_names)] // y, m, d, h: the calendar's own names
 fn new_run_id() -> String {
     let ns = wall_ns();
     let (y, mo, d, h, mi, s) = civil_from_unix((ns / 1_000_000_000) as i64);
@@ -154,6 +155,7 @@ fn new_run_id() -> String {
 }
 
 /// UTC calendar date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
+#[allow(clippy::many_single_char_names)] // the published algorithm's names
 pub fn civil_from_unix(t: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);

@@ -13,8 +13,10 @@ use std::path::Path;
 use blackbox_core::{Durability, Record, Recorder, Role, SegmentReader, Snapshot, Store};
 use support::{check_data_record, data_record, TempDir};
 
+/// `struct cachestat` of the kernel, field for field.
 #[repr(C)]
 #[derive(Default, Debug)]
+#[allow(clippy::struct_field_names)]
 struct CacheStat {
     nr_cache: u64,
     nr_dirty: u64,

@@ -1,5 +1,5 @@
 //! A full disk: a store on a 1 MiB tmpfs, and a writer under a file-size limit
-//! (RLIMIT_FSIZE, SIGXFSZ ignored). The write that does not fit fails with
+//! (`RLIMIT_FSIZE`, `SIGXFSZ` ignored). The write that does not fit fails with
 //! `Error::StoreFull`, never SIGBUS, and everything committed before reads back intact.
 
 mod support;

@@ -1,7 +1,7 @@
 //! Async-signal-safe crash marking with real signals: a child installs the crash handler,
-//! starts a test and dies by a real SIGSEGV or by abort(); the segment header then holds
+//! starts a test and dies by a real `SIGSEGV` or by `abort()`; the segment header then holds
 //! the signal, the time and the running test, and the process still dies by that signal.
-//! A handler installed before ours still runs (SA_SIGINFO and plain ones).
+//! A handler installed before ours still runs (`SA_SIGINFO` and plain ones).
 
 mod support;
 

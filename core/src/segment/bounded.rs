@@ -51,7 +51,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, String> {
         Err(e) => return Err(format!("undecodable record: {e}")),
     };
     match de.finalize() {
-        Ok(rest) if rest.is_empty() => Ok(rec),
+        Ok([]) => Ok(rec),
         Ok(rest) => Err(format!("{} trailing bytes after the record", rest.len())),
         Err(e) => Err(format!("undecodable record: {e}")),
     }
@@ -85,7 +85,7 @@ struct Bounded<'a, D> {
     too_deep: &'a Cell<bool>,
 }
 
-impl<'a, D> Bounded<'a, D> {
+impl<D> Bounded<'_, D> {
     fn nest<E: de::Error>(&self) -> Result<usize, E> {
         if self.depth == 0 {
             self.too_deep.set(true);

@@ -202,7 +202,7 @@ impl Spawned {
 }
 
 /// In a child: writes one acknowledgement line to [`ACK_FD`] with a single `write` (a pipe
-/// write of at most PIPE_BUF bytes is atomic, so lines of forked writers never interleave).
+/// write of at most `PIPE_BUF` bytes is atomic, so lines of forked writers never interleave).
 pub fn ack(line: &str) {
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
