@@ -34,9 +34,15 @@ DEATHS: dict[str, str] = {
 REPORTS_CONFTEST = """
 import json, os
 
+IS_WORKER = False
+
+def pytest_configure(config):
+    # Not PYTEST_XDIST_WORKER: an outer xdist worker's environment leaks into this session.
+    global IS_WORKER
+    IS_WORKER = hasattr(config, "workerinput")
+
 def pytest_runtest_logreport(report):
-    import pytest
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if IS_WORKER:
         return
     row = {
         "nodeid": report.nodeid,

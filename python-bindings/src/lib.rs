@@ -106,10 +106,41 @@ fn quote(s: &str) -> String {
     }
 }
 
+unsafe extern "C" {
+    // In every CPython 3 (in the limited API only from 3.10, so pyo3's abi3-py39 build does
+    // not declare it): the str's cached UTF-8, with no temporary bytes object.
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::ffi::c_char;
+}
+
+/// The UTF-8 of a str, borrowed; `None` (error cleared) for lone surrogates.
+fn utf8_of<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
+    let mut size: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str; CPython caches the UTF-8 in the object, which `s` keeps
+    // alive for 'a, and never changes it (str is immutable).
+    let ptr = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &raw mut size) };
+    if ptr.is_null() {
+        // SAFETY: the GIL is held (we have a Bound); clears the UnicodeEncodeError.
+        unsafe { pyo3::ffi::PyErr_Clear() };
+        return None;
+    }
+    // SAFETY: CPython guarantees `size` valid UTF-8 bytes at `ptr`.
+    Some(unsafe {
+        std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr.cast::<u8>(), size as usize))
+    })
+}
+
+/// A nodeid as given (lone surrogates, which no pytest nodeid has, replaced).
+fn nodeid_of(s: &Bound<'_, PyString>) -> String {
+    utf8_of(s).map_or_else(|| s.to_string_lossy().into_owned(), str::to_owned)
+}
+
 /// The text of `s`; lone surrogates (not UTF-8) become `\udXXX` escapes, noted.
 fn str_noted(s: &Bound<'_, PyString>, notes: &mut Notes) -> String {
-    if let Ok(c) = s.to_cow() {
-        return c.into_owned();
+    if let Some(c) = utf8_of(s) {
+        return c.to_owned();
     }
     notes.push("a str with lone surrogates stored with \\udXXX escapes in their place".to_owned());
     s.call_method1("encode", ("utf-8", "backslashreplace"))
@@ -129,6 +160,9 @@ struct Notes {
     kept: Vec<String>,
     seen: std::collections::HashSet<String>,
     more: usize,
+    /// Something plain changed shape (a tuple became a list): not noted, but the stored
+    /// value is not the caller's object.
+    reshaped: bool,
 }
 
 impl Notes {
@@ -293,6 +327,9 @@ impl<'n> Converter<'n> {
             return self.bytes_value(b.as_bytes().to_vec());
         }
         if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
+            if !obj.is_exact_instance_of::<PyList>() {
+                self.notes.reshaped = true; // a tuple reads back as a list
+            }
             return self.container(obj, depth, "[...]", |c, o| c.sequence(o, depth));
         }
         if let Ok(d) = obj.cast_exact::<PyDict>() {
@@ -624,16 +661,17 @@ fn too_large(py: Python<'_>, what: &str) -> PyErr {
 }
 
 /// Converts `obj` (noting into `notes`); a value that cannot fit one record is refused.
+/// `what` names the value in messages; it is only called when there is one to write.
 fn to_value(
     py: Python<'_>,
-    what: &str,
+    what: &dyn Fn() -> String,
     obj: &Bound<'_, PyAny>,
     notes: &mut Notes,
 ) -> PyResult<Value> {
     let mut c = Converter::new(notes, None);
     let v = c.value(obj, 0);
     if c.too_large {
-        return Err(too_large(py, what));
+        return Err(too_large(py, &what()));
     }
     Ok(v)
 }
@@ -641,7 +679,7 @@ fn to_value(
 /// Converts, emitting one warning when anything was not a plain value.
 fn convert(py: Python<'_>, what: &str, obj: &Bound<'_, PyAny>, warn: bool) -> PyResult<Value> {
     let mut notes = Notes::default();
-    let v = to_value(py, what, obj, &mut notes)?;
+    let v = to_value(py, &|| what.to_owned(), obj, &mut notes)?;
     if warn {
         warn_notes(py, what, &notes)?;
     }
@@ -777,11 +815,13 @@ impl PyRecorder {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         value: &Bound<'py, PyAny>,
-        test: Option<String>,
+        test: Option<&Bound<'py, PyString>>,
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (key, value) = property(py, key, value, Verb::Set, warn, key_as_str)?;
+        let original = value;
+        let test = test.map(nodeid_of);
+        let (key, value, exact) = property(py, key, value, Verb::Set, warn, key_as_str)?;
         let rec = Record::PropertySet {
             test,
             key,
@@ -789,6 +829,10 @@ impl PyRecorder {
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
+        if exact {
+            // Stored as given: hand the caller's own object back, not a rebuilt copy.
+            return Ok(original.clone());
+        }
         let Record::PropertySet { value, .. } = &rec else {
             unreachable!()
         };
@@ -802,11 +846,13 @@ impl PyRecorder {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         value: &Bound<'py, PyAny>,
-        test: Option<String>,
+        test: Option<&Bound<'py, PyString>>,
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (key, value) = property(py, key, value, Verb::Append, warn, key_as_str)?;
+        let original = value;
+        let test = test.map(nodeid_of);
+        let (key, value, exact) = property(py, key, value, Verb::Append, warn, key_as_str)?;
         let rec = Record::PropertyAppend {
             test,
             key,
@@ -814,6 +860,10 @@ impl PyRecorder {
             mono_ns: now_mono_ns(),
         };
         self.put(py, &rec)?;
+        if exact {
+            // Stored as given: hand the caller's own object back, not a rebuilt copy.
+            return Ok(original.clone());
+        }
         let Record::PropertyAppend { value, .. } = &rec else {
             unreachable!()
         };
@@ -1069,18 +1119,20 @@ fn property(
     verb: Verb,
     warn: bool,
     key_as_str: bool,
-) -> PyResult<(String, Value)> {
+) -> PyResult<(String, Value, bool)> {
     let mut notes = Notes::default();
     let key = key_str(py, key, key_as_str, &mut notes)?;
-    let what = match verb {
+    // Formatted only for a warning or an error: this is the per-record path.
+    let what = || match verb {
         Verb::Set => format!("value of {:?}", quote(&key)),
         Verb::Append => format!("value appended to {:?}", quote(&key)),
     };
     let value = to_value(py, &what, value, &mut notes)?;
-    if warn {
-        warn_notes(py, &what, &notes)?;
+    if warn && !notes.is_empty() {
+        warn_notes(py, &what(), &notes)?;
     }
-    Ok((key, value))
+    let exact = notes.is_empty() && !notes.reshaped;
+    Ok((key, value, exact))
 }
 
 /// A property key: a str as it is; a str subclass as str (noted); anything else is refused
@@ -1326,7 +1378,10 @@ fn fold_history<'py>(
         ..blackbox_core::history::FoldOptions::default()
     };
     let stats = py
-        .detach(|| Store::open(&store_dir).and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts)))
+        .detach(|| {
+            Store::open(&store_dir)
+                .and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts))
+        })
         .or_raise(py)?;
     let d = PyDict::new(py);
     d.set_item("run_id", stats.run_id)?;

@@ -14,6 +14,8 @@ from typing import Any, TypeVar, overload
 from . import _native, _runtime
 from .store import Summary, default_store_dir
 
+_sessions = _runtime._sessions
+
 __all__ = ["append", "record", "start_run", "summary", "timed", "transaction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,17 +28,24 @@ def record(key: str, value: Any, *, test: str | None = None) -> None:
     Values that are not plain (None, bool, int, float, str, bytes, list, dict) are stored as
     the nearest plain type or their repr, with one :class:`BlackboxWarning`.
     """
-    s = _runtime.require()
-    plain = s.recorder.record(key, value, s.nodeid_for(test))
-    if test is None and s.current_item is not None:
+    # The per-record path: no helper calls beyond the native one.
+    s = _sessions[-1] if _sessions else _runtime.require()
+    if test is not None:
+        s.recorder.record(key, value, str(test))
+        return
+    plain = s.recorder.record(key, value, s.current_nodeid)
+    if s.current_item is not None:
         _runtime.set_user_property(s.current_item, key, plain)
 
 
 def append(key: str, value: Any, *, test: str | None = None) -> None:
     """Append ``value`` to the list under ``key`` (e.g. one comparison result per call)."""
-    s = _runtime.require()
-    plain = s.recorder.append(key, value, s.nodeid_for(test))
-    if test is None and s.current_item is not None:
+    s = _sessions[-1] if _sessions else _runtime.require()
+    if test is not None:
+        s.recorder.append(key, value, str(test))
+        return
+    plain = s.recorder.append(key, value, s.current_nodeid)
+    if s.current_item is not None:
         _runtime.append_user_property(s.current_item, key, plain)
 
 
