@@ -607,8 +607,9 @@ impl Batches<'_> {
     }
 }
 
-/// The smallest string greater than every string that starts with `run` and then sorts
-/// right after it: no string lies strictly between `run` and `run + "\0"`.
+/// The smallest string greater than `run` (no string lies strictly between `run` and
+/// `run + "\0"`): the keys whose first element is `run` are exactly those from `(run, min)`
+/// up to, not including, `(after(run), min)`.
 fn after(run: &str) -> String {
     format!("{run}\0")
 }
@@ -650,18 +651,20 @@ fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
         .map(String::as_str)
         .filter(|id| !stay.contains(id))
         .collect();
-    for chunk_start in (0..unlist.len()).step_by(b.batch) {
+    let mut done = 0;
+    while done < unlist.len() {
         let n = {
             let room = b.room();
             let txn = b.txn()?;
             let mut runs = txn.open_table(RUNS).map_err(tb)?;
             let mut n = 0;
-            for id in unlist.iter().skip(chunk_start).take(room) {
+            for id in unlist.iter().skip(done).take(room) {
                 runs.remove(*id).map_err(st)?;
                 n += 1;
             }
             n
         };
+        done += n;
         b.stats.rows_deleted += n as u64;
         b.spent(n)?;
     }
