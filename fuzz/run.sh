@@ -41,3 +41,11 @@ cargo fuzz run "${sanitizer[@]}" segment_reader corpus/segment_reader seeds -- \
 
 # The same checks without libFuzzer, over the seeds, the corpus just grown and any crash.
 cargo test --release --manifest-path "$here/Cargo.toml" -- --quiet
+
+# The harness writes its segment under /dev/shm (or the temp dir), one folder per process:
+# remove those whose process is gone.
+for d in /dev/shm/bbx-fuzz-* "${TMPDIR:-/tmp}"/bbx-fuzz-*; do
+    [ -d "$d" ] || continue
+    pid="${d##*-}"
+    [ -e "/proc/$pid" ] || rm -rf "$d"
+done
