@@ -2,6 +2,7 @@
 //! process. An [`Aggregate`] takes records incrementally (from a [`crate::Follower`]);
 //! [`Aggregate::view`] combines them with the segments' liveness into a [`RunView`].
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value as Json};
@@ -133,8 +134,53 @@ struct TestAcc {
     /// Segments in which the test ended.
     ended_in: Vec<usize>,
     phases: BTreeMap<Phase, PhaseAcc>,
-    /// `(key, mono, is_append, value)`
-    props: Vec<(String, u64, bool, Value)>,
+    /// One entry per key, in the order keys were first seen.
+    props: Vec<PropAcc>,
+}
+
+/// What one key of a test holds: only the newest `record` matters (the last write wins),
+/// so a key written a million times costs one slot, not a million.
+#[derive(Debug)]
+struct PropAcc {
+    key: String,
+    first_mono: u64,
+    set: Option<(u64, Value)>,
+    appends: Vec<(u64, Value)>,
+}
+
+impl PropAcc {
+    fn add(&mut self, mono: u64, append: bool, value: Value) {
+        self.first_mono = self.first_mono.min(mono);
+        if append {
+            self.appends.push((mono, value));
+        } else if self.set.as_ref().is_none_or(|(m, _)| *m <= mono) {
+            self.set = Some((mono, value));
+        }
+    }
+
+    /// The value a replay in time order gives: a later `record` replaces what came
+    /// before; `append` after it extends a list (a non-list value starts a new list).
+    fn merged(&self) -> Value {
+        let mut appends: Vec<&(u64, Value)> = self.appends.iter().collect();
+        appends.sort_by_key(|(m, _)| *m);
+        let (base, after) = match &self.set {
+            None => (Vec::new(), 0),
+            Some((m, v)) => {
+                let after = *m;
+                if appends.iter().all(|(am, _)| *am < after) {
+                    return v.clone();
+                }
+                let base = match v {
+                    Value::List(items) => items.clone(),
+                    _ => Vec::new(),
+                };
+                (base, after)
+            }
+        };
+        let mut items = base;
+        items.extend(appends.into_iter().filter(|(m, _)| self.set.is_none() || *m >= after).map(|(_, v)| v.clone()));
+        Value::List(items)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -184,32 +230,38 @@ impl Aggregate {
         &mut self.segs[seg]
     }
 
-    fn test(&mut self, nodeid: &str, mono: u64) -> &mut TestAcc {
-        if !self.tests.contains_key(nodeid) {
-            self.order.push(nodeid.to_owned());
-            self.tests.insert(
-                nodeid.to_owned(),
-                TestAcc {
+    fn test(&mut self, nodeid: String, mono: u64) -> &mut TestAcc {
+        let order = &mut self.order;
+        let t = match self.tests.entry(nodeid) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                order.push(e.key().clone());
+                e.insert(TestAcc {
                     first_mono: mono,
                     last_mono: mono,
                     ..TestAcc::default()
-                },
-            );
-        }
-        let t = self.tests.get_mut(nodeid).expect("inserted above");
+                })
+            }
+        };
         t.last_mono = t.last_mono.max(mono);
         t
     }
 
     /// Folds one record of segment `seg` (frame at `offset`) in.
     pub fn apply(&mut self, seg: usize, offset: u64, rec: &Record) {
+        self.apply_owned(seg, offset, rec.clone());
+    }
+
+    /// [`apply`](Self::apply), taking the record: its strings and values move into the
+    /// aggregate instead of being copied (what a [`crate::Follower`] does).
+    pub fn apply_owned(&mut self, seg: usize, offset: u64, rec: Record) {
         self.records += 1;
         match rec {
             Record::Process { pid, role, worker, .. } => {
                 let s = self.seg(seg);
-                s.role = Some(*role);
-                s.worker.clone_from(worker);
-                s.pid = Some(*pid);
+                s.role = Some(role);
+                s.worker = worker;
+                s.pid = Some(pid);
             }
             Record::RunStart {
                 argv,
@@ -218,21 +270,21 @@ impl Aggregate {
                 pid,
                 wall_ns,
             } => {
-                self.run.started_wall_ns = Some(*wall_ns);
-                self.run.argv.clone_from(argv);
-                self.run.rootdir = Some(rootdir.clone());
-                self.run.host = Some(host.clone());
-                self.run.pid = Some(*pid);
+                self.run.started_wall_ns = Some(wall_ns);
+                self.run.argv = argv;
+                self.run.rootdir = Some(rootdir);
+                self.run.host = Some(host);
+                self.run.pid = Some(pid);
             }
             Record::RunEnd { exit_status, wall_ns } => {
-                self.run.exit_status = Some(*exit_status);
-                self.run.ended_wall_ns = Some(*wall_ns);
+                self.run.exit_status = Some(exit_status);
+                self.run.ended_wall_ns = Some(wall_ns);
             }
             Record::TestStart { nodeid, mono_ns } => {
-                let t = self.test(nodeid, *mono_ns);
-                t.started_in.push((seg, *mono_ns));
+                let t = self.test(nodeid.clone(), mono_ns);
+                t.started_in.push((seg, mono_ns));
                 let s = self.seg(seg);
-                s.open_test = Some(nodeid.clone());
+                s.open_test = Some(nodeid);
                 s.open_phase = None;
                 s.tests += 1;
             }
@@ -244,40 +296,37 @@ impl Aggregate {
                 mono_ns,
                 ..
             } => {
-                let t = self.test(nodeid, *mono_ns);
-                let newer = t.phases.get(phase).is_none_or(|p| p.mono <= *mono_ns);
+                let open_here = self.segs.get(seg).and_then(|s| s.open_test.as_deref()) == Some(nodeid.as_str());
+                let t = self.test(nodeid, mono_ns);
+                let newer = t.phases.get(&phase).is_none_or(|p| p.mono <= mono_ns);
                 if newer {
                     t.phases.insert(
-                        *phase,
+                        phase,
                         PhaseAcc {
-                            mono: *mono_ns,
-                            outcome: outcome.clone(),
-                            duration_s: *duration_s,
+                            mono: mono_ns,
+                            outcome,
+                            duration_s,
                             seg,
                             offset,
                         },
                     );
                 }
-                let s = self.seg(seg);
-                if s.open_test.as_deref() == Some(nodeid.as_str()) {
-                    s.open_phase = Some(*phase);
+                if open_here {
+                    self.seg(seg).open_phase = Some(phase);
                 }
             }
             Record::TestEnd { nodeid, mono_ns } => {
-                let t = self.test(nodeid, *mono_ns);
-                t.ended_in.push(seg);
-                t.end_mono = Some(t.end_mono.map_or(*mono_ns, |m| m.max(*mono_ns)));
                 let s = self.seg(seg);
                 if s.open_test.as_deref() == Some(nodeid.as_str()) {
                     s.open_test = None;
                     s.open_phase = None;
                 }
+                let t = self.test(nodeid, mono_ns);
+                t.ended_in.push(seg);
+                t.end_mono = Some(t.end_mono.map_or(mono_ns, |m| m.max(mono_ns)));
             }
-            Record::PropertySet { test, key, value, mono_ns } | Record::PropertyAppend { test, key, value, mono_ns } => {
-                let append = matches!(rec, Record::PropertyAppend { .. });
-                let t = self.test(test.as_deref().unwrap_or_default(), *mono_ns);
-                t.props.push((key.clone(), *mono_ns, append, value.clone()));
-            }
+            Record::PropertySet { test, key, value, mono_ns } => self.prop(test, key, value, mono_ns, false),
+            Record::PropertyAppend { test, key, value, mono_ns } => self.prop(test, key, value, mono_ns, true),
             Record::Fixture {
                 name,
                 scope,
@@ -288,20 +337,20 @@ impl Aggregate {
                 // Looked up by reference first: no allocation per record once a fixture is known.
                 let by_scope = match self.fixtures.get_mut(name.as_str()) {
                     Some(m) => m,
-                    None => self.fixtures.entry(name.clone()).or_default(),
+                    None => self.fixtures.entry(name).or_default(),
                 };
                 let acc = match by_scope.get_mut(scope.as_str()) {
                     Some(a) => a,
-                    None => by_scope.entry(scope.clone()).or_default(),
+                    None => by_scope.entry(scope).or_default(),
                 };
-                add_time(acc, *setup, *duration_s);
+                add_time(acc, setup, duration_s);
             }
             Record::Timed { name, duration_s, .. } => {
-                let acc = match self.timed.get_mut(name) {
+                let acc = match self.timed.get_mut(&name) {
                     Some(a) => a,
-                    None => self.timed.entry(name.clone()).or_default(),
+                    None => self.timed.entry(name).or_default(),
                 };
-                add_time(acc, true, *duration_s);
+                add_time(acc, true, duration_s);
             }
             Record::Crash {
                 test,
@@ -314,18 +363,34 @@ impl Aggregate {
                 ..
             } => {
                 self.crashes.push(CrashView {
-                    nodeid: test.clone(),
-                    worker: worker.clone(),
-                    pid: (*pid != 0).then_some(*pid),
-                    signal: (*signal != 0).then_some(*signal),
-                    exit_code: *exit_code,
-                    phase: phase.clone(),
-                    detail: detail.clone(),
+                    nodeid: test,
+                    worker,
+                    pid: (pid != 0).then_some(pid),
+                    signal: (signal != 0).then_some(signal),
+                    exit_code,
+                    phase,
+                    detail,
                     attachments: Vec::new(),
                 });
             }
-            Record::Exit { test, code, .. } => self.exits.push((test.clone(), *code, seg)),
-            Record::Attachment { test, kind, path } => self.attachments.push((test.clone(), kind.clone(), path.clone())),
+            Record::Exit { test, code, .. } => self.exits.push((test, code, seg)),
+            Record::Attachment { test, kind, path } => self.attachments.push((test, kind, path)),
+        }
+    }
+
+    fn prop(&mut self, test: Option<String>, key: String, value: Value, mono: u64, append: bool) {
+        let t = self.test(test.unwrap_or_default(), mono);
+        if let Some(p) = t.props.iter_mut().find(|p| p.key == key) {
+            p.add(mono, append, value);
+        } else {
+            let mut p = PropAcc {
+                key,
+                first_mono: mono,
+                set: None,
+                appends: Vec::new(),
+            };
+            p.add(mono, append, value);
+            t.props.push(p);
         }
     }
 
@@ -604,21 +669,10 @@ fn sorted_stats(it: impl Iterator<Item = FixtureStats>) -> Vec<FixtureStats> {
     v
 }
 
-fn merge_props(props: &[(String, u64, bool, Value)]) -> Vec<(String, Value)> {
-    let mut sorted: Vec<&(String, u64, bool, Value)> = props.iter().collect();
-    sorted.sort_by_key(|p| p.1);
-    let mut out: Vec<(String, Value)> = Vec::new();
-    for (key, _, append, value) in sorted {
-        let slot = out.iter_mut().find(|(k, _)| k == key);
-        match (slot, append) {
-            (Some((_, Value::List(items))), true) => items.push(value.clone()),
-            (Some(slot), true) => slot.1 = Value::List(vec![value.clone()]),
-            (Some(slot), false) => slot.1 = value.clone(),
-            (None, true) => out.push((key.clone(), Value::List(vec![value.clone()]))),
-            (None, false) => out.push((key.clone(), value.clone())),
-        }
-    }
-    out
+fn merge_props(props: &[PropAcc]) -> Vec<(String, Value)> {
+    let mut sorted: Vec<&PropAcc> = props.iter().collect();
+    sorted.sort_by_key(|p| p.first_mono);
+    sorted.into_iter().map(|p| (p.key.clone(), p.merged())).collect()
 }
 
 /// `SIGSEGV` for 11, and so on; `signal N` for others.
@@ -743,15 +797,37 @@ mod tests {
 
     #[test]
     fn last_set_wins_by_clock_and_appends_accumulate() {
-        let props = vec![
-            ("a".to_owned(), 5, false, Value::Int(2)),
-            ("a".to_owned(), 1, false, Value::Int(1)),
-            ("c".to_owned(), 3, true, Value::Int(30)),
-            ("c".to_owned(), 2, true, Value::Int(20)),
+        let mut agg = Aggregate::default();
+        let ops: [(&str, u64, bool, Value); 8] = [
+            ("a", 5, false, Value::Int(2)),
+            ("a", 1, false, Value::Int(1)),
+            ("c", 3, true, Value::Int(30)),
+            ("c", 2, true, Value::Int(20)),
+            // A record after appends replaces them; appends after a list extend it.
+            ("m", 10, true, Value::Int(1)),
+            ("m", 11, false, Value::List(vec![Value::Int(7)])),
+            ("m", 12, true, Value::Int(8)),
+            ("n", 20, false, Value::Str("x".into())),
         ];
-        let m = merge_props(&props);
+        for (key, mono, append, value) in ops {
+            let (test, key) = (Some("t::x".to_owned()), key.to_owned());
+            let rec = if append {
+                Record::PropertyAppend { test, key, value, mono_ns: mono }
+            } else {
+                Record::PropertySet { test, key, value, mono_ns: mono }
+            };
+            agg.apply(0, 0, &rec);
+        }
         // Keys keep the order of their first write in time.
-        assert_eq!(m, vec![("a".into(), Value::Int(2)), ("c".into(), Value::List(vec![Value::Int(20), Value::Int(30)]))]);
+        assert_eq!(
+            agg.properties("t::x"),
+            vec![
+                ("a".into(), Value::Int(2)),
+                ("c".into(), Value::List(vec![Value::Int(20), Value::Int(30)])),
+                ("m".into(), Value::List(vec![Value::Int(7), Value::Int(8)])),
+                ("n".into(), Value::Str("x".into())),
+            ]
+        );
     }
 
     #[test]

@@ -953,6 +953,12 @@ impl SegmentReader {
     /// [`READ_WINDOW`] bytes (or one frame, when a frame is larger) in memory besides the
     /// records it returns.
     pub fn read_from(&self, from: u64) -> ReadBatch {
+        self.read_range(from, usize::MAX)
+    }
+
+    /// [`read_from`](Self::read_from), stopping after `max_records` records (at a frame
+    /// boundary, `next` says where to go on), so a caller can stream a large segment.
+    pub fn read_range(&self, from: u64, max_records: usize) -> ReadBatch {
         let mut batch = ReadBatch {
             next: from.max(HEADER_SIZE),
             ..ReadBatch::default()
@@ -978,7 +984,7 @@ impl SegmentReader {
         let end = committed.min(file_len);
         let mut window = Window::default();
         let mut pos = batch.next;
-        while pos < end {
+        while pos < end && batch.records.len() < max_records {
             let rest = end - pos;
             let past_end = if truncated {
                 format!("the file ends there (it holds {file_len} bytes, the header says {committed} are committed)")
@@ -1033,7 +1039,7 @@ impl SegmentReader {
             pos += framed;
         }
         batch.next = pos;
-        if batch.damage.is_none() && truncated {
+        if batch.damage.is_none() && truncated && pos >= end {
             batch.damage = Some(self.damage(
                 pos,
                 format!("the file ends here, but the header says {committed} bytes are committed: it was truncated"),

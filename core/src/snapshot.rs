@@ -61,6 +61,9 @@ impl std::fmt::Debug for Follower {
 /// Records of one poll, by segment index.
 pub type Batch = Vec<(usize, Vec<(u64, Record)>)>;
 
+/// Records decoded per chunk when streaming into an aggregate.
+const STREAM_CHUNK: usize = 4096;
+
 /// Below this many new bytes a poll reads segments one after another.
 const PARALLEL_THRESHOLD: u64 = 8 << 20;
 
@@ -192,13 +195,99 @@ impl Follower {
         out
     }
 
-    /// Polls and folds what is new into `agg`.
+    /// Polls and folds what is new into `agg`, streaming: segments are decoded in chunks
+    /// (on worker threads when there is much to read) while this thread folds the chunks
+    /// already decoded, so decoding and folding overlap and memory stays bounded.
     pub fn poll_into(&mut self, agg: &mut Aggregate) {
-        for (seg, recs) in self.poll() {
-            for (offset, rec) in recs {
-                agg.apply(seg, offset, &rec);
+        self.discover();
+        let todo: Vec<(usize, u64)> = (0..self.segments.len())
+            .filter_map(|i| {
+                let t = &self.segments[i];
+                let new = !t.stopped && t.reader.as_ref().is_some_and(|r| r.committed() > t.next);
+                new.then_some((i, t.next))
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let pending: u64 = todo
+            .iter()
+            .map(|&(i, next)| self.segments[i].reader.as_ref().map_or(0, |r| r.committed().saturating_sub(next)))
+            .sum();
+        let threads = if pending > PARALLEL_THRESHOLD {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get).min(todo.len())
+        } else {
+            0
+        };
+        // (segment, next offset, damage, process info) gathered while folding.
+        let mut ends: Vec<(usize, u64, Option<Damage>)> = Vec::new();
+        let mut procs: Vec<(usize, Role, Option<String>, u32)> = Vec::new();
+        let mut records = 0u64;
+        let mut fold = |i: usize, batch: crate::segment::ReadBatch| {
+            for (offset, rec) in batch.records {
+                if let Record::Process { role, worker, ppid, .. } = &rec {
+                    procs.push((i, *role, worker.clone(), *ppid));
+                }
+                records += 1;
+                agg.apply_owned(i, offset, rec);
+            }
+            ends.push((i, batch.next, batch.damage));
+        };
+        let segs = &self.segments;
+        let stream = |i: usize, from: u64, sink: &mut dyn FnMut(usize, crate::segment::ReadBatch) -> bool| {
+            let Some(r) = segs[i].reader.as_ref() else { return };
+            let mut next = from;
+            loop {
+                let batch = r.read_range(next, STREAM_CHUNK);
+                let done = batch.records.len() < STREAM_CHUNK || batch.damage.is_some();
+                next = batch.next;
+                if !sink(i, batch) || done {
+                    return;
+                }
+            }
+        };
+        if threads <= 1 {
+            for &(i, from) in &todo {
+                stream(i, from, &mut |i, b| {
+                    fold(i, b);
+                    true
+                });
+            }
+        } else {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, crate::segment::ReadBatch)>(2 * threads);
+            std::thread::scope(|s| {
+                for k in 0..threads {
+                    let tx = tx.clone();
+                    let mine: Vec<(usize, u64)> = todo.iter().copied().skip(k).step_by(threads).collect();
+                    let stream = &stream;
+                    s.spawn(move || {
+                        for (i, from) in mine {
+                            stream(i, from, &mut |i, b| tx.send((i, b)).is_ok());
+                        }
+                    });
+                }
+                drop(tx);
+                for (i, batch) in rx {
+                    fold(i, batch);
+                }
+            });
+        }
+        // A segment's batches arrive in order: its last end is where the next poll starts.
+        for (i, next, damage) in ends {
+            let t = &mut self.segments[i];
+            t.next = next;
+            if let Some(d) = damage {
+                t.damage = Some(d);
+                t.stopped = true;
             }
         }
+        for (i, role, worker, ppid) in procs {
+            let t = &mut self.segments[i];
+            t.role = Some(role);
+            t.worker = worker;
+            t.ppid = Some(ppid);
+        }
+        self.records += records;
     }
 
     /// The state of every segment now (liveness, crash marks, running tests).
