@@ -217,7 +217,9 @@ pub struct Aggregate {
     /// Crash records written by observers (parents, the controller).
     crashes: Vec<CrashView>,
     /// (test, kind, path)
-    attachments: Vec<(Option<String>, String, String)>,
+    /// (test, kind, path, segment): a process's own files (test `None`) belong to every
+    /// crash of that process.
+    attachments: Vec<(Option<String>, String, String, usize)>,
     exits: Vec<(Option<String>, i32, usize)>,
     records: u64,
 }
@@ -374,7 +376,7 @@ impl Aggregate {
                 });
             }
             Record::Exit { test, code, .. } => self.exits.push((test, code, seg)),
-            Record::Attachment { test, kind, path } => self.attachments.push((test, kind, path)),
+            Record::Attachment { test, kind, path } => self.attachments.push((test, kind, path, seg)),
         }
     }
 
@@ -500,13 +502,25 @@ impl Aggregate {
             });
         }
         let mut attachments_of: HashMap<&str, Vec<String>> = HashMap::new();
-        for (t, _, p) in &self.attachments {
-            if let Some(t) = t {
-                attachments_of.entry(t.as_str()).or_default().push(p.clone());
+        let mut process_files: HashMap<u32, Vec<String>> = HashMap::new();
+        for (t, _, p, seg) in &self.attachments {
+            match t {
+                Some(t) => attachments_of.entry(t.as_str()).or_default().push(p.clone()),
+                None => {
+                    if let Some(pid) = self.segs.get(*seg).and_then(|s| s.pid) {
+                        process_files.entry(pid).or_default().push(p.clone());
+                    }
+                }
             }
         }
         for c in &mut crashes {
-            c.attachments = c.nodeid.as_deref().and_then(|n| attachments_of.get(n)).cloned().unwrap_or_default();
+            let mut files = c.nodeid.as_deref().and_then(|n| attachments_of.get(n)).cloned().unwrap_or_default();
+            for p in c.pid.and_then(|pid| process_files.get(&pid)).into_iter().flatten() {
+                if !files.contains(p) {
+                    files.push(p.clone());
+                }
+            }
+            c.attachments = files;
         }
         let mut crash_of: HashMap<&str, usize> = HashMap::new();
         for (i, c) in crashes.iter().enumerate() {
