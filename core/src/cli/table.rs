@@ -1,0 +1,497 @@
+//! Terminal output: aligned tables that fit a width, human durations, counts and times,
+//! colour only when asked for.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// The widest a table gets, whatever the terminal.
+pub const MAX_WIDTH: usize = 100;
+/// A shortened column keeps at least this many characters.
+const MIN_FLEX: usize = 16;
+const GAP: &str = "  ";
+
+/// `850µs`, `12.3ms`, `1.24s`, `2m03s`, `1h02m`: three significant digits below a
+/// minute, then minutes and seconds, then hours and minutes.
+pub fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".into();
+    }
+    if seconds == 0.0 {
+        return "0s".into();
+    }
+    let sig3 = |v: f64, unit: &str| -> Option<String> {
+        // The unit is right while the value rounds to below 1000.
+        let s = if v < 9.995 {
+            format!("{v:.2}{unit}")
+        } else if v < 99.95 {
+            format!("{v:.1}{unit}")
+        } else if v < 999.5 {
+            format!("{v:.0}{unit}")
+        } else {
+            return None;
+        };
+        Some(s)
+    };
+    if seconds < 1e-6 {
+        return format!("{:.0}ns", seconds * 1e9);
+    }
+    if seconds < 1e-3 {
+        if let Some(s) = sig3(seconds * 1e6, "µs") {
+            return s;
+        }
+    }
+    if seconds < 1.0 {
+        if let Some(s) = sig3(seconds * 1e3, "ms") {
+            return s;
+        }
+    }
+    if seconds < 59.995 {
+        if let Some(s) = sig3(seconds, "s") {
+            return s;
+        }
+    }
+    let whole = seconds.round() as u64;
+    if whole < 3600 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        let minutes = (seconds / 60.0).round() as u64;
+        format!("{}h{:02}m", minutes / 60, minutes % 60)
+    }
+}
+
+/// `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Local date and time of a Unix time in nanoseconds: `2026-11-22 02:44:20`.
+pub fn local_time(wall_ns: u64) -> String {
+    let secs = (wall_ns / 1_000_000_000) as libc::time_t;
+    // SAFETY: localtime_r writes only into the tm we own; a zeroed tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals.
+    let ok = !unsafe { libc::localtime_r(&raw const secs, &raw mut tm) }.is_null();
+    if !ok {
+        let (y, mo, d, h, mi, s) = crate::store::civil_from_unix(secs);
+        return format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC");
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Text from a record, safe to print on a terminal: control characters (an escape
+/// sequence hidden in a nodeid or a property) are shown escaped, never sent.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Columns a character takes on a terminal: 0 for combining marks, 2 for wide East Asian
+/// characters and most emoji, 1 otherwise (close enough to `wcwidth` for alignment).
+fn char_width(c: char) -> usize {
+    let u = c as u32;
+    match u {
+        0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// Columns `s` takes on a terminal.
+pub fn width(s: &str) -> usize {
+    s.chars().map(char_width).sum()
+}
+
+/// `s` cut to at most `max` columns by replacing its middle with `…` (the file and the
+/// test name, at either end of a nodeid, are what a reader needs).
+pub fn shorten_middle(s: &str, max: usize) -> Cow<'_, str> {
+    if width(s) <= max {
+        return Cow::Borrowed(s);
+    }
+    if max == 0 {
+        return Cow::Borrowed("");
+    }
+    let budget = max - 1;
+    let head_budget = budget * 2 / 5;
+    let tail_budget = budget - head_budget;
+    let mut head = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = char_width(c);
+        if used + w > head_budget {
+            break;
+        }
+        used += w;
+        head.push(c);
+    }
+    let mut tail: Vec<char> = Vec::new();
+    let mut used = 0;
+    for c in s.chars().rev() {
+        let w = char_width(c);
+        if used + w > tail_budget {
+            break;
+        }
+        used += w;
+        tail.push(c);
+    }
+    head.push('…');
+    head.extend(tail.into_iter().rev());
+    Cow::Owned(head)
+}
+
+/// A colour or weight for a piece of text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Bold,
+    Dim,
+    Red,
+    BoldRed,
+    Green,
+    Yellow,
+    Magenta,
+    Cyan,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Bold => "1",
+            Style::Dim => "2",
+            Style::Red => "31",
+            Style::BoldRed => "1;31",
+            Style::Green => "32",
+            Style::Yellow => "33",
+            Style::Magenta => "35",
+            Style::Cyan => "36",
+        }
+    }
+
+    /// The style of a test outcome.
+    pub fn of_outcome(outcome: &str) -> Option<Style> {
+        match outcome {
+            "passed" => Some(Style::Green),
+            "failed" | "error" => Some(Style::Red),
+            "crashed" => Some(Style::BoldRed),
+            "skipped" => Some(Style::Yellow),
+            "running" => Some(Style::Cyan),
+            "unfinished" => Some(Style::Magenta),
+            _ => None,
+        }
+    }
+}
+
+/// Applies styles, or does nothing when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Painter {
+    pub enabled: bool,
+}
+
+impl Painter {
+    pub fn paint(self, text: &str, style: Option<Style>) -> Cow<'_, str> {
+        match style {
+            Some(st) if self.enabled && !text.is_empty() => Cow::Owned(format!("\x1b[{}m{text}\x1b[0m", st.code())),
+            _ => Cow::Borrowed(text),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// One column: its header, alignment, and whether it may be shortened to fit.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub header: &'static str,
+    pub align: Align,
+    pub shrink: bool,
+}
+
+impl Column {
+    pub fn left(header: &'static str) -> Column {
+        Column {
+            header,
+            align: Align::Left,
+            shrink: false,
+        }
+    }
+
+    pub fn right(header: &'static str) -> Column {
+        Column {
+            header,
+            align: Align::Right,
+            shrink: false,
+        }
+    }
+
+    /// A left-aligned column that is shortened in the middle when the table is too wide.
+    pub fn shrinking(header: &'static str) -> Column {
+        Column {
+            header,
+            align: Align::Left,
+            shrink: true,
+        }
+    }
+}
+
+/// `1 run`, `3 runs`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
+/// A cell: cleaned text and an optional style.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    text: String,
+    style: Option<Style>,
+}
+
+impl Cell {
+    pub fn new(text: impl AsRef<str>) -> Cell {
+        Cell {
+            text: clean(text.as_ref()).into_owned(),
+            style: None,
+        }
+    }
+
+    pub fn styled(text: impl AsRef<str>, style: Option<Style>) -> Cell {
+        Cell { style, ..Cell::new(text) }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(s: &str) -> Cell {
+        Cell::new(s)
+    }
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Cell {
+        Cell::new(s)
+    }
+}
+
+/// Rows under a header line, each column as wide as its widest cell; shrinking columns
+/// give way (widest first) until the table fits the width.
+#[derive(Debug, Clone)]
+pub struct Table {
+    columns: Vec<Column>,
+    rows: Vec<Vec<Cell>>,
+    /// A line printed under row `i`, indented, shortened to the width.
+    notes: Vec<Option<String>>,
+}
+
+impl Table {
+    pub fn new(columns: Vec<Column>) -> Table {
+        Table {
+            columns,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+        self.notes.push(None);
+    }
+
+    /// A row with a line of detail under it (too long or too rare to be a column).
+    pub fn push_with_note(&mut self, row: Vec<Cell>, note: &str) {
+        self.push(row);
+        if let Some(last) = self.notes.last_mut() {
+            *last = Some(clean(note).into_owned());
+        }
+    }
+
+    /// Column widths for a table no wider than `max` (including the `indent`).
+    fn widths(&self, max: usize, indent: usize) -> Vec<usize> {
+        let mut w: Vec<usize> = self.columns.iter().map(|c| width(c.header)).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                w[i] = w[i].max(width(&cell.text));
+            }
+        }
+        let total = |w: &[usize]| indent + w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
+        let mut over = total(&w).saturating_sub(max);
+        while over > 0 {
+            // The widest shrinking column above the minimum gives way, down to the next one.
+            let mut order: Vec<usize> = (0..w.len()).filter(|&i| self.columns[i].shrink && w[i] > MIN_FLEX).collect();
+            if order.is_empty() {
+                break;
+            }
+            order.sort_by_key(|&i| std::cmp::Reverse(w[i]));
+            let top = order[0];
+            let next = order.get(1).map_or(MIN_FLEX, |&i| w[i]).max(MIN_FLEX);
+            let cut = (w[top] - next).max(1).min(over).min(w[top] - MIN_FLEX);
+            w[top] -= cut;
+            over -= cut;
+        }
+        w
+    }
+
+    /// Writes the header and the rows, each line at most `max` columns wide when the
+    /// shrinking columns allow it.
+    pub fn write(&self, out: &mut dyn Write, max: usize, indent: usize, paint: Painter) -> io::Result<()> {
+        let widths = self.widths(max, indent);
+        let pad = " ".repeat(indent);
+        let last = self.columns.len().saturating_sub(1);
+        let mut line = String::new();
+        let mut emit = |cells: &mut dyn Iterator<Item = (String, Option<Style>)>, out: &mut dyn Write| -> io::Result<()> {
+            line.clear();
+            line.push_str(&pad);
+            for (i, (text, style)) in cells.enumerate() {
+                let col = &self.columns[i];
+                let text = if col.shrink {
+                    shorten_middle(&text, widths[i])
+                } else {
+                    Cow::Borrowed(text.as_str())
+                };
+                let fill = widths[i].saturating_sub(width(&text));
+                if i > 0 {
+                    line.push_str(GAP);
+                }
+                if col.align == Align::Right {
+                    line.extend(std::iter::repeat_n(' ', fill));
+                }
+                line.push_str(&paint.paint(&text, style));
+                if col.align == Align::Left && i != last {
+                    line.extend(std::iter::repeat_n(' ', fill));
+                }
+            }
+            let trimmed = line.trim_end();
+            out.write_all(trimmed.as_bytes())?;
+            out.write_all(b"\n")
+        };
+        let mut header = self.columns.iter().map(|c| (c.header.to_owned(), Some(Style::Dim)));
+        emit(&mut header, out)?;
+        for (row, note) in self.rows.iter().zip(&self.notes) {
+            let mut cells = row.iter().map(|c| (c.text.clone(), c.style));
+            emit(&mut cells, out)?;
+            if let Some(note) = note {
+                let inset = indent + 4;
+                let text = shorten_middle(note, max.saturating_sub(inset));
+                writeln!(out, "{}{}", " ".repeat(inset), paint.paint(&text, Some(Style::Dim)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        let cases = [
+            (0.0, "0s"),
+            (0.000_000_5, "500ns"),
+            (0.000_85, "850µs"),
+            (0.000_012_34, "12.3µs"),
+            (0.0123, "12.3ms"),
+            (0.001_234, "1.23ms"),
+            (0.9996, "1.00s"),
+            (0.999_49, "999ms"),
+            (1.2449, "1.24s"),
+            (12.34, "12.3s"),
+            (59.996, "1m00s"),
+            (123.0, "2m03s"),
+            (3599.4, "59m59s"),
+            (3720.0, "1h02m"),
+            (f64::NAN, "-"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(duration(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn counts_and_cleaning() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(clean("a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
+        assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn shortening_keeps_both_ends() {
+        let id = "tests/integration/test_models.py::TestResnet::test_forward[batch=64-dtype=bf16]";
+        let s = shorten_middle(id, 40);
+        assert_eq!(width(&s), 40);
+        assert!(s.starts_with("tests/integ") && s.ends_with("dtype=bf16]") && s.contains('…'), "{s}");
+        assert_eq!(shorten_middle("short", 40), "short");
+        let wide = "测试".repeat(20);
+        assert!(width(&shorten_middle(&wide, 21)) <= 21);
+    }
+
+    #[test]
+    fn tables_fit_the_width_and_align() {
+        let mut t = Table::new(vec![Column::right("DURATION"), Column::left("OUTCOME"), Column::shrinking("TEST")]);
+        t.push(vec![
+            Cell::new("1.24s"),
+            Cell::styled("passed", Some(Style::Green)),
+            Cell::new("x".repeat(300)),
+        ]);
+        t.push(vec![Cell::new("850µs"), Cell::new("failed"), Cell::new("t.py::short")]);
+        let mut out = Vec::new();
+        t.write(&mut out, 100, 2, Painter { enabled: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| width(l) <= 100), "{text}");
+        assert_eq!(lines[0], "  DURATION  OUTCOME  TEST");
+        assert_eq!(lines[2], "     850µs  failed   t.py::short");
+        assert!(lines[1].contains('…'));
+        let mut colored = Vec::new();
+        t.write(&mut colored, 100, 0, Painter { enabled: true }).unwrap();
+        assert!(String::from_utf8(colored).unwrap().contains("\x1b[32mpassed\x1b[0m"));
+    }
+}
