@@ -1250,6 +1250,37 @@ impl PyRunReader {
         json_to_py(py, &json)
     }
 
+    /// The run in brief, after a poll: what `view()` gives, less the list of tests (their
+    /// number by outcome instead) and with at most `fixtures` fixtures. For summaries in
+    /// long runs, where `view()` would build a dict per test.
+    #[pyo3(signature = (fixtures = 10))]
+    fn brief<'py>(&self, py: Python<'py>, fixtures: usize) -> PyResult<Bound<'py, PyAny>> {
+        let json = py.detach(|| {
+            let mut s = lock(&self.inner);
+            let ReaderState { follower, agg } = &mut *s;
+            let mut view = follower.view(agg);
+            let mut outcomes = serde_json::Map::new();
+            for t in &view.tests {
+                let n = outcomes
+                    .entry(t.outcome.clone())
+                    .or_insert(serde_json::Value::from(0u64));
+                *n = serde_json::Value::from(n.as_u64().unwrap_or(0) + 1);
+            }
+            let count = view.tests.len();
+            view.tests.clear();
+            view.fixtures.truncate(fixtures);
+            view.timed.truncate(fixtures);
+            let mut json = view.to_json();
+            json["test_count"] = count.into();
+            json["outcomes"] = serde_json::Value::Object(outcomes);
+            if let serde_json::Value::Object(m) = &mut json {
+                m.remove("tests");
+            }
+            json
+        });
+        json_to_py(py, &json)
+    }
+
     /// The merged properties of `nodeid` as (key, value) pairs (no poll).
     fn properties<'py>(
         &self,
@@ -1395,6 +1426,28 @@ fn fold_history<'py>(
     Ok(d)
 }
 
+/// The `blackbox` command line (the Rust CLI of blackbox-core), writing to this process's
+/// stdout and stderr; returns the exit status.
+#[pyfunction]
+#[pyo3(signature = (argv, is_tty = None))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn cli_main(py: Python<'_>, argv: Vec<String>, is_tty: Option<bool>) -> i32 {
+    py.detach(|| {
+        let mut env = blackbox_core::cli::Env::from_process();
+        if let Some(tty) = is_tty {
+            env.stdout_is_tty = tty;
+        }
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            blackbox_core::cli::run(&argv, &env, &mut out, &mut err)
+        }))
+        .unwrap_or(1)
+    })
+}
+
 /// Removes all but the newest `keep` run folders (never one with a live writer).
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
@@ -1436,6 +1489,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(fold_history, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(install_crash_handler, m)?)?;
     m.add_function(wrap_pyfunction!(mark_crash, m)?)?;
     m.add_function(wrap_pyfunction!(signal_name, m)?)?;

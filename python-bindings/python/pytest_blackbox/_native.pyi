@@ -227,6 +227,11 @@ class RunReader:
         ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes``, ``workers``, ``problems``.
         JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values."""
 
+    def brief(self, fixtures: int = 10) -> dict[str, Any]:
+        """The run in brief, after a poll: ``view()`` without ``tests`` (``test_count`` and
+        ``outcomes``, the number of tests by outcome, instead) and with at most
+        ``fixtures`` fixtures and timed names. Cheap to call at the end of long runs."""
+
     def properties(self, nodeid: str) -> list[tuple[str, Any]]:
         """The properties of ``nodeid`` as (key, value) pairs with their exact values:
         ``record`` keys (last write wins) and ``append`` keys (a list in time order). Does
@@ -292,8 +297,9 @@ def mark_crash(signal: int) -> bool:
 def signal_name(signal: int) -> str:
     """``"SIGSEGV"`` for 11, and so on (``"signal N"`` for one without a name)."""
 
-def cli_main(argv: list[str], is_tty: bool) -> int:
+def cli_main(argv: list[str], is_tty: bool | None = None) -> int:
     """Run the ``blackbox`` command line (``stats``, ``tests``, ``fixtures``, ``crashes``,
     ``dump``, ``runs``, ``check``, ``report``) with ``argv`` (without the program name),
-    printing to this process's stdout; ``is_tty`` turns on terminal formatting. Returns the
-    exit code: 0 ok, 1 error, 2 usage."""
+    printing to this process's stdout; ``is_tty`` says whether that is a terminal (colour,
+    width), found out from stdout when None. Returns the exit code: 0 ok, 1 error,
+    2 usage."""

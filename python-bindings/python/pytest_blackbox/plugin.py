@@ -323,7 +323,8 @@ class BlackboxPlugin:
             return []
         prev = older[-1]
         try:
-            view = _native.RunReader(_native.run_path(str(self.session.store_dir), prev)).view()
+            path = _native.run_path(str(self.session.store_dir), prev)
+            view = _native.RunReader(path).brief(0)
         except BlackboxError as e:
             return [f"blackbox: cannot read the previous run {prev}: {e}"]
         if view["run"].get("live"):
@@ -340,7 +341,7 @@ class BlackboxPlugin:
                 f"blackbox: previous run {prev} crashed in {where} ({who}, {sig})"
                 + (f"; traceback: {tb}" if tb else "")
             )
-        if not lines and view["run"].get("exit_status") is None and view["tests"]:
+        if not lines and view["run"].get("exit_status") is None and view["test_count"]:
             lines.append(f"blackbox: previous run {prev} ended without finishing its session")
         if view["run"].get("exit_status") is None:
             self._fold(prev)  # its own session died before it could
@@ -388,19 +389,7 @@ class BlackboxPlugin:
             # A forked child (pytest-forked): its own traceback file from now on.
             self._capture_fatal_signals()
         s.current_item, s.current_nodeid = item, item.nodeid
-        rec = s.recorder
-
-        def start() -> None:
-            rec.begin()
-            try:
-                rec.start_test(item.nodeid)
-                rec.attachment(item.nodeid, "faulthandler", str(self.fh_path))
-            except BaseException:
-                rec.rollback()
-                raise
-            rec.commit()
-
-        self._safely(start)
+        self._safely(s.recorder.start_test, item.nodeid)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -575,16 +564,16 @@ class BlackboxPlugin:
         if not self.is_parent:
             return
         try:
-            view = self.session.reader().view()
+            view = self.session.reader().brief(5)
         except BlackboxError as e:
             terminalreporter.write_line(f"blackbox: cannot read the run: {e}")
             return
         tr = terminalreporter
-        tests, crashes = view["tests"], view["crashes"]
+        crashes = view["crashes"]
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
-            f"run {view['run']['id']}: {len(tests)} tests"
+            f"run {view['run']['id']}: {view['test_count']} tests"
             + (f" on {len(workers)} workers" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
