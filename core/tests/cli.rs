@@ -213,7 +213,6 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "unfinished: expects the timed section the table does not print yet"]
 fn stats_reads_like_a_summary_and_fits_100_columns() {
     let (t, _store, id) = sample();
     let o = cli(&t.store(), &["stats"]);
@@ -231,7 +230,7 @@ fn stats_reads_like_a_summary_and_fits_100_columns() {
         "slowest fixtures".into(),
         "SIGSEGV".into(),
         "2.50s".into(),
-        "850µs".into(),
+        "2.85ms".into(),
     ] {
         assert!(o.out.contains(&needle), "{needle:?} missing in\n{}", o.out);
     }
@@ -722,7 +721,8 @@ fn spawn_worker(run_dir: &Path, mode: &str) -> Worker {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         match lines.next() {
-            Some(Ok(l)) if l.trim() == "READY" => break,
+            // libtest prints `test child_writer_entry ... ` on the same line first.
+            Some(Ok(l)) if l.trim_end().ends_with("READY") => break,
             Some(Ok(_)) => {}
             other => panic!("the child ended before READY: {other:?}"),
         }
@@ -737,7 +737,6 @@ fn test_json<'a>(j: &'a Json, nodeid: &str) -> &'a Json {
 }
 
 #[test]
-#[ignore = "unfinished: hangs waiting for its child; tests/test_cli_sessions.py covers live and SIGKILLed runs with real pytest"]
 fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
     let t = TempDir::new("live");
     let store = Store::create(t.store()).unwrap();
@@ -783,7 +782,6 @@ fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
 }
 
 #[test]
-#[ignore = "unfinished: its abort child dies before it reports READY"]
 fn an_aborted_worker_is_attributed_with_its_signal() {
     let t = TempDir::new("abort");
     let store = Store::create(t.store()).unwrap();
