@@ -78,7 +78,12 @@ fn cli(store: &Path, args: &[&str]) -> Out {
 }
 
 fn bin(store: &Path, args: &[&str]) -> Out {
-    let o = Command::new(BIN).args(args).env("BLACKBOX_DIR", store).env_remove("NO_COLOR").output().unwrap();
+    let o = Command::new(BIN)
+        .args(args)
+        .env("BLACKBOX_DIR", store)
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
     Out {
         code: o.status.code().unwrap_or(-1),
         out: String::from_utf8(o.stdout).unwrap(),
@@ -257,7 +262,10 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(cli_env(&env(false, false), &["tests", "--color", "always"]).out.contains('\x1b'));
     assert!(!cli_env(&env(true, false), &["tests", "--color=never"]).out.contains('\x1b'));
     // A wide terminal still gets at most 100 columns; a narrow one gets its width.
-    let narrow = Env { columns: Some(60), ..env(false, false) };
+    let narrow = Env {
+        columns: Some(60),
+        ..env(false, false)
+    };
     assert!(cli_env(&narrow, &["tests"]).out.lines().all(|l| l.chars().count() <= 60));
 }
 
@@ -266,7 +274,12 @@ fn tests_come_crashes_first_then_failures_then_slowest() {
     let (t, _store, _) = sample();
     let o = cli(&t.store(), &["tests", "--json"]);
     assert_eq!(o.code, 0, "{o:?}");
-    let order: Vec<String> = o.json()["tests"].as_array().unwrap().iter().map(|t| t["nodeid"].as_str().unwrap().to_owned()).collect();
+    let order: Vec<String> = o.json()["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["nodeid"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
         order,
         [
@@ -281,7 +294,11 @@ fn tests_come_crashes_first_then_failures_then_slowest() {
     );
     let table = cli(&t.store(), &["tests"]);
     let rows: Vec<&str> = table.out.lines().collect();
-    assert!(rows[0].starts_with("OUTCOME") && rows[1].starts_with("crashed SIGSEGV") && rows[2].starts_with("failed"), "{}", table.out);
+    assert!(
+        rows[0].starts_with("OUTCOME") && rows[1].starts_with("crashed SIGSEGV") && rows[2].starts_with("failed"),
+        "{}",
+        table.out
+    );
     let failed = cli(&t.store(), &["tests", "--outcome", "failed,error", "--json"]).json();
     assert_eq!(failed["tests"].as_array().unwrap().len(), 2);
     let limited = cli(&t.store(), &["tests", "-n", "2"]);
@@ -294,10 +311,16 @@ fn fixtures_slowest_total_first_and_crashes_with_signal() {
     let (t, _store, _) = sample();
     let f = cli(&t.store(), &["fixtures"]);
     let lines: Vec<&str> = f.out.lines().collect();
-    assert!(lines[0].contains("TOTAL") && lines[1].ends_with("db") && lines[2].ends_with("tmp_path"), "{}", f.out);
+    assert!(
+        lines[0].contains("TOTAL") && lines[1].ends_with("db") && lines[2].ends_with("tmp_path"),
+        "{}",
+        f.out
+    );
     assert!(lines[2].contains("50.0ms") && lines[2].contains("  5  "), "{}", f.out);
     let c = cli(&t.store(), &["crashes"]);
-    assert!(c.out.contains("SIGSEGV") && c.out.contains("4242") && c.out.contains("t.py::test_segv") && c.out.contains("forked child died"));
+    assert!(
+        c.out.contains("SIGSEGV") && c.out.contains("4242") && c.out.contains("t.py::test_segv") && c.out.contains("forked child died")
+    );
     let j = cli(&t.store(), &["crashes", "--json"]).json();
     assert_eq!(j["crashes"][0]["signal"], 11);
     assert_eq!(j["crashes"][0]["pid"], 4242);
@@ -325,7 +348,7 @@ fn assert_type(v: &Json, field: &str, kinds: &[&str]) {
 
 #[test]
 fn stats_json_has_the_documented_schema() {
-    let (t, _store, id) = sample();
+    let (t, store, id) = sample();
     let j = cli(&t.store(), &["stats", "--json"]).json();
     let run = &j["run"];
     assert_eq!(run["id"], id.as_str());
@@ -364,14 +387,25 @@ fn stats_json_has_the_documented_schema() {
         }
     }
     let c = &j["crashes"][0];
-    assert_eq!((c["nodeid"].as_str(), c["pid"].as_u64(), c["signal"].as_i64()), (Some("t.py::test_segv"), Some(4242), Some(11)));
+    assert_eq!(
+        (c["nodeid"].as_str(), c["pid"].as_u64(), c["signal"].as_i64()),
+        (Some("t.py::test_segv"), Some(4242), Some(11))
+    );
     assert_type(c, "worker", &["str", "null"]);
     let w = &j["workers"][0];
-    for (k, kinds) in [("id", &["str"][..]), ("pids", &["array"]), ("tests", &["int"]), ("crashes", &["int"]), ("alive", &["bool"])] {
+    for (k, kinds) in [
+        ("id", &["str"][..]),
+        ("pids", &["array"]),
+        ("tests", &["int"]),
+        ("crashes", &["int"]),
+        ("alive", &["bool"]),
+    ] {
         assert_type(w, k, kinds);
     }
     assert_type(&j, "timed", &["array"]);
     assert_type(&j, "problems", &["array"]);
+    // Streamed, it is still exactly `RunView::to_json`, the one definition of the schema.
+    assert_eq!(j, store.snapshot(&id).unwrap().view().to_json());
     // Every command's JSON starts with the same run object.
     for cmd in ["tests", "fixtures", "crashes"] {
         assert_eq!(cli(&t.store(), &[cmd, "--json"]).json()["run"], j["run"], "{cmd}");
@@ -389,12 +423,22 @@ fn runs_lists_every_run_with_counts_and_liveness() {
     assert_eq!(o.code, 0, "{o:?}");
     let lines: Vec<&str> = o.out.lines().collect();
     assert!(lines[0].starts_with("RUN") && lines[0].contains("STARTED") && lines[0].contains("CRASHES"));
-    assert!(lines[1].starts_with(&first) && lines[1].contains("exit 1") && lines[1].contains(" 7 "), "{}", o.out);
+    assert!(
+        lines[1].starts_with(&first) && lines[1].contains("exit 1") && lines[1].contains(" 7 "),
+        "{}",
+        o.out
+    );
     assert!(lines[2].starts_with(&second) && lines[2].contains("live"), "{}", o.out);
     let j = cli(&t.store(), &["runs", "--json"]).json();
     let runs = j["runs"].as_array().unwrap();
-    assert_eq!((runs[0]["tests"].as_u64(), runs[0]["crashes"].as_u64(), runs[0]["live"].as_bool()), (Some(7), Some(1), Some(false)));
-    assert_eq!((runs[1]["id"].as_str(), runs[1]["live"].as_bool()), (Some(second.as_str()), Some(true)));
+    assert_eq!(
+        (runs[0]["tests"].as_u64(), runs[0]["crashes"].as_u64(), runs[0]["live"].as_bool()),
+        (Some(7), Some(1), Some(false))
+    );
+    assert_eq!(
+        (runs[1]["id"].as_str(), runs[1]["live"].as_bool()),
+        (Some(second.as_str()), Some(true))
+    );
     // The default run is the latest; --run takes an id or a unique start of it.
     assert!(cli(&t.store(), &["stats"]).out.contains(&second));
     assert!(cli(&t.store(), &["stats", "--run", &first]).out.contains(&first));
@@ -421,7 +465,11 @@ fn dump_jsonl_streams_every_record_with_its_segment() {
     assert_eq!(lines.iter().filter(|l| l["kind"] == "test_start").count(), 7);
     assert!(lines.iter().any(|l| l["kind"] == "property_set" && l["value"] == "resnet50"));
     let human = cli(&t.store(), &["dump"]);
-    assert!(human.out.contains("closed cleanly") && human.out.contains("test_phase"), "{}", human.out);
+    assert!(
+        human.out.contains("closed cleanly") && human.out.contains("test_phase"),
+        "{}",
+        human.out
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -437,8 +485,15 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
     assert_eq!(cli(&t.store(), &["check", "--json"]).json()["ok"], true);
 
     // Break the 10th record of the main segment: what came before still reads.
-    let dump: Vec<Json> = cli(&t.store(), &["dump", "--jsonl"]).out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let main_seg = dump.iter().find(|l| l["kind"] == "run_start").unwrap()["segment"].as_str().unwrap().to_owned();
+    let dump: Vec<Json> = cli(&t.store(), &["dump", "--jsonl"])
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let main_seg = dump.iter().find(|l| l["kind"] == "run_start").unwrap()["segment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let victim = dump.iter().filter(|l| l["segment"] == main_seg.as_str()).nth(9).unwrap();
     let offset = victim["offset"].as_u64().unwrap();
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&main_seg).unwrap();
@@ -449,7 +504,11 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
 
     let bad = cli(&t.store(), &["check"]);
     assert_eq!(bad.code, 1, "{bad:?}");
-    assert!(bad.out.contains(&format!("{main_seg}: at offset {offset}: checksum mismatch")), "{}", bad.out);
+    assert!(
+        bad.out.contains(&format!("{main_seg}: at offset {offset}: checksum mismatch")),
+        "{}",
+        bad.out
+    );
     assert!(bad.out.contains("DAMAGED") && bad.out.contains("damage found"), "{}", bad.out);
     let j = cli(&t.store(), &["check", "--json"]);
     assert_eq!(j.code, 1);
@@ -464,12 +523,21 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
         assert_eq!(o.code, 0, "{cmd}: {o:?}");
         if cmd != "runs" {
             assert_eq!(o.err.lines().count(), 1, "{cmd}: {o:?}");
-            assert!(o.err.starts_with("blackbox: warning: ") && o.err.contains(&main_seg) && o.err.contains(&format!("offset {offset}")), "{cmd}: {}", o.err);
+            assert!(
+                o.err.starts_with("blackbox: warning: ") && o.err.contains(&main_seg) && o.err.contains(&format!("offset {offset}")),
+                "{cmd}: {}",
+                o.err
+            );
         }
     }
     // The tests recorded before the damage are all there.
     let tests = cli(&t.store(), &["tests", "--json"]).json();
-    let names: Vec<&str> = tests["tests"].as_array().unwrap().iter().map(|t| t["nodeid"].as_str().unwrap()).collect();
+    let names: Vec<&str> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["nodeid"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"t.py::test_fast"), "{names:?}");
     assert!(cli(&t.store(), &["runs"]).out.contains("damaged"));
     let _ = store;
@@ -484,21 +552,36 @@ fn unreadable_and_foreign_segments_are_damage_not_errors() {
     std::fs::write(dir.join("seg-2-00.seg"), vec![0u8; 8192]).unwrap();
     let check = cli(&t.store(), &["check"]);
     assert_eq!(check.code, 1, "{check:?}");
-    assert!(check.out.contains("seg-1-00.seg: at offset 0: is not a regular file"), "{}", check.out);
+    assert!(
+        check.out.contains("seg-1-00.seg: at offset 0: is not a regular file"),
+        "{}",
+        check.out
+    );
     assert!(check.out.contains("seg-2-00.seg: at offset 0: wrong magic"), "{}", check.out);
     let stats = cli(&t.store(), &["stats"]);
     assert_eq!(stats.code, 0, "{stats:?}");
-    assert!(stats.err.contains("2 damaged segments") && stats.err.lines().count() == 1, "{}", stats.err);
+    assert!(
+        stats.err.contains("2 damaged segments") && stats.err.lines().count() == 1,
+        "{}",
+        stats.err
+    );
     assert!(stats.out.contains("tests 7:"));
 
     // A segment this user may not read (root reads everything: then only the above counts).
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        let seg = segments(&dir).into_iter().find(|p| std::fs::metadata(p).unwrap().is_file() && std::fs::metadata(p).unwrap().len() > 8192).unwrap();
+        let seg = segments(&dir)
+            .into_iter()
+            .find(|p| std::fs::metadata(p).unwrap().is_file() && std::fs::metadata(p).unwrap().len() > 8192)
+            .unwrap();
         std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o000)).unwrap();
         let check = cli(&t.store(), &["check"]);
         assert_eq!(check.code, 1);
-        assert!(check.out.contains(&format!("{}: at offset 0:", seg.display())) && check.out.contains("ermission denied"), "{}", check.out);
+        assert!(
+            check.out.contains(&format!("{}: at offset 0:", seg.display())) && check.out.contains("ermission denied"),
+            "{}",
+            check.out
+        );
         assert_eq!(cli(&t.store(), &["stats"]).code, 0);
         std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
@@ -512,7 +595,11 @@ fn a_store_of_a_future_format_version_is_refused_in_one_line() {
     f.write_all_at(&99u32.to_le_bytes(), 8).unwrap();
     drop(f);
     for cmd in ["stats", "tests", "dump", "report"] {
-        let args: Vec<&str> = if cmd == "report" { vec![cmd, "--html", "/dev/null"] } else { vec![cmd] };
+        let args: Vec<&str> = if cmd == "report" {
+            vec![cmd, "--html", "/dev/null"]
+        } else {
+            vec![cmd]
+        };
         let o = cli(&t.store(), &args);
         o.assert_one_line_error(1, "format version 99");
         assert!(o.err.contains(&seg.display().to_string()) && o.err.contains("upgrade"), "{}", o.err);
@@ -733,7 +820,12 @@ fn spawn_worker(run_dir: &Path, mode: &str) -> Worker {
 }
 
 fn test_json<'a>(j: &'a Json, nodeid: &str) -> &'a Json {
-    j["tests"].as_array().unwrap().iter().find(|t| t["nodeid"] == nodeid).unwrap_or_else(|| panic!("{nodeid} not in {j}"))
+    j["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["nodeid"] == nodeid)
+        .unwrap_or_else(|| panic!("{nodeid} not in {j}"))
 }
 
 #[test]
@@ -750,29 +842,52 @@ fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
     let live = cli(&t.store(), &["stats", "--json"]).json();
     assert_eq!(live["run"]["live"], true);
     let hanging = test_json(&live, HANGING);
-    assert_eq!((hanging["outcome"].as_str(), hanging["worker"].as_str(), hanging["pid"].as_u64()), (Some("running"), Some("gw1"), Some(u64::from(pid))));
+    assert_eq!(
+        (hanging["outcome"].as_str(), hanging["worker"].as_str(), hanging["pid"].as_u64()),
+        (Some("running"), Some("gw1"), Some(u64::from(pid)))
+    );
     assert_eq!(hanging["properties"]["input"], 7);
     assert_eq!(test_json(&live, "t.py::test_before")["outcome"], "passed");
     assert!(live["crashes"].as_array().unwrap().is_empty());
     let table = cli(&t.store(), &["stats"]);
     assert!(table.out.contains("· live ·") && table.out.contains("running for"), "{}", table.out);
-    assert!(table.out.lines().any(|l| l.contains("running") && l.contains("gw1") && l.contains(&pid.to_string()) && l.contains(HANGING)), "{}", table.out);
+    assert!(
+        table
+            .out
+            .lines()
+            .any(|l| l.contains("running") && l.contains("gw1") && l.contains(&pid.to_string()) && l.contains(HANGING)),
+        "{}",
+        table.out
+    );
 
     worker.0.kill().unwrap();
     worker.0.wait().unwrap();
     let dead = cli(&t.store(), &["stats", "--json"]).json();
     let hanging = test_json(&dead, HANGING);
-    assert_eq!((hanging["outcome"].as_str(), hanging["crashed"].as_bool()), (Some("crashed"), Some(true)));
-    assert_eq!((hanging["worker"].as_str(), hanging["pid"].as_u64()), (Some("gw1"), Some(u64::from(pid))));
+    assert_eq!(
+        (hanging["outcome"].as_str(), hanging["crashed"].as_bool()),
+        (Some("crashed"), Some(true))
+    );
+    assert_eq!(
+        (hanging["worker"].as_str(), hanging["pid"].as_u64()),
+        (Some("gw1"), Some(u64::from(pid)))
+    );
     assert_eq!(hanging["properties"]["input"], 7, "what the worker recorded survives its death");
     let crash = &dead["crashes"][0];
-    assert_eq!((crash["nodeid"].as_str(), crash["worker"].as_str(), crash["pid"].as_u64()), (Some(HANGING), Some("gw1"), Some(u64::from(pid))));
+    assert_eq!(
+        (crash["nodeid"].as_str(), crash["worker"].as_str(), crash["pid"].as_u64()),
+        (Some(HANGING), Some("gw1"), Some(u64::from(pid)))
+    );
     assert_eq!(crash["phase"], "call", "setup was reported, so the call died");
     assert!(crash["detail"].as_str().unwrap().contains("SIGKILL"), "{crash}");
     let gw1 = dead["workers"].as_array().unwrap().iter().find(|w| w["id"] == "gw1").unwrap();
     assert_eq!((gw1["alive"].as_bool(), gw1["crashes"].as_u64()), (Some(false), Some(1)));
     let crashes = cli(&t.store(), &["crashes"]);
-    assert!(crashes.out.contains(HANGING) && crashes.out.contains("gw1") && crashes.out.contains(&pid.to_string()), "{}", crashes.out);
+    assert!(
+        crashes.out.contains(HANGING) && crashes.out.contains("gw1") && crashes.out.contains(&pid.to_string()),
+        "{}",
+        crashes.out
+    );
     // The controller still runs: the run is live until it ends.
     assert_eq!(dead["run"]["live"], true);
     controller.close().unwrap();
@@ -793,7 +908,14 @@ fn an_aborted_worker_is_attributed_with_its_signal() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGABRT));
     let j = cli(&t.store(), &["stats", "--json"]).json();
     let t_json = test_json(&j, HANGING);
-    assert_eq!((t_json["outcome"].as_str(), t_json["signal"].as_i64(), t_json["signal_name"].as_str()), (Some("crashed"), Some(6), Some("SIGABRT")));
+    assert_eq!(
+        (
+            t_json["outcome"].as_str(),
+            t_json["signal"].as_i64(),
+            t_json["signal_name"].as_str()
+        ),
+        (Some("crashed"), Some(6), Some("SIGABRT"))
+    );
     assert_eq!(j["crashes"][0]["pid"].as_u64(), Some(u64::from(pid)));
     let o = cli(&t.store(), &["crashes"]);
     assert!(o.out.contains("SIGABRT") && o.out.contains("gw1"), "{}", o.out);

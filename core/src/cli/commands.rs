@@ -59,16 +59,64 @@ impl<'a> Ctx<'a> {
         self.paint.paint(text, Some(style))
     }
 
+    /// A JSON object, one key a line and one list item a line (see [`write_doc`]).
     fn json(&mut self, value: &Json) -> Result<(), Failure> {
-        serde_json::to_writer_pretty(&mut *self.out, value).map_err(|e| Failure::Output(e.into()))?;
-        self.out.write_all(b"\n")?;
-        Ok(())
+        let parts: Vec<(&str, Part<'_>)> = match value {
+            Json::Object(map) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    Json::Array(items) => (k.as_str(), Part::Many(Box::new(items.iter().cloned()))),
+                    other => (k.as_str(), Part::One(other.clone())),
+                })
+                .collect(),
+            other => return write_value(self.out, other).map_err(Failure::Output),
+        };
+        write_doc(self.out, parts)
     }
 
     fn warn(&mut self, line: &str) -> Result<(), Failure> {
         writeln!(self.err, "blackbox: warning: {}", clean(line))?;
         Ok(())
     }
+}
+
+/// One value of a JSON document, or a list written item by item.
+enum Part<'a> {
+    One(Json),
+    Many(Box<dyn Iterator<Item = Json> + 'a>),
+}
+
+fn write_value(out: &mut dyn Write, value: &Json) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// Writes an object whose lists are produced one item at a time: a run of 100k tests never
+/// exists as one JSON tree. Layout: one key a line, one list item a line (grep-friendly,
+/// and any JSON parser reads it).
+fn write_doc(out: &mut dyn Write, parts: Vec<(&str, Part<'_>)>) -> Result<(), Failure> {
+    let json_err = |e: serde_json::Error| Failure::Output(e.into());
+    out.write_all(b"{")?;
+    for (i, (key, part)) in parts.into_iter().enumerate() {
+        out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+        serde_json::to_writer(&mut *out, key).map_err(json_err)?;
+        out.write_all(b": ")?;
+        match part {
+            Part::One(v) => serde_json::to_writer(&mut *out, &v).map_err(json_err)?,
+            Part::Many(items) => {
+                out.write_all(b"[")?;
+                let mut empty = true;
+                for item in items {
+                    out.write_all(if empty { b"\n    " } else { b",\n    " })?;
+                    serde_json::to_writer(&mut *out, &item).map_err(json_err)?;
+                    empty = false;
+                }
+                out.write_all(if empty { b"]" } else { b"\n  ]" })?;
+            }
+        }
+    }
+    out.write_all(b"\n}\n")?;
+    Ok(())
 }
 
 pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
@@ -155,7 +203,16 @@ fn load_id(store: &Store, id: &str) -> Result<Loaded, Failure> {
     let statuses = follower.statuses();
     refuse_unsupported(&statuses)?;
     let view = agg.view(id, &statuses);
+    drop_later(agg);
+    drop_later(follower);
     Ok(Loaded { view, statuses })
+}
+
+/// Frees a large value on another thread: freeing a million-record aggregate costs a tenth
+/// of a `stats`, and nobody waits for it (the process may exit first, which is fine).
+fn drop_later<T: Send + 'static>(value: T) {
+    // When no thread can start, `spawn` drops the closure, and the value with it, right here.
+    let _ = std::thread::Builder::new().name("blackbox-drop".into()).spawn(move || drop(value));
 }
 
 /// Reads the run the command line names, warning (one line) about damage.
@@ -341,19 +398,25 @@ fn run_state(view: &RunView) -> (String, Option<Style>) {
 
 /// The part of `RunView::to_json` every command's JSON starts with.
 fn run_json(view: &RunView) -> Json {
-    let mut all = RunView {
-        tests: Vec::new(),
-        fixtures: Vec::new(),
-        timed: Vec::new(),
-        crashes: Vec::new(),
-        workers: Vec::new(),
-        problems: Vec::new(),
-        run: view.run.clone(),
-        segments: view.segments,
-        records: view.records,
+    view.to_json_without_lists()["run"].take()
+}
+
+/// `RunView::to_json` of a view with the same run but no tests, fixtures, crashes or
+/// workers: the run object without serializing every test.
+trait WithoutLists {
+    fn to_json_without_lists(&self) -> Json;
+}
+
+impl WithoutLists for RunView {
+    fn to_json_without_lists(&self) -> Json {
+        RunView {
+            run: self.run.clone(),
+            segments: self.segments,
+            records: self.records,
+            ..RunView::default()
+        }
+        .to_json()
     }
-    .to_json();
-    all["run"].take()
 }
 
 fn section(cx: &mut Ctx<'_>, title: &str, shown: usize, total: usize) -> Result<(), Failure> {
@@ -373,7 +436,25 @@ fn section(cx: &mut Ctx<'_>, title: &str, shown: usize, total: usize) -> Result<
 fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let Loaded { view, .. } = load(cx)?;
     if cx.inv.json {
-        cx.json(&view.to_json())?;
+        // The shape of `RunView::to_json`, its lists streamed (a test checks they agree).
+        let all = view.to_json_without_lists();
+        let parts: Vec<(&str, Part<'_>)> = vec![
+            ("crashes", Part::Many(Box::new(view.crashes.iter().map(CrashView::to_json)))),
+            ("fixtures", Part::Many(Box::new(view.fixtures.iter().map(FixtureStats::to_json)))),
+            (
+                "problems",
+                Part::Many(Box::new(view.problems.iter().map(|p| Json::String(p.clone())))),
+            ),
+            ("run", Part::One(all["run"].clone())),
+            ("tests", Part::Many(Box::new(view.tests.iter().map(TestView::to_json)))),
+            ("timed", Part::Many(Box::new(view.timed.iter().map(FixtureStats::to_json)))),
+            (
+                "workers",
+                Part::Many(Box::new(view.workers.iter().map(crate::aggregate::WorkerView::to_json))),
+            ),
+        ];
+        write_doc(cx.out, parts)?;
+        drop_later(view);
         return Ok(0);
     }
     let limit = match cx.inv.limit {
@@ -443,17 +524,22 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         writeln!(cx.out, "tests {}: {}", count(total as u64), parts.join(" · "))?;
     }
 
-    let sorted = sorted_tests(&view.tests, &[]);
-    let bad: Vec<&TestView> = sorted.iter().copied().filter(|t| rank(&t.outcome) < 4).collect();
+    // Only what is shown gets sorted: a run of 100k tests has few that did not pass.
+    let bad_outcomes: Vec<String> = ["crashed", "unfinished", "running", "failed", "error"].map(String::from).into();
+    let bad = sorted_tests(&view.tests, &bad_outcomes);
     if !bad.is_empty() {
         section(cx, "crashed, unfinished and failed", bad.len().min(limit), bad.len())?;
         let shown: Vec<&TestView> = bad.into_iter().take(limit).collect();
         test_table(&shown).write(cx.out, width, 2, paint)?;
     }
     if total > 0 {
+        let slowest_first = |a: &&TestView, b: &&TestView| b.duration_s.total_cmp(&a.duration_s).then_with(|| a.nodeid.cmp(&b.nodeid));
         let mut slow: Vec<&TestView> = view.tests.iter().collect();
-        slow.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s).then_with(|| a.nodeid.cmp(&b.nodeid)));
-        slow.truncate(limit);
+        if limit < slow.len() {
+            slow.select_nth_unstable_by(limit, slowest_first);
+            slow.truncate(limit);
+        }
+        slow.sort_by(slowest_first);
         section(cx, "slowest tests", slow.len(), total)?;
         test_table(&slow).write(cx.out, width, 2, paint)?;
     }
@@ -517,10 +603,11 @@ fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let n = matching.len();
     let shown = take(matching, cx.inv.limit);
     if cx.inv.json {
-        cx.json(&json!({
-            "run": run_json(&view),
-            "tests": shown.iter().map(|t| t.to_json()).collect::<Vec<_>>(),
-        }))?;
+        let parts = vec![
+            ("run", Part::One(run_json(&view))),
+            ("tests", Part::Many(Box::new(shown.iter().map(|t| t.to_json())))),
+        ];
+        write_doc(cx.out, parts)?;
         return Ok(0);
     }
     if shown.is_empty() {
@@ -729,9 +816,9 @@ fn check_run(store: &Store, id: &str) -> Checked {
         return c;
     }
     let mut follower = Follower::new(id, &dir);
-    for (_, recs) in follower.poll() {
-        c.records += recs.len() as u64;
-    }
+    // Streaming into a throwaway aggregate verifies every frame without holding the run.
+    follower.poll_into(&mut Aggregate::default());
+    c.records = follower.records_read();
     let statuses = follower.statuses();
     c.segments = statuses.len();
     c.problems = statuses.into_iter().filter_map(|s| s.damage).collect();
@@ -814,8 +901,31 @@ fn check(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 // dump
 // ---------------------------------------------------------------------------------------
 
-/// Streams every record, one segment at a time: memory holds one segment's records, never
-/// the whole run.
+/// Records `dump` reads at a time from one segment.
+const DUMP_CHUNK: usize = 4096;
+
+fn write_dump_line(cx: &mut Ctx<'_>, jsonl: bool, segment: &str, pid: u32, offset: u64, rec: &crate::Record) -> Result<(), Failure> {
+    let mut obj = rec.to_json();
+    if jsonl {
+        if let Json::Object(map) = &mut obj {
+            map.insert("segment".into(), Json::String(segment.to_owned()));
+            map.insert("segment_pid".into(), json!(pid));
+            map.insert("offset".into(), json!(offset));
+        }
+        serde_json::to_writer(&mut *cx.out, &obj).map_err(|e| Failure::Output(e.into()))?;
+        cx.out.write_all(b"\n")?;
+    } else {
+        if let Json::Object(map) = &mut obj {
+            map.remove("kind");
+        }
+        let fields = serde_json::to_string(&obj).unwrap_or_default();
+        writeln!(cx.out, "  {offset:>10}  {:<16} {}", rec.kind(), clean(&fields))?;
+    }
+    Ok(())
+}
+
+/// Streams every record, segment by segment, in chunks: memory never holds a whole segment,
+/// let alone the whole run.
 fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let store = cx.store()?;
     let id = resolve_run(&store, cx.inv.run.as_deref())?;
@@ -860,8 +970,7 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             }
         };
         let info = reader.info();
-        let batch = reader.read_from(HEADER_SIZE);
-        let path_text = path.to_string_lossy();
+        let path_text = path.to_string_lossy().into_owned();
         if !jsonl {
             let state = if reader.writer_alive() {
                 "writer alive"
@@ -876,29 +985,24 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             }
             writeln!(cx.out, "{}", cx.p(&clean(&head), Style::Bold))?;
         }
-        for (offset, rec) in &batch.records {
-            let mut obj = rec.to_json();
-            if jsonl {
-                if let Json::Object(map) = &mut obj {
-                    map.insert("segment".into(), Json::String(path_text.clone().into_owned()));
-                    map.insert("segment_pid".into(), json!(info.pid));
-                    map.insert("offset".into(), json!(offset));
-                }
-                serde_json::to_writer(&mut *cx.out, &obj).map_err(|e| Failure::Output(e.into()))?;
-                cx.out.write_all(b"\n")?;
-            } else {
-                if let Json::Object(map) = &mut obj {
-                    map.remove("kind");
-                }
-                let fields = serde_json::to_string(&obj).unwrap_or_default();
-                writeln!(cx.out, "  {offset:>10}  {:<16} {}", rec.kind(), clean(&fields))?;
+        // Chunks of records: memory holds one chunk, whatever the size of the segment.
+        let mut next = HEADER_SIZE;
+        loop {
+            let batch = reader.read_range(next, DUMP_CHUNK);
+            for (offset, rec) in &batch.records {
+                write_dump_line(cx, jsonl, &path_text, info.pid, *offset, rec)?;
             }
-        }
-        if let Some(d) = batch.damage {
-            if !jsonl {
-                writeln!(cx.out, "  {}", cx.p(&clean(&format!("stopped: {d}")), Style::Red))?;
+            if let Some(d) = batch.damage {
+                if !jsonl {
+                    writeln!(cx.out, "  {}", cx.p(&clean(&format!("stopped: {d}")), Style::Red))?;
+                }
+                damage.push(d);
+                break;
             }
-            damage.push(d);
+            if batch.records.is_empty() || batch.next <= next {
+                break;
+            }
+            next = batch.next;
         }
     }
     warn_damage(cx, &id, damage.iter())?;
