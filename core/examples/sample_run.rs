@@ -1,13 +1,15 @@
 //! Writes one sample run into a store, the way an xdist session would: a controller, a few
 //! workers with passing, failing and skipped tests, fixtures and properties, and one worker
-//! process that is SIGKILLed in the middle of a test. Used by tests/test_report_html.py.
+//! process that is `SIGKILLed` in the middle of a test. Used by `tests/test_report_html.py`.
 //!
-//! usage: sample_run STORE_DIR [--tests N] [--workers N]
+//! usage: `sample_run` `STORE_DIR` [--tests N] [--workers N]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use blackbox_core::{now_mono_ns, now_wall_ns, Durability, Phase, Record, Recorder, Role, Store, Value};
+use blackbox_core::{
+    now_mono_ns, now_wall_ns, Durability, Phase, Record, Recorder, Role, Store, Value,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -37,7 +39,12 @@ fn main() -> Result<()> {
 
     let mut controller = Recorder::new(&run_dir, Role::Controller, None, Durability::Process);
     controller.record(&Record::RunStart {
-        argv: vec!["pytest".into(), "-n".into(), workers.to_string(), "tests".into()],
+        argv: vec![
+            "pytest".into(),
+            "-n".into(),
+            workers.to_string(),
+            "tests".into(),
+        ],
         rootdir: "/home/ci/project".into(),
         host: "build-7".into(),
         pid: std::process::id(),
@@ -45,7 +52,14 @@ fn main() -> Result<()> {
     })?;
 
     let mut recs: Vec<Recorder> = (0..workers)
-        .map(|w| Recorder::new(&run_dir, Role::Worker, Some(format!("gw{w}")), Durability::Process))
+        .map(|w| {
+            Recorder::new(
+                &run_dir,
+                Role::Worker,
+                Some(format!("gw{w}")),
+                Durability::Process,
+            )
+        })
         .collect();
     let mut clock = vec![base; workers];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -59,7 +73,11 @@ fn main() -> Result<()> {
         let w = i % workers;
         let nodeid = match i {
             3 => "tests/test_escape.py::test_html[<script>alert(1)</script>]".to_owned(),
-            _ => format!("tests/test_module_{}.py::test_case_{i}[param-{}]", i % 7, next() % 100),
+            _ => format!(
+                "tests/test_module_{}.py::test_case_{i}[param-{}]",
+                i % 7,
+                next() % 100
+            ),
         };
         let outcome = match next() % 20 {
             // The test with markup in its name fails, so the report lists it in a table too.
@@ -68,8 +86,20 @@ fn main() -> Result<()> {
             2 => "skipped",
             _ => "passed",
         };
-        let call_ms = if i % 17 == 0 { 2_000 + next() % 3_000 } else { 5 + next() % 400 };
-        write_test(&mut recs[w], &nodeid, &mut clock[w], outcome, call_ms, i, next())?;
+        let call_ms = if i % 17 == 0 {
+            2_000 + next() % 3_000
+        } else {
+            5 + next() % 400
+        };
+        write_test(
+            &mut recs[w],
+            &nodeid,
+            &mut clock[w],
+            outcome,
+            call_ms,
+            i,
+            next(),
+        )?;
     }
     for r in &mut recs {
         r.close()?;
@@ -111,7 +141,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn write_test(rec: &mut Recorder, nodeid: &str, clock: &mut u64, outcome: &str, call_ms: u64, i: usize, r: u64) -> Result<()> {
+fn write_test(
+    rec: &mut Recorder,
+    nodeid: &str,
+    clock: &mut u64,
+    outcome: &str,
+    call_ms: u64,
+    i: usize,
+    r: u64,
+) -> Result<()> {
     let ms = 1_000_000;
     rec.record(&Record::TestStart {
         nodeid: nodeid.into(),
@@ -129,8 +167,18 @@ fn write_test(rec: &mut Recorder, nodeid: &str, clock: &mut u64, outcome: &str, 
     if i < 3 {
         rec.record(&fixture("database", "session", 800, *clock + 800 * ms))?;
     }
-    rec.record(&fixture("tmp_path", "function", 1 + r % 5, *clock + setup_ms * ms))?;
-    rec.record(&fixture("model_weights", "module", r % 20, *clock + setup_ms * ms))?;
+    rec.record(&fixture(
+        "tmp_path",
+        "function",
+        1 + r % 5,
+        *clock + setup_ms * ms,
+    ))?;
+    rec.record(&fixture(
+        "model_weights",
+        "module",
+        r % 20,
+        *clock + setup_ms * ms,
+    ))?;
     let phase = |phase: Phase, outcome: &str, d_ms: u64, mono: u64| Record::TestPhase {
         nodeid: nodeid.into(),
         phase,
@@ -142,7 +190,11 @@ fn write_test(rec: &mut Recorder, nodeid: &str, clock: &mut u64, outcome: &str, 
     *clock += setup_ms * ms;
     rec.record(&phase(
         Phase::Setup,
-        if outcome == "skipped" { "skipped" } else { "passed" },
+        if outcome == "skipped" {
+            "skipped"
+        } else {
+            "passed"
+        },
         setup_ms,
         *clock,
     ))?;
@@ -176,7 +228,12 @@ fn write_test(rec: &mut Recorder, nodeid: &str, clock: &mut u64, outcome: &str, 
 
 /// The worker that dies: one passing test, then a test it never finishes.
 fn child(run_dir: &str, worker: &str, start: u64) -> Result<()> {
-    let mut rec = Recorder::new(run_dir, Role::Worker, Some(worker.into()), Durability::Process);
+    let mut rec = Recorder::new(
+        run_dir,
+        Role::Worker,
+        Some(worker.into()),
+        Durability::Process,
+    );
     let mut clock = start;
     write_test(
         &mut rec,
@@ -194,7 +251,12 @@ fn child(run_dir: &str, worker: &str, start: u64) -> Result<()> {
     rec.record(&Record::PropertySet {
         test: Some(CRASHING.into()),
         key: "input_shape".into(),
-        value: Value::List(vec![Value::Int(1), Value::Int(3), Value::Int(224), Value::Int(224)]),
+        value: Value::List(vec![
+            Value::Int(1),
+            Value::Int(3),
+            Value::Int(224),
+            Value::Int(224),
+        ]),
         mono_ns: clock + 1_500_000_000,
     })?;
     println!("ready");

@@ -178,7 +178,12 @@ impl PropAcc {
             }
         };
         let mut items = base;
-        items.extend(appends.into_iter().filter(|(m, _)| self.set.is_none() || *m >= after).map(|(_, v)| v.clone()));
+        items.extend(
+            appends
+                .into_iter()
+                .filter(|(m, _)| self.set.is_none() || *m >= after)
+                .map(|(_, v)| v.clone()),
+        );
         Value::List(items)
     }
 }
@@ -259,7 +264,9 @@ impl Aggregate {
     pub fn apply_owned(&mut self, seg: usize, offset: u64, rec: Record) {
         self.records += 1;
         match rec {
-            Record::Process { pid, role, worker, .. } => {
+            Record::Process {
+                pid, role, worker, ..
+            } => {
                 let s = self.seg(seg);
                 s.role = Some(role);
                 s.worker = worker;
@@ -278,7 +285,10 @@ impl Aggregate {
                 self.run.host = Some(host);
                 self.run.pid = Some(pid);
             }
-            Record::RunEnd { exit_status, wall_ns } => {
+            Record::RunEnd {
+                exit_status,
+                wall_ns,
+            } => {
                 self.run.exit_status = Some(exit_status);
                 self.run.ended_wall_ns = Some(wall_ns);
             }
@@ -298,7 +308,8 @@ impl Aggregate {
                 mono_ns,
                 ..
             } => {
-                let open_here = self.segs.get(seg).and_then(|s| s.open_test.as_deref()) == Some(nodeid.as_str());
+                let open_here = self.segs.get(seg).and_then(|s| s.open_test.as_deref())
+                    == Some(nodeid.as_str());
                 let t = self.test(nodeid, mono_ns);
                 let newer = t.phases.get(&phase).is_none_or(|p| p.mono <= mono_ns);
                 if newer {
@@ -327,8 +338,18 @@ impl Aggregate {
                 t.ended_in.push(seg);
                 t.end_mono = Some(t.end_mono.map_or(mono_ns, |m| m.max(mono_ns)));
             }
-            Record::PropertySet { test, key, value, mono_ns } => self.prop(test, key, value, mono_ns, false),
-            Record::PropertyAppend { test, key, value, mono_ns } => self.prop(test, key, value, mono_ns, true),
+            Record::PropertySet {
+                test,
+                key,
+                value,
+                mono_ns,
+            } => self.prop(test, key, value, mono_ns, false),
+            Record::PropertyAppend {
+                test,
+                key,
+                value,
+                mono_ns,
+            } => self.prop(test, key, value, mono_ns, true),
             Record::Fixture {
                 name,
                 scope,
@@ -347,7 +368,9 @@ impl Aggregate {
                 };
                 add_time(acc, setup, duration_s);
             }
-            Record::Timed { name, duration_s, .. } => {
+            Record::Timed {
+                name, duration_s, ..
+            } => {
                 let acc = match self.timed.get_mut(&name) {
                     Some(a) => a,
                     None => self.timed.entry(name).or_default(),
@@ -376,7 +399,9 @@ impl Aggregate {
                 });
             }
             Record::Exit { test, code, .. } => self.exits.push((test, code, seg)),
-            Record::Attachment { test, kind, path } => self.attachments.push((test, kind, path, seg)),
+            Record::Attachment { test, kind, path } => {
+                self.attachments.push((test, kind, path, seg));
+            }
         }
     }
 
@@ -403,20 +428,32 @@ impl Aggregate {
 
     /// Total fixture setups recorded so far (every fixture, every scope).
     pub fn fixture_setups(&self) -> u64 {
-        self.fixtures.values().flat_map(HashMap::values).map(|a| a.setups).sum()
+        self.fixtures
+            .values()
+            .flat_map(HashMap::values)
+            .map(|a| a.setups)
+            .sum()
     }
 
     /// Merged properties of `nodeid`: the last `record` of a key wins; `append`ed values
     /// form a list in time order.
     pub fn properties(&self, nodeid: &str) -> Vec<(String, Value)> {
-        self.tests.get(nodeid).map(|t| merge_props(&t.props)).unwrap_or_default()
+        self.tests
+            .get(nodeid)
+            .map(|t| merge_props(&t.props))
+            .unwrap_or_default()
     }
 
     /// Where each recorded phase report of `nodeid` is, in phase order.
     pub fn phase_locations(&self, nodeid: &str) -> Vec<(Phase, usize, u64)> {
         self.tests
             .get(nodeid)
-            .map(|t| t.phases.iter().map(|(p, a)| (*p, a.seg, a.offset)).collect())
+            .map(|t| {
+                t.phases
+                    .iter()
+                    .map(|(p, a)| (*p, a.seg, a.offset))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -429,7 +466,12 @@ impl Aggregate {
                 .and_then(|s| s.worker.clone())
                 .or_else(|| status(seg).and_then(|s| s.worker.clone()))
         };
-        let seg_pid = |seg: usize| self.segs.get(seg).and_then(|s| s.pid).or_else(|| status(seg).map(|s| s.pid));
+        let seg_pid = |seg: usize| {
+            self.segs
+                .get(seg)
+                .and_then(|s| s.pid)
+                .or_else(|| status(seg).map(|s| s.pid))
+        };
 
         // Crashes: observers' records first, then dead segments that were in a test.
         let mut crashes: Vec<CrashView> = Vec::new();
@@ -439,7 +481,11 @@ impl Aggregate {
             let candidates = by_nodeid.entry(c.nodeid.clone()).or_default();
             let found = candidates.iter().copied().find(|&i| {
                 let x = &crashes[i];
-                (x.nodeid.is_some() || x.pid == c.pid) && (x.pid.is_none() || c.pid.is_none() || x.pid == c.pid || x.worker == c.worker)
+                (x.nodeid.is_some() || x.pid == c.pid)
+                    && (x.pid.is_none()
+                        || c.pid.is_none()
+                        || x.pid == c.pid
+                        || x.worker == c.worker)
             });
             if found.is_none() {
                 candidates.push(crashes.len());
@@ -472,7 +518,10 @@ impl Aggregate {
             }
             let exit = exit_of_seg.get(&seg).copied();
             let mark = st.crash.as_ref();
-            let test = s.open_test.clone().or_else(|| mark.and_then(|m| m.test.clone()));
+            let test = s
+                .open_test
+                .clone()
+                .or_else(|| mark.and_then(|m| m.test.clone()));
             if test.is_none() && mark.is_none() && exit.is_none() {
                 // Died between tests without a word: still a crash of that process, unless
                 // it is a forked child that ran no test (nothing to attribute).
@@ -505,7 +554,10 @@ impl Aggregate {
         let mut process_files: HashMap<u32, Vec<String>> = HashMap::new();
         for (t, _, p, seg) in &self.attachments {
             match t {
-                Some(t) => attachments_of.entry(t.as_str()).or_default().push(p.clone()),
+                Some(t) => attachments_of
+                    .entry(t.as_str())
+                    .or_default()
+                    .push(p.clone()),
                 None => {
                     if let Some(pid) = self.segs.get(*seg).and_then(|s| s.pid) {
                         process_files.entry(pid).or_default().push(p.clone());
@@ -514,8 +566,18 @@ impl Aggregate {
             }
         }
         for c in &mut crashes {
-            let mut files = c.nodeid.as_deref().and_then(|n| attachments_of.get(n)).cloned().unwrap_or_default();
-            for p in c.pid.and_then(|pid| process_files.get(&pid)).into_iter().flatten() {
+            let mut files = c
+                .nodeid
+                .as_deref()
+                .and_then(|n| attachments_of.get(n))
+                .cloned()
+                .unwrap_or_default();
+            for p in c
+                .pid
+                .and_then(|pid| process_files.get(&pid))
+                .into_iter()
+                .flatten()
+            {
                 if !files.contains(p) {
                     files.push(p.clone());
                 }
@@ -540,14 +602,17 @@ impl Aggregate {
             let running = t.started_in.iter().any(|(seg, _)| {
                 !t.ended_in.contains(seg)
                     && status(*seg).is_some_and(|s| s.alive)
-                    && self.segs.get(*seg).and_then(|s| s.open_test.as_deref()) == Some(nodeid.as_str())
+                    && self.segs.get(*seg).and_then(|s| s.open_test.as_deref())
+                        == Some(nodeid.as_str())
             });
             let phase_outcome = |p: Phase| t.phases.get(&p).map(|a| a.outcome.as_str());
             let outcome = if crash.is_some() {
                 "crashed"
             } else if running {
                 "running"
-            } else if phase_outcome(Phase::Setup) == Some("failed") || phase_outcome(Phase::Teardown) == Some("failed") {
+            } else if phase_outcome(Phase::Setup) == Some("failed")
+                || phase_outcome(Phase::Teardown) == Some("failed")
+            {
                 "error"
             } else if let Some(o) = phase_outcome(Phase::Call) {
                 o
@@ -571,8 +636,12 @@ impl Aggregate {
                 nodeid: nodeid.clone(),
                 outcome: outcome.to_owned(),
                 duration_s: t.phases.values().map(|a| a.duration_s).sum(),
-                worker: crash.and_then(|c| c.worker.clone()).or_else(|| main_seg.and_then(seg_worker)),
-                pid: crash.and_then(|c| c.pid).or_else(|| main_seg.and_then(seg_pid)),
+                worker: crash
+                    .and_then(|c| c.worker.clone())
+                    .or_else(|| main_seg.and_then(seg_worker)),
+                pid: crash
+                    .and_then(|c| c.pid)
+                    .or_else(|| main_seg.and_then(seg_pid)),
                 crashed: crash.is_some(),
                 signal: crash.and_then(|c| c.signal),
                 phases: t
@@ -594,8 +663,12 @@ impl Aggregate {
 
         // Workers.
         let mut workers: BTreeMap<String, WorkerView> = BTreeMap::new();
-        let worker_ids: std::collections::HashSet<&str> =
-            self.segs.iter().filter(|s| s.role == Some(Role::Worker)).filter_map(|s| s.worker.as_deref()).collect();
+        let worker_ids: std::collections::HashSet<&str> = self
+            .segs
+            .iter()
+            .filter(|s| s.role == Some(Role::Worker))
+            .filter_map(|s| s.worker.as_deref())
+            .collect();
         let mut pid_seen: std::collections::HashSet<(&str, u32)> = std::collections::HashSet::new();
         for (seg, s) in self.segs.iter().enumerate() {
             let st = status(seg);
@@ -614,7 +687,8 @@ impl Aggregate {
                 }
             }
             // A forked child of a worker: its tests are the worker's own (already counted).
-            let counted_by_worker = s.role == Some(Role::Forked) && s.worker.as_deref().is_some_and(|w| worker_ids.contains(w));
+            let counted_by_worker = s.role == Some(Role::Forked)
+                && s.worker.as_deref().is_some_and(|w| worker_ids.contains(w));
             if !counted_by_worker {
                 w.tests += s.tests;
             }
@@ -633,11 +707,18 @@ impl Aggregate {
         RunView {
             run,
             tests,
-            fixtures: sorted_stats(self.fixtures.iter().flat_map(|(n, by_scope)| by_scope.iter().map(move |(s, a)| stats(n, s, a)))),
+            fixtures: sorted_stats(
+                self.fixtures
+                    .iter()
+                    .flat_map(|(n, by_scope)| by_scope.iter().map(move |(s, a)| stats(n, s, a))),
+            ),
             timed: sorted_stats(self.timed.iter().map(|(n, a)| stats(n, "timed", a))),
             crashes,
             workers: workers.into_values().collect(),
-            problems: segments.iter().filter_map(|s| s.damage.as_ref().map(ToString::to_string)).collect(),
+            problems: segments
+                .iter()
+                .filter_map(|s| s.damage.as_ref().map(ToString::to_string))
+                .collect(),
             segments: segments.len(),
             records: self.records,
         }
@@ -646,7 +727,9 @@ impl Aggregate {
 
 /// The worker a segment belongs to: its xdist id, or its role outside xdist.
 fn seg_worker_key(s: &SegAcc) -> &str {
-    s.worker.as_deref().unwrap_or_else(|| s.role.map_or("other", Role::as_str))
+    s.worker
+        .as_deref()
+        .unwrap_or_else(|| s.role.map_or("other", Role::as_str))
 }
 
 fn add_time(acc: &mut TimeAcc, setup: bool, d: f64) {
@@ -667,7 +750,11 @@ fn stats(name: &str, scope: &str, a: &TimeAcc) -> FixtureStats {
         setups: a.setups,
         teardowns: a.teardowns,
         total_s: a.total,
-        mean_s: if a.setups == 0 { 0.0 } else { a.total / a.setups as f64 },
+        mean_s: if a.setups == 0 {
+            0.0
+        } else {
+            a.total / a.setups as f64
+        },
         max_s: a.max,
         teardown_total_s: a.teardown_total,
     }
@@ -686,7 +773,10 @@ fn sorted_stats(it: impl Iterator<Item = FixtureStats>) -> Vec<FixtureStats> {
 fn merge_props(props: &[PropAcc]) -> Vec<(String, Value)> {
     let mut sorted: Vec<&PropAcc> = props.iter().collect();
     sorted.sort_by_key(|p| p.first_mono);
-    sorted.into_iter().map(|p| (p.key.clone(), p.merged())).collect()
+    sorted
+        .into_iter()
+        .map(|p| (p.key.clone(), p.merged()))
+        .collect()
 }
 
 /// `SIGSEGV` for 11, and so on; `signal N` for others.
@@ -715,7 +805,12 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 fn props_json(props: &[(String, Value)]) -> Json {
-    Json::Object(props.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+    Json::Object(
+        props
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
+    )
 }
 
 impl RunView {
@@ -826,9 +921,19 @@ mod tests {
         for (key, mono, append, value) in ops {
             let (test, key) = (Some("t::x".to_owned()), key.to_owned());
             let rec = if append {
-                Record::PropertyAppend { test, key, value, mono_ns: mono }
+                Record::PropertyAppend {
+                    test,
+                    key,
+                    value,
+                    mono_ns: mono,
+                }
             } else {
-                Record::PropertySet { test, key, value, mono_ns: mono }
+                Record::PropertySet {
+                    test,
+                    key,
+                    value,
+                    mono_ns: mono,
+                }
             };
             agg.apply(0, 0, &rec);
         }
@@ -837,7 +942,10 @@ mod tests {
             agg.properties("t::x"),
             vec![
                 ("a".into(), Value::Int(2)),
-                ("c".into(), Value::List(vec![Value::Int(20), Value::Int(30)])),
+                (
+                    "c".into(),
+                    Value::List(vec![Value::Int(20), Value::Int(30)])
+                ),
                 ("m".into(), Value::List(vec![Value::Int(7), Value::Int(8)])),
                 ("n".into(), Value::Str("x".into())),
             ]
@@ -898,10 +1006,31 @@ mod tests {
         };
         // Two processes of gw1 (the second replaced the first), then the controller's word.
         agg.apply(0, 0, &process(7));
-        agg.apply(0, 0, &Record::TestStart { nodeid: "t.py::ok".into(), mono_ns: 10 });
-        agg.apply(0, 0, &Record::TestEnd { nodeid: "t.py::ok".into(), mono_ns: 20 });
+        agg.apply(
+            0,
+            0,
+            &Record::TestStart {
+                nodeid: "t.py::ok".into(),
+                mono_ns: 10,
+            },
+        );
+        agg.apply(
+            0,
+            0,
+            &Record::TestEnd {
+                nodeid: "t.py::ok".into(),
+                mono_ns: 20,
+            },
+        );
         agg.apply(1, 0, &process(8));
-        agg.apply(1, 0, &Record::TestStart { nodeid: "t.py::boom".into(), mono_ns: 30 });
+        agg.apply(
+            1,
+            0,
+            &Record::TestStart {
+                nodeid: "t.py::boom".into(),
+                mono_ns: 30,
+            },
+        );
         agg.apply(
             1,
             0,
@@ -933,9 +1062,22 @@ mod tests {
         assert_eq!(v.crashes[0].pid, Some(8));
         assert_eq!(v.crashes[0].phase.as_deref(), Some("setup"));
         let boom = v.tests.iter().find(|t| t.nodeid == "t.py::boom").unwrap();
-        assert_eq!((boom.outcome.as_str(), boom.pid, boom.worker.as_deref()), ("crashed", Some(8), Some("gw1")));
-        assert_eq!((boom.start_mono_ns, boom.end_mono_ns, boom.last_mono_ns), (30, None, 35));
+        assert_eq!(
+            (boom.outcome.as_str(), boom.pid, boom.worker.as_deref()),
+            ("crashed", Some(8), Some("gw1"))
+        );
+        assert_eq!(
+            (boom.start_mono_ns, boom.end_mono_ns, boom.last_mono_ns),
+            (30, None, 35)
+        );
         assert_eq!(v.workers.len(), 1);
-        assert_eq!((v.workers[0].pids.clone(), v.workers[0].tests, v.workers[0].crashes), (vec![7, 8], 2, 1));
+        assert_eq!(
+            (
+                v.workers[0].pids.clone(),
+                v.workers[0].tests,
+                v.workers[0].crashes
+            ),
+            (vec![7, 8], 2, 1)
+        );
     }
 }

@@ -30,7 +30,11 @@ pub enum Error {
     /// A file is not a valid segment (foreign, damaged, hostile).
     Damaged(Damage),
     /// A segment of a format this version cannot read.
-    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     /// A writer inherited through `fork()` was used; the child must open its own.
     Inherited { path: PathBuf },
     /// The store directory does not exist.

@@ -37,11 +37,17 @@ pub mod snapshot;
 pub mod store;
 pub mod writer;
 
-pub use aggregate::{signal_name, Aggregate, CrashView, FixtureStats, RunMeta, RunView, TestView, WorkerView};
+pub use aggregate::{
+    signal_name, Aggregate, CrashView, FixtureStats, RunMeta, RunView, TestView, WorkerView,
+};
 pub use error::{Error, Result};
-pub use history::{fold_run, fold_view, FoldOptions, FoldStats, History, HistoryRun, HistoryTest, TestHistory};
+pub use history::{
+    fold_run, fold_view, FoldOptions, FoldStats, History, HistoryRun, HistoryTest, TestHistory,
+};
 pub use record::{Phase, Record, Role, Value};
-pub use segment::{install_crash_handler, mark_crash, Damage, Durability, SegmentReader, SegmentWriter};
+pub use segment::{
+    install_crash_handler, mark_crash, Damage, Durability, SegmentReader, SegmentWriter,
+};
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
 pub use store::{is_run_id, Store};
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};

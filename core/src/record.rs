@@ -35,11 +35,18 @@ impl Value {
             Value::None => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number)
+            }
             Value::Str(s) | Value::BigInt(s) => J::String(s.clone()),
             Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
             Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
-            Value::Dict(pairs) => J::Object(pairs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Value::Dict(pairs) => J::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -232,9 +239,9 @@ impl Record {
     /// The test this record belongs to, if any.
     pub fn test(&self) -> Option<&str> {
         match self {
-            Record::TestStart { nodeid, .. } | Record::TestPhase { nodeid, .. } | Record::TestEnd { nodeid, .. } => {
-                Some(nodeid)
-            }
+            Record::TestStart { nodeid, .. }
+            | Record::TestPhase { nodeid, .. }
+            | Record::TestEnd { nodeid, .. } => Some(nodeid),
             Record::PropertySet { test, .. }
             | Record::PropertyAppend { test, .. }
             | Record::Fixture { test, .. }
@@ -260,7 +267,7 @@ impl Record {
     /// Decodes one record that fills `bytes` exactly.
     pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         match postcard::take_from_bytes::<Record>(bytes) {
-            Ok((rec, rest)) if rest.is_empty() => Ok(rec),
+            Ok((rec, [])) => Ok(rec),
             Ok((_, rest)) => Err(format!("{} trailing bytes after the record", rest.len())),
             Err(e) => Err(format!("undecodable record: {e}")),
         }
@@ -282,7 +289,12 @@ impl Record {
                         obj.insert("value".into(), value.to_json());
                     }
                     Record::TestPhase { report, .. } => {
-                        obj.insert("report".into(), report.as_ref().map_or(serde_json::Value::Null, Value::to_json));
+                        obj.insert(
+                            "report".into(),
+                            report
+                                .as_ref()
+                                .map_or(serde_json::Value::Null, Value::to_json),
+                        );
                     }
                     _ => {}
                 }
@@ -311,7 +323,10 @@ mod tests {
                 ("s".into(), Value::Str("é".into())),
                 ("y".into(), Value::Bytes(vec![0, 255])),
                 ("l".into(), Value::List(vec![Value::Int(1)])),
-                ("big".into(), Value::BigInt("123456789012345678901234567890".into())),
+                (
+                    "big".into(),
+                    Value::BigInt("123456789012345678901234567890".into()),
+                ),
             ]),
             mono_ns: 42,
         };
@@ -324,7 +339,10 @@ mod tests {
 
     #[test]
     fn decode_rejects_trailing_and_garbage() {
-        let rec = Record::TestEnd { nodeid: "x".into(), mono_ns: 1 };
+        let rec = Record::TestEnd {
+            nodeid: "x".into(),
+            mono_ns: 1,
+        };
         let mut buf = vec![0u8; rec.encoded_len() + 1];
         rec.encode_into(&mut buf).unwrap();
         assert!(Record::decode(&buf).unwrap_err().contains("trailing"));

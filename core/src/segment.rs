@@ -111,7 +111,13 @@ pub struct Damage {
 
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: at offset {}: {}", self.path.display(), self.offset, self.reason)
+        write!(
+            f,
+            "{}: at offset {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
     }
 }
 
@@ -128,10 +134,15 @@ pub(crate) fn wall_ns() -> u64 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own; it is async-signal-safe.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
@@ -156,7 +167,8 @@ static WRITER_FDS: [AtomicI32; FD_SLOTS] = [const { AtomicI32::new(-1) }; FD_SLO
 /// the open file, and so its lock, as firmly as a descriptor does: the atfork child handler
 /// replaces it with an inaccessible anonymous mapping of the same size at the same address
 /// (the inherited writer's drop later unmaps that).
-static WRITER_MAPS: [AtomicPtr<u8>; FD_SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; FD_SLOTS];
+static WRITER_MAPS: [AtomicPtr<u8>; FD_SLOTS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; FD_SLOTS];
 /// The header page of the segment the crash handler marks (the newest writer of this
 /// process), or null.
 static CRASH_HEADER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
@@ -229,8 +241,12 @@ pub fn mark_crash(signal: i32) -> bool {
         let len = hdr_u32(base, OFF_TEST_LEN).load(Ordering::Relaxed) as usize;
         let len = len.min(TEST_SLOT);
         for i in 0..len {
-            let b = (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>()).load(Ordering::Relaxed);
-            (*base.add(OFF_CRASH_TEST + i).cast::<std::sync::atomic::AtomicU8>()).store(b, Ordering::Relaxed);
+            let b = (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>())
+                .load(Ordering::Relaxed);
+            (*base
+                .add(OFF_CRASH_TEST + i)
+                .cast::<std::sync::atomic::AtomicU8>())
+            .store(b, Ordering::Relaxed);
         }
         hdr_u32(base, OFF_CRASH_TEST_LEN).store(len as u32, Ordering::Relaxed);
         hdr_u64(base, OFF_CRASH_NS).store(clock_ns(libc::CLOCK_REALTIME), Ordering::Relaxed);
@@ -243,9 +259,19 @@ static PREVIOUS_HANDLERS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 static HANDLED: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
 
 /// The fatal signals [`install_crash_handler`] catches.
-pub const FATAL_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+pub const FATAL_SIGNALS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+];
 
-extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+extern "C" fn on_fatal_signal(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
     mark_crash(sig);
     let idx = sig as usize;
     if idx < 32 {
@@ -259,7 +285,8 @@ extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx:
                 libc::signal(sig, libc::SIG_DFL);
                 libc::raise(sig);
             } else if flags & (libc::SA_SIGINFO as u32) != 0 {
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = std::mem::transmute(prev);
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(prev);
                 f(sig, info, ctx);
             } else {
                 let f: extern "C" fn(libc::c_int) = std::mem::transmute(prev);
@@ -369,7 +396,12 @@ impl Drop for Unfinished {
         }
         if let Some(slot) = self.fd_slot.take() {
             WRITER_MAPS[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
-            let _ = WRITER_FDS[slot].compare_exchange(self.fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = WRITER_FDS[slot].compare_exchange(
+                self.fd,
+                -1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -377,10 +409,21 @@ impl Drop for Unfinished {
 /// Gives the finished segment `tmp` its name `path`, never replacing (nor following) what is
 /// already there.
 fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
     let (from, to) = (c(tmp)?, c(path)?);
     // SAFETY: NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -398,7 +441,13 @@ fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
 
 fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     // SAFETY: posix_fallocate on our own descriptor; it returns the error code (not errno).
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, (to - from) as libc::off_t) };
+    let rc = unsafe {
+        libc::posix_fallocate(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -424,7 +473,9 @@ impl SegmentWriter {
         loop {
             let name = format!("seg-{pid}-{:016x}{SEGMENT_SUFFIX}", random_u64());
             match SegmentWriter::create_named(dir, &name, durability) {
-                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                Err(Error::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists && attempts < 8 =>
+                {
                     attempts += 1;
                 }
                 r => return r,
@@ -447,7 +498,10 @@ impl SegmentWriter {
             return Err(Error::io(
                 &dir.join(name),
                 "creating segment",
-                io::Error::new(io::ErrorKind::InvalidInput, "not a segment name (seg-*.seg)"),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a segment name (seg-*.seg)",
+                ),
             ));
         }
         let pid = std::process::id();
@@ -463,16 +517,18 @@ impl SegmentWriter {
             .map_err(|e| Error::io(&tmp, "creating segment", e))?;
         // Registered at once, so a fork from another thread from now on leaves the child no
         // reference to the lock.
-        let fd_slot = WRITER_FDS
-            .iter()
-            .position(|s| s.compare_exchange(-1, file.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        let fd_slot = WRITER_FDS.iter().position(|s| {
+            s.compare_exchange(-1, file.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        });
         let mut pending = Unfinished {
             tmp: Some(tmp.clone()),
             fd: file.as_raw_fd(),
             fd_slot,
         };
         // Nobody else can have it yet (O_EXCL): this only fails on filesystems without flock.
-        file.try_lock().map_err(|e| Error::io(&tmp, "locking segment", io::Error::other(e.to_string())))?;
+        file.try_lock()
+            .map_err(|e| Error::io(&tmp, "locking segment", io::Error::other(e.to_string())))?;
         reserve(&file, &path, 0, INITIAL_SIZE)?;
         let map = MmapOptions::new()
             .len(MAX_SEGMENT as usize)
@@ -489,13 +545,17 @@ impl SegmentWriter {
             hdr_u32(base, OFF_HEADER_SIZE).store(HEADER_SIZE as u32, Ordering::Relaxed);
             hdr_u32(base, OFF_PID).store(pid, Ordering::Relaxed);
             hdr_u64(base, OFF_CREATED).store(wall_ns(), Ordering::Relaxed);
-            hdr_u32(base, OFF_DURABILITY).store(u32::from(durability == Durability::System), Ordering::Relaxed);
+            hdr_u32(base, OFF_DURABILITY).store(
+                u32::from(durability == Durability::System),
+                Ordering::Relaxed,
+            );
             hdr_u64(base, OFF_COMMITTED).store(HEADER_SIZE, Ordering::Release);
         }
         let finish = || -> Result<()> {
             if durability == Durability::System {
                 // The header reaches the disk before the name does.
-                map.flush_range(0, HEADER_SIZE as usize).map_err(|e| Error::io(&tmp, "syncing", e))?;
+                map.flush_range(0, HEADER_SIZE as usize)
+                    .map_err(|e| Error::io(&tmp, "syncing", e))?;
             }
             publish(&tmp, &path).map_err(|e| Error::io(&path, "creating segment", e))
         };
@@ -521,7 +581,9 @@ impl SegmentWriter {
         };
         if durability == Durability::System {
             if let Some(parent) = w.path.parent() {
-                File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(parent, "syncing", e))?;
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::io(parent, "syncing", e))?;
             }
         }
         CRASH_HEADER.store(base, Ordering::Release);
@@ -584,7 +646,9 @@ impl SegmentWriter {
     /// [`commit`](Self::commit).
     pub fn append(&mut self, record: &Record) -> Result<()> {
         if self.is_inherited() {
-            return Err(Error::Inherited { path: self.path.clone() });
+            return Err(Error::Inherited {
+                path: self.path.clone(),
+            });
         }
         if bounded::too_deep(record) {
             return Err(Error::Encode(format!(
@@ -595,14 +659,19 @@ impl SegmentWriter {
         let payload_at = start + FRAME_HEADER as u64;
         // The common case serializes the record once, straight into the space already
         // reserved past the tail; only a record that does not fit there is sized first.
-        let room = self.allocated.saturating_sub(payload_at).min(MAX_RECORD as u64) as usize;
+        let room = self
+            .allocated
+            .saturating_sub(payload_at)
+            .min(MAX_RECORD as u64) as usize;
         let fast = if room == 0 {
             None
         } else {
             // SAFETY: [payload_at, payload_at + room) lies below `allocated` (file space
             // exists) and past `committed` (no reader looks there yet); only this writer
             // writes the mapping. Bytes written past the frame stay uncommitted.
-            let payload = unsafe { std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), room) };
+            let payload = unsafe {
+                std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), room)
+            };
             record.encode_into(payload)
         };
         let len = if let Some(n) = fast {
@@ -610,14 +679,19 @@ impl SegmentWriter {
         } else {
             let len = record.encoded_len();
             if len > MAX_RECORD {
-                return Err(Error::RecordTooLarge { size: len, limit: MAX_RECORD });
+                return Err(Error::RecordTooLarge {
+                    size: len,
+                    limit: MAX_RECORD,
+                });
             }
             self.ensure(start + align8(FRAME_HEADER as u64 + len as u64))?;
             // SAFETY: as above, `ensure` having reserved the whole frame.
-            let payload = unsafe { std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), len) };
-            let n = record
-                .encode_into(payload)
-                .ok_or_else(|| Error::Encode("the encoded size changed between sizing and writing".into()))?;
+            let payload = unsafe {
+                std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), len)
+            };
+            let n = record.encode_into(payload).ok_or_else(|| {
+                Error::Encode("the encoded size changed between sizing and writing".into())
+            })?;
             debug_assert_eq!(n, len);
             len
         };
@@ -625,7 +699,9 @@ impl SegmentWriter {
         self.ensure(end)?;
         // SAFETY: [start, end) lies below `allocated` (ensured) and past `committed` (no
         // reader looks there yet); only this writer writes the mapping.
-        let frame = unsafe { std::slice::from_raw_parts_mut(self.base().add(start as usize), (end - start) as usize) };
+        let frame = unsafe {
+            std::slice::from_raw_parts_mut(self.base().add(start as usize), (end - start) as usize)
+        };
         let (head, rest) = frame.split_at_mut(FRAME_HEADER);
         rest[len..].fill(0);
         let len_bytes = (len as u32).to_le_bytes();
@@ -647,7 +723,9 @@ impl SegmentWriter {
             return Ok(());
         }
         if self.is_inherited() {
-            return Err(Error::Inherited { path: self.path.clone() });
+            return Err(Error::Inherited {
+                path: self.path.clone(),
+            });
         }
         if self.durability == Durability::System {
             self.sync_range(self.committed, self.tail)?;
@@ -686,7 +764,8 @@ impl SegmentWriter {
             seq.store(s.wrapping_add(1), Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::Release);
             for (i, b) in bytes.iter().enumerate() {
-                (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>()).store(*b, Ordering::Relaxed);
+                (*base.add(OFF_TEST + i).cast::<std::sync::atomic::AtomicU8>())
+                    .store(*b, Ordering::Relaxed);
             }
             hdr_u32(base, OFF_TEST_LEN).store(bytes.len() as u32, Ordering::Relaxed);
             seq.store(s.wrapping_add(2), Ordering::Release);
@@ -709,10 +788,25 @@ impl SegmentWriter {
 
 impl Drop for SegmentWriter {
     fn drop(&mut self) {
-        let _ = CRASH_HEADER.compare_exchange(self.base(), std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+        let _ = CRASH_HEADER.compare_exchange(
+            self.base(),
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         if let Some(slot) = self.fd_slot {
-            let _ = WRITER_MAPS[slot].compare_exchange(self.base(), std::ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
-            let _ = WRITER_FDS[slot].compare_exchange(self.file.as_raw_fd(), -1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = WRITER_MAPS[slot].compare_exchange(
+                self.base(),
+                std::ptr::null_mut(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            let _ = WRITER_FDS[slot].compare_exchange(
+                self.file.as_raw_fd(),
+                -1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -761,7 +855,10 @@ pub struct SegmentReader {
 
 impl fmt::Debug for SegmentReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SegmentReader").field("path", &self.path).field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("SegmentReader")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -780,30 +877,40 @@ impl SegmentReader {
     /// regular segment file of a known version: a symlink (never followed), a directory, a
     /// short or foreign file, a future format version.
     pub fn open(path: &Path) -> Result<SegmentReader> {
-        let damaged = |offset: u64, reason: String| Error::Damaged(Damage {
-            path: path.to_owned(),
-            offset,
-            reason,
-        });
+        let damaged = |offset: u64, reason: String| {
+            Error::Damaged(Damage {
+                path: path.to_owned(),
+                offset,
+                reason,
+            })
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| {
                 if e.raw_os_error() == Some(libc::ELOOP) {
-                    damaged(0, "is a symbolic link; segments are never followed through links".into())
+                    damaged(
+                        0,
+                        "is a symbolic link; segments are never followed through links".into(),
+                    )
                 } else {
                     Error::io(path, "opening segment", e)
                 }
             })?;
-        let meta = file.metadata().map_err(|e| Error::io(path, "reading metadata of", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(path, "reading metadata of", e))?;
         if !meta.is_file() {
             return Err(damaged(0, "is not a regular file".into()));
         }
         if meta.len() < HEADER_SIZE {
             return Err(damaged(
                 0,
-                format!("holds {} bytes, fewer than the {HEADER_SIZE}-byte header", meta.len()),
+                format!(
+                    "holds {} bytes, fewer than the {HEADER_SIZE}-byte header",
+                    meta.len()
+                ),
             ));
         }
         // SAFETY: a read-only view of the header page, which exists (checked above); fields
@@ -823,14 +930,23 @@ impl SegmentReader {
             });
         }
         if u64::from(le32(OFF_HEADER_SIZE)) != HEADER_SIZE {
-            return Err(damaged(OFF_HEADER_SIZE as u64, format!("header size {} is not {HEADER_SIZE}", le32(OFF_HEADER_SIZE))));
+            return Err(damaged(
+                OFF_HEADER_SIZE as u64,
+                format!("header size {} is not {HEADER_SIZE}", le32(OFF_HEADER_SIZE)),
+            ));
         }
         let info = HeaderInfo {
             version,
             pid: le32(OFF_PID),
-            created_wall_ns: u64::from_le_bytes(header[OFF_CREATED..OFF_CREATED + 8].try_into().unwrap()),
+            created_wall_ns: u64::from_le_bytes(
+                header[OFF_CREATED..OFF_CREATED + 8].try_into().unwrap(),
+            ),
             closed_cleanly: false,
-            durability: if le32(OFF_DURABILITY) == 1 { Durability::System } else { Durability::Process },
+            durability: if le32(OFF_DURABILITY) == 1 {
+                Durability::System
+            } else {
+                Durability::Process
+            },
         };
         Ok(SegmentReader {
             path: path.to_owned(),
@@ -901,7 +1017,13 @@ impl SegmentReader {
         let len = len.min(TEST_SLOT);
         let bytes: Vec<u8> = (0..len)
             // SAFETY: inside the header page.
-            .map(|i| unsafe { (*self.hdr().add(off + i).cast::<std::sync::atomic::AtomicU8>()).load(Ordering::Relaxed) })
+            .map(|i| unsafe {
+                (*self
+                    .hdr()
+                    .add(off + i)
+                    .cast::<std::sync::atomic::AtomicU8>())
+                .load(Ordering::Relaxed)
+            })
             .collect();
         Some(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -934,7 +1056,8 @@ impl SegmentReader {
             return None;
         }
         // SAFETY: header page mapped and present; the signal is stored last with release.
-        let signal = unsafe { hdr_u32(self.hdr(), OFF_CRASH_SIGNAL).load(Ordering::Acquire) } as i32;
+        let signal =
+            unsafe { hdr_u32(self.hdr(), OFF_CRASH_SIGNAL).load(Ordering::Acquire) } as i32;
         if signal == 0 {
             return None;
         }
@@ -976,7 +1099,10 @@ impl SegmentReader {
         }
         let committed = self.committed();
         if committed < HEADER_SIZE || !committed.is_multiple_of(8) {
-            batch.damage = Some(self.damage(OFF_COMMITTED as u64, format!("committed end {committed} is not a frame boundary")));
+            batch.damage = Some(self.damage(
+                OFF_COMMITTED as u64,
+                format!("committed end {committed} is not a frame boundary"),
+            ));
             return batch;
         }
         // A header that promises more than the file holds: read what is there.
@@ -992,7 +1118,10 @@ impl SegmentReader {
                 "the committed end is there".to_owned()
             };
             if rest < FRAME_HEADER as u64 {
-                batch.damage = Some(self.damage(pos, format!("{rest} stray bytes, too few for a frame header: {past_end}")));
+                batch.damage = Some(self.damage(
+                    pos,
+                    format!("{rest} stray bytes, too few for a frame header: {past_end}"),
+                ));
                 break;
             }
             let head = match window.get(&self.file, pos, FRAME_HEADER, end) {
@@ -1006,7 +1135,10 @@ impl SegmentReader {
             let len = u32::from_le_bytes(len_bytes) as usize;
             let crc = u32::from_le_bytes(head[4..8].try_into().unwrap());
             if len == 0 || len > MAX_RECORD {
-                batch.damage = Some(self.damage(pos, format!("frame length {len} is out of range (1..={MAX_RECORD})")));
+                batch.damage = Some(self.damage(
+                    pos,
+                    format!("frame length {len} is out of range (1..={MAX_RECORD})"),
+                ));
                 break;
             }
             let framed = align8((FRAME_HEADER + len) as u64);
@@ -1064,7 +1196,9 @@ impl SegmentReader {
             return None;
         }
         let mut payload = vec![0u8; len];
-        self.file.read_exact_at(&mut payload, offset + FRAME_HEADER as u64).ok()?;
+        self.file
+            .read_exact_at(&mut payload, offset + FRAME_HEADER as u64)
+            .ok()?;
         if frame_crc(len_bytes, &payload) != u32::from_le_bytes(head[4..8].try_into().ok()?) {
             return None;
         }
@@ -1109,7 +1243,6 @@ impl Window {
     }
 }
 
-
 /// Whether a live writer holds the lock of the regular file at `path` (never followed
 /// through a symlink; false for anything that cannot be opened).
 pub(crate) fn writer_holds_lock(path: &Path) -> bool {
@@ -1123,7 +1256,10 @@ pub(crate) fn writer_holds_lock(path: &Path) -> bool {
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }
-    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
 }
 
 /// Whether `name` is the name of a segment file.
@@ -1141,10 +1277,16 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
             // Follow a symlinked store root the user made on purpose, but only to a directory.
             return match std::fs::metadata(path) {
                 Ok(t) if t.is_dir() => Ok(()),
-                _ => Err(Error::NotADirectory { path: path.to_owned() }),
+                _ => Err(Error::NotADirectory {
+                    path: path.to_owned(),
+                }),
             };
         }
-        Ok(_) => return Err(Error::NotADirectory { path: path.to_owned() }),
+        Ok(_) => {
+            return Err(Error::NotADirectory {
+                path: path.to_owned(),
+            })
+        }
         Err(_) => {}
     }
     if let Some(parent) = path.parent() {
@@ -1152,7 +1294,9 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
         }
     }
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::NotADirectory { path: path.to_owned() })?;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::NotADirectory {
+        path: path.to_owned(),
+    })?;
     // SAFETY: mkdir with a NUL-terminated path.
     if unsafe { libc::mkdir(c.as_ptr(), 0o700) } != 0 {
         let e = io::Error::last_os_error();
@@ -1165,9 +1309,15 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
 
 /// Opens a directory without following a symlink in its place (for listing run folders).
 pub(crate) fn open_dir_nofollow(path: &Path) -> io::Result<File> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open with a NUL-terminated path; the fd is owned by the returned File.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -1184,7 +1334,8 @@ mod tests {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn tmp() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("bbx-seg-{}-{:x}", std::process::id(), random_u64()));
+        let d =
+            std::env::temp_dir().join(format!("bbx-seg-{}-{:x}", std::process::id(), random_u64()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -1200,12 +1351,17 @@ mod tests {
 
     #[test]
     fn write_commit_read() {
-        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let d = tmp();
         let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
         w.append(&prop(1)).unwrap();
         let r = SegmentReader::open(w.path()).unwrap();
-        assert!(r.read_from(0).records.is_empty(), "uncommitted records are invisible");
+        assert!(
+            r.read_from(0).records.is_empty(),
+            "uncommitted records are invisible"
+        );
         w.commit().unwrap();
         let b = r.read_from(0);
         assert_eq!(b.records.len(), 1);
@@ -1216,7 +1372,13 @@ mod tests {
         w.append(&prop(3)).unwrap();
         w.commit().unwrap();
         let b2 = r.read_from(b.next);
-        assert_eq!(b2.records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), vec![prop(3)]);
+        assert_eq!(
+            b2.records
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect::<Vec<_>>(),
+            vec![prop(3)]
+        );
         w.set_current_test(Some("t.py::running"));
         assert_eq!(r.current_test().as_deref(), Some("t.py::running"));
         w.close().unwrap();
@@ -1228,7 +1390,9 @@ mod tests {
 
     #[test]
     fn grows_past_initial_reservation() {
-        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let d = tmp();
         let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
         let big = Record::PropertySet {
@@ -1248,7 +1412,9 @@ mod tests {
 
     #[test]
     fn crash_mark_records_signal_and_test() {
-        let _g = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let d = tmp();
         let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
         w.set_current_test(Some("t.py::boom"));

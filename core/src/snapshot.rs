@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{Aggregate, RunView};
 use crate::error::Error;
 use crate::record::{Record, Role};
-use crate::segment::{is_segment_name, writer_holds_lock, CrashMark, Damage, HeaderInfo, SegmentReader, HEADER_SIZE};
+use crate::segment::{
+    is_segment_name, writer_holds_lock, CrashMark, Damage, HeaderInfo, SegmentReader, HEADER_SIZE,
+};
 
 /// One segment's state as a reader sees it now.
 #[derive(Debug, Clone)]
@@ -54,7 +56,10 @@ pub struct Follower {
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Follower").field("id", &self.id).field("segments", &self.segments.len()).finish_non_exhaustive()
+        f.debug_struct("Follower")
+            .field("id", &self.id)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,7 +97,9 @@ impl Follower {
     }
 
     fn discover(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         let mut new: Vec<(OsString, PathBuf)> = entries
             .filter_map(std::result::Result::ok)
             .map(|e| (e.file_name(), e.path()))
@@ -152,26 +159,48 @@ impl Follower {
             .iter()
             .map(|&i| {
                 let t = &self.segments[i];
-                t.reader.as_ref().map_or(0, |r| r.committed().saturating_sub(t.next))
+                t.reader
+                    .as_ref()
+                    .map_or(0, |r| r.committed().saturating_sub(t.next))
             })
             .sum();
-        let read = |t: &Tracked| t.reader.as_ref().map(|r| r.read_from(t.next)).unwrap_or_default();
-        let batches: Vec<(usize, crate::segment::ReadBatch)> = if todo.len() > 1 && pending > PARALLEL_THRESHOLD {
-            let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).min(todo.len());
-            let segs = &self.segments;
-            std::thread::scope(|s| {
-                let chunks: Vec<Vec<usize>> = (0..threads).map(|k| todo.iter().copied().skip(k).step_by(threads).collect()).collect();
-                let handles: Vec<_> = chunks
-                    .into_iter()
-                    .map(|chunk| s.spawn(move || chunk.into_iter().map(|i| (i, read(&segs[i]))).collect::<Vec<_>>()))
-                    .collect();
-                let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
-                all.sort_by_key(|(i, _)| *i);
-                all
-            })
-        } else {
-            todo.iter().map(|&i| (i, read(&self.segments[i]))).collect()
+        let read = |t: &Tracked| {
+            t.reader
+                .as_ref()
+                .map(|r| r.read_from(t.next))
+                .unwrap_or_default()
         };
+        let batches: Vec<(usize, crate::segment::ReadBatch)> =
+            if todo.len() > 1 && pending > PARALLEL_THRESHOLD {
+                let threads = std::thread::available_parallelism()
+                    .map_or(2, std::num::NonZero::get)
+                    .min(todo.len());
+                let segs = &self.segments;
+                std::thread::scope(|s| {
+                    let chunks: Vec<Vec<usize>> = (0..threads)
+                        .map(|k| todo.iter().copied().skip(k).step_by(threads).collect())
+                        .collect();
+                    let handles: Vec<_> = chunks
+                        .into_iter()
+                        .map(|chunk| {
+                            s.spawn(move || {
+                                chunk
+                                    .into_iter()
+                                    .map(|i| (i, read(&segs[i])))
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    let mut all: Vec<_> = handles
+                        .into_iter()
+                        .flat_map(|h| h.join().unwrap_or_default())
+                        .collect();
+                    all.sort_by_key(|(i, _)| *i);
+                    all
+                })
+            } else {
+                todo.iter().map(|&i| (i, read(&self.segments[i]))).collect()
+            };
         let mut out = Vec::with_capacity(batches.len());
         for (i, batch) in batches {
             let t = &mut self.segments[i];
@@ -181,7 +210,10 @@ impl Follower {
                 t.stopped = true;
             }
             for (_, rec) in &batch.records {
-                if let Record::Process { role, worker, ppid, .. } = rec {
+                if let Record::Process {
+                    role, worker, ppid, ..
+                } = rec
+                {
                     t.role = Some(*role);
                     t.worker.clone_from(worker);
                     t.ppid = Some(*ppid);
@@ -212,10 +244,17 @@ impl Follower {
         }
         let pending: u64 = todo
             .iter()
-            .map(|&(i, next)| self.segments[i].reader.as_ref().map_or(0, |r| r.committed().saturating_sub(next)))
+            .map(|&(i, next)| {
+                self.segments[i]
+                    .reader
+                    .as_ref()
+                    .map_or(0, |r| r.committed().saturating_sub(next))
+            })
             .sum();
         let threads = if pending > PARALLEL_THRESHOLD {
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get).min(todo.len())
+            std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .min(todo.len())
         } else {
             0
         };
@@ -225,7 +264,10 @@ impl Follower {
         let mut records = 0u64;
         let mut fold = |i: usize, batch: crate::segment::ReadBatch| {
             for (offset, rec) in batch.records {
-                if let Record::Process { role, worker, ppid, .. } = &rec {
+                if let Record::Process {
+                    role, worker, ppid, ..
+                } = &rec
+                {
                     procs.push((i, *role, worker.clone(), *ppid));
                 }
                 records += 1;
@@ -234,18 +276,23 @@ impl Follower {
             ends.push((i, batch.next, batch.damage));
         };
         let segs = &self.segments;
-        let stream = |i: usize, from: u64, sink: &mut dyn FnMut(usize, crate::segment::ReadBatch) -> bool| {
-            let Some(r) = segs[i].reader.as_ref() else { return };
-            let mut next = from;
-            loop {
-                let batch = r.read_range(next, STREAM_CHUNK);
-                let done = batch.records.len() < STREAM_CHUNK || batch.damage.is_some();
-                next = batch.next;
-                if !sink(i, batch) || done {
+        let stream =
+            |i: usize,
+             from: u64,
+             sink: &mut dyn FnMut(usize, crate::segment::ReadBatch) -> bool| {
+                let Some(r) = segs[i].reader.as_ref() else {
                     return;
+                };
+                let mut next = from;
+                loop {
+                    let batch = r.read_range(next, STREAM_CHUNK);
+                    let done = batch.records.len() < STREAM_CHUNK || batch.damage.is_some();
+                    next = batch.next;
+                    if !sink(i, batch) || done {
+                        return;
+                    }
                 }
-            }
-        };
+            };
         if threads <= 1 {
             for &(i, from) in &todo {
                 stream(i, from, &mut |i, b| {
@@ -254,11 +301,13 @@ impl Follower {
                 });
             }
         } else {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, crate::segment::ReadBatch)>(2 * threads);
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(usize, crate::segment::ReadBatch)>(2 * threads);
             std::thread::scope(|s| {
                 for k in 0..threads {
                     let tx = tx.clone();
-                    let mine: Vec<(usize, u64)> = todo.iter().copied().skip(k).step_by(threads).collect();
+                    let mine: Vec<(usize, u64)> =
+                        todo.iter().copied().skip(k).step_by(threads).collect();
                     let stream = &stream;
                     s.spawn(move || {
                         for (i, from) in mine {
@@ -318,7 +367,9 @@ impl Follower {
     /// Whether any segment of the run still has its writer.
     pub fn any_writer_alive(&mut self) -> bool {
         self.discover();
-        self.segments.iter().any(|t| t.reader.as_ref().is_some_and(SegmentReader::writer_alive))
+        self.segments
+            .iter()
+            .any(|t| t.reader.as_ref().is_some_and(SegmentReader::writer_alive))
     }
 
     /// Reads the one record whose frame starts at `offset` in segment `seg` (an offset a
@@ -373,11 +424,17 @@ impl Snapshot {
 
     /// Every record, with the index of its segment.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Record)> {
-        self.records.iter().enumerate().flat_map(|(i, rs)| rs.iter().map(move |r| (i, r)))
+        self.records
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rs)| rs.iter().map(move |r| (i, r)))
     }
 
     /// The records of one test, from every process, segment by segment.
-    pub fn records_of<'a>(&'a self, nodeid: &'a str) -> impl Iterator<Item = (usize, &'a Record)> + 'a {
+    pub fn records_of<'a>(
+        &'a self,
+        nodeid: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Record)> + 'a {
         self.iter().filter(move |(_, r)| r.test() == Some(nodeid))
     }
 

@@ -20,9 +20,15 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
         match std::fs::metadata(root) {
-            Ok(m) if m.is_dir() => Ok(Store { root: root.to_owned() }),
-            Ok(_) => Err(Error::NotADirectory { path: root.to_owned() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoStore { path: root.to_owned() }),
+            Ok(m) if m.is_dir() => Ok(Store {
+                root: root.to_owned(),
+            }),
+            Ok(_) => Err(Error::NotADirectory {
+                path: root.to_owned(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoStore {
+                path: root.to_owned(),
+            }),
             Err(e) => Err(Error::io(root, "opening store", e)),
         }
     }
@@ -53,21 +59,29 @@ impl Store {
             create_private_dir(&path)?;
             return Ok(id);
         }
-        Err(Error::io(&self.root, "creating a run folder in", std::io::Error::other("run id collisions")))
+        Err(Error::io(
+            &self.root,
+            "creating a run folder in",
+            std::io::Error::other("run id collisions"),
+        ))
     }
 
     /// The ids of every run, oldest first.
     pub fn runs(&self) -> Result<Vec<String>> {
         let dir = open_dir_nofollow(&self.root).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NoStore { path: self.root.clone() }
+                Error::NoStore {
+                    path: self.root.clone(),
+                }
             } else {
                 Error::io(&self.root, "listing", e)
             }
         })?;
         drop(dir);
         let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "listing", e))? {
+        for entry in
+            std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "listing", e))?
+        {
             let entry = entry.map_err(|e| Error::io(&self.root, "listing", e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -81,7 +95,9 @@ impl Store {
 
     /// The newest run's id.
     pub fn latest(&self) -> Result<String> {
-        self.runs()?.pop().ok_or_else(|| Error::NoRuns { store: self.root.clone() })
+        self.runs()?.pop().ok_or_else(|| Error::NoRuns {
+            store: self.root.clone(),
+        })
     }
 
     /// The folder of run `id`, which must exist.
@@ -118,7 +134,8 @@ impl Store {
             let path = self.root.join(id);
             let live = Follower::new(id, &path).any_writer_alive();
             if !live {
-                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, "removing old run", e))?;
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| Error::io(&path, "removing old run", e))?;
                 removed.push(id.clone());
             }
         }
@@ -138,7 +155,9 @@ pub fn is_run_id(s: &str) -> bool {
         && b[15] == b'.'
         && b[16..22].iter().all(u8::is_ascii_digit)
         && b[22] == b'-'
-        && b[23..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && b[23..]
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 #[allow(clippy::many_single_char_names)] // y, m, d, h: the calendar's own names
@@ -151,7 +170,10 @@ fn new_run_id() -> String {
         r = (ns as u32) ^ std::process::id();
     }
     let micros = (ns / 1_000) % 1_000_000;
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}.{micros:06}-{:04x}", r & 0xffff)
+    format!(
+        "{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}.{micros:06}-{:04x}",
+        r & 0xffff
+    )
 }
 
 /// UTC calendar date and time of a Unix time (Howard Hinnant's days-from-civil, inverted).
@@ -168,7 +190,14 @@ pub fn civil_from_unix(t: i64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (secs / 3600) as u32, ((secs % 3600) / 60) as u32, (secs % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        ((secs % 3600) / 60) as u32,
+        (secs % 60) as u32,
+    )
 }
 
 #[cfg(test)]

@@ -28,7 +28,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder for the run folder `run_dir` (which must exist).
-    pub fn new(run_dir: impl Into<PathBuf>, role: Role, worker: Option<String>, durability: Durability) -> Recorder {
+    pub fn new(
+        run_dir: impl Into<PathBuf>,
+        role: Role,
+        worker: Option<String>,
+        durability: Durability,
+    ) -> Recorder {
         Recorder {
             run_dir: run_dir.into(),
             role,
@@ -54,7 +59,10 @@ impl Recorder {
 
     /// The segment this process writes, once it has written.
     pub fn segment_path(&self) -> Option<&Path> {
-        self.writer.as_ref().filter(|w| !w.is_inherited()).map(SegmentWriter::path)
+        self.writer
+            .as_ref()
+            .filter(|w| !w.is_inherited())
+            .map(SegmentWriter::path)
     }
 
     /// The test this process runs, as last set.
@@ -63,13 +71,19 @@ impl Recorder {
     }
 
     fn writer(&mut self) -> Result<&mut SegmentWriter> {
-        let inherited = self.writer.as_ref().is_some_and(SegmentWriter::is_inherited);
+        let inherited = self
+            .writer
+            .as_ref()
+            .is_some_and(SegmentWriter::is_inherited);
         if inherited && self.in_transaction {
             // Forked inside a transaction: its first records are in the parent's segment,
             // out of reach, so the rest must not be committed as if they were the whole.
             // `commit` or `rollback` ends it; the next write opens the child's segment.
             return Err(Error::Inherited {
-                path: self.writer.as_ref().map_or_else(|| self.run_dir.clone(), |w| w.path().to_owned()),
+                path: self
+                    .writer
+                    .as_ref()
+                    .map_or_else(|| self.run_dir.clone(), |w| w.path().to_owned()),
             });
         }
         if inherited {
@@ -128,7 +142,13 @@ impl Recorder {
         if let Some(w) = self.writer.as_mut() {
             if w.is_inherited() {
                 self.writer = None;
-                return if was { Err(Error::Inherited { path: self.run_dir.clone() }) } else { Ok(()) };
+                return if was {
+                    Err(Error::Inherited {
+                        path: self.run_dir.clone(),
+                    })
+                } else {
+                    Ok(())
+                };
             }
             w.commit()?;
         }

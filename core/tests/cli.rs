@@ -3,13 +3,18 @@
 //! with the real writer API; live and killed runs with real child processes (this test
 //! binary re-executed as a worker that records, then hangs or aborts).
 
+#![allow(clippy::many_single_char_names, clippy::struct_field_names)] // short names in tests.
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use blackbox_core::cli::{run, Env, MAX_WIDTH};
-use blackbox_core::{install_crash_handler, now_mono_ns, now_wall_ns, Durability, Phase, Record, Recorder, Role, Store, Value};
+use blackbox_core::{
+    install_crash_handler, now_mono_ns, now_wall_ns, Durability, Phase, Record, Recorder, Role,
+    Store, Value,
+};
 use serde_json::Value as Json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_blackbox");
@@ -19,7 +24,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("bbx-cli-{name}-{}-{}", std::process::id(), now_mono_ns()));
+        let p = std::env::temp_dir().join(format!(
+            "bbx-cli-{name}-{}-{}",
+            std::process::id(),
+            now_mono_ns()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -51,7 +60,10 @@ impl Out {
     fn assert_one_line_error(&self, code: i32, needle: &str) {
         assert_eq!(self.code, code, "{self:?}");
         assert_eq!(self.err.lines().count(), 1, "{self:?}");
-        assert!(self.err.starts_with("blackbox: ") && self.err.contains(needle), "{self:?}");
+        assert!(
+            self.err.starts_with("blackbox: ") && self.err.contains(needle),
+            "{self:?}"
+        );
         assert!(!self.err.contains("panicked"), "{self:?}");
         assert!(self.out.is_empty(), "{self:?}");
     }
@@ -110,11 +122,14 @@ fn write_test(rec: &mut Recorder, nodeid: &str, setup: &str, call: Option<(&str,
         mono_ns: t,
     })
     .unwrap();
-    rec.record(&phase(nodeid, Phase::Setup, setup, 0.001, t + 1_000)).unwrap();
+    rec.record(&phase(nodeid, Phase::Setup, setup, 0.001, t + 1_000))
+        .unwrap();
     if let Some((outcome, d)) = call {
-        rec.record(&phase(nodeid, Phase::Call, outcome, d, t + 2_000)).unwrap();
+        rec.record(&phase(nodeid, Phase::Call, outcome, d, t + 2_000))
+            .unwrap();
     }
-    rec.record(&phase(nodeid, Phase::Teardown, "passed", 0.001, t + 3_000)).unwrap();
+    rec.record(&phase(nodeid, Phase::Teardown, "passed", 0.001, t + 3_000))
+        .unwrap();
     rec.record(&Record::TestEnd {
         nodeid: nodeid.into(),
         mono_ns: t + 4_000,
@@ -150,8 +165,18 @@ fn write_sample(store: &Store) -> String {
     let dir = store.run_path(&id).unwrap();
     let mut main = Recorder::new(&dir, Role::Main, None, Durability::Process);
     main.record(&run_start()).unwrap();
-    write_test(&mut main, "t.py::test_fast", "passed", Some(("passed", 0.000_85)));
-    write_test(&mut main, "t.py::test_slow", "passed", Some(("passed", 2.5)));
+    write_test(
+        &mut main,
+        "t.py::test_fast",
+        "passed",
+        Some(("passed", 0.000_85)),
+    );
+    write_test(
+        &mut main,
+        "t.py::test_slow",
+        "passed",
+        Some(("passed", 2.5)),
+    );
     main.record(&Record::PropertySet {
         test: Some("t.py::test_slow".into()),
         key: "model".into(),
@@ -159,7 +184,12 @@ fn write_sample(store: &Store) -> String {
         mono_ns: now_mono_ns(),
     })
     .unwrap();
-    write_test(&mut main, "t.py::test_fails", "passed", Some(("failed", 0.3)));
+    write_test(
+        &mut main,
+        "t.py::test_fails",
+        "passed",
+        Some(("failed", 0.3)),
+    );
     write_test(&mut main, "t.py::test_skip", "skipped", None);
     write_test(&mut main, "t.py::test_setup_error", "failed", None);
     write_test(&mut main, LONG_NODEID, "passed", Some(("passed", 0.0123)));
@@ -240,11 +270,22 @@ fn stats_reads_like_a_summary_and_fits_100_columns() {
         assert!(o.out.contains(&needle), "{needle:?} missing in\n{}", o.out);
     }
     for line in o.out.lines() {
-        assert!(line.chars().count() <= MAX_WIDTH, "too wide ({}): {line}", line.chars().count());
+        assert!(
+            line.chars().count() <= MAX_WIDTH,
+            "too wide ({}): {line}",
+            line.chars().count()
+        );
     }
-    assert!(!o.out.contains(LONG_NODEID) && o.out.contains("tests/integration/") && o.out.contains("kernel=flash]"));
+    assert!(
+        !o.out.contains(LONG_NODEID)
+            && o.out.contains("tests/integration/")
+            && o.out.contains("kernel=flash]")
+    );
     assert!(o.out.contains('…'));
-    assert!(!o.out.contains('\x1b'), "no colour when stdout is not a terminal");
+    assert!(
+        !o.out.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
 }
 
 #[test]
@@ -256,17 +297,26 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         blackbox_dir: Some(t.store()),
         columns: Some(200),
     };
-    assert!(cli_env(&env(true, false), &["stats"]).out.contains("\x1b[1;31m"));
+    assert!(cli_env(&env(true, false), &["stats"])
+        .out
+        .contains("\x1b[1;31m"));
     assert!(!cli_env(&env(true, true), &["stats"]).out.contains('\x1b'));
     assert!(!cli_env(&env(false, false), &["stats"]).out.contains('\x1b'));
-    assert!(cli_env(&env(false, false), &["tests", "--color", "always"]).out.contains('\x1b'));
-    assert!(!cli_env(&env(true, false), &["tests", "--color=never"]).out.contains('\x1b'));
+    assert!(cli_env(&env(false, false), &["tests", "--color", "always"])
+        .out
+        .contains('\x1b'));
+    assert!(!cli_env(&env(true, false), &["tests", "--color=never"])
+        .out
+        .contains('\x1b'));
     // A wide terminal still gets at most 100 columns; a narrow one gets its width.
     let narrow = Env {
         columns: Some(60),
         ..env(false, false)
     };
-    assert!(cli_env(&narrow, &["tests"]).out.lines().all(|l| l.chars().count() <= 60));
+    assert!(cli_env(&narrow, &["tests"])
+        .out
+        .lines()
+        .all(|l| l.chars().count() <= 60));
 }
 
 #[test]
@@ -295,11 +345,17 @@ fn tests_come_crashes_first_then_failures_then_slowest() {
     let table = cli(&t.store(), &["tests"]);
     let rows: Vec<&str> = table.out.lines().collect();
     assert!(
-        rows[0].starts_with("OUTCOME") && rows[1].starts_with("crashed SIGSEGV") && rows[2].starts_with("failed"),
+        rows[0].starts_with("OUTCOME")
+            && rows[1].starts_with("crashed SIGSEGV")
+            && rows[2].starts_with("failed"),
         "{}",
         table.out
     );
-    let failed = cli(&t.store(), &["tests", "--outcome", "failed,error", "--json"]).json();
+    let failed = cli(
+        &t.store(),
+        &["tests", "--outcome", "failed,error", "--json"],
+    )
+    .json();
     assert_eq!(failed["tests"].as_array().unwrap().len(), 2);
     let limited = cli(&t.store(), &["tests", "-n", "2"]);
     assert_eq!(limited.out.lines().count(), 4, "{}", limited.out);
@@ -316,10 +372,17 @@ fn fixtures_slowest_total_first_and_crashes_with_signal() {
         "{}",
         f.out
     );
-    assert!(lines[2].contains("50.0ms") && lines[2].contains("  5  "), "{}", f.out);
+    assert!(
+        lines[2].contains("50.0ms") && lines[2].contains("  5  "),
+        "{}",
+        f.out
+    );
     let c = cli(&t.store(), &["crashes"]);
     assert!(
-        c.out.contains("SIGSEGV") && c.out.contains("4242") && c.out.contains("t.py::test_segv") && c.out.contains("forked child died")
+        c.out.contains("SIGSEGV")
+            && c.out.contains("4242")
+            && c.out.contains("t.py::test_segv")
+            && c.out.contains("forked child died")
     );
     let j = cli(&t.store(), &["crashes", "--json"]).json();
     assert_eq!(j["crashes"][0]["signal"], 11);
@@ -376,7 +439,10 @@ fn stats_json_has_the_documented_schema() {
         assert_type(t, "phases", &["array"]);
         assert_type(t, "properties", &["object"]);
     }
-    let slow = tests.iter().find(|t| t["nodeid"] == "t.py::test_slow").unwrap();
+    let slow = tests
+        .iter()
+        .find(|t| t["nodeid"] == "t.py::test_slow")
+        .unwrap();
     assert_eq!(slow["properties"]["model"], "resnet50");
     for f in j["fixtures"].as_array().unwrap() {
         assert_type(f, "name", &["str"]);
@@ -388,7 +454,11 @@ fn stats_json_has_the_documented_schema() {
     }
     let c = &j["crashes"][0];
     assert_eq!(
-        (c["nodeid"].as_str(), c["pid"].as_u64(), c["signal"].as_i64()),
+        (
+            c["nodeid"].as_str(),
+            c["pid"].as_u64(),
+            c["signal"].as_i64()
+        ),
         (Some("t.py::test_segv"), Some(4242), Some(11))
     );
     assert_type(c, "worker", &["str", "null"]);
@@ -408,7 +478,11 @@ fn stats_json_has_the_documented_schema() {
     assert_eq!(j, store.snapshot(&id).unwrap().view().to_json());
     // Every command's JSON starts with the same run object.
     for cmd in ["tests", "fixtures", "crashes"] {
-        assert_eq!(cli(&t.store(), &[cmd, "--json"]).json()["run"], j["run"], "{cmd}");
+        assert_eq!(
+            cli(&t.store(), &[cmd, "--json"]).json()["run"],
+            j["run"],
+            "{cmd}"
+        );
     }
 }
 
@@ -416,23 +490,38 @@ fn stats_json_has_the_documented_schema() {
 fn runs_lists_every_run_with_counts_and_liveness() {
     let (t, store, first) = sample();
     let second = store.new_run().unwrap();
-    let mut live = Recorder::new(store.run_path(&second).unwrap(), Role::Main, None, Durability::Process);
+    let mut live = Recorder::new(
+        store.run_path(&second).unwrap(),
+        Role::Main,
+        None,
+        Durability::Process,
+    );
     live.record(&run_start()).unwrap();
     write_test(&mut live, "t.py::test_one", "passed", Some(("passed", 0.1)));
     let o = cli(&t.store(), &["runs"]);
     assert_eq!(o.code, 0, "{o:?}");
     let lines: Vec<&str> = o.out.lines().collect();
-    assert!(lines[0].starts_with("RUN") && lines[0].contains("STARTED") && lines[0].contains("CRASHES"));
+    assert!(
+        lines[0].starts_with("RUN") && lines[0].contains("STARTED") && lines[0].contains("CRASHES")
+    );
     assert!(
         lines[1].starts_with(&first) && lines[1].contains("exit 1") && lines[1].contains(" 7 "),
         "{}",
         o.out
     );
-    assert!(lines[2].starts_with(&second) && lines[2].contains("live"), "{}", o.out);
+    assert!(
+        lines[2].starts_with(&second) && lines[2].contains("live"),
+        "{}",
+        o.out
+    );
     let j = cli(&t.store(), &["runs", "--json"]).json();
     let runs = j["runs"].as_array().unwrap();
     assert_eq!(
-        (runs[0]["tests"].as_u64(), runs[0]["crashes"].as_u64(), runs[0]["live"].as_bool()),
+        (
+            runs[0]["tests"].as_u64(),
+            runs[0]["crashes"].as_u64(),
+            runs[0]["live"].as_bool()
+        ),
         (Some(7), Some(1), Some(false))
     );
     assert_eq!(
@@ -441,8 +530,14 @@ fn runs_lists_every_run_with_counts_and_liveness() {
     );
     // The default run is the latest; --run takes an id or a unique start of it.
     assert!(cli(&t.store(), &["stats"]).out.contains(&second));
-    assert!(cli(&t.store(), &["stats", "--run", &first]).out.contains(&first));
-    assert!(cli(&t.store(), &["stats", "--run", &first[..first.len() - 2]]).out.contains(&first));
+    assert!(cli(&t.store(), &["stats", "--run", &first])
+        .out
+        .contains(&first));
+    assert!(
+        cli(&t.store(), &["stats", "--run", &first[..first.len() - 2]])
+            .out
+            .contains(&first)
+    );
     let ambiguous = cli(&t.store(), &["stats", "--run", "2"]);
     ambiguous.assert_one_line_error(1, "matches 2 runs");
     drop(live);
@@ -451,19 +546,39 @@ fn runs_lists_every_run_with_counts_and_liveness() {
 #[test]
 fn dump_jsonl_streams_every_record_with_its_segment() {
     let (t, store, id) = sample();
-    let records = cli(&t.store(), &["stats", "--json"]).json()["run"]["records"].as_u64().unwrap();
+    let records = cli(&t.store(), &["stats", "--json"]).json()["run"]["records"]
+        .as_u64()
+        .unwrap();
     let o = cli(&t.store(), &["dump", "--jsonl"]);
     assert_eq!((o.code, o.err.as_str()), (0, ""));
-    let lines: Vec<Json> = o.out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Json> = o
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len() as u64, records);
     let run_dir = store.run_path(&id).unwrap();
     for l in &lines {
-        assert!(l["kind"].is_string() && l["offset"].as_u64().unwrap() >= 4096, "{l}");
-        assert!(Path::new(l["segment"].as_str().unwrap()).starts_with(&run_dir), "{l}");
-        assert_eq!(l["segment_pid"].as_u64(), Some(u64::from(std::process::id())));
+        assert!(
+            l["kind"].is_string() && l["offset"].as_u64().unwrap() >= 4096,
+            "{l}"
+        );
+        assert!(
+            Path::new(l["segment"].as_str().unwrap()).starts_with(&run_dir),
+            "{l}"
+        );
+        assert_eq!(
+            l["segment_pid"].as_u64(),
+            Some(u64::from(std::process::id()))
+        );
     }
-    assert_eq!(lines.iter().filter(|l| l["kind"] == "test_start").count(), 7);
-    assert!(lines.iter().any(|l| l["kind"] == "property_set" && l["value"] == "resnet50"));
+    assert_eq!(
+        lines.iter().filter(|l| l["kind"] == "test_start").count(),
+        7
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["kind"] == "property_set" && l["value"] == "resnet50"));
     let human = cli(&t.store(), &["dump"]);
     assert!(
         human.out.contains("closed cleanly") && human.out.contains("test_phase"),
@@ -481,7 +596,11 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
     let (t, store, id) = sample();
     let ok = cli(&t.store(), &["check"]);
     assert_eq!(ok.code, 0, "{ok:?}");
-    assert!(ok.out.contains(&format!("{id}  ok")) && ok.out.contains("no damage"), "{}", ok.out);
+    assert!(
+        ok.out.contains(&format!("{id}  ok")) && ok.out.contains("no damage"),
+        "{}",
+        ok.out
+    );
     assert_eq!(cli(&t.store(), &["check", "--json"]).json()["ok"], true);
 
     // Break the 10th record of the main segment: what came before still reads.
@@ -494,9 +613,17 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
         .as_str()
         .unwrap()
         .to_owned();
-    let victim = dump.iter().filter(|l| l["segment"] == main_seg.as_str()).nth(9).unwrap();
+    let victim = dump
+        .iter()
+        .filter(|l| l["segment"] == main_seg.as_str())
+        .nth(9)
+        .unwrap();
     let offset = victim["offset"].as_u64().unwrap();
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&main_seg).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&main_seg)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.read_exact_at(&mut byte, offset + 9).unwrap();
     f.write_all_at(&[byte[0] ^ 0xff], offset + 9).unwrap();
@@ -505,11 +632,17 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
     let bad = cli(&t.store(), &["check"]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(
-        bad.out.contains(&format!("{main_seg}: at offset {offset}: checksum mismatch")),
+        bad.out.contains(&format!(
+            "{main_seg}: at offset {offset}: checksum mismatch"
+        )),
         "{}",
         bad.out
     );
-    assert!(bad.out.contains("DAMAGED") && bad.out.contains("damage found"), "{}", bad.out);
+    assert!(
+        bad.out.contains("DAMAGED") && bad.out.contains("damage found"),
+        "{}",
+        bad.out
+    );
     let j = cli(&t.store(), &["check", "--json"]);
     assert_eq!(j.code, 1);
     let j = j.json();
@@ -524,7 +657,9 @@ fn check_passes_a_healthy_store_and_names_file_and_offset_of_damage() {
         if cmd != "runs" {
             assert_eq!(o.err.lines().count(), 1, "{cmd}: {o:?}");
             assert!(
-                o.err.starts_with("blackbox: warning: ") && o.err.contains(&main_seg) && o.err.contains(&format!("offset {offset}")),
+                o.err.starts_with("blackbox: warning: ")
+                    && o.err.contains(&main_seg)
+                    && o.err.contains(&format!("offset {offset}")),
                 "{cmd}: {}",
                 o.err
             );
@@ -553,11 +688,17 @@ fn unreadable_and_foreign_segments_are_damage_not_errors() {
     let check = cli(&t.store(), &["check"]);
     assert_eq!(check.code, 1, "{check:?}");
     assert!(
-        check.out.contains("seg-1-00.seg: at offset 0: is not a regular file"),
+        check
+            .out
+            .contains("seg-1-00.seg: at offset 0: is not a regular file"),
         "{}",
         check.out
     );
-    assert!(check.out.contains("seg-2-00.seg: at offset 0: wrong magic"), "{}", check.out);
+    assert!(
+        check.out.contains("seg-2-00.seg: at offset 0: wrong magic"),
+        "{}",
+        check.out
+    );
     let stats = cli(&t.store(), &["stats"]);
     assert_eq!(stats.code, 0, "{stats:?}");
     assert!(
@@ -572,13 +713,19 @@ fn unreadable_and_foreign_segments_are_damage_not_errors() {
     if unsafe { libc::geteuid() } != 0 {
         let seg = segments(&dir)
             .into_iter()
-            .find(|p| std::fs::metadata(p).unwrap().is_file() && std::fs::metadata(p).unwrap().len() > 8192)
+            .find(|p| {
+                std::fs::metadata(p).unwrap().is_file()
+                    && std::fs::metadata(p).unwrap().len() > 8192
+            })
             .unwrap();
         std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o000)).unwrap();
         let check = cli(&t.store(), &["check"]);
         assert_eq!(check.code, 1);
         assert!(
-            check.out.contains(&format!("{}: at offset 0:", seg.display())) && check.out.contains("ermission denied"),
+            check
+                .out
+                .contains(&format!("{}: at offset 0:", seg.display()))
+                && check.out.contains("ermission denied"),
             "{}",
             check.out
         );
@@ -602,7 +749,11 @@ fn a_store_of_a_future_format_version_is_refused_in_one_line() {
         };
         let o = cli(&t.store(), &args);
         o.assert_one_line_error(1, "format version 99");
-        assert!(o.err.contains(&seg.display().to_string()) && o.err.contains("upgrade"), "{}", o.err);
+        assert!(
+            o.err.contains(&seg.display().to_string()) && o.err.contains("upgrade"),
+            "{}",
+            o.err
+        );
     }
     let check = cli(&t.store(), &["check"]);
     assert_eq!(check.code, 1);
@@ -620,7 +771,11 @@ fn bad_input_is_one_line_with_what_to_do() {
     let missing = t.0.join("nowhere");
     let o = cli(&missing, &["stats"]);
     o.assert_one_line_error(1, "no blackbox store at");
-    assert!(o.err.contains("--dir") && o.err.contains("BLACKBOX_DIR"), "{}", o.err);
+    assert!(
+        o.err.contains("--dir") && o.err.contains("BLACKBOX_DIR"),
+        "{}",
+        o.err
+    );
     cli(&missing, &["runs"]).assert_one_line_error(1, "no blackbox store");
     cli(&missing, &["check"]).assert_one_line_error(1, "no blackbox store");
 
@@ -645,7 +800,14 @@ fn bad_input_is_one_line_with_what_to_do() {
     std::fs::write(&file, b"x").unwrap();
     cli(&file, &["stats"]).assert_one_line_error(1, "is not a directory");
 
-    let bad_report = cli(&empty, &["report", "--html", &t.0.join("no/such/dir/r.html").to_string_lossy()]);
+    let bad_report = cli(
+        &empty,
+        &[
+            "report",
+            "--html",
+            &t.0.join("no/such/dir/r.html").to_string_lossy(),
+        ],
+    );
     bad_report.assert_one_line_error(1, "writing report");
 
     let usage = cli(&empty, &["stats", "--frobnicate"]);
@@ -664,13 +826,24 @@ fn bad_input_is_one_line_with_what_to_do() {
 fn the_binary_exits_0_1_2_and_says_one_line() {
     let (t, _store, _) = sample();
     let v = bin(&t.store(), &["--version"]);
-    assert_eq!((v.code, v.out.trim()), (0, concat!("blackbox ", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        (v.code, v.out.trim()),
+        (0, concat!("blackbox ", env!("CARGO_PKG_VERSION")))
+    );
     let h = bin(&t.store(), &["--help"]);
     assert_eq!(h.code, 0);
-    for c in ["stats", "tests", "fixtures", "crashes", "dump", "runs", "check", "report"] {
-        assert!(h.out.contains(&format!("\n  {c} ")), "{c} missing from help:\n{}", h.out);
+    for c in [
+        "stats", "tests", "fixtures", "crashes", "dump", "runs", "check", "report",
+    ] {
+        assert!(
+            h.out.contains(&format!("\n  {c} ")),
+            "{c} missing from help:\n{}",
+            h.out
+        );
     }
-    assert!(bin(&t.store(), &["help", "report"]).out.contains("--html FILE"));
+    assert!(bin(&t.store(), &["help", "report"])
+        .out
+        .contains("--html FILE"));
     let s = bin(&t.store(), &["stats"]);
     assert_eq!((s.code, s.err.as_str()), (0, ""), "{s:?}");
     assert!(s.out.contains("slowest tests") && !s.out.contains('\x1b'));
@@ -680,7 +853,10 @@ fn the_binary_exits_0_1_2_and_says_one_line() {
     assert_eq!(no_args.code, 0);
     assert!(no_args.out.contains("usage: blackbox"));
     // --dir wins over BLACKBOX_DIR.
-    let d = bin(&t.0.join("missing"), &["stats", "--dir", &t.store().to_string_lossy()]);
+    let d = bin(
+        &t.0.join("missing"),
+        &["stats", "--dir", &t.store().to_string_lossy()],
+    );
     assert_eq!(d.code, 0, "{d:?}");
 }
 
@@ -689,9 +865,19 @@ fn a_closed_pipe_ends_dump_quietly() {
     let t = TempDir::new("pipe");
     let store = Store::create(t.store()).unwrap();
     let id = store.new_run().unwrap();
-    let mut rec = Recorder::new(store.run_path(&id).unwrap(), Role::Main, None, Durability::Process);
+    let mut rec = Recorder::new(
+        store.run_path(&id).unwrap(),
+        Role::Main,
+        None,
+        Durability::Process,
+    );
     for i in 0..3000 {
-        write_test(&mut rec, &format!("t.py::test_{i}"), "passed", Some(("passed", 0.001)));
+        write_test(
+            &mut rec,
+            &format!("t.py::test_{i}"),
+            "passed",
+            Some(("passed", 0.001)),
+        );
     }
     rec.close().unwrap();
     let mut child = Command::new(BIN)
@@ -702,11 +888,18 @@ fn a_closed_pipe_ends_dump_quietly() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     // The reader is gone (dropped above): the writer gets EPIPE.
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(first.contains("\"kind\":\"process\""), "{first}");
     assert_eq!((status.code(), err.as_str()), (Some(0), ""));
 }
@@ -716,7 +909,12 @@ fn report_writes_one_self_contained_escaped_page() {
     let t = TempDir::new("report");
     let store = Store::create(t.store()).unwrap();
     let id = store.new_run().unwrap();
-    let mut rec = Recorder::new(store.run_path(&id).unwrap(), Role::Main, None, Durability::Process);
+    let mut rec = Recorder::new(
+        store.run_path(&id).unwrap(),
+        Role::Main,
+        None,
+        Durability::Process,
+    );
     rec.record(&run_start()).unwrap();
     let evil = "t.py::test_x[<script>alert(1)</script>]";
     write_test(&mut rec, evil, "passed", Some(("failed", 0.2)));
@@ -733,13 +931,24 @@ fn report_writes_one_self_contained_escaped_page() {
     let page = t.0.join("report.html");
     let o = cli(&t.store(), &["report", "--html", &page.to_string_lossy()]);
     assert_eq!((o.code, o.err.as_str()), (0, ""), "{o:?}");
-    assert!(o.out.starts_with("wrote ") && o.out.contains("2 tests"), "{}", o.out);
+    assert!(
+        o.out.starts_with("wrote ") && o.out.contains("2 tests"),
+        "{}",
+        o.out
+    );
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!doctype html>"));
-    assert!(html.contains("default-src 'none'"), "a CSP forbids every fetch");
+    assert!(
+        html.contains("default-src 'none'"),
+        "a CSP forbids every fetch"
+    );
     assert!(!html.contains("<script>alert") && !html.contains("<img") && !html.contains("<b>k"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert_eq!(html.matches("<script").count(), 2, "the data block and the page script only");
+    assert_eq!(
+        html.matches("<script").count(),
+        2,
+        "the data block and the page script only"
+    );
     assert_eq!(html.matches("class=\"bar ").count(), 2);
     for needle in ["http://", "https://", "src=\"//", "@import", "url("] {
         assert!(!html.contains(needle), "{needle}");
@@ -757,18 +966,32 @@ const HANGING: &str = "t.py::test_hangs[gw1]";
 
 /// Not a test: the body of a child process (this binary, re-executed). A worker `gw1`
 /// records one passing test, starts another and records a property in it, says READY,
-/// then hangs (to be SIGKILLed) or aborts (its crash handler marks the segment).
+/// then hangs (to be `SIGKILLed`) or aborts (its crash handler marks the segment).
 #[test]
 fn child_writer_entry() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let (dir, mode) = spec.split_once('|').unwrap();
     if mode == "abort" {
         install_crash_handler().unwrap();
     }
     let mut rec = Recorder::new(dir, Role::Worker, Some("gw1".into()), Durability::Process);
-    write_test(&mut rec, "t.py::test_before", "passed", Some(("passed", 0.01)));
+    write_test(
+        &mut rec,
+        "t.py::test_before",
+        "passed",
+        Some(("passed", 0.01)),
+    );
     rec.start_test(HANGING).unwrap();
-    rec.record(&phase(HANGING, Phase::Setup, "passed", 0.002, now_mono_ns())).unwrap();
+    rec.record(&phase(
+        HANGING,
+        Phase::Setup,
+        "passed",
+        0.002,
+        now_mono_ns(),
+    ))
+    .unwrap();
     rec.record(&Record::PropertySet {
         test: Some(HANGING.into()),
         key: "input".into(),
@@ -799,7 +1022,12 @@ impl Drop for Worker {
 
 fn spawn_worker(run_dir: &Path, mode: &str) -> Worker {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_writer_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{}|{mode}", run_dir.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -843,19 +1071,27 @@ fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
     assert_eq!(live["run"]["live"], true);
     let hanging = test_json(&live, HANGING);
     assert_eq!(
-        (hanging["outcome"].as_str(), hanging["worker"].as_str(), hanging["pid"].as_u64()),
+        (
+            hanging["outcome"].as_str(),
+            hanging["worker"].as_str(),
+            hanging["pid"].as_u64()
+        ),
         (Some("running"), Some("gw1"), Some(u64::from(pid)))
     );
     assert_eq!(hanging["properties"]["input"], 7);
     assert_eq!(test_json(&live, "t.py::test_before")["outcome"], "passed");
     assert!(live["crashes"].as_array().unwrap().is_empty());
     let table = cli(&t.store(), &["stats"]);
-    assert!(table.out.contains("· live ·") && table.out.contains("running for"), "{}", table.out);
     assert!(
-        table
-            .out
-            .lines()
-            .any(|l| l.contains("running") && l.contains("gw1") && l.contains(&pid.to_string()) && l.contains(HANGING)),
+        table.out.contains("· live ·") && table.out.contains("running for"),
+        "{}",
+        table.out
+    );
+    assert!(
+        table.out.lines().any(|l| l.contains("running")
+            && l.contains("gw1")
+            && l.contains(&pid.to_string())
+            && l.contains(HANGING)),
         "{}",
         table.out
     );
@@ -872,19 +1108,42 @@ fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
         (hanging["worker"].as_str(), hanging["pid"].as_u64()),
         (Some("gw1"), Some(u64::from(pid)))
     );
-    assert_eq!(hanging["properties"]["input"], 7, "what the worker recorded survives its death");
+    assert_eq!(
+        hanging["properties"]["input"], 7,
+        "what the worker recorded survives its death"
+    );
     let crash = &dead["crashes"][0];
     assert_eq!(
-        (crash["nodeid"].as_str(), crash["worker"].as_str(), crash["pid"].as_u64()),
+        (
+            crash["nodeid"].as_str(),
+            crash["worker"].as_str(),
+            crash["pid"].as_u64()
+        ),
         (Some(HANGING), Some("gw1"), Some(u64::from(pid)))
     );
-    assert_eq!(crash["phase"], "call", "setup was reported, so the call died");
-    assert!(crash["detail"].as_str().unwrap().contains("SIGKILL"), "{crash}");
-    let gw1 = dead["workers"].as_array().unwrap().iter().find(|w| w["id"] == "gw1").unwrap();
-    assert_eq!((gw1["alive"].as_bool(), gw1["crashes"].as_u64()), (Some(false), Some(1)));
+    assert_eq!(
+        crash["phase"], "call",
+        "setup was reported, so the call died"
+    );
+    assert!(
+        crash["detail"].as_str().unwrap().contains("SIGKILL"),
+        "{crash}"
+    );
+    let gw1 = dead["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "gw1")
+        .unwrap();
+    assert_eq!(
+        (gw1["alive"].as_bool(), gw1["crashes"].as_u64()),
+        (Some(false), Some(1))
+    );
     let crashes = cli(&t.store(), &["crashes"]);
     assert!(
-        crashes.out.contains(HANGING) && crashes.out.contains("gw1") && crashes.out.contains(&pid.to_string()),
+        crashes.out.contains(HANGING)
+            && crashes.out.contains("gw1")
+            && crashes.out.contains(&pid.to_string()),
         "{}",
         crashes.out
     );
@@ -892,8 +1151,15 @@ fn a_live_run_shows_running_and_a_sigkilled_worker_shows_crashed() {
     assert_eq!(dead["run"]["live"], true);
     controller.close().unwrap();
     drop(controller);
-    assert_eq!(cli(&t.store(), &["stats", "--json"]).json()["run"]["live"], false);
-    assert_eq!(cli(&t.store(), &["check"]).code, 0, "a killed writer is not damage");
+    assert_eq!(
+        cli(&t.store(), &["stats", "--json"]).json()["run"]["live"],
+        false
+    );
+    assert_eq!(
+        cli(&t.store(), &["check"]).code,
+        0,
+        "a killed writer is not damage"
+    );
 }
 
 #[test]
@@ -905,7 +1171,10 @@ fn an_aborted_worker_is_attributed_with_its_signal() {
     let mut worker = spawn_worker(&dir, "abort");
     let pid = worker.0.id();
     let status = worker.0.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGABRT));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGABRT)
+    );
     let j = cli(&t.store(), &["stats", "--json"]).json();
     let t_json = test_json(&j, HANGING);
     assert_eq!(
@@ -918,7 +1187,11 @@ fn an_aborted_worker_is_attributed_with_its_signal() {
     );
     assert_eq!(j["crashes"][0]["pid"].as_u64(), Some(u64::from(pid)));
     let o = cli(&t.store(), &["crashes"]);
-    assert!(o.out.contains("SIGABRT") && o.out.contains("gw1"), "{}", o.out);
+    assert!(
+        o.out.contains("SIGABRT") && o.out.contains("gw1"),
+        "{}",
+        o.out
+    );
 }
 
 #[test]
@@ -926,8 +1199,18 @@ fn a_test_left_open_by_a_process_that_ended_on_purpose_is_unfinished() {
     let t = TempDir::new("unfinished");
     let store = Store::create(t.store()).unwrap();
     let id = store.new_run().unwrap();
-    let mut rec = Recorder::new(store.run_path(&id).unwrap(), Role::Main, None, Durability::Process);
-    write_test(&mut rec, "t.py::test_done", "passed", Some(("passed", 0.01)));
+    let mut rec = Recorder::new(
+        store.run_path(&id).unwrap(),
+        Role::Main,
+        None,
+        Durability::Process,
+    );
+    write_test(
+        &mut rec,
+        "t.py::test_done",
+        "passed",
+        Some(("passed", 0.01)),
+    );
     rec.start_test("t.py::test_left_open").unwrap();
     rec.close().unwrap();
     drop(rec);
@@ -935,5 +1218,9 @@ fn a_test_left_open_by_a_process_that_ended_on_purpose_is_unfinished() {
     assert_eq!(j["tests"][0]["nodeid"], "t.py::test_left_open");
     assert_eq!(j["tests"][0]["outcome"], "unfinished");
     let table = cli(&t.store(), &["tests"]);
-    assert!(table.out.lines().nth(1).unwrap().starts_with("unfinished"), "{}", table.out);
+    assert!(
+        table.out.lines().nth(1).unwrap().starts_with("unfinished"),
+        "{}",
+        table.out
+    );
 }

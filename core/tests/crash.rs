@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use blackbox_core::{Durability, Follower, Record, Recorder, Role, SegmentReader, Snapshot, Store};
-use support::{ack, check_data_record, child_role, data_record, spawn, wait_for_parent, Rng, Spawned, TempDir};
+use support::{
+    ack, check_data_record, child_role, data_record, spawn, wait_for_parent, Rng, Spawned, TempDir,
+};
 
 const CHILD_TEST: &str = "child";
 
@@ -29,14 +31,20 @@ fn child() {
         "writer" => {
             let limit: u64 = var("BBX_LIMIT").parse().unwrap();
             let mut rng = Rng::new(var("BBX_WSEED").parse().unwrap());
-            let mut rec = Recorder::new(&run_dir, Role::Other, Some(format!("w{id}")), Durability::Process);
+            let mut rec = Recorder::new(
+                &run_dir,
+                Role::Other,
+                Some(format!("w{id}")),
+                Durability::Process,
+            );
             let mut seq = 0u64;
             while seq < limit {
                 if rng.below(6) == 0 {
                     let k = 2 + rng.below(5) as u32;
                     rec.begin().unwrap();
                     for i in 0..k {
-                        rec.record(&data_record(id, seq + u64::from(i), Some((i, k)))).unwrap();
+                        rec.record(&data_record(id, seq + u64::from(i), Some((i, k))))
+                            .unwrap();
                     }
                     rec.commit().unwrap();
                     ack(&format!("T {seq} {k}"));
@@ -53,12 +61,18 @@ fn child() {
         "txn_open" => {
             // Five committed transactions, then one left open (large enough that the
             // segment grows inside it) while the parent looks and kills.
-            let mut rec = Recorder::new(&run_dir, Role::Other, Some(format!("w{id}")), Durability::Process);
+            let mut rec = Recorder::new(
+                &run_dir,
+                Role::Other,
+                Some(format!("w{id}")),
+                Durability::Process,
+            );
             let mut seq = 0u64;
             for _ in 0..5 {
                 rec.begin().unwrap();
                 for i in 0..3 {
-                    rec.record(&data_record(id, seq + i, Some((i as u32, 3)))).unwrap();
+                    rec.record(&data_record(id, seq + i, Some((i as u32, 3))))
+                        .unwrap();
                 }
                 rec.commit().unwrap();
                 ack(&format!("T {seq} 3"));
@@ -69,7 +83,11 @@ fn child() {
             let mut bytes = 0;
             for i in 0..k {
                 let r = data_record(id, seq + u64::from(i), Some((i, k)));
-                if let Record::PropertySet { value: blackbox_core::Value::Bytes(b), .. } = &r {
+                if let Record::PropertySet {
+                    value: blackbox_core::Value::Bytes(b),
+                    ..
+                } = &r
+                {
                     bytes += b.len();
                 }
                 rec.record(&r).unwrap();
@@ -86,7 +104,10 @@ fn child() {
 }
 
 fn env(run_dir: &Path, id: u32, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut v = vec![("BBX_RUN", run_dir.display().to_string()), ("BBX_WRITER", id.to_string())];
+    let mut v = vec![
+        ("BBX_RUN", run_dir.display().to_string()),
+        ("BBX_WRITER", id.to_string()),
+    ];
     v.extend(extra.iter().cloned());
     v
 }
@@ -94,11 +115,16 @@ fn env(run_dir: &Path, id: u32, extra: &[(&'static str, String)]) -> Vec<(&'stat
 /// What one segment holds, checked record by record: (writer, pid, number of data records).
 fn check_segment(path: &Path, records: &[Record]) -> (u32, u32, u64) {
     let (pid, worker) = match records.first() {
-        Some(Record::Process { pid, worker, role, .. }) => {
+        Some(Record::Process {
+            pid, worker, role, ..
+        }) => {
             assert_eq!(*role, Role::Other);
             (*pid, worker.clone().expect("worker id"))
         }
-        other => panic!("{}: first record is not the process record: {other:?}", path.display()),
+        other => panic!(
+            "{}: first record is not the process record: {other:?}",
+            path.display()
+        ),
     };
     let w: u32 = worker.strip_prefix('w').unwrap().parse().unwrap();
     let mut next = 0u64;
@@ -119,11 +145,19 @@ fn check_segment(path: &Path, records: &[Record]) -> (u32, u32, u64) {
                     open_txn = None;
                 }
             }
-            None => assert!(open_txn.is_none(), "{}: a record inside an unfinished transaction", path.display()),
+            None => assert!(
+                open_txn.is_none(),
+                "{}: a record inside an unfinished transaction",
+                path.display()
+            ),
         }
         next += 1;
     }
-    assert!(open_txn.is_none(), "{}: part of a transaction is visible: {open_txn:?}", path.display());
+    assert!(
+        open_txn.is_none(),
+        "{}: part of a transaction is visible: {open_txn:?}",
+        path.display()
+    );
     (w, pid, next)
 }
 
@@ -143,7 +177,9 @@ fn follow_live(run_dir: &Path, stop: &AtomicBool) -> u64 {
                     continue;
                 }
                 let (_, seq, _) = check_data_record(&rec);
-                let e = expect.get_mut(&seg).expect("data before the process record");
+                let e = expect
+                    .get_mut(&seg)
+                    .expect("data before the process record");
                 assert_eq!(seq, *e, "live reader: records out of order");
                 *e += 1;
             }
@@ -194,7 +230,10 @@ fn run_writer(mut s: Spawned, id: u32, plan: &Kill) -> Outcome {
                     match s.next_ack() {
                         Some(l) if l == "END" => break,
                         Some(l) => take(&l, &mut acked),
-                        None => panic!("writer {id} ended before it was killed; log:\n{}", s.log_text()),
+                        None => panic!(
+                            "writer {id} ended before it was killed; log:\n{}",
+                            s.log_text()
+                        ),
                     }
                 }
                 s.kill();
@@ -214,7 +253,13 @@ fn run_writer(mut s: Spawned, id: u32, plan: &Kill) -> Outcome {
         }
     });
     let st = s.wait();
-    assert_eq!(st.signal(), Some(libc::SIGKILL), "writer {id}: {}; log:\n{}", support::describe(st), s.log_text());
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGKILL),
+        "writer {id}: {}; log:\n{}",
+        support::describe(st),
+        s.log_text()
+    );
     Outcome { id, pid, acked }
 }
 
@@ -227,9 +272,13 @@ fn sigkilled_writers_lose_nothing_they_acknowledged() {
     // 100 rounds take about 10 s in release on 2 cores; a debug build generates and checks
     // records several times slower, so it runs a quarter of them. BBX_ROUNDS overrides.
     let default_rounds = if cfg!(debug_assertions) { 25 } else { 100 };
-    let rounds = std::env::var("BBX_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_rounds);
+    let rounds = std::env::var("BBX_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_rounds);
     let writers_per_round = 3u32;
-    let (mut kills, mut records, mut acked_total, mut leftovers, mut polls, mut empty) = (0, 0u64, 0u64, 0, 0u64, 0);
+    let (mut kills, mut records, mut acked_total, mut leftovers, mut polls, mut empty) =
+        (0, 0u64, 0u64, 0, 0u64, 0);
     let mut empty_segments = 0;
     for round in 0..rounds {
         let run = store.new_run().unwrap();
@@ -249,7 +298,14 @@ fn sigkilled_writers_lose_nothing_they_acknowledged() {
                 .enumerate()
                 .map(|(i, plan)| {
                     let id = round * writers_per_round + i as u32;
-                    let e = env(&run_dir, id, &[("BBX_LIMIT", "100000".into()), ("BBX_WSEED", rng.next().to_string())]);
+                    let e = env(
+                        &run_dir,
+                        id,
+                        &[
+                            ("BBX_LIMIT", "100000".into()),
+                            ("BBX_WSEED", rng.next().to_string()),
+                        ],
+                    );
                     let log = tmp.path().join(format!("w{id}.log"));
                     let s = spawn(CHILD_TEST, "writer", &e, &log);
                     scope.spawn(move || run_writer(s, id, plan))
@@ -267,29 +323,52 @@ fn sigkilled_writers_lose_nothing_they_acknowledged() {
         let mut by_writer: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
         for (i, st) in snap.segments.iter().enumerate() {
             assert!(st.damage.is_none(), "round {round}: {:?}", st.damage);
-            assert!(!st.alive, "round {round}: {} reads as alive after its writer was killed", st.path.display());
+            assert!(
+                !st.alive,
+                "round {round}: {} reads as alive after its writer was killed",
+                st.path.display()
+            );
             assert!(!st.closed_cleanly);
             assert!(!SegmentReader::open(&st.path).unwrap().writer_alive());
             if snap.records[i].is_empty() {
                 // Killed between publishing its segment and committing its first record.
-                let o = outcomes.iter().find(|o| o.pid == st.pid).expect("an empty segment of an unknown pid");
-                assert_eq!(o.acked, 0, "round {round}: writer {} acknowledged records, its segment is empty", o.id);
+                let o = outcomes
+                    .iter()
+                    .find(|o| o.pid == st.pid)
+                    .expect("an empty segment of an unknown pid");
+                assert_eq!(
+                    o.acked, 0,
+                    "round {round}: writer {} acknowledged records, its segment is empty",
+                    o.id
+                );
                 by_writer.insert(o.id, (o.pid, 0));
                 empty_segments += 1;
                 continue;
             }
             let (w, pid, n) = check_segment(&st.path, &snap.records[i]);
             assert_eq!(st.pid, pid);
-            assert!(by_writer.insert(w, (pid, n)).is_none(), "round {round}: writer {w} has two segments");
+            assert!(
+                by_writer.insert(w, (pid, n)).is_none(),
+                "round {round}: writer {w} has two segments"
+            );
             records += n;
         }
         for o in &outcomes {
             acked_total += o.acked;
             if let Some(&(pid, n)) = by_writer.get(&o.id) {
                 assert_eq!(pid, o.pid);
-                assert!(n >= o.acked, "round {round}: writer {} acknowledged {} records, {n} are visible", o.id, o.acked);
+                assert!(
+                    n >= o.acked,
+                    "round {round}: writer {} acknowledged {} records, {n} are visible",
+                    o.id,
+                    o.acked
+                );
             } else {
-                assert_eq!(o.acked, 0, "round {round}: writer {} acknowledged records but has no segment", o.id);
+                assert_eq!(
+                    o.acked, 0,
+                    "round {round}: writer {} acknowledged records but has no segment",
+                    o.id
+                );
                 empty += 1;
             }
         }
@@ -299,7 +378,10 @@ fn sigkilled_writers_lose_nothing_they_acknowledged() {
             if name.starts_with(".new-seg-") {
                 leftovers += 1;
             } else {
-                assert!(blackbox_core::segment::is_segment_name(name.as_ref()), "stray file {name}");
+                assert!(
+                    blackbox_core::segment::is_segment_name(name.as_ref()),
+                    "stray file {name}"
+                );
             }
         }
         // Keep the disk use of the test small.
@@ -320,12 +402,20 @@ fn a_transaction_open_at_death_is_invisible() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
-    let mut s = spawn(CHILD_TEST, "txn_open", &env(&run_dir, 7, &[]), &tmp.path().join("child.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        "txn_open",
+        &env(&run_dir, 7, &[]),
+        &tmp.path().join("child.log"),
+    );
     let open = s.expect_ack("OPEN ");
     let seq: u64 = open.split(' ').nth(1).unwrap().parse().unwrap();
     let bytes: u64 = open.split(' ').nth(3).unwrap().parse().unwrap();
     assert_eq!(seq, 15);
-    assert!(bytes > 64 << 10, "the open transaction should make the segment grow ({bytes} bytes)");
+    assert!(
+        bytes > 64 << 10,
+        "the open transaction should make the segment grow ({bytes} bytes)"
+    );
 
     let pid = s.pid() as u32;
     let check = |alive: bool| {

@@ -39,11 +39,22 @@ fn cachestat(path: &Path) -> Result<CacheStat, String> {
     let range = CacheStatRange { off: 0, len: 0 };
     let mut cs = CacheStat::default();
     // SAFETY: cachestat(2) reads the range and fills the struct we own.
-    let rc = unsafe { libc::syscall(SYS_CACHESTAT, f.as_raw_fd(), &raw const range, &raw mut cs, 0) };
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            &raw const range,
+            &raw mut cs,
+            0,
+        )
+    };
     if rc == 0 {
         Ok(cs)
     } else {
-        Err(format!("cachestat(2) is not available: {}", std::io::Error::last_os_error()))
+        Err(format!(
+            "cachestat(2) is not available: {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }
 
@@ -93,7 +104,10 @@ fn write_and_read(durability: Durability) -> Result<Vec<u64>, String> {
     assert_eq!(r.info().durability, durability);
     assert!(r.info().closed_cleanly);
     let header = std::fs::read(&seg).unwrap();
-    assert_eq!(u32::from_le_bytes(header[40..44].try_into().unwrap()), u32::from(durability == Durability::System));
+    assert_eq!(
+        u32::from_le_bytes(header[40..44].try_into().unwrap()),
+        u32::from(durability == Durability::System)
+    );
     drop(rec);
     let snap = Snapshot::read(&run, &run_dir).unwrap();
     assert!(snap.segments[0].damage.is_none() && snap.segments[0].closed_cleanly);

@@ -7,7 +7,10 @@ mod support;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
-use blackbox_core::{install_crash_handler, Durability, Error, Record, Recorder, Role, SegmentReader, Snapshot, Store};
+use blackbox_core::{
+    install_crash_handler, Durability, Error, Record, Recorder, Role, SegmentReader, Snapshot,
+    Store,
+};
 use support::{ack, check_data_record, child_role, data_record, spawn, TempDir};
 
 const CHILD_TEST: &str = "child";
@@ -58,7 +61,13 @@ fn fork() -> i32 {
 }
 
 fn seg_name(rec: &Recorder) -> String {
-    rec.segment_path().unwrap().file_name().unwrap().to_str().unwrap().to_owned()
+    rec.segment_path()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Entry point of the child processes (the tests below start this binary again).
@@ -68,7 +77,12 @@ fn child() {
     let role = child_role().expect("run by the tests in this file, with BBX_CHILD set");
     support::no_core_dumps();
     let run_dir = PathBuf::from(std::env::var("BBX_RUN").unwrap());
-    let mut rec = Recorder::new(&run_dir, Role::Worker, Some("gw0".into()), Durability::Process);
+    let mut rec = Recorder::new(
+        &run_dir,
+        Role::Worker,
+        Some("gw0".into()),
+        Durability::Process,
+    );
     match role.as_str() {
         // Parent and child write at once after the fork.
         "both_write" => {
@@ -77,7 +91,11 @@ fn child() {
             if fork() == 0 {
                 // SAFETY: getpid always succeeds.
                 let me = unsafe { libc::getpid() };
-                assert_eq!(rec.segment_path(), None, "the inherited segment is not the child's");
+                assert_eq!(
+                    rec.segment_path(),
+                    None,
+                    "the inherited segment is not the child's"
+                );
                 write_range(&mut rec, 2, 0, AFTER_FORK, "G");
                 assert_ne!(seg_name(&rec), parent_seg);
                 ack(&format!("G_DONE {me} {}", seg_name(&rec)));
@@ -124,7 +142,10 @@ fn child() {
             let mut status = 0;
             // SAFETY: waits for the child we forked.
             unsafe { libc::waitpid(-1, &raw mut status, 0) };
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "forked child failed: {status:#x}");
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "forked child failed: {status:#x}"
+            );
             rec.record(&data_record(1, 11, Some((1, 2)))).unwrap();
             rec.commit().unwrap();
             ack(&format!("P_DONE {} {}", std::process::id(), seg_name(&rec)));
@@ -141,7 +162,12 @@ fn child() {
                         rec.start_test("t.py::child_test").unwrap();
                     }
                     // SAFETY: a deliberate fault on an address no mapping covers.
-                    unsafe { std::ptr::write_volatile(std::ptr::with_exposed_provenance_mut::<u8>(0x10), 1) };
+                    unsafe {
+                        std::ptr::write_volatile(
+                            std::ptr::with_exposed_provenance_mut::<u8>(0x10),
+                            1,
+                        );
+                    };
                     unreachable!();
                 }
                 let mut status = 0;
@@ -170,7 +196,17 @@ fn read_seg(path: &Path) -> Seg {
     let r = SegmentReader::open(path).unwrap();
     let b = r.read_from(0);
     assert!(b.damage.is_none(), "{:?}", b.damage);
-    let Some((_, Record::Process { pid, ppid, role, worker, .. })) = b.records.first() else {
+    let Some((
+        _,
+        Record::Process {
+            pid,
+            ppid,
+            role,
+            worker,
+            ..
+        },
+    )) = b.records.first()
+    else {
         panic!("{}: no process record", path.display())
     };
     let data = b.records[1..]
@@ -198,7 +234,10 @@ fn alive(path: &Path) -> bool {
 /// killed can be waited for here.
 fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
 }
 
 fn kill_and_reap_orphan(pid: i32) {
@@ -226,14 +265,21 @@ fn parent_and_child_write_at_once_into_their_own_segments() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
-    let mut s = spawn(CHILD_TEST, "both_write", &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        "both_write",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let (mut p_done, mut g_done) = (None, None);
     let (mut p_acks, mut g_acks) = (0u64, 0u64);
     // Interleaved acknowledgements show both wrote at once.
     let mut switches = 0;
     let mut last = ' ';
     while p_done.is_none() || g_done.is_none() {
-        let l = s.next_ack().unwrap_or_else(|| panic!("writer ended early; log:\n{}", s.log_text()));
+        let l = s
+            .next_ack()
+            .unwrap_or_else(|| panic!("writer ended early; log:\n{}", s.log_text()));
         let who = l.chars().next().unwrap();
         if l.starts_with("P_DONE") {
             p_done = Some(l);
@@ -253,23 +299,43 @@ fn parent_and_child_write_at_once_into_their_own_segments() {
     }
     let (p_done, g_done) = (p_done.unwrap(), g_done.unwrap());
     assert_eq!((p_acks, g_acks), (BEFORE_FORK + AFTER_FORK, AFTER_FORK));
-    let (ppid_, pseg) = (field(&p_done, 1).parse::<u32>().unwrap(), run_dir.join(field(&p_done, 2)));
-    let (gpid, gseg) = (field(&g_done, 1).parse::<i32>().unwrap(), run_dir.join(field(&g_done, 2)));
+    let (ppid_, pseg) = (
+        field(&p_done, 1).parse::<u32>().unwrap(),
+        run_dir.join(field(&p_done, 2)),
+    );
+    let (gpid, gseg) = (
+        field(&g_done, 1).parse::<i32>().unwrap(),
+        run_dir.join(field(&g_done, 2)),
+    );
     eprintln!("{switches} switches between parent and child acknowledgements");
 
     let snap = Snapshot::read(&run, &run_dir).unwrap();
     assert_eq!(snap.segments.len(), 2, "one segment each");
     let p = read_seg(&pseg);
     let g = read_seg(&gseg);
-    assert_eq!((p.pid, p.role, p.worker.as_deref()), (ppid_, Role::Worker, Some("gw0")));
-    assert_eq!((g.pid, g.ppid, g.role, g.worker.as_deref()), (gpid as u32, ppid_, Role::Forked, Some("gw0")));
-    assert_eq!(p.data, (0..BEFORE_FORK + AFTER_FORK).map(|s| (1, s)).collect::<Vec<_>>());
+    assert_eq!(
+        (p.pid, p.role, p.worker.as_deref()),
+        (ppid_, Role::Worker, Some("gw0"))
+    );
+    assert_eq!(
+        (g.pid, g.ppid, g.role, g.worker.as_deref()),
+        (gpid as u32, ppid_, Role::Forked, Some("gw0"))
+    );
+    assert_eq!(
+        p.data,
+        (0..BEFORE_FORK + AFTER_FORK)
+            .map(|s| (1, s))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(g.data, (0..AFTER_FORK).map(|s| (2, s)).collect::<Vec<_>>());
     assert!(alive(&pseg) && alive(&gseg));
 
     // The parent dies, the child lives: the parent's segment is dead at once.
     s.kill_and_reap();
-    assert!(!alive(&pseg), "the forked child holds its parent's segment lock");
+    assert!(
+        !alive(&pseg),
+        "the forked child holds its parent's segment lock"
+    );
     assert!(alive(&gseg));
     kill_and_reap_orphan(gpid);
     assert!(!alive(&gseg));
@@ -288,11 +354,18 @@ fn a_child_that_has_not_written_does_not_hold_the_parent_lock() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
-    let mut s = spawn(CHILD_TEST, "child_waits", &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        "child_waits",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     // The two come in either order.
     let (mut forked, mut p_done) = (None, None);
     while forked.is_none() || p_done.is_none() {
-        let l = s.next_ack().unwrap_or_else(|| panic!("writer ended early; log:\n{}", s.log_text()));
+        let l = s
+            .next_ack()
+            .unwrap_or_else(|| panic!("writer ended early; log:\n{}", s.log_text()));
         if l.starts_with("G_FORKED") {
             forked = Some(l);
         } else if l.starts_with("P_DONE") {
@@ -303,10 +376,17 @@ fn a_child_that_has_not_written_does_not_hold_the_parent_lock() {
     let gpid: i32 = field(&forked, 1).parse().unwrap();
     let pseg = run_dir.join(field(&p_done, 2));
     assert!(alive(&pseg));
-    assert_eq!(Snapshot::read(&run, &run_dir).unwrap().segments.len(), 1, "the child has no segment yet");
+    assert_eq!(
+        Snapshot::read(&run, &run_dir).unwrap().segments.len(),
+        1,
+        "the child has no segment yet"
+    );
 
     s.kill_and_reap();
-    assert!(!alive(&pseg), "a forked child that never wrote holds its parent's segment lock");
+    assert!(
+        !alive(&pseg),
+        "a forked child that never wrote holds its parent's segment lock"
+    );
 
     // Now the orphan writes: its own segment, the parent's untouched.
     // SAFETY: a process of this test.
@@ -316,7 +396,10 @@ fn a_child_that_has_not_written_does_not_hold_the_parent_lock() {
     let g = read_seg(&gseg);
     assert_eq!((g.pid, g.role), (gpid as u32, Role::Forked));
     assert_eq!(g.data, (0..500).map(|s| (2, s)).collect::<Vec<_>>());
-    assert_eq!(read_seg(&pseg).data, (0..BEFORE_FORK).map(|s| (1, s)).collect::<Vec<_>>());
+    assert_eq!(
+        read_seg(&pseg).data,
+        (0..BEFORE_FORK).map(|s| (1, s)).collect::<Vec<_>>()
+    );
     assert!(alive(&gseg) && !alive(&pseg));
     kill_and_reap_orphan(gpid);
     assert!(!alive(&gseg));
@@ -328,7 +411,12 @@ fn a_fork_inside_a_transaction_cannot_commit_half_of_it() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
-    let mut s = spawn(CHILD_TEST, "fork_in_txn", &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        "fork_in_txn",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let g_done = s.expect_ack("G_DONE");
     let p_done = s.expect_ack("P_DONE");
     let g = read_seg(&run_dir.join(field(&g_done, 2)));
@@ -346,7 +434,12 @@ fn a_crashing_forked_child_marks_its_own_segment_only() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
-    let mut s = spawn(CHILD_TEST, "crash_in_child", &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        "crash_in_child",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let d0 = s.expect_ack("G_DIED 0");
     let d1 = s.expect_ack("G_DIED 1");
     let p_done = s.expect_ack("P_DONE");
@@ -359,7 +452,10 @@ fn a_crashing_forked_child_marks_its_own_segment_only() {
     assert_eq!(snap.segments.len(), 2);
     for st in &snap.segments {
         if st.path == pseg {
-            assert_eq!(st.crash, None, "a child's crash marked its parent's segment");
+            assert_eq!(
+                st.crash, None,
+                "a child's crash marked its parent's segment"
+            );
             assert!(st.alive);
             assert_eq!(st.current_test.as_deref(), Some("t.py::parent_test"));
         } else {

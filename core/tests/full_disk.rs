@@ -22,7 +22,10 @@ fn child() {
     assert_eq!(role, "fill");
     if let Ok(limit) = std::env::var("BBX_FSIZE") {
         let limit: u64 = limit.parse().unwrap();
-        let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        let lim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
         // SAFETY: plain calls on values we own.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -42,8 +45,15 @@ fn child() {
             Err(e) => break e,
         }
     };
-    let kind = if matches!(err, Error::StoreFull { .. }) { "StoreFull" } else { "other" };
-    ack(&format!("ERR {kind} {}", err.to_string().replace('\n', " ")));
+    let kind = if matches!(err, Error::StoreFull { .. }) {
+        "StoreFull"
+    } else {
+        "other"
+    };
+    ack(&format!(
+        "ERR {kind} {}",
+        err.to_string().replace('\n', " ")
+    ));
     // Later writes fail the same clean way (or fit, when smaller); the segment stays whole.
     for extra in 0..3 {
         match rec.record(&data_record(1, seq, None)) {
@@ -78,18 +88,37 @@ fn fill(tmp: &Path, store: &Store, run: &str, env: &[(&str, String)]) -> u64 {
     }
     let st = s.wait();
     // No SIGBUS, no SIGXFSZ: the child ran to its end.
-    assert!(st.success() && done, "the writer died: {}; log:\n{}", describe(st), s.log_text());
+    assert!(
+        st.success() && done,
+        "the writer died: {}; log:\n{}",
+        describe(st),
+        s.log_text()
+    );
     let error = error.expect("the store never reported it was full");
     eprintln!("after {acked} records: {error}");
     assert!(error.starts_with("StoreFull no room to grow "), "{error}");
-    assert!(error.contains("seg-") && error.contains("what was committed before is kept"), "{error}");
+    assert!(
+        error.contains("seg-") && error.contains("what was committed before is kept"),
+        "{error}"
+    );
 
     let snap = Snapshot::read(run, &run_dir).unwrap();
     assert_eq!(snap.segments.len(), 1);
-    assert!(snap.segments[0].damage.is_none(), "{:?}", snap.segments[0].damage);
+    assert!(
+        snap.segments[0].damage.is_none(),
+        "{:?}",
+        snap.segments[0].damage
+    );
     assert!(!snap.segments[0].alive);
-    let data: Vec<u64> = snap.records[0][1..].iter().map(|r| check_data_record(r).1).collect();
-    assert_eq!(data, (0..acked).collect::<Vec<_>>(), "every acknowledged record, in order, intact");
+    let data: Vec<u64> = snap.records[0][1..]
+        .iter()
+        .map(|r| check_data_record(r).1)
+        .collect();
+    assert_eq!(
+        data,
+        (0..acked).collect::<Vec<_>>(),
+        "every acknowledged record, in order, intact"
+    );
     acked
 }
 
@@ -102,7 +131,15 @@ impl Mount {
         let target = CString::new(at.as_os_str().as_bytes()).unwrap();
         let opts = CString::new(format!("size={size},mode=0700")).unwrap();
         // SAFETY: NUL-terminated strings that outlive the call.
-        let rc = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, opts.as_ptr().cast()) };
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
         if rc == 0 {
             Ok(Mount(at.to_owned()))
         } else {
@@ -139,7 +176,10 @@ fn a_full_tmpfs_gives_store_full_and_keeps_what_was_committed() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     eprintln!("{acked} records in a segment of {used} bytes on a 1 MiB tmpfs");
-    assert!(used > 768 << 10, "the segment stopped growing at {used} bytes");
+    assert!(
+        used > 768 << 10,
+        "the segment stopped growing at {used} bytes"
+    );
 }
 
 #[test]
@@ -148,8 +188,21 @@ fn a_file_size_limit_gives_store_full_and_keeps_what_was_committed() {
     let store = Store::create(tmp.path().join("store")).unwrap();
     let run = store.new_run().unwrap();
     let limit = 700u64 << 10;
-    fill(tmp.path(), &store, &run, &[("BBX_FSIZE", limit.to_string())]);
-    let seg = std::fs::read_dir(store.run_path(&run).unwrap()).unwrap().next().unwrap().unwrap().path();
+    fill(
+        tmp.path(),
+        &store,
+        &run,
+        &[("BBX_FSIZE", limit.to_string())],
+    );
+    let seg = std::fs::read_dir(store.run_path(&run).unwrap())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let len = std::fs::metadata(&seg).unwrap().len();
-    assert!(len <= limit && len > limit - (64 << 10), "segment of {len} bytes under a {limit}-byte limit");
+    assert!(
+        len <= limit && len > limit - (64 << 10),
+        "segment of {len} bytes under a {limit}-byte limit"
+    );
 }

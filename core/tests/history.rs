@@ -1,6 +1,7 @@
 //! `history.redb`: folding runs written with the real writer API, reading them back, batching,
 //! pruning, idempotence, two processes folding at once, crashes mid-fold, damaged files.
 
+#![allow(clippy::many_single_char_names)] // a, b, c name runs and tests as in the prose.
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -13,8 +13,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blackbox_core::segment::{ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH, READ_WINDOW};
-use blackbox_core::{Durability, Error, Record, Recorder, Role, SegmentReader, SegmentWriter, Snapshot, Store, Value};
+use blackbox_core::segment::{
+    ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH, READ_WINDOW,
+};
+use blackbox_core::{
+    Durability, Error, Record, Recorder, Role, SegmentReader, SegmentWriter, Snapshot, Store, Value,
+};
 use support::{ack, child_role, spawn, TempDir};
 
 // ---------------------------------------------------------------------------------------
@@ -160,7 +164,9 @@ fn with_flip<T>(path: &Path, pos: usize, value: u8, f: impl FnOnce() -> T) -> T 
 }
 
 fn read(path: &Path) -> ReadBatch {
-    SegmentReader::open(path).unwrap_or_else(|e| panic!("{e}")).read_from(0)
+    SegmentReader::open(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .read_from(0)
 }
 
 fn damaged_open(path: &Path) -> blackbox_core::Damage {
@@ -168,7 +174,11 @@ fn damaged_open(path: &Path) -> blackbox_core::Damage {
         Err(Error::Damaged(d)) => {
             assert_eq!(d.path, path);
             let shown = Error::Damaged(d.clone()).to_string();
-            assert!(shown.contains(&path.display().to_string()) && shown.contains(&format!("at offset {}", d.offset)), "{shown}");
+            assert!(
+                shown.contains(&path.display().to_string())
+                    && shown.contains(&format!("at offset {}", d.offset)),
+                "{shown}"
+            );
             d
         }
         other => panic!("{}: expected damage, got {other:?}", path.display()),
@@ -197,7 +207,10 @@ fn a_handmade_segment_after_the_documented_layout_reads_back() {
     let (wp, _) = written(tmp.path(), 5);
     let wbytes = std::fs::read(&wp).unwrap();
     let body: Vec<u8> = frames.concat();
-    assert_eq!(&wbytes[HEADER_SIZE as usize..HEADER_SIZE as usize + body.len()], &body[..]);
+    assert_eq!(
+        &wbytes[HEADER_SIZE as usize..HEADER_SIZE as usize + body.len()],
+        &body[..]
+    );
 }
 
 #[test]
@@ -206,8 +219,22 @@ fn a_truncated_segment_reads_up_to_the_cut() {
     let (path, recs) = written(tmp.path(), 40);
     let bytes = std::fs::read(&path).unwrap();
     let committed = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
-    let ends: Vec<u64> = recs.iter().map(|(o, _)| *o).skip(1).chain([committed]).collect();
-    let mut cuts: Vec<u64> = vec![0, 1, 8, 100, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 3, committed - 1];
+    let ends: Vec<u64> = recs
+        .iter()
+        .map(|(o, _)| *o)
+        .skip(1)
+        .chain([committed])
+        .collect();
+    let mut cuts: Vec<u64> = vec![
+        0,
+        1,
+        8,
+        100,
+        HEADER_SIZE - 1,
+        HEADER_SIZE,
+        HEADER_SIZE + 3,
+        committed - 1,
+    ];
     for (o, _) in &recs {
         cuts.extend([*o, *o + 4, *o + 8, *o + 13]);
     }
@@ -216,16 +243,34 @@ fn a_truncated_segment_reads_up_to_the_cut() {
         if cut < HEADER_SIZE {
             let d = damaged_open(&p);
             assert_eq!(d.offset, 0);
-            assert!(d.reason.contains(&format!("holds {cut} bytes")), "{}", d.reason);
+            assert!(
+                d.reason.contains(&format!("holds {cut} bytes")),
+                "{}",
+                d.reason
+            );
             continue;
         }
         let b = read(&p);
         let whole = ends.iter().filter(|&&e| e <= cut).count();
         assert_eq!(b.records, recs[..whole], "cut at {cut}");
-        let d = b.damage.unwrap_or_else(|| panic!("cut at {cut}: no damage reported"));
-        let stop = if whole < recs.len() { recs[whole].0 } else { committed };
-        assert_eq!((d.path.as_path(), d.offset), (p.as_path(), stop), "cut at {cut}: {d}");
-        assert!(d.reason.contains("the file ends") || d.reason.contains("truncated"), "cut at {cut}: {}", d.reason);
+        let d = b
+            .damage
+            .unwrap_or_else(|| panic!("cut at {cut}: no damage reported"));
+        let stop = if whole < recs.len() {
+            recs[whole].0
+        } else {
+            committed
+        };
+        assert_eq!(
+            (d.path.as_path(), d.offset),
+            (p.as_path(), stop),
+            "cut at {cut}: {d}"
+        );
+        assert!(
+            d.reason.contains("the file ends") || d.reason.contains("truncated"),
+            "cut at {cut}: {}",
+            d.reason
+        );
         assert_eq!(b.next, stop);
     }
 }
@@ -243,17 +288,29 @@ fn every_flipped_byte_stops_reading_at_its_frame() {
     for pos in HEADER_SIZE as usize..committed {
         let k = recs.iter().rposition(|(o, _)| *o as usize <= pos).unwrap();
         let (start, _) = recs[k];
-        let payload_end = start as usize + 8 + u32::from_le_bytes(bytes[start as usize..start as usize + 4].try_into().unwrap()) as usize;
+        let payload_end = start as usize
+            + 8
+            + u32::from_le_bytes(
+                bytes[start as usize..start as usize + 4]
+                    .try_into()
+                    .unwrap(),
+            ) as usize;
         for mask in [0x01u8, 0x80, 0xff] {
             let got = with_flip(&p, pos, bytes[pos] ^ mask, || read(&p));
             if pos < payload_end {
-                let d = got.damage.unwrap_or_else(|| panic!("flip {mask:#x} at {pos} not caught"));
+                let d = got
+                    .damage
+                    .unwrap_or_else(|| panic!("flip {mask:#x} at {pos} not caught"));
                 assert_eq!(d.offset, start, "flip at {pos}: {d}");
                 assert_eq!(got.records, recs[..k], "flip at {pos}");
                 caught += 1;
             } else {
                 // Padding carries nothing: every record still reads.
-                assert!(got.damage.is_none(), "flip in padding at {pos}: {:?}", got.damage);
+                assert!(
+                    got.damage.is_none(),
+                    "flip in padding at {pos}: {:?}",
+                    got.damage
+                );
                 assert_eq!(got.records, recs);
             }
         }
@@ -262,15 +319,23 @@ fn every_flipped_byte_stops_reading_at_its_frame() {
     // shorten what is read; the other fields change nothing about the records.
     // Every byte of the fields, a sample of the two nodeid slots and the reserved rest.
     for pos in (0..128).chain((128..HEADER_SIZE as usize).step_by(29)) {
-        let opened = with_flip(&p, pos, bytes[pos] ^ 0x41, || SegmentReader::open(&p).map(|r| r.read_from(0)));
+        let opened = with_flip(&p, pos, bytes[pos] ^ 0x41, || {
+            SegmentReader::open(&p).map(|r| r.read_from(0))
+        });
         match opened {
             Err(Error::Damaged(d)) => assert!(pos < 8 || (12..16).contains(&pos), "{pos}: {d}"),
-            Err(Error::UnsupportedVersion { found, .. }) => assert!((8..12).contains(&pos) && found != FORMAT_VERSION),
+            Err(Error::UnsupportedVersion { found, .. }) => {
+                assert!((8..12).contains(&pos) && found != FORMAT_VERSION);
+            }
             Err(e) => panic!("{pos}: {e}"),
             Ok(got) => {
                 if (32..40).contains(&pos) {
                     assert!(recs.starts_with(&got.records), "flip at {pos}");
-                    assert!(got.damage.is_some() || got.records.len() < recs.len() || got.records == recs);
+                    assert!(
+                        got.damage.is_some()
+                            || got.records.len() < recs.len()
+                            || got.records == recs
+                    );
                 } else {
                     assert!(got.damage.is_none(), "flip at {pos}: {:?}", got.damage);
                     assert_eq!(got.records, recs);
@@ -278,7 +343,10 @@ fn every_flipped_byte_stops_reading_at_its_frame() {
             }
         }
     }
-    eprintln!("{caught} flips in {} frame bytes caught", committed - HEADER_SIZE as usize);
+    eprintln!(
+        "{caught} flips in {} frame bytes caught",
+        committed - HEADER_SIZE as usize
+    );
 }
 
 #[test]
@@ -296,10 +364,24 @@ fn foreign_files_and_future_versions_are_refused_by_name() {
     let p = plant(tmp.path(), "seg-1-future.seg", &future);
     match SegmentReader::open(&p) {
         Err(e @ Error::UnsupportedVersion { .. }) => {
-            let Error::UnsupportedVersion { path, found, supported } = &e else { unreachable!() };
-            assert_eq!((path.as_path(), *found, *supported), (p.as_path(), FORMAT_VERSION + 1, FORMAT_VERSION));
+            let Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (path.as_path(), *found, *supported),
+                (p.as_path(), FORMAT_VERSION + 1, FORMAT_VERSION)
+            );
             let msg = e.to_string();
-            assert!(msg.contains(&p.display().to_string()) && msg.contains(&format!("version {}", FORMAT_VERSION + 1)), "{msg}");
+            assert!(
+                msg.contains(&p.display().to_string())
+                    && msg.contains(&format!("version {}", FORMAT_VERSION + 1)),
+                "{msg}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -325,7 +407,11 @@ fn an_empty_segment_is_damage_unless_a_live_writer_holds_it() {
     let holder = File::open(&empty).unwrap();
     holder.lock().unwrap();
     let snap = Snapshot::read("run", &run).unwrap();
-    assert_eq!(snap.segments.len(), 1, "an empty segment with a live writer is skipped for now");
+    assert_eq!(
+        snap.segments.len(),
+        1,
+        "an empty segment with a live writer is skipped for now"
+    );
     assert_eq!(snap.segments[0].path, good);
     drop(holder);
 
@@ -333,7 +419,10 @@ fn an_empty_segment_is_damage_unless_a_live_writer_holds_it() {
     let snap = Snapshot::read("run", &run).unwrap();
     assert_eq!(snap.segments.len(), 2);
     let bad = snap.segments.iter().position(|s| s.path == empty).unwrap();
-    let d = snap.segments[bad].damage.as_ref().expect("the empty file is reported");
+    let d = snap.segments[bad]
+        .damage
+        .as_ref()
+        .expect("the empty file is reported");
     assert_eq!((d.path.as_path(), d.offset), (empty.as_path(), 0));
     assert!(!snap.segments[bad].alive);
     let ok = 1 - bad;
@@ -364,7 +453,11 @@ fn huge_length_fields_allocate_nothing_they_promise() {
         let d = got.damage.unwrap();
         assert_eq!(d.offset, last, "{d}");
         assert!(d.reason.contains(expect), "length {len}: {}", d.reason);
-        assert!(peak < 64 << 10, "length {len}: {peak} bytes allocated for a {}-byte file", b.len());
+        assert!(
+            peak < 64 << 10,
+            "length {len}: {peak} bytes allocated for a {}-byte file",
+            b.len()
+        );
     }
     // A committed end far past the file: read what is there, say it was truncated.
     for committed in [u64::MAX - 7, 1 << 40, good.len() as u64 + 4096] {
@@ -376,7 +469,10 @@ fn huge_length_fields_allocate_nothing_they_promise() {
         let d = got.damage.unwrap();
         assert_eq!(d.offset, good.len() as u64);
         assert!(d.reason.contains("truncated"), "{}", d.reason);
-        assert!(peak < 64 << 10, "committed {committed}: {peak} bytes allocated");
+        assert!(
+            peak < 64 << 10,
+            "committed {committed}: {peak} bytes allocated"
+        );
         // read_one of a frame the header promises but the file lacks.
         let r = SegmentReader::open(&p).unwrap();
         let (one, peak) = peak_of(|| r.read_one(good.len() as u64));
@@ -401,13 +497,21 @@ fn a_huge_sparse_segment_is_read_in_bounded_memory() {
     let size = 1u64 << 40; // 1 TiB of holes
     set_committed(&mut b, size);
     let p = plant(tmp.path(), "seg-1-sparse.seg", &b);
-    File::options().write(true).open(&p).unwrap().set_len(size).unwrap();
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
     let (got, peak) = peak_of(|| read(&p));
     assert_eq!(records_of(&got), recs);
     let d = got.damage.unwrap();
     assert_eq!(d.offset, end);
     assert!(d.reason.contains("frame length 0"), "{}", d.reason);
-    assert!(peak <= READ_WINDOW + (64 << 10), "{peak} bytes allocated to read a sparse 1 TiB file");
+    assert!(
+        peak <= READ_WINDOW + (64 << 10),
+        "{peak} bytes allocated to read a sparse 1 TiB file"
+    );
     // (The accounting works: the reader did hold its one window.)
     assert!(peak >= READ_WINDOW, "{peak}");
 }
@@ -424,7 +528,11 @@ fn frames_with_valid_checksums_and_hostile_payloads() {
         (trailing, "trailing bytes"),
         (vec![0xff; 64], "undecodable record"),
     ] {
-        let p = plant(tmp.path(), "seg-1-payload.seg", &handmade(&[ok.clone(), frame(&payload)]));
+        let p = plant(
+            tmp.path(),
+            "seg-1-payload.seg",
+            &handmade(&[ok.clone(), frame(&payload)]),
+        );
         let got = read(&p);
         assert_eq!(records_of(&got), vec![rec(1)]);
         let d = got.damage.unwrap();
@@ -439,11 +547,19 @@ fn frames_with_valid_checksums_and_hostile_payloads() {
         claims.extend_from_slice(&[6, 0xa0, 0x8d, 0x06]);
     }
     claims.resize(claims.len() + 100_000, 0xff);
-    let p = plant(tmp.path(), "seg-1-claims.seg", &handmade(&[ok.clone(), frame(&claims)]));
+    let p = plant(
+        tmp.path(),
+        "seg-1-claims.seg",
+        &handmade(&[ok.clone(), frame(&claims)]),
+    );
     let (got, peak) = peak_of(|| read(&p));
     assert_eq!(records_of(&got), vec![rec(1)]);
     assert!(got.damage.unwrap().reason.contains("undecodable record"));
-    assert!(peak < 2 << 20, "{peak} bytes allocated for a {}-byte frame", claims.len());
+    assert!(
+        peak < 2 << 20,
+        "{peak} bytes allocated for a {}-byte frame",
+        claims.len()
+    );
 
     // A value nested a million levels deep: refused, not a stack overflow of the reader.
     let mut deep = vec![6u8, 0, 0];
@@ -451,7 +567,11 @@ fn frames_with_valid_checksums_and_hostile_payloads() {
         deep.extend_from_slice(&[6, 1]);
     }
     deep.extend_from_slice(&[0, 0]);
-    let p = plant(tmp.path(), "seg-1-deep.seg", &handmade(&[ok.clone(), frame(&deep)]));
+    let p = plant(
+        tmp.path(),
+        "seg-1-deep.seg",
+        &handmade(&[ok.clone(), frame(&deep)]),
+    );
     let (got, peak) = peak_of(|| read(&p));
     assert_eq!(records_of(&got), vec![rec(1)]);
     assert!(got.damage.unwrap().reason.contains("nested more than"));
@@ -476,7 +596,10 @@ fn writers_refuse_values_readers_would_refuse() {
     let mut w = SegmentWriter::create(tmp.path(), Durability::Process).unwrap();
     w.append(&nest(MAX_VALUE_DEPTH)).unwrap();
     let e = w.append(&nest(MAX_VALUE_DEPTH + 1)).unwrap_err();
-    assert!(matches!(e, Error::Encode(_)) && e.to_string().contains("nested more than"), "{e}");
+    assert!(
+        matches!(e, Error::Encode(_)) && e.to_string().contains("nested more than"),
+        "{e}"
+    );
     w.append(&rec(3)).unwrap();
     w.commit().unwrap();
     let got = read(w.path());
@@ -518,21 +641,41 @@ fn a_directory_a_symlink_or_a_fifo_in_place_of_a_segment() {
         let snap = Snapshot::read("run", &run2).unwrap();
         tx.send((d, snap)).unwrap();
     });
-    let (d, snap) = rx.recv_timeout(Duration::from_secs(20)).expect("reading a FIFO in place of a segment hung");
-    assert!(d[0].reason.contains("not a regular file"), "{}", d[0].reason);
+    let (d, snap) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("reading a FIFO in place of a segment hung");
+    assert!(
+        d[0].reason.contains("not a regular file"),
+        "{}",
+        d[0].reason
+    );
     assert!(d[1].reason.contains("symbolic link"), "{}", d[1].reason);
-    assert!(d[2].reason.contains("not a regular file"), "{}", d[2].reason);
+    assert!(
+        d[2].reason.contains("not a regular file"),
+        "{}",
+        d[2].reason
+    );
     assert!(d[3].reason.contains("symbolic link"), "{}", d[3].reason);
 
     assert_eq!(snap.segments.len(), 5);
     for (i, st) in snap.segments.iter().enumerate() {
         if st.path == good {
             assert!(st.damage.is_none());
-            assert_eq!(snap.records[i], recs.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
+            assert_eq!(
+                snap.records[i],
+                recs.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>()
+            );
         } else {
-            let d = st.damage.as_ref().unwrap_or_else(|| panic!("{} not reported", st.path.display()));
+            let d = st
+                .damage
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} not reported", st.path.display()));
             assert_eq!(d.path, st.path);
-            assert!(snap.records[i].is_empty(), "read through {}", st.path.display());
+            assert!(
+                snap.records[i].is_empty(),
+                "read through {}",
+                st.path.display()
+            );
         }
     }
     // Nothing was read through the link: only the good segment's records are there.
@@ -553,17 +696,33 @@ fn a_planted_symlink_is_never_followed_nor_replaced() {
     std::os::unix::fs::symlink(&missing, run.join(".new-seg-7-d.seg")).unwrap();
     for name in ["seg-7-a.seg", "seg-7-b.seg", "seg-7-c.seg", "seg-7-d.seg"] {
         match SegmentWriter::create_named(&run, name, Durability::Process) {
-            Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{name}"),
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{name}");
+            }
             other => panic!("{name}: {other:?}"),
         }
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(!missing.exists());
-    for name in ["seg-7-a.seg", "seg-7-b.seg", ".new-seg-7-c.seg", ".new-seg-7-d.seg"] {
-        assert!(std::fs::symlink_metadata(run.join(name)).unwrap().file_type().is_symlink(), "{name} was replaced");
+    for name in [
+        "seg-7-a.seg",
+        "seg-7-b.seg",
+        ".new-seg-7-c.seg",
+        ".new-seg-7-d.seg",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(run.join(name))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{name} was replaced"
+        );
     }
     // No half-made files were left behind by the refused attempts.
-    let names: Vec<String> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
     // Not a segment name: refused before anything is created.
     assert!(SegmentWriter::create_named(&run, "../escape.seg", Durability::Process).is_err());
@@ -582,7 +741,12 @@ fn child() {
             unsafe { libc::umask(0) };
             let store = Store::create(dir.join("store")).unwrap();
             let run = store.new_run().unwrap();
-            let mut rec = Recorder::new(store.run_path(&run).unwrap(), Role::Main, None, Durability::Process);
+            let mut rec = Recorder::new(
+                store.run_path(&run).unwrap(),
+                Role::Main,
+                None,
+                Durability::Process,
+            );
             rec.start_test("t.py::x").unwrap();
             ack(&format!("SEG {}", rec.segment_path().unwrap().display()));
         }
@@ -592,10 +756,18 @@ fn child() {
             let (path, _) = written(&dir, 10);
             let r = SegmentReader::open(&path).unwrap();
             assert_eq!(r.read_from(0).records.len(), 10);
-            File::options().write(true).open(&path).unwrap().set_len(100).unwrap();
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(100)
+                .unwrap();
             let b = r.read_from(0);
             let d = b.damage.expect("damage");
-            assert!(b.records.is_empty() && d.offset == 0 && d.reason.contains("cut to 100 bytes"), "{d}");
+            assert!(
+                b.records.is_empty() && d.offset == 0 && d.reason.contains("cut to 100 bytes"),
+                "{d}"
+            );
             assert_eq!(r.committed(), 0);
             assert_eq!(r.crash_mark(), None);
             assert_eq!(r.current_test(), None);
@@ -610,22 +782,44 @@ fn child() {
 #[test]
 fn segments_are_0600_in_0700_folders_whatever_the_umask() {
     let tmp = TempDir::new("modes");
-    let mut s = spawn("child", "modes", &[("BBX_DIR", tmp.path().display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        "child",
+        "modes",
+        &[("BBX_DIR", tmp.path().display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let seg = PathBuf::from(s.expect_ack("SEG ").strip_prefix("SEG ").unwrap());
     assert!(s.wait().success(), "{}", s.log_text());
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&seg), 0o600, "segment");
     assert_eq!(mode(seg.parent().unwrap()), 0o700, "run folder");
     assert_eq!(mode(&tmp.path().join("store")), 0o700, "store");
-    assert!(std::fs::symlink_metadata(&seg).unwrap().file_type().is_file());
-    assert_eq!(std::fs::metadata(&seg).unwrap().nlink(), 1, "the temporary name is gone");
+    assert!(std::fs::symlink_metadata(&seg)
+        .unwrap()
+        .file_type()
+        .is_file());
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().nlink(),
+        1,
+        "the temporary name is gone"
+    );
 }
 
 #[test]
 fn a_segment_cut_below_its_header_while_open_is_reported_not_a_sigbus() {
     let tmp = TempDir::new("cut-open");
-    let mut s = spawn("child", "truncate_open", &[("BBX_DIR", tmp.path().display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        "child",
+        "truncate_open",
+        &[("BBX_DIR", tmp.path().display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let acks = s.rest_of_acks();
     let st = s.wait();
-    assert!(st.success() && acks == ["SURVIVED"], "{}: {acks:?}; log:\n{}", support::describe(st), s.log_text());
+    assert!(
+        st.success() && acks == ["SURVIVED"],
+        "{}: {acks:?}; log:\n{}",
+        support::describe(st),
+        s.log_text()
+    );
 }

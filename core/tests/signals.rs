@@ -9,7 +9,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blackbox_core::{install_crash_handler, Durability, Recorder, Role, SegmentReader, Snapshot, Store};
+use blackbox_core::{
+    install_crash_handler, Durability, Recorder, Role, SegmentReader, Snapshot, Store,
+};
 use support::{ack, child_role, describe, spawn, TempDir, ACK_FD};
 
 const CHILD_TEST: &str = "child";
@@ -22,10 +24,18 @@ fn signal_safe_ack(msg: &[u8]) {
     unsafe { libc::write(ACK_FD, msg.as_ptr().cast(), msg.len()) };
 }
 
-extern "C" fn earlier_siginfo_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn earlier_siginfo_handler(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers (ours forwards it).
     let ok = !info.is_null() && unsafe { (*info).si_signo } == sig;
-    signal_safe_ack(if ok { b"CHAINED siginfo ok\n" } else { b"CHAINED siginfo BAD\n" });
+    signal_safe_ack(if ok {
+        b"CHAINED siginfo ok\n"
+    } else {
+        b"CHAINED siginfo BAD\n"
+    });
     // Like faulthandler: restore the default action and return; the faulting instruction
     // runs again and the process dies by the signal.
     // SAFETY: signal() is async-signal-safe.
@@ -33,7 +43,11 @@ extern "C" fn earlier_siginfo_handler(sig: libc::c_int, info: *mut libc::siginfo
 }
 
 extern "C" fn earlier_plain_handler(sig: libc::c_int) {
-    signal_safe_ack(if sig == libc::SIGABRT { b"CHAINED plain ok\n" } else { b"CHAINED plain BAD\n" });
+    signal_safe_ack(if sig == libc::SIGABRT {
+        b"CHAINED plain ok\n"
+    } else {
+        b"CHAINED plain BAD\n"
+    });
     // Returning from a SIGABRT handler: abort() restores the default action and raises again.
 }
 
@@ -86,7 +100,10 @@ fn child() {
 }
 
 fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// Runs a child in `role`, which must die by `signal`; checks the crash mark and returns
@@ -97,26 +114,45 @@ fn crash_child(role: &str, signal: i32) -> Vec<String> {
     let run = store.new_run().unwrap();
     let run_dir = store.run_path(&run).unwrap();
     let before = wall_ns();
-    let mut s = spawn(CHILD_TEST, role, &[("BBX_RUN", run_dir.display().to_string())], &tmp.path().join("c.log"));
+    let mut s = spawn(
+        CHILD_TEST,
+        role,
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
     let ready = s.expect_ack("READY ");
     let seg = Path::new(ready.strip_prefix("READY ").unwrap()).to_owned();
     let rest = s.rest_of_acks();
     let st = s.wait();
     let after = wall_ns();
-    assert_eq!(st.signal(), Some(signal), "{role}: the child died by {}, not by signal {signal}; log:\n{}", describe(st), s.log_text());
+    assert_eq!(
+        st.signal(),
+        Some(signal),
+        "{role}: the child died by {}, not by signal {signal}; log:\n{}",
+        describe(st),
+        s.log_text()
+    );
 
     let r = SegmentReader::open(&seg).unwrap();
-    let mark = r.crash_mark().unwrap_or_else(|| panic!("{role}: no crash mark"));
+    let mark = r
+        .crash_mark()
+        .unwrap_or_else(|| panic!("{role}: no crash mark"));
     assert_eq!(mark.signal, signal);
     assert_eq!(mark.test.as_deref(), Some(NODEID));
-    assert!((before..=after).contains(&mark.wall_ns), "{role}: crash time {} outside [{before}, {after}]", mark.wall_ns);
+    assert!(
+        (before..=after).contains(&mark.wall_ns),
+        "{role}: crash time {} outside [{before}, {after}]",
+        mark.wall_ns
+    );
     assert!(!r.writer_alive());
     assert!(!r.info().closed_cleanly);
     // What the process committed before it died is there, and the follower reports the mark.
     let snap = Snapshot::read(&run, &run_dir).unwrap();
     assert_eq!(snap.segments.len(), 1);
     assert_eq!(snap.segments[0].crash.as_ref(), Some(&mark));
-    assert!(snap.records[0].iter().any(|rec| matches!(rec, blackbox_core::Record::TestStart { nodeid, .. } if nodeid == NODEID)));
+    assert!(snap.records[0].iter().any(
+        |rec| matches!(rec, blackbox_core::Record::TestStart { nodeid, .. } if nodeid == NODEID)
+    ));
     rest
 }
 
@@ -134,10 +170,16 @@ fn abort_is_marked_and_still_kills() {
 
 #[test]
 fn an_earlier_siginfo_handler_still_runs() {
-    assert_eq!(crash_child("segv_chained", libc::SIGSEGV), vec!["CHAINED siginfo ok".to_owned()]);
+    assert_eq!(
+        crash_child("segv_chained", libc::SIGSEGV),
+        vec!["CHAINED siginfo ok".to_owned()]
+    );
 }
 
 #[test]
 fn an_earlier_plain_handler_still_runs() {
-    assert_eq!(crash_child("abort_chained", libc::SIGABRT), vec!["CHAINED plain ok".to_owned()]);
+    assert_eq!(
+        crash_child("abort_chained", libc::SIGABRT),
+        vec!["CHAINED plain ok".to_owned()]
+    );
 }

@@ -63,14 +63,24 @@ impl Command {
     /// One line for `blackbox --help`.
     pub fn summary(self) -> &'static str {
         match self {
-            Command::Stats => "summary of a run: outcomes, slowest tests and fixtures, crashes, workers",
+            Command::Stats => {
+                "summary of a run: outcomes, slowest tests and fixtures, crashes, workers"
+            }
             Command::Tests => "every test: crashes first, then failures, then slowest first",
-            Command::Fixtures => "fixture (and @timed) setup times over the whole run, slowest total first",
+            Command::Fixtures => {
+                "fixture (and @timed) setup times over the whole run, slowest total first"
+            }
             Command::Crashes => "processes that died: which test, worker, pid, signal and phase",
-            Command::Dump => "every record of a run, segment by segment (--jsonl for one JSON object a line)",
+            Command::Dump => {
+                "every record of a run, segment by segment (--jsonl for one JSON object a line)"
+            }
             Command::Runs => "the runs in the store: id, start time, tests, crashes, live or not",
-            Command::Check => "verify every segment of every run; exit 1 naming file and offset of any damage",
-            Command::Report => "write a self-contained HTML report: timeline, slowest fixtures, crashes",
+            Command::Check => {
+                "verify every segment of every run; exit 1 naming file and offset of any damage"
+            }
+            Command::Report => {
+                "write a self-contained HTML report: timeline, slowest fixtures, crashes"
+            }
             Command::Help => "show help for a command",
             Command::Version => "show the version",
         }
@@ -178,7 +188,11 @@ impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.command {
             Some(c) if c != Command::Help && c != Command::Version => {
-                write!(f, "{}; `blackbox {c} --help` lists its options", self.message)
+                write!(
+                    f,
+                    "{}; `blackbox {c} --help` lists its options",
+                    self.message
+                )
             }
             _ => write!(f, "{}; `blackbox --help` lists the commands", self.message),
         }
@@ -214,7 +228,16 @@ struct Opt {
 
 use Command as C;
 
-const DATA: &[Command] = &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Report];
+const DATA: &[Command] = &[
+    C::Stats,
+    C::Tests,
+    C::Fixtures,
+    C::Crashes,
+    C::Dump,
+    C::Runs,
+    C::Check,
+    C::Report,
+];
 
 const OPTS: &[Opt] = &[
     Opt {
@@ -300,7 +323,9 @@ const OPTS: &[Opt] = &[
 ];
 
 fn opt(key: Key) -> &'static Opt {
-    OPTS.iter().find(|o| o.key == key).expect("every key has an entry")
+    OPTS.iter()
+        .find(|o| o.key == key)
+        .expect("every key has an entry")
 }
 
 fn utf8(arg: &OsStr) -> Result<&str, UsageError> {
@@ -338,7 +363,10 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
     let mut given: Vec<(Key, String)> = Vec::new();
     let mut i = 0;
     let mut only_positionals = false;
-    let usage = |message: String| UsageError { message, command: None };
+    let usage = |message: String| UsageError {
+        message,
+        command: None,
+    };
     while i < argv.len() {
         let raw = argv[i].as_ref();
         i += 1;
@@ -352,7 +380,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             only_positionals = true;
             continue;
         }
-        let (o, spelled, inline): (&Opt, String, Option<OsString>) = if let Some(body) = arg.strip_prefix("--") {
+        let (o, spelled, inline): (&Opt, String, Option<OsString>) = if let Some(body) =
+            arg.strip_prefix("--")
+        {
             let (name, inline) = match body.split_once('=') {
                 Some((n, _)) => {
                     // Keep the value's original bytes (a path may not be UTF-8).
@@ -384,14 +414,19 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             (None, None) => None,
             (Some(_), Some(v)) => Some(v),
             (Some(meta), None) => match argv.get(i) {
-                Some(v) if !(v.as_ref().to_string_lossy().starts_with("--") && v.as_ref().len() > 2) => {
+                Some(v)
+                    if !(v.as_ref().to_string_lossy().starts_with("--")
+                        && v.as_ref().len() > 2) =>
+                {
                     i += 1;
                     Some(v.as_ref().to_owned())
                 }
                 _ => return Err(usage(format!("{spelled} needs a value ({spelled} {meta})"))),
             },
         };
-        let text = || -> Result<String, UsageError> { Ok(utf8(value.as_deref().unwrap_or_default())?.to_owned()) };
+        let text = || -> Result<String, UsageError> {
+            Ok(utf8(value.as_deref().unwrap_or_default())?.to_owned())
+        };
         match o.key {
             Key::Dir => inv.dir = value.map(PathBuf::from),
             Key::Run => inv.run = Some(text()?),
@@ -400,9 +435,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             Key::Html => inv.html = value.map(PathBuf::from),
             Key::Limit => {
                 let v = text()?;
-                let n = v
-                    .parse::<usize>()
-                    .map_err(|_| usage(format!("{spelled} takes a whole number of rows, not {v:?}")))?;
+                let n = v.parse::<usize>().map_err(|_| {
+                    usage(format!("{spelled} takes a whole number of rows, not {v:?}"))
+                })?;
                 inv.limit = Some(n);
             }
             Key::Outcome => {
@@ -421,7 +456,11 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
                     "auto" => ColorChoice::Auto,
                     "always" => ColorChoice::Always,
                     "never" => ColorChoice::Never,
-                    other => return Err(usage(format!("--color takes auto, always or never, not {other:?}"))),
+                    other => {
+                        return Err(usage(format!(
+                            "--color takes auto, always or never, not {other:?}"
+                        )))
+                    }
                 }
             }
             Key::Help | Key::Version => {}
@@ -439,7 +478,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
     if wants_help || command == Some(Command::Help) || (command.is_none() && !wants_version) {
         let topic = match command {
             Some(Command::Help) => match rest.next() {
-                Some(name) => Some(Command::parse(name).ok_or_else(|| usage(unknown_command(name)))?),
+                Some(name) => {
+                    Some(Command::parse(name).ok_or_else(|| usage(unknown_command(name)))?)
+                }
                 None => None,
             },
             other => other,
@@ -459,16 +500,22 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
         command: Some(command),
     };
     if let Some(extra) = rest.next() {
-        return Err(in_command(format!("unexpected argument {extra:?} after `{command}`")));
+        return Err(in_command(format!(
+            "unexpected argument {extra:?} after `{command}`"
+        )));
     }
     for (key, spelled) in &given {
         let o = opt(*key);
         if !o.commands.is_empty() && !o.commands.contains(&command) {
-            return Err(in_command(format!("{spelled} is not an option of `{command}`")));
+            return Err(in_command(format!(
+                "{spelled} is not an option of `{command}`"
+            )));
         }
     }
     if command == Command::Report && inv.html.is_none() {
-        return Err(in_command("`report` needs the file to write: blackbox report --html FILE".into()));
+        return Err(in_command(
+            "`report` needs the file to write: blackbox report --html FILE".into(),
+        ));
     }
     Ok(inv)
 }
@@ -478,7 +525,16 @@ fn unknown_option(spelled: &str) -> String {
     let near = OPTS
         .iter()
         .filter(|_| !name.is_empty())
-        .map(|o| (if o.long.starts_with(name) { 0 } else { edit_distance(o.long, name) }, o.long))
+        .map(|o| {
+            (
+                if o.long.starts_with(name) {
+                    0
+                } else {
+                    edit_distance(o.long, name)
+                },
+                o.long,
+            )
+        })
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, long)| format!("--{long}"));
@@ -489,7 +545,9 @@ fn unknown_option(spelled: &str) -> String {
 }
 
 fn unknown_command(name: &str) -> String {
-    let near = Command::READERS.into_iter().find(|c| edit_distance(c.name(), name) <= 2);
+    let near = Command::READERS
+        .into_iter()
+        .find(|c| edit_distance(c.name(), name) <= 2);
     match near {
         Some(c) => format!("unknown command {name:?} (did you mean `{c}`?)"),
         None => format!(
@@ -505,7 +563,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -518,7 +578,9 @@ pub fn help(topic: Option<Command>) -> String {
     match topic {
         None | Some(Command::Help) => {
             s.push_str("blackbox: read what pytest-blackbox recorded about a test run\n\n");
-            s.push_str("usage: blackbox COMMAND [--dir DIR] [--run ID] [--json] [OPTIONS]\n\ncommands:\n");
+            s.push_str(
+                "usage: blackbox COMMAND [--dir DIR] [--run ID] [--json] [OPTIONS]\n\ncommands:\n",
+            );
             for c in Command::READERS {
                 let _ = writeln!(s, "  {:<10}{}", c.name(), c.summary());
             }
@@ -535,7 +597,11 @@ pub fn help(topic: Option<Command>) -> String {
         Some(Command::Version) => s.push_str("usage: blackbox --version\n"),
         Some(c) => {
             let takes_value = |o: &&Opt| o.commands.contains(&c) || o.commands.is_empty();
-            let opts: Vec<&Opt> = OPTS.iter().filter(takes_value).filter(|o| o.key != Key::Version).collect();
+            let opts: Vec<&Opt> = OPTS
+                .iter()
+                .filter(takes_value)
+                .filter(|o| o.key != Key::Version)
+                .collect();
             let mut usage = format!("usage: blackbox {c}");
             for o in &opts {
                 match (o.key, o.value) {
@@ -592,7 +658,13 @@ mod tests {
 
     #[test]
     fn commands_and_options_in_any_order() {
-        let a = ok(&["--dir", "/s", "stats", "--run=20261122-024420-abcdef", "--json"]);
+        let a = ok(&[
+            "--dir",
+            "/s",
+            "stats",
+            "--run=20261122-024420-abcdef",
+            "--json",
+        ]);
         assert_eq!(a.command, Command::Stats);
         assert_eq!(a.dir, Some(PathBuf::from("/s")));
         assert_eq!(a.run.as_deref(), Some("20261122-024420-abcdef"));
@@ -613,7 +685,10 @@ mod tests {
         assert_eq!(ok(&["tests", "-n3"]).limit, Some(3));
         let r = ok(&["report", "--html", "out.html"]);
         assert_eq!(r.html, Some(PathBuf::from("out.html")));
-        assert_eq!(ok(&["report", "--html", "-"]).html, Some(PathBuf::from("-")));
+        assert_eq!(
+            ok(&["report", "--html", "-"]).html,
+            Some(PathBuf::from("-"))
+        );
         assert!(ok(&["dump", "--jsonl"]).jsonl);
     }
 
@@ -636,12 +711,16 @@ mod tests {
     #[test]
     fn usage_errors_say_what_and_where_to_look() {
         let e = err(&["stats", "--jsn"]);
-        assert!(e.contains("unknown option --jsn (did you mean --json?)"), "{e}");
+        assert!(
+            e.contains("unknown option --jsn (did you mean --json?)"),
+            "{e}"
+        );
         assert!(e.contains("`blackbox stats --help`"), "{e}");
         assert!(err(&["--bogus"]).contains("`blackbox --help`"));
         let e = err(&["stats", "--html", "x"]);
         assert!(
-            e.contains("--html is not an option of `stats`") && e.contains("`blackbox stats --help`"),
+            e.contains("--html is not an option of `stats`")
+                && e.contains("`blackbox stats --help`"),
             "{e}"
         );
         assert!(err(&["stat"]).contains("did you mean `stats`"));
@@ -668,6 +747,9 @@ mod tests {
         eq.extend_from_slice(b"/tmp/\xff");
         let a = parse(&[OsStr::new("stats"), OsStr::from_bytes(&eq)]).unwrap();
         assert_eq!(a.dir.unwrap().as_os_str(), dir);
-        assert!(parse(&[OsStr::from_bytes(b"st\xffats")]).unwrap_err().message.contains("UTF-8"));
+        assert!(parse(&[OsStr::from_bytes(b"st\xffats")])
+            .unwrap_err()
+            .message
+            .contains("UTF-8"));
     }
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value as Json};
 
 use super::args::{ColorChoice, Command, Invocation};
-use super::table::{clean, count, duration, local_time, plural, shorten_middle, Cell, Column, Painter, Style, Table, MAX_WIDTH};
+use super::table::{
+    clean, count, duration, local_time, plural, shorten_middle, Cell, Column, Painter, Style,
+    Table, MAX_WIDTH,
+};
 use super::{Env, Failure};
 use crate::aggregate::{signal_name, Aggregate, CrashView, FixtureStats, RunView, TestView};
 use crate::error::Error;
@@ -30,7 +33,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(inv: &'a Invocation, env: &Env, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Ctx<'a> {
+    pub fn new(
+        inv: &'a Invocation,
+        env: &Env,
+        out: &'a mut dyn Write,
+        err: &'a mut dyn Write,
+    ) -> Ctx<'a> {
         let enabled = match inv.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
@@ -161,7 +169,11 @@ fn resolve_run(store: &Store, wanted: Option<&str>) -> Result<String, Failure> {
         many => Err(Failure::Error(format!(
             "run id {wanted:?} matches {} runs ({}, …); give more of it",
             many.len(),
-            many.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .take(3)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -212,7 +224,9 @@ fn load_id(store: &Store, id: &str) -> Result<Loaded, Failure> {
 /// of a `stats`, and nobody waits for it (the process may exit first, which is fine).
 fn drop_later<T: Send + 'static>(value: T) {
     // When no thread can start, `spawn` drops the closure, and the value with it, right here.
-    let _ = std::thread::Builder::new().name("blackbox-drop".into()).spawn(move || drop(value));
+    let _ = std::thread::Builder::new()
+        .name("blackbox-drop".into())
+        .spawn(move || drop(value));
 }
 
 /// Reads the run the command line names, warning (one line) about damage.
@@ -220,13 +234,23 @@ fn load(cx: &mut Ctx<'_>) -> Result<Loaded, Failure> {
     let store = cx.store()?;
     let id = resolve_run(&store, cx.inv.run.as_deref())?;
     let loaded = load_id(&store, &id)?;
-    warn_damage(cx, &id, loaded.statuses.iter().filter_map(|s| s.damage.as_ref()))?;
+    warn_damage(
+        cx,
+        &id,
+        loaded.statuses.iter().filter_map(|s| s.damage.as_ref()),
+    )?;
     Ok(loaded)
 }
 
-fn warn_damage<'d>(cx: &mut Ctx<'_>, id: &str, damage: impl Iterator<Item = &'d Damage>) -> Result<(), Failure> {
+fn warn_damage<'d>(
+    cx: &mut Ctx<'_>,
+    id: &str,
+    damage: impl Iterator<Item = &'d Damage>,
+) -> Result<(), Failure> {
     let damage: Vec<&Damage> = damage.collect();
-    let Some(first) = damage.first() else { return Ok(()) };
+    let Some(first) = damage.first() else {
+        return Ok(());
+    };
     let what = if damage.len() == 1 {
         "a damaged segment".to_owned()
     } else {
@@ -272,7 +296,11 @@ fn sorted_tests<'v>(tests: &'v [TestView], outcomes: &[String]) -> Vec<&'v TestV
 /// Fixtures and timed functions, slowest setup total first.
 fn sorted_fixtures(view: &RunView) -> Vec<&FixtureStats> {
     let mut v: Vec<&FixtureStats> = view.fixtures.iter().chain(&view.timed).collect();
-    v.sort_by(|a, b| b.total_s.total_cmp(&a.total_s).then_with(|| a.name.cmp(&b.name)));
+    v.sort_by(|a, b| {
+        b.total_s
+            .total_cmp(&a.total_s)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     v
 }
 
@@ -312,7 +340,11 @@ fn test_table(tests: &[&TestView]) -> Table {
         table.push(vec![
             outcome_cell(t),
             // No phase report: nothing measured (a crash before the first report).
-            Cell::new(if t.phases.is_empty() { "-".into() } else { duration(t.duration_s) }),
+            Cell::new(if t.phases.is_empty() {
+                "-".into()
+            } else {
+                duration(t.duration_s)
+            }),
             Cell::new(opt_str(t.worker.as_deref())),
             Cell::new(pid_str(t.pid)),
             Cell::new(&t.nodeid),
@@ -360,7 +392,10 @@ fn crash_table(crashes: &[&CrashView]) -> Table {
     ]);
     for c in crashes {
         let row = vec![
-            Cell::styled(c.signal.map_or_else(|| "-".into(), signal_name), Some(Style::BoldRed)),
+            Cell::styled(
+                c.signal.map_or_else(|| "-".into(), signal_name),
+                Some(Style::BoldRed),
+            ),
             Cell::new(opt_str(c.worker.as_deref())),
             Cell::new(pid_str(c.pid)),
             Cell::new(opt_str(c.phase.as_deref())),
@@ -421,7 +456,11 @@ impl WithoutLists for RunView {
 
 fn section(cx: &mut Ctx<'_>, title: &str, shown: usize, total: usize) -> Result<(), Failure> {
     let head = if shown < total {
-        format!("{title} ({} of {})", count(shown as u64), count(total as u64))
+        format!(
+            "{title} ({} of {})",
+            count(shown as u64),
+            count(total as u64)
+        )
     } else {
         format!("{title} ({})", count(total as u64))
     };
@@ -439,18 +478,36 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         // The shape of `RunView::to_json`, its lists streamed (a test checks they agree).
         let all = view.to_json_without_lists();
         let parts: Vec<(&str, Part<'_>)> = vec![
-            ("crashes", Part::Many(Box::new(view.crashes.iter().map(CrashView::to_json)))),
-            ("fixtures", Part::Many(Box::new(view.fixtures.iter().map(FixtureStats::to_json)))),
+            (
+                "crashes",
+                Part::Many(Box::new(view.crashes.iter().map(CrashView::to_json))),
+            ),
+            (
+                "fixtures",
+                Part::Many(Box::new(view.fixtures.iter().map(FixtureStats::to_json))),
+            ),
             (
                 "problems",
-                Part::Many(Box::new(view.problems.iter().map(|p| Json::String(p.clone())))),
+                Part::Many(Box::new(
+                    view.problems.iter().map(|p| Json::String(p.clone())),
+                )),
             ),
             ("run", Part::One(all["run"].clone())),
-            ("tests", Part::Many(Box::new(view.tests.iter().map(TestView::to_json)))),
-            ("timed", Part::Many(Box::new(view.timed.iter().map(FixtureStats::to_json)))),
+            (
+                "tests",
+                Part::Many(Box::new(view.tests.iter().map(TestView::to_json))),
+            ),
+            (
+                "timed",
+                Part::Many(Box::new(view.timed.iter().map(FixtureStats::to_json))),
+            ),
             (
                 "workers",
-                Part::Many(Box::new(view.workers.iter().map(crate::aggregate::WorkerView::to_json))),
+                Part::Many(Box::new(
+                    view.workers
+                        .iter()
+                        .map(crate::aggregate::WorkerView::to_json),
+                )),
             ),
         ];
         write_doc(cx.out, parts)?;
@@ -467,7 +524,10 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 
     // Header: which run, how it ended, where, when.
     let (state, state_style) = run_state(&view);
-    let mut head = vec![format!("run {}", view.run.id), paint.paint(&state, state_style).into_owned()];
+    let mut head = vec![
+        format!("run {}", view.run.id),
+        paint.paint(&state, state_style).into_owned(),
+    ];
     if let Some(h) = &view.run.host {
         head.push(format!("host {}", clean(h)));
     }
@@ -477,10 +537,20 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let mut when = Vec::new();
     if let Some(start) = view.run.started_wall_ns {
         when.push(format!("started {}", local_time(start)));
-        let end = view.run.ended_wall_ns.or_else(|| view.run.live.then(crate::writer::now_wall_ns));
+        let end = view
+            .run
+            .ended_wall_ns
+            .or_else(|| view.run.live.then(crate::writer::now_wall_ns));
         if let Some(end) = end {
-            let verb = if view.run.ended_wall_ns.is_some() { "took" } else { "running for" };
-            when.push(format!("{verb} {}", duration(end.saturating_sub(start) as f64 / 1e9)));
+            let verb = if view.run.ended_wall_ns.is_some() {
+                "took"
+            } else {
+                "running for"
+            };
+            when.push(format!(
+                "{verb} {}",
+                duration(end.saturating_sub(start) as f64 / 1e9)
+            ));
         }
     }
     if !view.run.argv.is_empty() {
@@ -509,10 +579,17 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let mut parts: Vec<String> = Vec::new();
     for o in order {
         if let Some(&n) = by_outcome.get(o) {
-            parts.push(paint.paint(&format!("{} {o}", count(n)), Style::of_outcome(o)).into_owned());
+            parts.push(
+                paint
+                    .paint(&format!("{} {o}", count(n)), Style::of_outcome(o))
+                    .into_owned(),
+            );
         }
     }
-    let mut others: Vec<(&&str, &u64)> = by_outcome.iter().filter(|(o, _)| !order.contains(o)).collect();
+    let mut others: Vec<(&&str, &u64)> = by_outcome
+        .iter()
+        .filter(|(o, _)| !order.contains(o))
+        .collect();
     others.sort();
     for (o, n) in others {
         parts.push(format!("{} {}", count(*n), clean(o)));
@@ -521,19 +598,35 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if total == 0 {
         writeln!(cx.out, "tests: none recorded yet")?;
     } else {
-        writeln!(cx.out, "tests {}: {}", count(total as u64), parts.join(" · "))?;
+        writeln!(
+            cx.out,
+            "tests {}: {}",
+            count(total as u64),
+            parts.join(" · ")
+        )?;
     }
 
     // Only what is shown gets sorted: a run of 100k tests has few that did not pass.
-    let bad_outcomes: Vec<String> = ["crashed", "unfinished", "running", "failed", "error"].map(String::from).into();
+    let bad_outcomes: Vec<String> = ["crashed", "unfinished", "running", "failed", "error"]
+        .map(String::from)
+        .into();
     let bad = sorted_tests(&view.tests, &bad_outcomes);
     if !bad.is_empty() {
-        section(cx, "crashed, unfinished and failed", bad.len().min(limit), bad.len())?;
+        section(
+            cx,
+            "crashed, unfinished and failed",
+            bad.len().min(limit),
+            bad.len(),
+        )?;
         let shown: Vec<&TestView> = bad.into_iter().take(limit).collect();
         test_table(&shown).write(cx.out, width, 2, paint)?;
     }
     if total > 0 {
-        let slowest_first = |a: &&TestView, b: &&TestView| b.duration_s.total_cmp(&a.duration_s).then_with(|| a.nodeid.cmp(&b.nodeid));
+        let slowest_first = |a: &&TestView, b: &&TestView| {
+            b.duration_s
+                .total_cmp(&a.duration_s)
+                .then_with(|| a.nodeid.cmp(&b.nodeid))
+        };
         let mut slow: Vec<&TestView> = view.tests.iter().collect();
         if limit < slow.len() {
             slow.select_nth_unstable_by(limit, slowest_first);
@@ -568,17 +661,28 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             let pids = if w.pids.len() > 8 {
                 format!(
                     "{} … ({} processes)",
-                    w.pids[..4].iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                    w.pids[..4]
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     w.pids.len()
                 )
             } else {
-                w.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                w.pids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             };
             table.push(vec![
                 Cell::new(&w.id),
                 Cell::new(count(w.tests)),
                 Cell::styled(count(w.crashes), (w.crashes > 0).then_some(Style::Red)),
-                Cell::styled(if w.alive { "running" } else { "ended" }, w.alive.then_some(Style::Cyan)),
+                Cell::styled(
+                    if w.alive { "running" } else { "ended" },
+                    w.alive.then_some(Style::Cyan),
+                ),
                 Cell::new(pids),
             ]);
         }
@@ -605,7 +709,10 @@ fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if cx.inv.json {
         let parts = vec![
             ("run", Part::One(run_json(&view))),
-            ("tests", Part::Many(Box::new(shown.iter().map(|t| t.to_json())))),
+            (
+                "tests",
+                Part::Many(Box::new(shown.iter().map(|t| t.to_json()))),
+            ),
         ];
         write_doc(cx.out, parts)?;
         return Ok(0);
@@ -625,7 +732,11 @@ fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             cx.out,
             "{}",
             cx.p(
-                &format!("{} of {} tests shown (--limit)", count(shown.len() as u64), count(n as u64)),
+                &format!(
+                    "{} of {} tests shown (--limit)",
+                    count(shown.len() as u64),
+                    count(n as u64)
+                ),
                 Style::Dim
             )
         )?;
@@ -639,9 +750,11 @@ fn fixtures(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let n = all.len();
     let shown = take(all, cx.inv.limit);
     if cx.inv.json {
-        let fixture_rows: std::collections::HashSet<*const FixtureStats> = view.fixtures.iter().map(std::ptr::from_ref).collect();
-        let (fixtures, timed): (Vec<&&FixtureStats>, Vec<&&FixtureStats>) =
-            shown.iter().partition(|f| fixture_rows.contains(&std::ptr::from_ref(**f)));
+        let fixture_rows: std::collections::HashSet<*const FixtureStats> =
+            view.fixtures.iter().map(std::ptr::from_ref).collect();
+        let (fixtures, timed): (Vec<&&FixtureStats>, Vec<&&FixtureStats>) = shown
+            .iter()
+            .partition(|f| fixture_rows.contains(&std::ptr::from_ref(**f)));
         cx.json(&json!({
             "run": run_json(&view),
             "fixtures": fixtures.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
@@ -659,7 +772,11 @@ fn fixtures(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             cx.out,
             "{}",
             cx.p(
-                &format!("{} of {} fixtures shown (--limit)", count(shown.len() as u64), count(n as u64)),
+                &format!(
+                    "{} of {} fixtures shown (--limit)",
+                    count(shown.len() as u64),
+                    count(n as u64)
+                ),
                 Style::Dim
             )
         )?;
@@ -688,7 +805,11 @@ fn crashes(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             cx.out,
             "{}",
             cx.p(
-                &format!("{} of {} crashes shown (--limit)", count(shown.len() as u64), count(n as u64)),
+                &format!(
+                    "{} of {} crashes shown (--limit)",
+                    count(shown.len() as u64),
+                    count(n as u64)
+                ),
                 Style::Dim
             )
         )?;
@@ -710,7 +831,9 @@ fn runs(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     };
     let mut rows: Vec<(String, Result<RunView, String>)> = Vec::with_capacity(ids.len());
     for id in ids {
-        let view = load_id(&store, &id).map(|l| l.view).map_err(|f| f.to_string());
+        let view = load_id(&store, &id)
+            .map(|l| l.view)
+            .map_err(|f| f.to_string());
         rows.push((id, view));
     }
     if cx.inv.json {
@@ -759,8 +882,18 @@ fn runs(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                     Cell::new(id),
                     Cell::new(v.run.started_wall_ns.map_or_else(|| "-".into(), local_time)),
                     Cell::new(count(v.tests.len() as u64)),
-                    Cell::styled(count(v.crashes.len() as u64), (!v.crashes.is_empty()).then_some(Style::Red)),
-                    Cell::styled(state, if v.problems.is_empty() { style } else { Some(Style::Red) }),
+                    Cell::styled(
+                        count(v.crashes.len() as u64),
+                        (!v.crashes.is_empty()).then_some(Style::Red),
+                    ),
+                    Cell::styled(
+                        state,
+                        if v.problems.is_empty() {
+                            style
+                        } else {
+                            Some(Style::Red)
+                        },
+                    ),
                     Cell::new(opt_str(v.run.host.as_deref())),
                 ]);
             }
@@ -904,7 +1037,14 @@ fn check(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 /// Records `dump` reads at a time from one segment.
 const DUMP_CHUNK: usize = 4096;
 
-fn write_dump_line(cx: &mut Ctx<'_>, jsonl: bool, segment: &str, pid: u32, offset: u64, rec: &crate::Record) -> Result<(), Failure> {
+fn write_dump_line(
+    cx: &mut Ctx<'_>,
+    jsonl: bool,
+    segment: &str,
+    pid: u32,
+    offset: u64,
+    rec: &crate::Record,
+) -> Result<(), Failure> {
     let mut obj = rec.to_json();
     if jsonl {
         if let Json::Object(map) = &mut obj {
@@ -919,7 +1059,12 @@ fn write_dump_line(cx: &mut Ctx<'_>, jsonl: bool, segment: &str, pid: u32, offse
             map.remove("kind");
         }
         let fields = serde_json::to_string(&obj).unwrap_or_default();
-        writeln!(cx.out, "  {offset:>10}  {:<16} {}", rec.kind(), clean(&fields))?;
+        writeln!(
+            cx.out,
+            "  {offset:>10}  {:<16} {}",
+            rec.kind(),
+            clean(&fields)
+        )?;
     }
     Ok(())
 }
@@ -994,7 +1139,11 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             }
             if let Some(d) = batch.damage {
                 if !jsonl {
-                    writeln!(cx.out, "  {}", cx.p(&clean(&format!("stopped: {d}")), Style::Red))?;
+                    writeln!(
+                        cx.out,
+                        "  {}",
+                        cx.p(&clean(&format!("stopped: {d}")), Style::Red)
+                    )?;
                 }
                 damage.push(d);
                 break;
@@ -1032,7 +1181,11 @@ fn report(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         clean(&target.to_string_lossy()),
         plural(view.tests.len() as u64, "test", "tests"),
         plural(view.crashes.len() as u64, "crash", "crashes"),
-        plural((view.fixtures.len() + view.timed.len()) as u64, "fixture", "fixtures"),
+        plural(
+            (view.fixtures.len() + view.timed.len()) as u64,
+            "fixture",
+            "fixtures"
+        ),
         view.run.id
     )?;
     Ok(0)
@@ -1069,9 +1222,15 @@ mod tests {
             test("e", "error", 0.5),
             test("f", "unfinished", 0.2),
         ];
-        let order: Vec<&str> = sorted_tests(&tests, &[]).iter().map(|t| t.nodeid.as_str()).collect();
+        let order: Vec<&str> = sorted_tests(&tests, &[])
+            .iter()
+            .map(|t| t.nodeid.as_str())
+            .collect();
         assert_eq!(order, ["c", "f", "e", "b", "d", "a"]);
-        let only: Vec<&str> = sorted_tests(&tests, &["passed".into()]).iter().map(|t| t.nodeid.as_str()).collect();
+        let only: Vec<&str> = sorted_tests(&tests, &["passed".into()])
+            .iter()
+            .map(|t| t.nodeid.as_str())
+            .collect();
         assert_eq!(only, ["d", "a"]);
     }
 }

@@ -50,7 +50,9 @@ pub fn esc(s: &str) -> String {
 /// end the element or open a comment.
 fn script_json(v: &serde_json::Value) -> String {
     let s = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
-    s.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+    s.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 /// Lanes sort as a person counts: `main`, `controller`, then `gw2` before `gw10`.
@@ -98,7 +100,9 @@ fn tick_step(span_ns: f64, n: f64) -> f64 {
 /// `2s`, `2.5s`, `500ms`: a duration without the zeros a tick does not need.
 fn tick_label(seconds: f64) -> String {
     let d = duration(seconds);
-    let unit_at = d.find(|c: char| c.is_ascii_alphabetic() || c == 'µ').unwrap_or(d.len());
+    let unit_at = d
+        .find(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+        .unwrap_or(d.len());
     let (num, unit) = d.split_at(unit_at);
     if num.contains('.') && matches!(unit, "s" | "ms" | "µs" | "ns") {
         return format!("{}{unit}", num.trim_end_matches('0').trim_end_matches('.'));
@@ -134,7 +138,14 @@ fn tip(t: &TestView) -> serde_json::Value {
     let phases: Vec<String> = t
         .phases
         .iter()
-        .map(|p| format!("{} {} {}", p.phase.as_str(), p.outcome, duration(p.duration_s)))
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p.phase.as_str(),
+                p.outcome,
+                duration(p.duration_s)
+            )
+        })
         .collect();
     let props: Vec<[String; 2]> = t
         .properties
@@ -143,8 +154,12 @@ fn tip(t: &TestView) -> serde_json::Value {
         .map(|(k, v)| [k.clone(), value_text(v)])
         .collect();
     // A test that never ended: how long after its start its process last wrote.
-    let last = (t.end_mono_ns.is_none() && t.last_mono_ns > t.start_mono_ns)
-        .then(|| format!("+{} after its start", duration((t.last_mono_ns - t.start_mono_ns) as f64 / 1e9)));
+    let last = (t.end_mono_ns.is_none() && t.last_mono_ns > t.start_mono_ns).then(|| {
+        format!(
+            "+{} after its start",
+            duration((t.last_mono_ns - t.start_mono_ns) as f64 / 1e9)
+        )
+    });
     json!({
         "n": t.nodeid,
         "o": t.outcome,
@@ -339,17 +354,28 @@ fn header(h: &mut String, view: &RunView) {
     if let Some(start) = r.started_wall_ns {
         meta.push(format!("started {}", esc(&local_time(start))));
         if let Some(end) = r.ended_wall_ns {
-            meta.push(format!("took {}", esc(&duration(end.saturating_sub(start) as f64 / 1e9))));
+            meta.push(format!(
+                "took {}",
+                esc(&duration(end.saturating_sub(start) as f64 / 1e9))
+            ));
         }
     }
     meta.push(format!("{} processes", count(view.segments as u64)));
     meta.push(format!("{} records", count(view.records)));
     let _ = write!(h, "<p class=\"meta\">{}</p>", meta.join(" · "));
     if !r.argv.is_empty() {
-        let _ = write!(h, "<p class=\"meta\"><code>{}</code></p>", esc(&r.argv.join(" ")));
+        let _ = write!(
+            h,
+            "<p class=\"meta\"><code>{}</code></p>",
+            esc(&r.argv.join(" "))
+        );
     }
     if let Some(root) = &r.rootdir {
-        let _ = write!(h, "<p class=\"meta\">rootdir <code>{}</code></p>", esc(root));
+        let _ = write!(
+            h,
+            "<p class=\"meta\">rootdir <code>{}</code></p>",
+            esc(root)
+        );
     }
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for t in &view.tests {
@@ -387,7 +413,10 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
     }
     h.push_str("<div class=\"legend\">");
     for (name, class) in LEGEND {
-        let _ = write!(h, "<span><i class=\"{class}\" style=\"background:var(--{name})\"></i>{name}</span>");
+        let _ = write!(
+            h,
+            "<span><i class=\"{class}\" style=\"background:var(--{name})\"></i>{name}</span>"
+        );
     }
     h.push_str("<span>hover a bar for the test, its outcome, duration and properties</span></div>");
 
@@ -399,7 +428,12 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
         };
         end.max(t.start_mono_ns)
     };
-    let t0 = view.tests.iter().map(|t| t.start_mono_ns).min().unwrap_or(0);
+    let t0 = view
+        .tests
+        .iter()
+        .map(|t| t.start_mono_ns)
+        .min()
+        .unwrap_or(0);
     let t1 = view.tests.iter().map(end_of).max().unwrap_or(t0);
     let span = ((t1 - t0) as f64).max(1e6);
     let x_of = |ns: u64| PLOT_X + (ns.saturating_sub(t0) as f64 / span) * PLOT_W;
@@ -407,7 +441,11 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
     let mut lanes: BTreeMap<(u8, String, u64), (String, Vec<usize>)> = BTreeMap::new();
     for (i, t) in view.tests.iter().enumerate() {
         let lane = t.worker.clone().unwrap_or_else(|| "main".into());
-        lanes.entry(lane_key(&lane)).or_insert_with(|| (lane, Vec::new())).1.push(i);
+        lanes
+            .entry(lane_key(&lane))
+            .or_insert_with(|| (lane, Vec::new()))
+            .1
+            .push(i);
     }
     let height = AXIS_H + LANE_H * lanes.len() as f64 + 6.0;
     let _ = write!(
@@ -539,10 +577,18 @@ fn fixtures(h: &mut String, view: &RunView) {
         h.push_str("<p class=\"empty\">No fixture timings were recorded.</p></section>\n");
         return;
     }
-    all.sort_by(|a, b| b.0.total_s.total_cmp(&a.0.total_s).then_with(|| a.0.name.cmp(&b.0.name)));
+    all.sort_by(|a, b| {
+        b.0.total_s
+            .total_cmp(&a.0.total_s)
+            .then_with(|| a.0.name.cmp(&b.0.name))
+    });
     let n = all.len();
     all.truncate(FIXTURES_SHOWN);
-    let max = all.iter().map(|(f, _)| f.total_s).fold(0.0f64, f64::max).max(1e-12);
+    let max = all
+        .iter()
+        .map(|(f, _)| f.total_s)
+        .fold(0.0f64, f64::max)
+        .max(1e-12);
     let row_h = 24.0;
     let label_w = 300.0;
     let bar_x = label_w + 10.0;
@@ -647,7 +693,10 @@ mod tests {
         assert_eq!(ids, ["main", "controller", "gw0", "gw2", "gw10"]);
         assert!((tick_step(10e9, 8.0) - 2e9).abs() < 1.0);
         assert!((tick_step(7e6, 8.0) - 1e6).abs() < 1e-3);
-        let ticks: Vec<String> = [0.0, 2.0, 2.5, 0.5, 0.0125, 90.0].into_iter().map(tick_label).collect();
+        let ticks: Vec<String> = [0.0, 2.0, 2.5, 0.5, 0.0125, 90.0]
+            .into_iter()
+            .map(tick_label)
+            .collect();
         assert_eq!(ticks, ["0s", "2s", "2.5s", "500ms", "12.5ms", "1m30s"]);
     }
 }

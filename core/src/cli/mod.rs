@@ -58,7 +58,11 @@ impl Env {
             stdout_is_tty,
             no_color: set("NO_COLOR").is_some(),
             blackbox_dir: set("BLACKBOX_DIR").map(PathBuf::from),
-            columns: if stdout_is_tty { terminal_columns() } else { None },
+            columns: if stdout_is_tty {
+                terminal_columns()
+            } else {
+                None
+            },
         }
     }
 }
@@ -108,7 +112,12 @@ impl fmt::Display for Failure {
 
 /// Runs the command line `argv` (the arguments after the program name) and returns the
 /// exit status. Output goes to `out`, errors and warnings to `err`.
-pub fn run<S: AsRef<OsStr>>(argv: &[S], env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn run<S: AsRef<OsStr>>(
+    argv: &[S],
+    env: &Env,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let result = match parse(argv) {
         Err(u) => Err(Failure::Usage(u)),
         Ok(inv) => execute(&inv, env, out, err),
@@ -130,7 +139,12 @@ pub fn run<S: AsRef<OsStr>>(argv: &[S], env: &Env, out: &mut dyn Write, err: &mu
     }
 }
 
-fn execute(inv: &Invocation, env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+fn execute(
+    inv: &Invocation,
+    env: &Env,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, Failure> {
     match inv.command {
         Command::Help => {
             out.write_all(help(inv.topic).as_bytes())?;

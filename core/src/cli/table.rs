@@ -232,7 +232,9 @@ pub struct Painter {
 impl Painter {
     pub fn paint(self, text: &str, style: Option<Style>) -> Cow<'_, str> {
         match style {
-            Some(st) if self.enabled && !text.is_empty() => Cow::Owned(format!("\x1b[{}m{text}\x1b[0m", st.code())),
+            Some(st) if self.enabled && !text.is_empty() => {
+                Cow::Owned(format!("\x1b[{}m{text}\x1b[0m", st.code()))
+            }
             _ => Cow::Borrowed(text),
         }
     }
@@ -300,7 +302,10 @@ impl Cell {
     }
 
     pub fn styled(text: impl AsRef<str>, style: Option<Style>) -> Cell {
-        Cell { style, ..Cell::new(text) }
+        Cell {
+            style,
+            ..Cell::new(text)
+        }
     }
 }
 
@@ -357,11 +362,14 @@ impl Table {
                 w[i] = w[i].max(width(&cell.text));
             }
         }
-        let total = |w: &[usize]| indent + w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
+        let total =
+            |w: &[usize]| indent + w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
         let mut over = total(&w).saturating_sub(max);
         while over > 0 {
             // The widest shrinking column above the minimum gives way, down to the next one.
-            let mut order: Vec<usize> = (0..w.len()).filter(|&i| self.columns[i].shrink && w[i] > MIN_FLEX).collect();
+            let mut order: Vec<usize> = (0..w.len())
+                .filter(|&i| self.columns[i].shrink && w[i] > MIN_FLEX)
+                .collect();
             if order.is_empty() {
                 break;
             }
@@ -377,12 +385,20 @@ impl Table {
 
     /// Writes the header and the rows, each line at most `max` columns wide when the
     /// shrinking columns allow it.
-    pub fn write(&self, out: &mut dyn Write, max: usize, indent: usize, paint: Painter) -> io::Result<()> {
+    pub fn write(
+        &self,
+        out: &mut dyn Write,
+        max: usize,
+        indent: usize,
+        paint: Painter,
+    ) -> io::Result<()> {
         let widths = self.widths(max, indent);
         let pad = " ".repeat(indent);
         let last = self.columns.len().saturating_sub(1);
         let mut line = String::new();
-        let mut emit = |cells: &mut dyn Iterator<Item = (String, Option<Style>)>, out: &mut dyn Write| -> io::Result<()> {
+        let mut emit = |cells: &mut dyn Iterator<Item = (String, Option<Style>)>,
+                        out: &mut dyn Write|
+         -> io::Result<()> {
             line.clear();
             line.push_str(&pad);
             for (i, (text, style)) in cells.enumerate() {
@@ -408,7 +424,10 @@ impl Table {
             out.write_all(trimmed.as_bytes())?;
             out.write_all(b"\n")
         };
-        let mut header = self.columns.iter().map(|c| (c.header.to_owned(), Some(Style::Dim)));
+        let mut header = self
+            .columns
+            .iter()
+            .map(|c| (c.header.to_owned(), Some(Style::Dim)));
         emit(&mut header, out)?;
         for (row, note) in self.rows.iter().zip(&self.notes) {
             let mut cells = row.iter().map(|c| (c.text.clone(), c.style));
@@ -416,7 +435,12 @@ impl Table {
             if let Some(note) = note {
                 let inset = indent + 4;
                 let text = shorten_middle(note, max.saturating_sub(inset));
-                writeln!(out, "{}{}", " ".repeat(inset), paint.paint(&text, Some(Style::Dim)))?;
+                writeln!(
+                    out,
+                    "{}{}",
+                    " ".repeat(inset),
+                    paint.paint(&text, Some(Style::Dim))
+                )?;
             }
         }
         Ok(())
@@ -466,7 +490,10 @@ mod tests {
         let id = "tests/integration/test_models.py::TestResnet::test_forward[batch=64-dtype=bf16]";
         let s = shorten_middle(id, 40);
         assert_eq!(width(&s), 40);
-        assert!(s.starts_with("tests/integ") && s.ends_with("dtype=bf16]") && s.contains('…'), "{s}");
+        assert!(
+            s.starts_with("tests/integ") && s.ends_with("dtype=bf16]") && s.contains('…'),
+            "{s}"
+        );
         assert_eq!(shorten_middle("short", 40), "short");
         let wide = "测试".repeat(20);
         assert!(width(&shorten_middle(&wide, 21)) <= 21);
@@ -474,15 +501,24 @@ mod tests {
 
     #[test]
     fn tables_fit_the_width_and_align() {
-        let mut t = Table::new(vec![Column::right("DURATION"), Column::left("OUTCOME"), Column::shrinking("TEST")]);
+        let mut t = Table::new(vec![
+            Column::right("DURATION"),
+            Column::left("OUTCOME"),
+            Column::shrinking("TEST"),
+        ]);
         t.push(vec![
             Cell::new("1.24s"),
             Cell::styled("passed", Some(Style::Green)),
             Cell::new("x".repeat(300)),
         ]);
-        t.push(vec![Cell::new("850µs"), Cell::new("failed"), Cell::new("t.py::short")]);
+        t.push(vec![
+            Cell::new("850µs"),
+            Cell::new("failed"),
+            Cell::new("t.py::short"),
+        ]);
         let mut out = Vec::new();
-        t.write(&mut out, 100, 2, Painter { enabled: false }).unwrap();
+        t.write(&mut out, 100, 2, Painter { enabled: false })
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
@@ -491,7 +527,10 @@ mod tests {
         assert_eq!(lines[2], "     850µs  failed   t.py::short");
         assert!(lines[1].contains('…'));
         let mut colored = Vec::new();
-        t.write(&mut colored, 100, 0, Painter { enabled: true }).unwrap();
-        assert!(String::from_utf8(colored).unwrap().contains("\x1b[32mpassed\x1b[0m"));
+        t.write(&mut colored, 100, 0, Painter { enabled: true })
+            .unwrap();
+        assert!(String::from_utf8(colored)
+            .unwrap()
+            .contains("\x1b[32mpassed\x1b[0m"));
     }
 }

@@ -12,7 +12,9 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde::Deserialize;
 
 use crate::record::{Record, Value};
@@ -72,8 +74,12 @@ pub(crate) fn too_deep(record: &Record) -> bool {
     }
     // Every variant that carries a Value (new ones must be added here).
     match record {
-        Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => over(value, MAX_VALUE_DEPTH),
-        Record::TestPhase { report: Some(v), .. } => over(v, MAX_VALUE_DEPTH),
+        Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
+            over(value, MAX_VALUE_DEPTH)
+        }
+        Record::TestPhase {
+            report: Some(v), ..
+        } => over(v, MAX_VALUE_DEPTH),
         _ => false,
     }
 }
@@ -146,51 +152,96 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_any(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_any(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_option(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_option(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         self.inner.deserialize_unit_struct(name, visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_newtype_struct(name, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_newtype_struct(name, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_seq(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_seq(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_tuple(len, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_tuple(len, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
-    fn deserialize_tuple_struct<V: Visitor<'de>>(self, name: &'static str, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_tuple_struct(name, len, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner.deserialize_tuple_struct(
+            name,
+            len,
+            wrap!(BoundedVisitor, visitor, depth, self.too_deep),
+        )
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_map(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner
+            .deserialize_map(wrap!(BoundedVisitor, visitor, depth, self.too_deep))
     }
 
-    fn deserialize_struct<V: Visitor<'de>>(self, name: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_struct(name, fields, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner.deserialize_struct(
+            name,
+            fields,
+            wrap!(BoundedVisitor, visitor, depth, self.too_deep),
+        )
     }
 
-    fn deserialize_enum<V: Visitor<'de>>(self, name: &'static str, variants: &'static [&'static str], visitor: V) -> Result<V::Value, D::Error> {
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
         let depth = self.nest()?;
-        self.inner.deserialize_enum(name, variants, wrap!(BoundedVisitor, visitor, depth, self.too_deep))
+        self.inner.deserialize_enum(
+            name,
+            variants,
+            wrap!(BoundedVisitor, visitor, depth, self.too_deep),
+        )
     }
 
     fn is_human_readable(&self) -> bool {
@@ -253,23 +304,28 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<'_, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_some(wrap!(Bounded, d, self.depth, self.too_deep))
+        self.inner
+            .visit_some(wrap!(Bounded, d, self.depth, self.too_deep))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_newtype_struct(wrap!(Bounded, d, self.depth, self.too_deep))
+        self.inner
+            .visit_newtype_struct(wrap!(Bounded, d, self.depth, self.too_deep))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(wrap!(BoundedAccess, seq, self.depth, self.too_deep))
+        self.inner
+            .visit_seq(wrap!(BoundedAccess, seq, self.depth, self.too_deep))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(wrap!(BoundedAccess, map, self.depth, self.too_deep))
+        self.inner
+            .visit_map(wrap!(BoundedAccess, map, self.depth, self.too_deep))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_enum(wrap!(BoundedAccess, data, self.depth, self.too_deep))
+        self.inner
+            .visit_enum(wrap!(BoundedAccess, data, self.depth, self.too_deep))
     }
 }
 
@@ -284,7 +340,8 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for BoundedSeed<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(wrap!(Bounded, d, self.depth, self.too_deep))
+        self.inner
+            .deserialize(wrap!(Bounded, d, self.depth, self.too_deep))
     }
 }
 
@@ -298,8 +355,12 @@ struct BoundedAccess<'a, A> {
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<'_, A> {
     type Error = A::Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        self.inner.next_element_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner
+            .next_element_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -310,12 +371,17 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<'_, A> {
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<'_, A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        self.inner.next_key_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.inner
+            .next_key_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.next_value_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
+        self.inner
+            .next_value_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -327,8 +393,13 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for BoundedAccess<'a, A> {
     type Error = A::Error;
     type Variant = BoundedAccess<'a, A::Variant>;
 
-    fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
-        let (v, variant) = self.inner.variant_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))?;
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let (v, variant) =
+            self.inner
+                .variant_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))?;
         Ok((v, wrap!(BoundedAccess, variant, self.depth, self.too_deep)))
     }
 }
@@ -341,15 +412,26 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<'_, A> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.newtype_variant_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
+        self.inner
+            .newtype_variant_seed(wrap!(BoundedSeed, seed, self.depth, self.too_deep))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(len, wrap!(BoundedVisitor, visitor, self.depth, self.too_deep))
+        self.inner.tuple_variant(
+            len,
+            wrap!(BoundedVisitor, visitor, self.depth, self.too_deep),
+        )
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.struct_variant(fields, wrap!(BoundedVisitor, visitor, self.depth, self.too_deep))
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.struct_variant(
+            fields,
+            wrap!(BoundedVisitor, visitor, self.depth, self.too_deep),
+        )
     }
 }
 
@@ -360,7 +442,11 @@ mod tests {
     fn nested(depth: usize) -> Value {
         let mut v = Value::Int(1);
         for i in 1..depth {
-            v = if i % 2 == 0 { Value::List(vec![v]) } else { Value::Dict(vec![("k".into(), v)]) };
+            v = if i % 2 == 0 {
+                Value::List(vec![v])
+            } else {
+                Value::Dict(vec![("k".into(), v)])
+            };
         }
         v
     }

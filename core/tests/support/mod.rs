@@ -23,7 +23,11 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let mut r = Rng::from_entropy();
-        let p = std::env::temp_dir().join(format!("bbx-{tag}-{}-{:08x}", std::process::id(), r.next() as u32));
+        let p = std::env::temp_dir().join(format!(
+            "bbx-{tag}-{}-{:08x}",
+            std::process::id(),
+            r.next() as u32
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -57,7 +61,10 @@ impl Rng {
 
     /// The seed from `BBX_SEED`, or a random one; printed so a failure can be replayed.
     pub fn seeded(test: &str) -> Rng {
-        let seed = std::env::var("BBX_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| Rng::from_entropy().next());
+        let seed = std::env::var("BBX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| Rng::from_entropy().next());
         eprintln!("{test}: BBX_SEED={seed}");
         Rng::new(seed)
     }
@@ -99,18 +106,28 @@ pub struct Spawned {
 pub fn spawn(test: &str, role: &str, env: &[(&str, String)], log: &Path) -> Spawned {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills the two descriptors; both are close-on-exec in this process.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        0,
+        "pipe2"
+    );
     // SAFETY: fresh descriptors we own.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let out = File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .env_remove("RUST_TEST_THREADS")
-        .stdin(Stdio::piped())
-        .stdout(out)
-        .stderr(err);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, role)
+    .env_remove("RUST_TEST_THREADS")
+    .stdin(Stdio::piped())
+    .stdout(out)
+    .stderr(err);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -157,7 +174,10 @@ impl Spawned {
             match self.next_ack() {
                 Some(l) if l.starts_with(prefix) => return l,
                 Some(_) => {}
-                None => panic!("child ended before acknowledging {prefix:?}; its log:\n{}", self.log_text()),
+                None => panic!(
+                    "child ended before acknowledging {prefix:?}; its log:\n{}",
+                    self.log_text()
+                ),
             }
         }
     }
@@ -196,7 +216,12 @@ impl Spawned {
     pub fn kill_and_reap(&mut self) -> ExitStatus {
         self.kill();
         let st = self.wait();
-        assert_eq!(st.signal(), Some(libc::SIGKILL), "child died before it was killed: {st:?}; log:\n{}", self.log_text());
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "child died before it was killed: {st:?}; log:\n{}",
+            self.log_text()
+        );
         st
     }
 }
@@ -226,7 +251,10 @@ pub fn wait_for_parent() -> String {
 
 /// In a child: no core files from the signals the tests send or provoke.
 pub fn no_core_dumps() {
-    let lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: setrlimit reads the struct we own.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &raw const lim) };
 }
@@ -279,20 +307,42 @@ pub fn data_record(w: u32, seq: u64, txn: Option<(u32, u32)>) -> Record {
 
 /// What [`data_record`] made: (writer, seq, txn part). Panics on any byte that differs.
 pub fn check_data_record(rec: &Record) -> (u32, u64, Option<(u32, u32)>) {
-    let Record::PropertySet { test, key, value, mono_ns } = rec else {
+    let Record::PropertySet {
+        test,
+        key,
+        value,
+        mono_ns,
+    } = rec
+    else {
         panic!("not a data record: {rec:?}");
     };
-    let w: u32 = test.as_deref().and_then(|t| t.strip_prefix('w')).and_then(|n| n.parse().ok()).expect("writer id");
+    let w: u32 = test
+        .as_deref()
+        .and_then(|t| t.strip_prefix('w'))
+        .and_then(|n| n.parse().ok())
+        .expect("writer id");
     let mut parts = key.split(' ');
-    let seq: u64 = parts.next().and_then(|s| s.strip_prefix('s')).and_then(|n| n.parse().ok()).expect("seq");
+    let seq: u64 = parts
+        .next()
+        .and_then(|s| s.strip_prefix('s'))
+        .and_then(|n| n.parse().ok())
+        .expect("seq");
     let txn = parts.next().map(|t| {
-        let (i, k) = t.strip_prefix('t').and_then(|t| t.split_once('/')).expect("txn part");
+        let (i, k) = t
+            .strip_prefix('t')
+            .and_then(|t| t.split_once('/'))
+            .expect("txn part");
         (i.parse().unwrap(), k.parse().unwrap())
     });
     assert_eq!(*mono_ns, seq, "mono_ns of w{w} s{seq}");
-    let Value::Bytes(b) = value else { panic!("value of w{w} s{seq} is not bytes") };
+    let Value::Bytes(b) = value else {
+        panic!("value of w{w} s{seq} is not bytes")
+    };
     assert_eq!(b.len(), payload_len(w, seq), "length of w{w} s{seq}");
-    assert!(*b == payload(w, seq, b.len()), "bytes of w{w} s{seq} differ");
+    assert!(
+        *b == payload(w, seq, b.len()),
+        "bytes of w{w} s{seq} differ"
+    );
     (w, seq, txn)
 }
 
@@ -321,7 +371,14 @@ pub fn wait_exit(pid: i32) {
 pub fn describe(st: ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("exit code {c}"),
-        (_, Some(s)) => format!("signal {s}{}", if st.core_dumped() { " (core dumped)" } else { "" }),
+        (_, Some(s)) => format!(
+            "signal {s}{}",
+            if st.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        ),
         _ => format!("{st:?}"),
     }
 }
