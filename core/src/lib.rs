@@ -46,7 +46,8 @@ pub use history::{
 };
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
-    install_crash_handler, mark_crash, Damage, Durability, SegmentReader, SegmentWriter,
+    install_crash_handler, mark_crash, Damage, Durability, EncodeRecord, SegmentReader,
+    SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
 pub use store::{is_run_id, Store};

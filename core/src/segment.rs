@@ -354,6 +354,34 @@ fn random_u64() -> u64 {
 // The writer
 // ---------------------------------------------------------------------------------------
 
+/// What [`SegmentWriter::append_encoded`] stores: the postcard encoding of a [`Record`].
+/// [`Record`] implements it; a binding can implement it for a record borrowed from its
+/// caller's objects, to encode them straight into the segment without building a
+/// [`Record`] first. The bytes must decode as a [`Record`] (readers refuse anything else,
+/// as damage).
+pub trait EncodeRecord {
+    /// Encodes into `buf`: `Ok(Some(len))`, or `Ok(None)` when `buf` is too small (the
+    /// writer then asks for [`encoded_len`](Self::encoded_len) and calls again with room).
+    /// `Err` (an [`Error::Encode`] saying why) when the value cannot be encoded at all.
+    fn encode_into(&self, buf: &mut [u8]) -> Result<Option<usize>>;
+    /// The exact length [`encode_into`](Self::encode_into) writes.
+    fn encoded_len(&self) -> Result<usize>;
+    /// Whether a value is nested deeper than readers accept ([`MAX_VALUE_DEPTH`]).
+    fn too_deep(&self) -> bool;
+}
+
+impl EncodeRecord for Record {
+    fn encode_into(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        Ok(Record::encode_into(self, buf))
+    }
+    fn encoded_len(&self) -> Result<usize> {
+        Ok(Record::encoded_len(self))
+    }
+    fn too_deep(&self) -> bool {
+        bounded::too_deep(self)
+    }
+}
+
 /// The single writer of one segment. Not shared between threads or processes: a process
 /// has one per run (see [`crate::writer::Recorder`]), and a forked child makes its own.
 pub struct SegmentWriter {
@@ -645,12 +673,18 @@ impl SegmentWriter {
     /// Appends one record after the last one, uncommitted: readers see it after
     /// [`commit`](Self::commit).
     pub fn append(&mut self, record: &Record) -> Result<()> {
+        self.append_encoded(record)
+    }
+
+    /// Appends anything that encodes as a [`Record`] (see [`EncodeRecord`]), uncommitted.
+    /// An encoding error leaves the segment as it was.
+    pub fn append_encoded<E: EncodeRecord + ?Sized>(&mut self, record: &E) -> Result<()> {
         if self.is_inherited() {
             return Err(Error::Inherited {
                 path: self.path.clone(),
             });
         }
-        if bounded::too_deep(record) {
+        if record.too_deep() {
             return Err(Error::Encode(format!(
                 "a value nested more than {MAX_VALUE_DEPTH} levels deep (lists and dicts inside each other); readers refuse deeper records"
             )));
@@ -672,12 +706,12 @@ impl SegmentWriter {
             let payload = unsafe {
                 std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), room)
             };
-            record.encode_into(payload)
+            record.encode_into(payload)?
         };
         let len = if let Some(n) = fast {
             n
         } else {
-            let len = record.encoded_len();
+            let len = record.encoded_len()?;
             if len > MAX_RECORD {
                 return Err(Error::RecordTooLarge {
                     size: len,
@@ -689,7 +723,7 @@ impl SegmentWriter {
             let payload = unsafe {
                 std::slice::from_raw_parts_mut(self.base().add(payload_at as usize), len)
             };
-            let n = record.encode_into(payload).ok_or_else(|| {
+            let n = record.encode_into(payload)?.ok_or_else(|| {
                 Error::Encode("the encoded size changed between sizing and writing".into())
             })?;
             debug_assert_eq!(n, len);
@@ -1347,6 +1381,66 @@ mod tests {
             value: Value::Int(i),
             mono_ns: 0,
         }
+    }
+
+    /// A record encoded by someone else: it is written only when its encoding succeeds,
+    /// and asked for its length when the room past the tail is too small.
+    struct Borrowed<'a> {
+        record: &'a Record,
+        fail: bool,
+        /// Encode only into a buffer of exactly the encoded length (the sized path).
+        exact_only: bool,
+    }
+
+    impl EncodeRecord for Borrowed<'_> {
+        fn encode_into(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+            if self.fail {
+                return Err(Error::Encode("refused on purpose".into()));
+            }
+            if self.exact_only && buf.len() != self.record.encoded_len() {
+                return Ok(None);
+            }
+            Ok(self.record.encode_into(buf))
+        }
+        fn encoded_len(&self) -> Result<usize> {
+            Ok(self.record.encoded_len())
+        }
+        fn too_deep(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn append_encoded_writes_only_what_encodes() {
+        let _g = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = tmp();
+        let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
+        let (one, two) = (prop(1), prop(2));
+        let failing = Borrowed {
+            record: &one,
+            fail: true,
+            exact_only: false,
+        };
+        let err = w.append_encoded(&failing).unwrap_err();
+        assert!(err.to_string().contains("refused on purpose"), "{err}");
+        assert_eq!(w.pending(), 0, "a failed encoding appends nothing");
+        let sized = Borrowed {
+            record: &two,
+            fail: false,
+            exact_only: true,
+        };
+        w.append_encoded(&sized).unwrap();
+        w.commit().unwrap();
+        let r = SegmentReader::open(w.path()).unwrap();
+        let b = r.read_from(0);
+        assert!(b.damage.is_none());
+        let got: Vec<Record> = b.records.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(got.last(), Some(&two));
+        assert!(!got.contains(&one));
+        drop(w);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

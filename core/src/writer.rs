@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::record::{Record, Role};
-use crate::segment::{monotonic_ns, wall_ns, Durability, SegmentWriter};
+use crate::segment::{monotonic_ns, wall_ns, Durability, EncodeRecord, SegmentWriter};
 
 /// Records into one run from one process.
 ///
@@ -112,9 +112,15 @@ impl Recorder {
 
     /// Appends and, outside a transaction, commits one record.
     pub fn record(&mut self, record: &Record) -> Result<()> {
+        self.record_encoded(record)
+    }
+
+    /// [`record`](Self::record) for anything that encodes as a record
+    /// ([`EncodeRecord`]): a binding's record borrowed from its caller's objects.
+    pub fn record_encoded<E: EncodeRecord + ?Sized>(&mut self, record: &E) -> Result<()> {
         let in_txn = self.in_transaction;
         let w = self.writer()?;
-        w.append(record)?;
+        w.append_encoded(record)?;
         if !in_txn {
             w.commit()?;
         }
