@@ -42,7 +42,7 @@ use std::sync::Once;
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{Record, Value};
 
 mod bounded;
 use bounded::decode_record;
@@ -384,7 +384,34 @@ impl EncodeRecord for Record {
         Ok(Record::encoded_len(self))
     }
     fn too_deep(&self) -> bool {
-        bounded::too_deep(self)
+        // The common property record holds a scalar, or a list or dict of scalars: two levels
+        // at most, so the full walk is skipped. The fields are spelled out so that a new
+        // field (a second value) stops this from compiling instead of going unchecked.
+        match self {
+            Record::PropertySet {
+                test: _,
+                key: _,
+                value,
+                mono_ns: _,
+            }
+            | Record::PropertyAppend {
+                test: _,
+                key: _,
+                value,
+                mono_ns: _,
+            } if at_most_two_levels(value) => false,
+            _ => bounded::too_deep(self),
+        }
+    }
+}
+
+/// Whether `value` is a scalar, or a list or dict whose items are all scalars.
+fn at_most_two_levels(value: &Value) -> bool {
+    let scalar = |v: &Value| !matches!(v, Value::List(_) | Value::Dict(_));
+    match value {
+        Value::List(items) => items.iter().all(scalar),
+        Value::Dict(pairs) => pairs.iter().all(|(_, v)| scalar(v)),
+        _ => true,
     }
 }
 
@@ -756,11 +783,14 @@ impl SegmentWriter {
         let frame = unsafe {
             std::slice::from_raw_parts_mut(self.base().add(start as usize), (end - start) as usize)
         };
-        let (head, rest) = frame.split_at_mut(FRAME_HEADER);
-        rest[len..].fill(0);
+        frame[FRAME_HEADER + len..].fill(0);
+        // The checksum covers the length bytes followed by the payload: with the length in
+        // the checksum's place for a moment, they are contiguous, one pass over them.
         let len_bytes = (len as u32).to_le_bytes();
-        head[..4].copy_from_slice(&len_bytes);
-        head[4..8].copy_from_slice(&frame_crc(len_bytes, &rest[..len]).to_le_bytes());
+        frame[4..8].copy_from_slice(&len_bytes);
+        let crc = crc32fast::hash(&frame[4..FRAME_HEADER + len]);
+        frame[..4].copy_from_slice(&len_bytes);
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
         self.tail = end;
         if end + PREFILL_MIN > self.prefilled {
             self.prefill();
@@ -1632,6 +1662,47 @@ mod tests {
         assert_eq!(w.prefilled, MAX_SEGMENT);
         drop(w);
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_depth_shortcut_agrees_with_the_full_walk() {
+        let scalar = Value::Float(1.0);
+        let list = |v: Value| Value::List(vec![Value::None, v]);
+        let dict = |v: Value| Value::Dict(vec![("a".into(), Value::Int(1)), ("b".into(), v)]);
+        let mut deep = Value::None;
+        for i in 0..=MAX_VALUE_DEPTH {
+            deep = if i % 2 == 0 { list(deep) } else { dict(deep) };
+        }
+        for (value, shallow) in [
+            (scalar.clone(), true),
+            (list(scalar.clone()), true),
+            (dict(scalar.clone()), true),
+            (list(list(scalar.clone())), false),
+            (dict(list(scalar)), false),
+            (deep, false),
+        ] {
+            assert_eq!(at_most_two_levels(&value), shallow, "{value:?}");
+            for rec in [
+                Record::PropertySet {
+                    test: None,
+                    key: "k".into(),
+                    value: value.clone(),
+                    mono_ns: 0,
+                },
+                Record::PropertyAppend {
+                    test: None,
+                    key: "k".into(),
+                    value: value.clone(),
+                    mono_ns: 0,
+                },
+            ] {
+                assert_eq!(
+                    EncodeRecord::too_deep(&rec),
+                    bounded::too_deep(&rec),
+                    "{rec:?}"
+                );
+            }
+        }
     }
 
     #[test]
