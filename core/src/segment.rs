@@ -243,6 +243,14 @@ pub fn mark_crash(signal: i32) -> bool {
     }
     // SAFETY: `base` is the start of a live 4096-byte header mapping: the writer clears the
     // pointer before unmapping it, and the child clears it after fork.
+    unsafe { mark_crash_at(base, signal) };
+    true
+}
+
+/// # Safety
+/// `base` must point at a live header mapping.
+unsafe fn mark_crash_at(base: *mut u8, signal: i32) {
+    // SAFETY: the caller's.
     unsafe {
         let len = hdr_u32(base, OFF_TEST_LEN).load(Ordering::Relaxed) as usize;
         let len = len.min(TEST_SLOT);
@@ -258,7 +266,6 @@ pub fn mark_crash(signal: i32) -> bool {
         hdr_u64(base, OFF_CRASH_NS).store(clock_ns(libc::CLOCK_REALTIME), Ordering::Relaxed);
         hdr_u32(base, OFF_CRASH_SIGNAL).store(signal as u32, Ordering::Release);
     }
-    true
 }
 
 static PREVIOUS_HANDLERS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
@@ -278,7 +285,16 @@ extern "C" fn on_fatal_signal(
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
 ) {
-    mark_crash(sig);
+    // Marked before chaining: the handler before ours may never return (faulthandler
+    // restores the default action and raises the signal again from inside its handler).
+    let base = CRASH_HEADER.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer is a live header mapping (see `mark_crash`).
+    let unmarked =
+        !base.is_null() && unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).load(Ordering::Acquire) } == 0;
+    if !base.is_null() {
+        // SAFETY: as above.
+        unsafe { mark_crash_at(base, sig) };
+    }
     let idx = sig as usize;
     if idx < 32 {
         let prev = PREVIOUS_HANDLERS[idx].load(Ordering::Relaxed) as usize;
@@ -290,6 +306,7 @@ extern "C" fn on_fatal_signal(
             if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
                 libc::signal(sig, libc::SIG_DFL);
                 libc::raise(sig);
+                return;
             } else if flags & (libc::SA_SIGINFO as u32) != 0 {
                 let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                     std::mem::transmute(prev);
@@ -299,11 +316,37 @@ extern "C" fn on_fatal_signal(
                 f(sig);
             }
         }
+        // The earlier handler returned. If it left ours installed, it dealt with the signal
+        // (a JIT or a runtime that catches its own faults on purpose) and the process goes
+        // on: that was no crash. A handler that gives up restores the default action before
+        // it returns, and the repeated fault kills the process, marked. abort() raises
+        // SIGABRT again after a handler returns, so that mark always stays.
+        if unmarked
+            && sig != libc::SIGABRT
+            && CRASH_HEADER.load(Ordering::Acquire) == base
+            && crash_handler_installed(sig)
+        {
+            // SAFETY: as above; the pointer was live when loaded and this thread is inside
+            // the writer's process, which clears it before unmapping.
+            unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).store(0, Ordering::Release) };
+        }
+    }
+}
+
+/// Whether [`on_fatal_signal`] is the handler of `sig` now (async-signal-safe: sigaction).
+fn crash_handler_installed(sig: i32) -> bool {
+    // SAFETY: sigaction only reads the disposition into the zeroed struct we own.
+    unsafe {
+        let mut now: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &raw mut now) == 0
+            && now.sa_sigaction == on_fatal_signal as *const () as usize
     }
 }
 
 /// Installs a handler for the fatal signals that calls [`mark_crash`] and then the handler
-/// that was installed before it (Python's faulthandler, say), or the default action.
+/// that was installed before it (Python's faulthandler, say), or the default action. When
+/// that handler returns and leaves ours installed (it dealt with the signal, as a JIT does
+/// with its own faults), the mark is taken back; SIGABRT keeps it (docs/format.md).
 /// Install it after faulthandler so both run. Safe to call more than once: a signal already
 /// routed to this handler is left alone.
 pub fn install_crash_handler() -> io::Result<()> {

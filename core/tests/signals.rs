@@ -1,7 +1,8 @@
 //! Async-signal-safe crash marking with real signals: a child installs the crash handler,
 //! starts a test and dies by a real `SIGSEGV` or by `abort()`; the segment header then holds
 //! the signal, the time and the running test, and the process still dies by that signal.
-//! A handler installed before ours still runs (`SA_SIGINFO` and plain ones).
+//! A handler installed before ours still runs (`SA_SIGINFO` and plain ones), and a fault
+//! that such a handler deals with on purpose (as a JIT does) leaves no crash mark.
 
 mod support;
 
@@ -12,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use blackbox_core::{
     install_crash_handler, Durability, Recorder, Role, SegmentReader, Snapshot, Store,
 };
-use support::{ack, child_role, describe, spawn, TempDir, ACK_FD};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use support::{ack, child_role, describe, spawn, wait_for_parent, TempDir, ACK_FD};
 
 const CHILD_TEST: &str = "child";
 const NODEID: &str = "tests/test_native.py::test_segfaults[param-1]";
@@ -66,6 +69,33 @@ fn install_earlier(sig: i32, siginfo: bool) {
     }
 }
 
+/// The page the "JIT" handler below owns: a fault there is expected, anything else is not.
+static JIT_PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Like a JIT's fault handler: a fault on its own page is expected (it makes the page
+/// writable and returns, and the faulting write runs again and succeeds); any other fault
+/// is not its business, so it restores the default action and returns, like the Rust
+/// runtime and wasm engines do, and the repeated fault kills the process.
+extern "C" fn jit_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let page = JIT_PAGE.load(Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers (ours forwards it).
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if page != 0 && (page..page + 4096).contains(&addr) {
+        // SAFETY: the page is ours (mapped in `child`); mprotect is a plain syscall.
+        unsafe {
+            libc::mprotect(
+                page as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        signal_safe_ack(b"JIT handled its fault\n");
+    } else {
+        // SAFETY: signal() is async-signal-safe.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 fn segfault() -> ! {
     // SAFETY: a deliberate write to an address no mapping covers (the zero page, just past
     // null so the write itself is not a null-pointer precondition failure): a real SIGSEGV.
@@ -83,6 +113,29 @@ fn child() {
     match role.as_str() {
         "segv_chained" => install_earlier(libc::SIGSEGV, true),
         "abort_chained" => install_earlier(libc::SIGABRT, false),
+        "jit" => {
+            // SAFETY: a fresh inaccessible anonymous page, and sigaction with a filled struct.
+            unsafe {
+                let page = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(page, libc::MAP_FAILED);
+                JIT_PAGE.store(page as usize, Ordering::Relaxed);
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = jit_handler as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&raw mut sa.sa_mask);
+                assert_eq!(
+                    libc::sigaction(libc::SIGSEGV, &raw const sa, std::ptr::null_mut()),
+                    0
+                );
+            }
+        }
         _ => {}
     }
     install_crash_handler().unwrap();
@@ -93,6 +146,18 @@ fn child() {
     ack(&format!("READY {}", rec.segment_path().unwrap().display()));
     match role.as_str() {
         "segv" | "segv_chained" => segfault(),
+        "jit" => {
+            let page = JIT_PAGE.load(Ordering::Relaxed) as *mut u64;
+            // SAFETY: the write faults once (the page is PROT_NONE), the JIT handler makes
+            // the page writable, and the write runs again.
+            unsafe { std::ptr::write_volatile(page, 42) };
+            // SAFETY: as above, now readable.
+            let back = unsafe { std::ptr::read_volatile(page) };
+            ack(&format!("SURVIVED {back}"));
+            // The parent looks at the segment of the living process, then lets it crash.
+            wait_for_parent();
+            segfault()
+        }
         // SAFETY: abort never returns.
         "abort" | "abort_chained" => unsafe { libc::abort() },
         other => panic!("unknown child role {other}"),
@@ -182,4 +247,40 @@ fn an_earlier_plain_handler_still_runs() {
         crash_child("abort_chained", libc::SIGABRT),
         vec!["CHAINED plain ok".to_owned()]
     );
+}
+
+#[test]
+fn a_fault_an_earlier_handler_deals_with_leaves_no_mark() {
+    let tmp = TempDir::new("sig-jit");
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run = store.new_run().unwrap();
+    let run_dir = store.run_path(&run).unwrap();
+    let mut s = spawn(
+        CHILD_TEST,
+        "jit",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
+    let ready = s.expect_ack("READY ");
+    let seg = Path::new(ready.strip_prefix("READY ").unwrap()).to_owned();
+    assert_eq!(s.expect_ack("JIT "), "JIT handled its fault");
+    assert_eq!(s.expect_ack("SURVIVED "), "SURVIVED 42");
+    let r = SegmentReader::open(&seg).unwrap();
+    assert_eq!(r.crash_mark(), None, "a handled fault marked the segment");
+    assert!(r.writer_alive());
+    // A real fault after it: the JIT handler gives up, and the process dies marked.
+    s.tell("crash");
+    let rest = s.rest_of_acks();
+    let st = s.wait();
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGSEGV),
+        "the child died by {}; log:\n{}",
+        describe(st),
+        s.log_text()
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+    let mark = r.crash_mark().expect("the real fault is marked");
+    assert_eq!(mark.signal, libc::SIGSEGV);
+    assert_eq!(mark.test.as_deref(), Some(NODEID));
 }
