@@ -289,7 +289,7 @@ extern "C" fn on_fatal_signal(
     // restores the default action and raises the signal again from inside its handler).
     let base = CRASH_HEADER.load(Ordering::Acquire);
     // SAFETY: a non-null pointer is a live header mapping (see `mark_crash`).
-    let unmarked =
+    let no_mark_before =
         !base.is_null() && unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).load(Ordering::Acquire) } == 0;
     if !base.is_null() {
         // SAFETY: as above.
@@ -321,7 +321,7 @@ extern "C" fn on_fatal_signal(
         // on: that was no crash. A handler that gives up restores the default action before
         // it returns, and the repeated fault kills the process, marked. abort() raises
         // SIGABRT again after a handler returns, so that mark always stays.
-        if unmarked
+        if no_mark_before
             && sig != libc::SIGABRT
             && CRASH_HEADER.load(Ordering::Acquire) == base
             && crash_handler_installed(sig)
@@ -511,6 +511,17 @@ impl Drop for Unfinished {
             );
         }
     }
+}
+
+/// Whether this process has a file size limit (`RLIMIT_FSIZE`).
+fn file_size_limited() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut lim) };
+    rc != 0 || lim.rlim_cur != libc::RLIM_INFINITY
 }
 
 /// Gives the finished segment `tmp` its name `path`, never replacing (nor following) what is
@@ -850,7 +861,9 @@ impl SegmentWriter {
     /// leaves each page only a minor fault: about 4 times cheaper per page, on the caller's
     /// thread. It only ever writes whole pages past every byte of a frame (so nothing a
     /// frame holds) and below `allocated` (space `posix_fallocate` reserved: no new
-    /// allocation, no SIGXFSZ); if it fails, the appends fault the pages in as before.
+    /// allocation); if it fails, the appends fault the pages in as before. Under a file size
+    /// limit it does nothing: a limit lowered after the space was reserved would make the
+    /// write raise SIGXFSZ, where stores into the mapping never do.
     #[cold]
     #[inline(never)]
     fn prefill(&mut self) {
@@ -858,7 +871,7 @@ impl SegmentWriter {
         let from = self.prefilled.max(self.tail.next_multiple_of(PAGE));
         let chunk = (self.tail - HEADER_SIZE).clamp(PREFILL_MIN, PREFILL_MAX);
         let to = (from + chunk).min(self.allocated) & !(PAGE - 1);
-        if to <= from {
+        if to <= from || file_size_limited() {
             return;
         }
         let mut iov = [libc::iovec {

@@ -1,6 +1,7 @@
 //! A full disk: a store on a 1 MiB tmpfs, and a writer under a file-size limit
 //! (`RLIMIT_FSIZE`, `SIGXFSZ` ignored). The write that does not fit fails with
 //! `Error::StoreFull`, never SIGBUS, and everything committed before reads back intact.
+//! A limit lowered below the space a segment already reserved raises no SIGXFSZ.
 
 mod support;
 
@@ -19,6 +20,9 @@ const CHILD_TEST: &str = "child";
 fn child() {
     let role = child_role().expect("run by the tests in this file, with BBX_CHILD set");
     support::no_core_dumps();
+    if role == "lowered" {
+        return lowered_limit_child();
+    }
     assert_eq!(role, "fill");
     if let Ok(limit) = std::env::var("BBX_FSIZE") {
         let limit: u64 = limit.parse().unwrap();
@@ -66,6 +70,80 @@ fn child() {
         }
     }
     ack("DONE");
+}
+
+/// A writer whose process lowers its file size limit far below the space its segment has
+/// already reserved, with SIGXFSZ left at its default action (death): the records that fit
+/// in the reserved space are still written, and nothing raises SIGXFSZ.
+fn lowered_limit_child() {
+    let run_dir = PathBuf::from(std::env::var("BBX_RUN").unwrap());
+    let mut rec = Recorder::new(&run_dir, Role::Main, None, Durability::Process);
+    let framed = |r: &blackbox_core::Record| (8 + r.encoded_len()).next_multiple_of(8) as u64;
+    let mut seq = 0u64;
+    // Until the segment has grown to 4 MiB: its tail is then just past 2 MiB.
+    loop {
+        let r = data_record(1, seq, None);
+        rec.record(&r).unwrap();
+        ack(&format!("R {seq}"));
+        seq += 1;
+        let seg = rec.segment_path().unwrap();
+        if std::fs::metadata(seg).unwrap().len() >= 4 << 20 {
+            break;
+        }
+    }
+    let lim = libc::rlimit {
+        rlim_cur: 4096,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain call on a value we own.
+    assert_eq!(
+        unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim) },
+        0
+    );
+    // 1.5 MiB more stays inside the reserved 4 MiB: no growth, so no system call may fail.
+    let mut bytes = 0;
+    while bytes < 3 << 19 {
+        let r = data_record(1, seq, None);
+        rec.record(&r).unwrap();
+        ack(&format!("R {seq}"));
+        bytes += framed(&r);
+        seq += 1;
+    }
+    ack("DONE");
+}
+
+#[test]
+fn a_limit_lowered_below_the_reserved_space_kills_nothing() {
+    let tmp = TempDir::new("full-lowered");
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run = store.new_run().unwrap();
+    let run_dir = store.run_path(&run).unwrap();
+    let mut s = spawn(
+        CHILD_TEST,
+        "lowered",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
+    let acks = s.rest_of_acks();
+    let st = s.wait();
+    assert!(
+        st.success() && acks.last().map(String::as_str) == Some("DONE"),
+        "the writer died: {}; log:\n{}",
+        describe(st),
+        s.log_text()
+    );
+    let acked = acks.len() as u64 - 1;
+    let snap = Snapshot::read(&run, &run_dir).unwrap();
+    assert!(
+        snap.segments[0].damage.is_none(),
+        "{:?}",
+        snap.segments[0].damage
+    );
+    let data: Vec<u64> = snap.records[0][1..]
+        .iter()
+        .map(|r| check_data_record(r).1)
+        .collect();
+    assert_eq!(data, (0..acked).collect::<Vec<_>>());
 }
 
 /// Runs the filling child against `run_dir`; returns the number of acknowledged records.
