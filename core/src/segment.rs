@@ -513,6 +513,21 @@ impl Drop for Unfinished {
     }
 }
 
+/// Whether `file` is on ext4, where [`SegmentWriter::prefill`] was measured to pay: a page
+/// filled by `pwritev` costs about a quarter of a page faulted in. On tmpfs it costs more
+/// than the fault; on copy-on-write filesystems, writing zeros first would make the later
+/// stores into the mapping need new blocks; network and FUSE filesystems would carry the
+/// zeros to their server.
+fn on_ext4(file: &File) -> bool {
+    /// `EXT4_SUPER_MAGIC` (ext2 and ext3 mounted by the ext4 driver share it).
+    const EXT4_MAGIC: u64 = 0xEF53;
+    // SAFETY: fstatfs fills the zeroed struct we own, from our own descriptor.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(file.as_raw_fd(), &raw mut st) == 0 && st.f_type as u64 == EXT4_MAGIC
+    }
+}
+
 /// Whether this process has a file size limit (`RLIMIT_FSIZE`).
 fn file_size_limited() -> bool {
     let mut lim = libc::rlimit {
@@ -652,10 +667,13 @@ impl SegmentWriter {
             .len(MAX_SEGMENT as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "mapping segment", e))?;
-        // The writer never reads the file through its mapping: a fault must not read pages
-        // ahead (that would fill the page cache with small folios before `prefill` can put
-        // large ones there). Only advice: ignoring a failure costs speed, nothing else.
-        let _ = map.advise(memmap2::Advice::Random);
+        let prefill = durability == Durability::Process && on_ext4(&file);
+        if prefill {
+            // A fault must not read pages ahead: that would fill the page cache with small
+            // folios before `prefill` puts large ones there. Only advice: a failure costs
+            // speed, nothing else.
+            let _ = map.advise(memmap2::Advice::Random);
+        }
         let base = map.as_mut_ptr();
         if let Some(slot) = fd_slot {
             WRITER_MAPS[slot].store(base, Ordering::Relaxed);
@@ -699,11 +717,7 @@ impl SegmentWriter {
             committed: HEADER_SIZE,
             // Under `System` every commit syncs its pages anyway, and pages dirtied ahead of
             // the tail would only be written twice.
-            prefilled: if durability == Durability::Process {
-                HEADER_SIZE
-            } else {
-                MAX_SEGMENT
-            },
+            prefilled: if prefill { HEADER_SIZE } else { MAX_SEGMENT },
             durability,
             generation: fork_generation(),
             fd_slot,
@@ -871,7 +885,13 @@ impl SegmentWriter {
         let from = self.prefilled.max(self.tail.next_multiple_of(PAGE));
         let chunk = (self.tail - HEADER_SIZE).clamp(PREFILL_MIN, PREFILL_MAX);
         let to = (from + chunk).min(self.allocated) & !(PAGE - 1);
-        if to <= from || file_size_limited() {
+        if to <= from {
+            return;
+        }
+        if file_size_limited() {
+            // For good, with the read-ahead of faults back, as without prefilling.
+            self.prefilled = MAX_SEGMENT;
+            let _ = self.map.advise(memmap2::Advice::Normal);
             return;
         }
         let mut iov = [libc::iovec {
@@ -1683,11 +1703,15 @@ mod tests {
             assert!(w.prefilled <= w.allocated.max(HEADER_SIZE) && w.tail <= w.allocated);
         }
         w.commit().unwrap();
-        assert!(
-            w.prefilled > 2 * PREFILL_MAX,
-            "prefilled up to {}",
-            w.prefilled
-        );
+        if on_ext4(&w.file) {
+            assert!(
+                w.prefilled > 2 * PREFILL_MAX && w.prefilled < MAX_SEGMENT,
+                "prefilled up to {}",
+                w.prefilled
+            );
+        } else {
+            assert_eq!(w.prefilled, MAX_SEGMENT, "prefilling is for ext4 only");
+        }
         let len = std::fs::metadata(w.path()).unwrap().len();
         assert_eq!(len, w.allocated, "the file holds exactly what was reserved");
         let b = SegmentReader::open(w.path()).unwrap().read_from(0);
