@@ -216,6 +216,50 @@ pub enum Record {
     },
 }
 
+/// A record of one of the kinds a test run writes most (test start, phase and end,
+/// properties, fixtures, timed calls), decoded without allocating: text and values are
+/// slices of the frame's payload. What [`crate::Aggregate`] folds on the hot path; rarer
+/// kinds are decoded into a [`Record`].
+///
+/// Text is UTF-8 checked bytes; a value is its encoded bytes, checked to be one well-formed
+/// [`Value`] within the depth bound, decoded only when a view needs it. A phase report is
+/// skipped: the aggregate keeps only where the frame is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RecordRef<'a> {
+    TestStart {
+        nodeid: &'a [u8],
+        mono_ns: u64,
+    },
+    TestPhase {
+        nodeid: &'a [u8],
+        phase: Phase,
+        outcome: &'a [u8],
+        duration_s: f64,
+        mono_ns: u64,
+    },
+    TestEnd {
+        nodeid: &'a [u8],
+        mono_ns: u64,
+    },
+    Property {
+        append: bool,
+        test: Option<&'a [u8]>,
+        key: &'a [u8],
+        value: &'a [u8],
+        mono_ns: u64,
+    },
+    Fixture {
+        name: &'a [u8],
+        scope: &'a [u8],
+        setup: bool,
+        duration_s: f64,
+    },
+    Timed {
+        name: &'a [u8],
+        duration_s: f64,
+    },
+}
+
 impl Record {
     /// A short name of the variant, for `dump` and error messages.
     pub fn kind(&self) -> &'static str {
