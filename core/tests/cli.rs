@@ -592,6 +592,161 @@ fn dump_jsonl_streams_every_record_with_its_segment() {
     );
 }
 
+/// One record of every kind, in one segment.
+fn every_kind() -> Vec<Record> {
+    let test = Some("t.py::x".to_owned());
+    vec![
+        Record::RunStart {
+            argv: vec!["pytest".into(), "-n".into(), "2".into()],
+            rootdir: "/src".into(),
+            host: "h".into(),
+            pid: 1,
+            wall_ns: 2,
+        },
+        Record::TestStart {
+            nodeid: "t.py::x".into(),
+            mono_ns: 3,
+        },
+        Record::TestPhase {
+            nodeid: "t.py::x".into(),
+            phase: Phase::Call,
+            outcome: "failed".into(),
+            duration_s: 0.5,
+            mono_ns: 4,
+            report: Some(Value::Dict(vec![(
+                "when".into(),
+                Value::Str("call".into()),
+            )])),
+        },
+        Record::TestEnd {
+            nodeid: "t.py::x".into(),
+            mono_ns: 5,
+        },
+        Record::PropertySet {
+            test: test.clone(),
+            key: "k".into(),
+            value: Value::Bytes(vec![1, 2]),
+            mono_ns: 6,
+        },
+        Record::PropertyAppend {
+            test: None,
+            key: "a".into(),
+            value: Value::BigInt("123456789012345678901234567890".into()),
+            mono_ns: 7,
+        },
+        Record::Fixture {
+            name: "db".into(),
+            scope: "module".into(),
+            setup: false,
+            test: test.clone(),
+            duration_s: 0.25,
+            mono_ns: 8,
+        },
+        Record::Timed {
+            name: "load".into(),
+            test: test.clone(),
+            duration_s: 0.125,
+            mono_ns: 9,
+        },
+        Record::Crash {
+            test: test.clone(),
+            pid: 42,
+            worker: Some("gw1".into()),
+            signal: 11,
+            exit_code: None,
+            phase: Some("call".into()),
+            detail: "worker 'gw1' crashed".into(),
+            wall_ns: 10,
+        },
+        Record::Exit {
+            test: test.clone(),
+            code: 3,
+            wall_ns: 11,
+        },
+        Record::Attachment {
+            test,
+            kind: "faulthandler".into(),
+            path: "/run/faulthandler-42.txt".into(),
+        },
+        Record::RunEnd {
+            exit_status: 1,
+            wall_ns: 12,
+        },
+    ]
+}
+
+#[test]
+fn dump_jsonl_is_faithful_and_lower_case_for_every_kind_of_record() {
+    let t = TempDir::new("dumpkinds");
+    let store = Store::create(t.store()).unwrap();
+    let id = store.new_run().unwrap();
+    let mut rec = Recorder::new(
+        store.run_path(&id).unwrap(),
+        Role::Worker,
+        Some("gw0".into()),
+        Durability::Process,
+    );
+    let records = every_kind();
+    for r in &records {
+        rec.record(r).unwrap();
+    }
+    rec.close().unwrap();
+    let o = cli(&t.store(), &["dump", "--jsonl"]);
+    assert_eq!((o.code, o.err.as_str()), (0, ""));
+    let lines: Vec<Json> = o
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The recorder's own first record, then ours.
+    assert_eq!(lines.len(), records.len() + 1);
+    let process = &lines[0];
+    assert_eq!(
+        (&process["kind"], &process["role"], &process["worker"]),
+        (&"process".into(), &"worker".into(), &"gw0".into())
+    );
+    for (r, l) in records.iter().zip(&lines[1..]) {
+        // The fields serde names, each under its own name (an attachment's own `kind` as
+        // `attachment_kind`), plus kind, segment, segment_pid and offset: nothing lost.
+        let serde = serde_json::to_value(r).unwrap();
+        let fields = serde.as_object().unwrap().values().next().unwrap();
+        let mut want: Vec<String> = fields.as_object().unwrap().keys().cloned().collect();
+        if r.kind() == "attachment" {
+            want.retain(|k| k != "kind");
+            want.push("attachment_kind".into());
+        }
+        want.extend(["kind", "segment", "segment_pid", "offset"].map(String::from));
+        want.sort();
+        let mut got: Vec<String> = l.as_object().unwrap().keys().cloned().collect();
+        got.sort();
+        assert_eq!(got, want, "{l}");
+        assert_eq!(l["kind"], r.kind());
+        for (k, v) in fields.as_object().unwrap() {
+            match (r, k.as_str()) {
+                (Record::Attachment { .. }, "kind") => assert_eq!(l["attachment_kind"], *v),
+                (Record::TestPhase { phase, .. }, "phase") => {
+                    assert_eq!(l["phase"], phase.as_str());
+                    assert_eq!(Phase::parse(l["phase"].as_str().unwrap()), Some(*phase));
+                }
+                (
+                    Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. },
+                    "value",
+                ) => assert_eq!(l["value"], value.to_json()),
+                (Record::TestPhase { report, .. }, "report") => {
+                    assert_eq!(l["report"], report.as_ref().unwrap().to_json());
+                }
+                _ => assert_eq!(l[k], *v, "{k} in {l}"),
+            }
+        }
+    }
+    // No enum in its Rust spelling anywhere.
+    assert!(
+        !o.out.contains("\"Worker\"") && !o.out.contains("\"Call\""),
+        "{}",
+        o.out
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Damage, and commands that keep reading around it
 // ---------------------------------------------------------------------------------------
