@@ -209,12 +209,14 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn byte(&mut self) -> Option<u8> {
         let b = *self.bytes.get(self.pos)?;
         self.pos += 1;
         Some(b)
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let s = self.bytes.get(self.pos..end)?;
@@ -222,7 +224,15 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
 
+    #[inline]
     fn varint_u32(&mut self) -> Option<u32> {
+        // One byte: most variant indexes and lengths.
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Some(u32::from(b));
+            }
+        }
         let mut out = 0u32;
         for i in 0..5 {
             let b = self.byte()?;
@@ -234,7 +244,14 @@ impl<'a> Cursor<'a> {
         None
     }
 
+    #[inline]
     fn varint_u64(&mut self) -> Option<u64> {
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Some(u64::from(b));
+            }
+        }
         let mut out = 0u64;
         for i in 0..10 {
             let b = self.byte()?;
@@ -246,15 +263,18 @@ impl<'a> Cursor<'a> {
         None
     }
 
+    #[inline]
     fn len(&mut self) -> Option<usize> {
         usize::try_from(self.varint_u64()?).ok()
     }
 
+    #[inline]
     fn f64(&mut self) -> Option<f64> {
         Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
     /// A bool, or an option's tag: one byte, 0 or 1.
+    #[inline]
     fn bool(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
@@ -263,10 +283,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     fn tag(&mut self) -> Option<bool> {
         self.bool()
     }
 
+    #[inline]
     fn text(&mut self) -> Option<&'a [u8]> {
         let n = self.len()?;
         let s = self.take(n)?;
