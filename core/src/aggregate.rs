@@ -1155,6 +1155,79 @@ impl TestView {
     }
 }
 
+/// [`TestView::to_json`], written straight to a serializer: the same object, keys in the
+/// same (sorted) order, without building the tree first (`stats --json` writes 100k of
+/// them).
+pub(crate) struct TestJson<'a>(pub &'a TestView);
+
+impl serde::Serialize for TestJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Phases<'a>(&'a [PhaseView]);
+        impl serde::Serialize for Phases<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                struct One<'a>(&'a PhaseView);
+                impl serde::Serialize for One<'_> {
+                    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                        use serde::ser::SerializeMap;
+                        let mut m = ser.serialize_map(Some(3))?;
+                        m.serialize_entry("duration_s", &self.0.duration_s)?;
+                        m.serialize_entry("outcome", &self.0.outcome)?;
+                        m.serialize_entry("phase", self.0.phase.as_str())?;
+                        m.end()
+                    }
+                }
+                ser.collect_seq(self.0.iter().map(One))
+            }
+        }
+        struct Props<'a>(&'a [(String, Value)]);
+        impl serde::Serialize for Props<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                // As a JSON object: sorted, the last of equal keys wins.
+                let sorted: BTreeMap<&str, &Value> =
+                    self.0.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                ser.collect_map(sorted.into_iter().map(|(k, v)| (k, ValueJson(v))))
+            }
+        }
+        let t = self.0;
+        let mut m = ser.serialize_map(Some(10))?;
+        m.serialize_entry("crashed", &t.crashed)?;
+        m.serialize_entry("duration_s", &t.duration_s)?;
+        m.serialize_entry("nodeid", &t.nodeid)?;
+        m.serialize_entry("outcome", &t.outcome)?;
+        m.serialize_entry("phases", &Phases(&t.phases))?;
+        m.serialize_entry("pid", &t.pid)?;
+        m.serialize_entry("properties", &Props(&t.properties))?;
+        m.serialize_entry("signal", &t.signal)?;
+        m.serialize_entry("signal_name", &t.signal.map(signal_name))?;
+        m.serialize_entry("worker", &t.worker)?;
+        m.end()
+    }
+}
+
+/// [`Value::to_json`], written straight to a serializer.
+struct ValueJson<'a>(&'a Value);
+
+impl serde::Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::None => ser.serialize_unit(),
+            Value::Bool(b) => ser.serialize_bool(*b),
+            Value::Int(i) => ser.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => ser.serialize_f64(*f),
+            Value::Float(f) => ser.serialize_str(&f.to_string()),
+            Value::Str(s) | Value::BigInt(s) => ser.serialize_str(s),
+            Value::Bytes(b) => ser.collect_seq(b),
+            Value::List(items) => ser.collect_seq(items.iter().map(ValueJson)),
+            Value::Dict(pairs) => {
+                let sorted: BTreeMap<&str, &Value> =
+                    pairs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                ser.collect_map(sorted.into_iter().map(|(k, v)| (k, ValueJson(v))))
+            }
+        }
+    }
+}
+
 impl FixtureStats {
     pub fn to_json(&self) -> Json {
         json!({
@@ -1247,6 +1320,48 @@ mod tests {
                 ("m".into(), Value::List(vec![Value::Int(7), Value::Int(8)])),
                 ("n".into(), Value::Str("x".into())),
             ]
+        );
+    }
+
+    #[test]
+    fn a_test_written_straight_is_its_json_value() {
+        let t = TestView {
+            nodeid: "t.py::x[\"é\"]".into(),
+            outcome: "crashed".into(),
+            duration_s: f64::NAN,
+            worker: Some("gw0".into()),
+            pid: None,
+            crashed: true,
+            signal: Some(11),
+            phases: vec![PhaseView {
+                phase: Phase::Call,
+                outcome: "failed".into(),
+                duration_s: 0.25,
+                location: (0, 4096),
+            }],
+            properties: vec![
+                ("z".into(), Value::Float(f64::INFINITY)),
+                (
+                    "a".into(),
+                    Value::Dict(vec![
+                        ("k".into(), Value::Int(1)),
+                        ("b".into(), Value::Bytes(vec![0, 255])),
+                        (
+                            "k".into(),
+                            Value::List(vec![Value::None, Value::BigInt("1".repeat(30))]),
+                        ),
+                    ]),
+                ),
+                ("m".into(), Value::Float(-0.5)),
+            ],
+            start_mono_ns: 0,
+            end_mono_ns: None,
+            last_mono_ns: 0,
+        };
+        assert_eq!(serde_json::to_value(TestJson(&t)).unwrap(), t.to_json());
+        assert_eq!(
+            serde_json::to_string(&TestJson(&t)).unwrap(),
+            serde_json::to_string(&t.to_json()).unwrap()
         );
     }
 
