@@ -1496,6 +1496,10 @@ fn forked_reader_entry() {
             ..
         })
     ));
+    // The other way of reading a run (whole records, segment by segment).
+    let snap = blackbox_core::Snapshot::read("run", Path::new(&dir)).unwrap();
+    assert_eq!(snap.record_count() as u64, view.records);
+    assert_eq!(snap.damage().count(), 0);
     println!("READ-ALL-OK");
 }
 
