@@ -2,12 +2,14 @@
 //! process. An [`Aggregate`] takes records incrementally (from a [`crate::Follower`]);
 //! [`Aggregate::view`] combines them with the segments' liveness into a [`RunView`].
 
-use std::collections::hash_map::Entry;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use serde_json::{json, Value as Json};
 
-use crate::record::{Phase, Record, Role, Value};
+use crate::record::{Phase, Record, RecordRef, Role, Value};
+use crate::segment::decode_value;
 use crate::snapshot::SegmentStatus;
 
 /// The run as a whole.
@@ -115,63 +117,154 @@ pub struct RunView {
     pub records: u64,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct PhaseAcc {
     mono: u64,
-    outcome: String,
+    outcome: Cow<'static, str>,
     duration_s: f64,
     seg: usize,
     offset: u64,
 }
 
-#[derive(Debug, Default)]
+/// A few items, the first kept inline: most tests start and end in one process, so this
+/// costs no allocation for them.
+#[derive(Debug, Clone)]
+struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> Few<T> {
+    fn push(&mut self, v: T) {
+        if self.first.is_none() {
+            self.first = Some(v);
+        } else {
+            self.rest.push(v);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.first.into_iter().chain(self.rest.iter().copied())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn last(&self) -> Option<T> {
+        self.rest.last().copied().or(self.first)
+    }
+
+    fn contains(&self, v: T) -> bool {
+        self.iter().any(|x| x == v)
+    }
+}
+
+#[derive(Debug)]
 struct TestAcc {
+    nodeid: Box<str>,
+    /// The next test whose nodeid has the same hash (see [`TestIndex`]).
+    same_hash: Option<u32>,
     first_mono: u64,
     last_mono: u64,
     end_mono: Option<u64>,
     /// Segments in which the test started, with the monotonic time.
-    started_in: Vec<(usize, u64)>,
+    started_in: Few<(usize, u64)>,
     /// Segments in which the test ended.
-    ended_in: Vec<usize>,
-    phases: BTreeMap<Phase, PhaseAcc>,
+    ended_in: Few<usize>,
+    /// By phase (setup, call, teardown).
+    phases: [Option<PhaseAcc>; 3],
     /// One entry per key, in the order keys were first seen.
     props: Vec<PropAcc>,
+}
+
+/// A property value as it came: encoded bytes from a segment (decoded when a view asks),
+/// or a value handed over by a caller.
+#[derive(Debug)]
+enum Stored {
+    Raw(Vec<u8>),
+    Owned(Value),
+}
+
+impl Stored {
+    fn value(&self) -> Value {
+        match self {
+            // The bytes were checked when their frame was read.
+            Stored::Raw(b) => decode_value(b).unwrap_or(Value::None),
+            Stored::Owned(v) => v.clone(),
+        }
+    }
+}
+
+/// A value being folded in: borrowed from a frame, or moved in.
+enum PropIn<'a> {
+    Raw(&'a [u8]),
+    Owned(Value),
+}
+
+impl PropIn<'_> {
+    fn stored(self) -> Stored {
+        match self {
+            PropIn::Raw(b) => Stored::Raw(b.to_vec()),
+            PropIn::Owned(v) => Stored::Owned(v),
+        }
+    }
 }
 
 /// What one key of a test holds: only the newest `record` matters (the last write wins),
 /// so a key written a million times costs one slot, not a million.
 #[derive(Debug)]
 struct PropAcc {
-    key: String,
+    /// Index into [`Aggregate::keys`].
+    key: u32,
     first_mono: u64,
-    set: Option<(u64, Value)>,
-    appends: Vec<(u64, Value)>,
+    set: Option<(u64, Stored)>,
+    appends: Vec<(u64, Stored)>,
 }
 
 impl PropAcc {
-    fn add(&mut self, mono: u64, append: bool, value: Value) {
+    fn add(&mut self, mono: u64, append: bool, value: PropIn<'_>) {
         self.first_mono = self.first_mono.min(mono);
         if append {
-            self.appends.push((mono, value));
-        } else if self.set.as_ref().is_none_or(|(m, _)| *m <= mono) {
-            self.set = Some((mono, value));
+            self.appends.push((mono, value.stored()));
+            return;
+        }
+        match (&mut self.set, value) {
+            (Some((m, _)), _) if *m > mono => {}
+            // The newest record replaces the bytes in place: no allocation per write.
+            (Some((m, Stored::Raw(buf))), PropIn::Raw(b)) => {
+                *m = mono;
+                buf.clear();
+                buf.extend_from_slice(b);
+            }
+            (set, value) => *set = Some((mono, value.stored())),
         }
     }
 
     /// The value a replay in time order gives: a later `record` replaces what came
     /// before; `append` after it extends a list (a non-list value starts a new list).
     fn merged(&self) -> Value {
-        let mut appends: Vec<&(u64, Value)> = self.appends.iter().collect();
+        let mut appends: Vec<&(u64, Stored)> = self.appends.iter().collect();
         appends.sort_by_key(|(m, _)| *m);
         let (base, after) = match &self.set {
             None => (Vec::new(), 0),
             Some((m, v)) => {
                 let after = *m;
+                let v = v.value();
                 if appends.iter().all(|(am, _)| *am < after) {
-                    return v.clone();
+                    return v;
                 }
                 let base = match v {
-                    Value::List(items) => items.clone(),
+                    Value::List(items) => items,
                     _ => Vec::new(),
                 };
                 (base, after)
@@ -182,7 +275,7 @@ impl PropAcc {
             appends
                 .into_iter()
                 .filter(|(m, _)| self.set.is_none() || *m >= after)
-                .map(|(_, v)| v.clone()),
+                .map(|(_, v)| v.value()),
         );
         Value::List(items)
     }
@@ -202,31 +295,104 @@ struct SegAcc {
     role: Option<Role>,
     worker: Option<String>,
     pid: Option<u32>,
-    /// The test started and not ended in this segment, if any.
-    open_test: Option<String>,
+    /// The test started and not ended in this segment, if any (index into `tests`).
+    open_test: Option<u32>,
     /// The last phase reported for `open_test` in this segment.
     open_phase: Option<Phase>,
     tests: u64,
+    /// The test this segment's last record named: a segment writes a test's records
+    /// together, so the next one most likely names it again (one comparison, no hash).
+    last_test: Option<u32>,
+    /// Likewise the last fixture (index into `fixtures`).
+    last_fixture: Option<u32>,
 }
 
 /// Incremental fold of a run's records.
 #[derive(Debug, Default)]
 pub struct Aggregate {
     run: RunMeta,
-    tests: HashMap<String, TestAcc>,
-    order: Vec<String>,
-    /// name -> scope -> times
-    fixtures: HashMap<String, HashMap<String, TimeAcc>>,
+    /// In the order they were first seen.
+    tests: Vec<TestAcc>,
+    test_index: TestIndex,
+    /// Property keys, each once.
+    keys: Vec<Box<str>>,
+    key_index: HashMap<Box<str>, u32>,
+    /// (name, scope, times)
+    fixtures: Vec<(String, String, TimeAcc)>,
+    /// name -> scope -> index into `fixtures`
+    fixture_index: HashMap<String, HashMap<String, u32>>,
     timed: HashMap<String, TimeAcc>,
     segs: Vec<SegAcc>,
     /// Crash records written by observers (parents, the controller).
     crashes: Vec<CrashView>,
-    /// (test, kind, path)
     /// (test, kind, path, segment): a process's own files (test `None`) belong to every
     /// crash of that process.
     attachments: Vec<(Option<String>, String, String, usize)>,
     exits: Vec<(Option<String>, i32, usize)>,
     records: u64,
+}
+
+/// Tests by nodeid: the nodeid's hash (keyed per process, so a hostile store cannot aim
+/// for collisions) to the newest test with that hash, the others chained through
+/// [`TestAcc::same_hash`]. Each nodeid is hashed once per lookup and never again (growing
+/// the table rehashes the stored hashes, not the text), and kept once.
+#[derive(Debug, Default)]
+struct TestIndex {
+    keys: std::collections::hash_map::RandomState,
+    heads: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+}
+
+/// The hasher of a key that is already a hash.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl TestIndex {
+    fn hash(&self, nodeid: &[u8]) -> u64 {
+        self.keys.hash_one(nodeid)
+    }
+
+    fn find(&self, tests: &[TestAcc], hash: u64, nodeid: &[u8]) -> Option<u32> {
+        let mut at = self.heads.get(&hash).copied();
+        while let Some(i) = at {
+            let t = &tests[i as usize];
+            if t.nodeid.as_bytes() == nodeid {
+                return Some(i);
+            }
+            at = t.same_hash;
+        }
+        None
+    }
+
+    fn get(&self, tests: &[TestAcc], nodeid: &str) -> Option<usize> {
+        let b = nodeid.as_bytes();
+        self.find(tests, self.hash(b), b).map(|i| i as usize)
+    }
+}
+
+/// The text of an outcome, without an allocation for the usual ones.
+fn outcome_text(b: &[u8]) -> Cow<'static, str> {
+    match b {
+        b"passed" => Cow::Borrowed("passed"),
+        b"failed" => Cow::Borrowed("failed"),
+        b"skipped" => Cow::Borrowed("skipped"),
+        _ => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+    }
 }
 
 impl Aggregate {
@@ -237,21 +403,39 @@ impl Aggregate {
         &mut self.segs[seg]
     }
 
-    fn test(&mut self, nodeid: String, mono: u64) -> &mut TestAcc {
-        let order = &mut self.order;
-        let t = match self.tests.entry(nodeid) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                order.push(e.key().clone());
-                e.insert(TestAcc {
-                    first_mono: mono,
-                    last_mono: mono,
-                    ..TestAcc::default()
-                })
+    /// The index of test `nodeid` (created when new), named by a record of `seg` at `mono`.
+    fn test_at(&mut self, seg: usize, nodeid: &[u8], mono: u64) -> usize {
+        let cached = self.segs.get(seg).and_then(|s| s.last_test);
+        let idx = match cached {
+            Some(i) if self.tests[i as usize].nodeid.as_bytes() == nodeid => i,
+            _ => {
+                let hash = self.test_index.hash(nodeid);
+                let i = if let Some(i) = self.test_index.find(&self.tests, hash, nodeid) {
+                    i
+                } else {
+                    let i = u32::try_from(self.tests.len()).unwrap_or(u32::MAX);
+                    let same_hash = self.test_index.heads.insert(hash, i);
+                    self.tests.push(TestAcc {
+                        // Text from a frame is checked UTF-8, so this copies it as it is.
+                        nodeid: String::from_utf8_lossy(nodeid).into(),
+                        same_hash,
+                        first_mono: mono,
+                        last_mono: mono,
+                        end_mono: None,
+                        started_in: Few::default(),
+                        ended_in: Few::default(),
+                        phases: [None, None, None],
+                        props: Vec::new(),
+                    });
+                    i
+                };
+                self.seg(seg).last_test = Some(i);
+                i
             }
         };
+        let t = &mut self.tests[idx as usize];
         t.last_mono = t.last_mono.max(mono);
-        t
+        idx as usize
     }
 
     /// Folds one record of segment `seg` (frame at `offset`) in.
@@ -259,8 +443,38 @@ impl Aggregate {
         self.apply_owned(seg, offset, rec.clone());
     }
 
+    /// Folds in a record decoded without allocating (what a [`crate::Follower`] does).
+    pub(crate) fn apply_ref(&mut self, seg: usize, offset: u64, rec: RecordRef<'_>) {
+        self.records += 1;
+        match rec {
+            RecordRef::TestStart { nodeid, mono_ns } => self.test_start(seg, nodeid, mono_ns),
+            RecordRef::TestPhase {
+                nodeid,
+                phase,
+                outcome,
+                duration_s,
+                mono_ns,
+            } => self.test_phase(seg, offset, nodeid, phase, outcome, duration_s, mono_ns),
+            RecordRef::TestEnd { nodeid, mono_ns } => self.test_end(seg, nodeid, mono_ns),
+            RecordRef::Property {
+                append,
+                test,
+                key,
+                value,
+                mono_ns,
+            } => self.prop(seg, test, key, PropIn::Raw(value), mono_ns, append),
+            RecordRef::Fixture {
+                name,
+                scope,
+                setup,
+                duration_s,
+            } => self.fixture(seg, name, scope, setup, duration_s),
+            RecordRef::Timed { name, duration_s } => self.timed(name, duration_s),
+        }
+    }
+
     /// [`apply`](Self::apply), taking the record: its strings and values move into the
-    /// aggregate instead of being copied (what a [`crate::Follower`] does).
+    /// aggregate instead of being copied.
     pub fn apply_owned(&mut self, seg: usize, offset: u64, rec: Record) {
         self.records += 1;
         match rec {
@@ -293,12 +507,7 @@ impl Aggregate {
                 self.run.ended_wall_ns = Some(wall_ns);
             }
             Record::TestStart { nodeid, mono_ns } => {
-                let t = self.test(nodeid.clone(), mono_ns);
-                t.started_in.push((seg, mono_ns));
-                let s = self.seg(seg);
-                s.open_test = Some(nodeid);
-                s.open_phase = None;
-                s.tests += 1;
+                self.test_start(seg, nodeid.as_bytes(), mono_ns);
             }
             Record::TestPhase {
                 nodeid,
@@ -307,76 +516,52 @@ impl Aggregate {
                 duration_s,
                 mono_ns,
                 ..
-            } => {
-                let open_here = self.segs.get(seg).and_then(|s| s.open_test.as_deref())
-                    == Some(nodeid.as_str());
-                let t = self.test(nodeid, mono_ns);
-                let newer = t.phases.get(&phase).is_none_or(|p| p.mono <= mono_ns);
-                if newer {
-                    t.phases.insert(
-                        phase,
-                        PhaseAcc {
-                            mono: mono_ns,
-                            outcome,
-                            duration_s,
-                            seg,
-                            offset,
-                        },
-                    );
-                }
-                if open_here {
-                    self.seg(seg).open_phase = Some(phase);
-                }
-            }
-            Record::TestEnd { nodeid, mono_ns } => {
-                let s = self.seg(seg);
-                if s.open_test.as_deref() == Some(nodeid.as_str()) {
-                    s.open_test = None;
-                    s.open_phase = None;
-                }
-                let t = self.test(nodeid, mono_ns);
-                t.ended_in.push(seg);
-                t.end_mono = Some(t.end_mono.map_or(mono_ns, |m| m.max(mono_ns)));
-            }
+            } => self.test_phase(
+                seg,
+                offset,
+                nodeid.as_bytes(),
+                phase,
+                outcome.as_bytes(),
+                duration_s,
+                mono_ns,
+            ),
+            Record::TestEnd { nodeid, mono_ns } => self.test_end(seg, nodeid.as_bytes(), mono_ns),
             Record::PropertySet {
                 test,
                 key,
                 value,
                 mono_ns,
-            } => self.prop(test, key, value, mono_ns, false),
+            } => self.prop(
+                seg,
+                test.as_deref().map(str::as_bytes),
+                key.as_bytes(),
+                PropIn::Owned(value),
+                mono_ns,
+                false,
+            ),
             Record::PropertyAppend {
                 test,
                 key,
                 value,
                 mono_ns,
-            } => self.prop(test, key, value, mono_ns, true),
+            } => self.prop(
+                seg,
+                test.as_deref().map(str::as_bytes),
+                key.as_bytes(),
+                PropIn::Owned(value),
+                mono_ns,
+                true,
+            ),
             Record::Fixture {
                 name,
                 scope,
                 setup,
                 duration_s,
                 ..
-            } => {
-                // Looked up by reference first: no allocation per record once a fixture is known.
-                let by_scope = match self.fixtures.get_mut(name.as_str()) {
-                    Some(m) => m,
-                    None => self.fixtures.entry(name).or_default(),
-                };
-                let acc = match by_scope.get_mut(scope.as_str()) {
-                    Some(a) => a,
-                    None => by_scope.entry(scope).or_default(),
-                };
-                add_time(acc, setup, duration_s);
-            }
+            } => self.fixture(seg, name.as_bytes(), scope.as_bytes(), setup, duration_s),
             Record::Timed {
                 name, duration_s, ..
-            } => {
-                let acc = match self.timed.get_mut(&name) {
-                    Some(a) => a,
-                    None => self.timed.entry(name).or_default(),
-                };
-                add_time(acc, true, duration_s);
-            }
+            } => self.timed(name.as_bytes(), duration_s),
             Record::Crash {
                 test,
                 pid,
@@ -405,20 +590,138 @@ impl Aggregate {
         }
     }
 
-    fn prop(&mut self, test: Option<String>, key: String, value: Value, mono: u64, append: bool) {
-        let t = self.test(test.unwrap_or_default(), mono);
-        if let Some(p) = t.props.iter_mut().find(|p| p.key == key) {
-            p.add(mono, append, value);
-        } else {
-            let mut p = PropAcc {
-                key,
-                first_mono: mono,
-                set: None,
-                appends: Vec::new(),
-            };
-            p.add(mono, append, value);
-            t.props.push(p);
+    fn test_start(&mut self, seg: usize, nodeid: &[u8], mono: u64) {
+        let i = self.test_at(seg, nodeid, mono);
+        self.tests[i].started_in.push((seg, mono));
+        let s = self.seg(seg);
+        s.open_test = Some(i as u32);
+        s.open_phase = None;
+        s.tests += 1;
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of a phase record
+    fn test_phase(
+        &mut self,
+        seg: usize,
+        offset: u64,
+        nodeid: &[u8],
+        phase: Phase,
+        outcome: &[u8],
+        duration_s: f64,
+        mono: u64,
+    ) {
+        let i = self.test_at(seg, nodeid, mono);
+        let slot = &mut self.tests[i].phases[phase as usize];
+        if slot.as_ref().is_none_or(|p| p.mono <= mono) {
+            *slot = Some(PhaseAcc {
+                mono,
+                outcome: outcome_text(outcome),
+                duration_s,
+                seg,
+                offset,
+            });
         }
+        let s = self.seg(seg);
+        if s.open_test == Some(i as u32) {
+            s.open_phase = Some(phase);
+        }
+    }
+
+    fn test_end(&mut self, seg: usize, nodeid: &[u8], mono: u64) {
+        let i = self.test_at(seg, nodeid, mono);
+        let s = self.seg(seg);
+        if s.open_test == Some(i as u32) {
+            s.open_test = None;
+            s.open_phase = None;
+        }
+        let t = &mut self.tests[i];
+        t.ended_in.push(seg);
+        t.end_mono = Some(t.end_mono.map_or(mono, |m| m.max(mono)));
+    }
+
+    fn prop(
+        &mut self,
+        seg: usize,
+        test: Option<&[u8]>,
+        key: &[u8],
+        value: PropIn<'_>,
+        mono: u64,
+        append: bool,
+    ) {
+        let i = self.test_at(seg, test.unwrap_or_default(), mono);
+        let keys = &self.keys;
+        if let Some(p) = self.tests[i]
+            .props
+            .iter_mut()
+            .find(|p| keys[p.key as usize].as_bytes() == key)
+        {
+            p.add(mono, append, value);
+            return;
+        }
+        let text = String::from_utf8_lossy(key);
+        let k = if let Some(&k) = self.key_index.get(&*text) {
+            k
+        } else {
+            let k = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+            self.keys.push(text.clone().into());
+            self.key_index.insert(text.into(), k);
+            k
+        };
+        let mut p = PropAcc {
+            key: k,
+            first_mono: mono,
+            set: None,
+            appends: Vec::new(),
+        };
+        p.add(mono, append, value);
+        self.tests[i].props.push(p);
+    }
+
+    fn fixture(&mut self, seg: usize, name: &[u8], scope: &[u8], setup: bool, d: f64) {
+        let cached = self.segs.get(seg).and_then(|s| s.last_fixture);
+        let i = match cached {
+            Some(i)
+                if self.fixtures[i as usize].0.as_bytes() == name
+                    && self.fixtures[i as usize].1.as_bytes() == scope =>
+            {
+                i
+            }
+            _ => {
+                let (name, scope) = (
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(scope),
+                );
+                let found = self
+                    .fixture_index
+                    .get(&*name)
+                    .and_then(|m| m.get(&*scope))
+                    .copied();
+                let i = if let Some(i) = found {
+                    i
+                } else {
+                    let i = u32::try_from(self.fixtures.len()).unwrap_or(u32::MAX);
+                    self.fixtures
+                        .push((name.to_string(), scope.to_string(), TimeAcc::default()));
+                    self.fixture_index
+                        .entry(name.into_owned())
+                        .or_default()
+                        .insert(scope.into_owned(), i);
+                    i
+                };
+                self.seg(seg).last_fixture = Some(i);
+                i
+            }
+        };
+        add_time(&mut self.fixtures[i as usize].2, setup, d);
+    }
+
+    fn timed(&mut self, name: &[u8], d: f64) {
+        let name = String::from_utf8_lossy(name);
+        let acc = match self.timed.get_mut(&*name) {
+            Some(a) => a,
+            None => self.timed.entry(name.into_owned()).or_default(),
+        };
+        add_time(acc, true, d);
     }
 
     /// Records folded in so far.
@@ -428,35 +731,29 @@ impl Aggregate {
 
     /// Total fixture setups recorded so far (every fixture, every scope).
     pub fn fixture_setups(&self) -> u64 {
-        self.fixtures
-            .values()
-            .flat_map(HashMap::values)
-            .map(|a| a.setups)
-            .sum()
+        self.fixtures.iter().map(|(_, _, a)| a.setups).sum()
     }
 
     /// Merged properties of `nodeid`: the last `record` of a key wins; `append`ed values
     /// form a list in time order.
     pub fn properties(&self, nodeid: &str) -> Vec<(String, Value)> {
-        self.tests
-            .get(nodeid)
-            .map(|t| merge_props(&t.props))
+        self.test_index
+            .get(&self.tests, nodeid)
+            .map(|i| merge_props(&self.tests[i].props, &self.keys))
             .unwrap_or_default()
     }
 
     /// Where each recorded phase report of `nodeid` is, in phase order.
     pub fn phase_locations(&self, nodeid: &str) -> Vec<(Phase, usize, u64)> {
-        self.tests
-            .get(nodeid)
-            .map(|t| {
-                t.phases
-                    .iter()
-                    .map(|(p, a)| (*p, a.seg, a.offset))
+        self.test_index
+            .get(&self.tests, nodeid)
+            .map(|i| {
+                phases(&self.tests[i])
+                    .map(|(p, a)| (p, a.seg, a.offset))
                     .collect()
             })
             .unwrap_or_default()
     }
-
     /// Builds the view, given the segments' state now (index = segment index).
     pub fn view(&self, id: &str, segments: &[SegmentStatus]) -> RunView {
         let status = |seg: usize| segments.get(seg);
@@ -520,7 +817,7 @@ impl Aggregate {
             let mark = st.crash.as_ref();
             let test = s
                 .open_test
-                .clone()
+                .map(|i| self.tests[i as usize].nodeid.to_string())
                 .or_else(|| mark.and_then(|m| m.test.clone()));
             if test.is_none() && mark.is_none() && exit.is_none() {
                 // Died between tests without a word: still a crash of that process, unless
@@ -592,20 +889,20 @@ impl Aggregate {
         }
 
         // Tests.
-        let mut tests = Vec::with_capacity(self.order.len());
-        for nodeid in &self.order {
+        let mut tests = Vec::with_capacity(self.tests.len());
+        for (idx, t) in self.tests.iter().enumerate() {
+            let nodeid = &*t.nodeid;
             if nodeid.is_empty() {
                 continue; // session-level properties
             }
-            let t = &self.tests[nodeid];
-            let crash = crash_of.get(nodeid.as_str()).map(|&i| &crashes[i]);
+            let crash = crash_of.get(nodeid).map(|&i| &crashes[i]);
             let running = t.started_in.iter().any(|(seg, _)| {
                 !t.ended_in.contains(seg)
-                    && status(*seg).is_some_and(|s| s.alive)
-                    && self.segs.get(*seg).and_then(|s| s.open_test.as_deref())
-                        == Some(nodeid.as_str())
+                    && status(seg).is_some_and(|s| s.alive)
+                    && self.segs.get(seg).and_then(|s| s.open_test) == Some(idx as u32)
             });
-            let phase_outcome = |p: Phase| t.phases.get(&p).map(|a| a.outcome.as_str());
+            let phase_outcome =
+                |p: Phase| t.phases[p as usize].as_ref().map(|a| a.outcome.as_ref());
             let outcome = if crash.is_some() {
                 "crashed"
             } else if running {
@@ -620,22 +917,21 @@ impl Aggregate {
                 "skipped"
             } else if t.ended_in.is_empty() && !t.started_in.is_empty() {
                 "unfinished"
-            } else if t.phases.is_empty() && t.started_in.is_empty() {
+            } else if t.phases.iter().all(Option::is_none) && t.started_in.is_empty() {
                 // Only properties were recorded under this name.
                 "unknown"
             } else {
                 "passed"
             };
-            let main_seg = t
-                .phases
-                .get(&Phase::Call)
+            let main_seg = t.phases[Phase::Call as usize]
+                .as_ref()
                 .map(|a| a.seg)
-                .or_else(|| t.started_in.last().map(|(s, _)| *s))
-                .or_else(|| t.phases.values().next().map(|a| a.seg));
+                .or_else(|| t.started_in.last().map(|(s, _)| s))
+                .or_else(|| phases(t).next().map(|(_, a)| a.seg));
             tests.push(TestView {
-                nodeid: nodeid.clone(),
+                nodeid: nodeid.to_owned(),
                 outcome: outcome.to_owned(),
-                duration_s: t.phases.values().map(|a| a.duration_s).sum(),
+                duration_s: phases(t).map(|(_, a)| a.duration_s).sum(),
                 worker: crash
                     .and_then(|c| c.worker.clone())
                     .or_else(|| main_seg.and_then(seg_worker)),
@@ -644,17 +940,15 @@ impl Aggregate {
                     .or_else(|| main_seg.and_then(seg_pid)),
                 crashed: crash.is_some(),
                 signal: crash.and_then(|c| c.signal),
-                phases: t
-                    .phases
-                    .iter()
+                phases: phases(t)
                     .map(|(p, a)| PhaseView {
-                        phase: *p,
-                        outcome: a.outcome.clone(),
+                        phase: p,
+                        outcome: a.outcome.to_string(),
                         duration_s: a.duration_s,
                         location: (a.seg, a.offset),
                     })
                     .collect(),
-                properties: merge_props(&t.props),
+                properties: merge_props(&t.props, &self.keys),
                 start_mono_ns: t.first_mono,
                 end_mono_ns: t.end_mono,
                 last_mono_ns: t.last_mono,
@@ -707,11 +1001,7 @@ impl Aggregate {
         RunView {
             run,
             tests,
-            fixtures: sorted_stats(
-                self.fixtures
-                    .iter()
-                    .flat_map(|(n, by_scope)| by_scope.iter().map(move |(s, a)| stats(n, s, a))),
-            ),
+            fixtures: sorted_stats(self.fixtures.iter().map(|(n, s, a)| stats(n, s, a))),
             timed: sorted_stats(self.timed.iter().map(|(n, a)| stats(n, "timed", a))),
             crashes,
             workers: workers.into_values().collect(),
@@ -770,13 +1060,21 @@ fn sorted_stats(it: impl Iterator<Item = FixtureStats>) -> Vec<FixtureStats> {
     v
 }
 
-fn merge_props(props: &[PropAcc]) -> Vec<(String, Value)> {
+fn merge_props(props: &[PropAcc], keys: &[Box<str>]) -> Vec<(String, Value)> {
     let mut sorted: Vec<&PropAcc> = props.iter().collect();
     sorted.sort_by_key(|p| p.first_mono);
     sorted
         .into_iter()
-        .map(|p| (p.key.clone(), p.merged()))
+        .map(|p| (keys[p.key as usize].to_string(), p.merged()))
         .collect()
+}
+
+/// The phases a test reported, in phase order.
+fn phases(t: &TestAcc) -> impl Iterator<Item = (Phase, &PhaseAcc)> {
+    [Phase::Setup, Phase::Call, Phase::Teardown]
+        .into_iter()
+        .zip(&t.phases)
+        .filter_map(|(p, a)| a.as_ref().map(|a| (p, a)))
 }
 
 /// `SIGSEGV` for 11, and so on; `signal N` for others.
@@ -854,6 +1152,79 @@ impl TestView {
             "phases": self.phases.iter().map(|p| json!({"phase": p.phase.as_str(), "outcome": p.outcome, "duration_s": p.duration_s})).collect::<Vec<_>>(),
             "properties": props_json(&self.properties),
         })
+    }
+}
+
+/// [`TestView::to_json`], written straight to a serializer: the same object, keys in the
+/// same (sorted) order, without building the tree first (`stats --json` writes 100k of
+/// them).
+pub(crate) struct TestJson<'a>(pub &'a TestView);
+
+impl serde::Serialize for TestJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Phases<'a>(&'a [PhaseView]);
+        impl serde::Serialize for Phases<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                struct One<'a>(&'a PhaseView);
+                impl serde::Serialize for One<'_> {
+                    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                        use serde::ser::SerializeMap;
+                        let mut m = ser.serialize_map(Some(3))?;
+                        m.serialize_entry("duration_s", &self.0.duration_s)?;
+                        m.serialize_entry("outcome", &self.0.outcome)?;
+                        m.serialize_entry("phase", self.0.phase.as_str())?;
+                        m.end()
+                    }
+                }
+                ser.collect_seq(self.0.iter().map(One))
+            }
+        }
+        struct Props<'a>(&'a [(String, Value)]);
+        impl serde::Serialize for Props<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                // As a JSON object: sorted, the last of equal keys wins.
+                let sorted: BTreeMap<&str, &Value> =
+                    self.0.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                ser.collect_map(sorted.into_iter().map(|(k, v)| (k, ValueJson(v))))
+            }
+        }
+        let t = self.0;
+        let mut m = ser.serialize_map(Some(10))?;
+        m.serialize_entry("crashed", &t.crashed)?;
+        m.serialize_entry("duration_s", &t.duration_s)?;
+        m.serialize_entry("nodeid", &t.nodeid)?;
+        m.serialize_entry("outcome", &t.outcome)?;
+        m.serialize_entry("phases", &Phases(&t.phases))?;
+        m.serialize_entry("pid", &t.pid)?;
+        m.serialize_entry("properties", &Props(&t.properties))?;
+        m.serialize_entry("signal", &t.signal)?;
+        m.serialize_entry("signal_name", &t.signal.map(signal_name))?;
+        m.serialize_entry("worker", &t.worker)?;
+        m.end()
+    }
+}
+
+/// [`Value::to_json`], written straight to a serializer.
+struct ValueJson<'a>(&'a Value);
+
+impl serde::Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::None => ser.serialize_unit(),
+            Value::Bool(b) => ser.serialize_bool(*b),
+            Value::Int(i) => ser.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => ser.serialize_f64(*f),
+            Value::Float(f) => ser.serialize_str(&f.to_string()),
+            Value::Str(s) | Value::BigInt(s) => ser.serialize_str(s),
+            Value::Bytes(b) => ser.collect_seq(b),
+            Value::List(items) => ser.collect_seq(items.iter().map(ValueJson)),
+            Value::Dict(pairs) => {
+                let sorted: BTreeMap<&str, &Value> =
+                    pairs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                ser.collect_map(sorted.into_iter().map(|(k, v)| (k, ValueJson(v))))
+            }
+        }
     }
 }
 
@@ -949,6 +1320,48 @@ mod tests {
                 ("m".into(), Value::List(vec![Value::Int(7), Value::Int(8)])),
                 ("n".into(), Value::Str("x".into())),
             ]
+        );
+    }
+
+    #[test]
+    fn a_test_written_straight_is_its_json_value() {
+        let t = TestView {
+            nodeid: "t.py::x[\"é\"]".into(),
+            outcome: "crashed".into(),
+            duration_s: f64::NAN,
+            worker: Some("gw0".into()),
+            pid: None,
+            crashed: true,
+            signal: Some(11),
+            phases: vec![PhaseView {
+                phase: Phase::Call,
+                outcome: "failed".into(),
+                duration_s: 0.25,
+                location: (0, 4096),
+            }],
+            properties: vec![
+                ("z".into(), Value::Float(f64::INFINITY)),
+                (
+                    "a".into(),
+                    Value::Dict(vec![
+                        ("k".into(), Value::Int(1)),
+                        ("b".into(), Value::Bytes(vec![0, 255])),
+                        (
+                            "k".into(),
+                            Value::List(vec![Value::None, Value::BigInt("1".repeat(30))]),
+                        ),
+                    ]),
+                ),
+                ("m".into(), Value::Float(-0.5)),
+            ],
+            start_mono_ns: 0,
+            end_mono_ns: None,
+            last_mono_ns: 0,
+        };
+        assert_eq!(serde_json::to_value(TestJson(&t)).unwrap(), t.to_json());
+        assert_eq!(
+            serde_json::to_string(&TestJson(&t)).unwrap(),
+            serde_json::to_string(&t.to_json()).unwrap()
         );
     }
 

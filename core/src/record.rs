@@ -216,6 +216,50 @@ pub enum Record {
     },
 }
 
+/// A record of one of the kinds a test run writes most (test start, phase and end,
+/// properties, fixtures, timed calls), decoded without allocating: text and values are
+/// slices of the frame's payload. What [`crate::Aggregate`] folds on the hot path; rarer
+/// kinds are decoded into a [`Record`].
+///
+/// Text is UTF-8 checked bytes; a value is its encoded bytes, checked to be one well-formed
+/// [`Value`] within the depth bound, decoded only when a view needs it. A phase report is
+/// skipped: the aggregate keeps only where the frame is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RecordRef<'a> {
+    TestStart {
+        nodeid: &'a [u8],
+        mono_ns: u64,
+    },
+    TestPhase {
+        nodeid: &'a [u8],
+        phase: Phase,
+        outcome: &'a [u8],
+        duration_s: f64,
+        mono_ns: u64,
+    },
+    TestEnd {
+        nodeid: &'a [u8],
+        mono_ns: u64,
+    },
+    Property {
+        append: bool,
+        test: Option<&'a [u8]>,
+        key: &'a [u8],
+        value: &'a [u8],
+        mono_ns: u64,
+    },
+    Fixture {
+        name: &'a [u8],
+        scope: &'a [u8],
+        setup: bool,
+        duration_s: f64,
+    },
+    Timed {
+        name: &'a [u8],
+        duration_s: f64,
+    },
+}
+
 impl Record {
     /// A short name of the variant, for `dump` and error messages.
     pub fn kind(&self) -> &'static str {
@@ -273,36 +317,120 @@ impl Record {
         }
     }
 
-    /// The record as one JSON object (`dump --jsonl`).
+    /// The record as one JSON object (`dump --jsonl`, docs/cli.md): `kind` (the variant,
+    /// [`Record::kind`]) and every field under its own name, with enums in lower case as
+    /// everywhere in the JSON (`"role": "worker"`, `"phase": "call"`) and values as plain
+    /// JSON ([`Value::to_json`]). One field is renamed, since `kind` names the variant:
+    /// an `Attachment`'s own `kind` is `attachment_kind`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        // serde's externally tagged enums nest the fields under the variant name; flatten
-        // to {"kind": ..., fields...} and render values as plain JSON.
-        if let serde_json::Value::Object(map) = &mut v {
-            if let Some((_, inner)) = map.iter_mut().next() {
-                let mut obj = match inner.take() {
-                    serde_json::Value::Object(o) => o,
-                    _ => serde_json::Map::new(),
-                };
-                match self {
-                    Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
-                        obj.insert("value".into(), value.to_json());
-                    }
-                    Record::TestPhase { report, .. } => {
-                        obj.insert(
-                            "report".into(),
-                            report
-                                .as_ref()
-                                .map_or(serde_json::Value::Null, Value::to_json),
-                        );
-                    }
-                    _ => {}
-                }
-                obj.insert("kind".into(), self.kind().into());
-                return serde_json::Value::Object(obj);
+        use serde_json::{json, Value as J};
+        let opt = |v: &Option<Value>| v.as_ref().map_or(J::Null, Value::to_json);
+        let mut obj = match self {
+            Record::Process {
+                pid,
+                ppid,
+                role,
+                worker,
+                wall_ns,
+            } => {
+                json!({"pid": pid, "ppid": ppid, "role": role.as_str(), "worker": worker, "wall_ns": wall_ns})
             }
+            Record::RunStart {
+                argv,
+                rootdir,
+                host,
+                pid,
+                wall_ns,
+            } => {
+                json!({"argv": argv, "rootdir": rootdir, "host": host, "pid": pid, "wall_ns": wall_ns})
+            }
+            Record::RunEnd {
+                exit_status,
+                wall_ns,
+            } => json!({"exit_status": exit_status, "wall_ns": wall_ns}),
+            Record::TestStart { nodeid, mono_ns } | Record::TestEnd { nodeid, mono_ns } => {
+                json!({"nodeid": nodeid, "mono_ns": mono_ns})
+            }
+            Record::TestPhase {
+                nodeid,
+                phase,
+                outcome,
+                duration_s,
+                mono_ns,
+                report,
+            } => json!({
+                "nodeid": nodeid,
+                "phase": phase.as_str(),
+                "outcome": outcome,
+                "duration_s": duration_s,
+                "mono_ns": mono_ns,
+                "report": opt(report),
+            }),
+            Record::PropertySet {
+                test,
+                key,
+                value,
+                mono_ns,
+            }
+            | Record::PropertyAppend {
+                test,
+                key,
+                value,
+                mono_ns,
+            } => json!({"test": test, "key": key, "value": value.to_json(), "mono_ns": mono_ns}),
+            Record::Fixture {
+                name,
+                scope,
+                setup,
+                test,
+                duration_s,
+                mono_ns,
+            } => json!({
+                "name": name,
+                "scope": scope,
+                "setup": setup,
+                "test": test,
+                "duration_s": duration_s,
+                "mono_ns": mono_ns,
+            }),
+            Record::Timed {
+                name,
+                test,
+                duration_s,
+                mono_ns,
+            } => json!({"name": name, "test": test, "duration_s": duration_s, "mono_ns": mono_ns}),
+            Record::Crash {
+                test,
+                pid,
+                worker,
+                signal,
+                exit_code,
+                phase,
+                detail,
+                wall_ns,
+            } => json!({
+                "test": test,
+                "pid": pid,
+                "worker": worker,
+                "signal": signal,
+                "exit_code": exit_code,
+                "phase": phase,
+                "detail": detail,
+                "wall_ns": wall_ns,
+            }),
+            Record::Exit {
+                test,
+                code,
+                wall_ns,
+            } => json!({"test": test, "code": code, "wall_ns": wall_ns}),
+            Record::Attachment { test, kind, path } => {
+                json!({"test": test, "attachment_kind": kind, "path": path})
+            }
+        };
+        if let J::Object(map) = &mut obj {
+            map.insert("kind".into(), self.kind().into());
         }
-        v
+        obj
     }
 }
 
@@ -361,5 +489,27 @@ mod tests {
         assert_eq!(j["kind"], "property_append");
         assert_eq!(j["value"]["pcc"], 0.5);
         assert_eq!(j["key"], "cmp");
+        let j = Record::Attachment {
+            test: None,
+            kind: "faulthandler".into(),
+            path: "/p".into(),
+        }
+        .to_json();
+        assert_eq!(
+            (&j["kind"], &j["attachment_kind"]),
+            (&"attachment".into(), &"faulthandler".into())
+        );
+        let j = Record::Process {
+            pid: 1,
+            ppid: 0,
+            role: Role::Worker,
+            worker: Some("gw0".into()),
+            wall_ns: 2,
+        }
+        .to_json();
+        assert_eq!(
+            (&j["role"], &j["kind"]),
+            (&"worker".into(), &"process".into())
+        );
     }
 }

@@ -45,8 +45,8 @@ use crate::error::{Error, Result};
 use crate::record::{Record, Value};
 
 mod bounded;
-use bounded::decode_record;
 pub use bounded::MAX_VALUE_DEPTH;
+pub(crate) use bounded::{decode_hot, decode_record, decode_value};
 
 pub const MAGIC: [u8; 8] = *b"BLKBOX\x00\x1a";
 /// Version history: 1 (0.1.0) first format.
@@ -1413,6 +1413,141 @@ impl SegmentReader {
             offset,
             reason,
         }
+    }
+
+    /// The committed frames from `from` that lie in one window of the file (at least one
+    /// frame, at most [`READ_WINDOW`] bytes or that one frame), with their lengths and
+    /// checksums verified but not decoded: the frames' payloads are slices of
+    /// [`FrameChunk::buf`], for a caller that decodes them elsewhere (another thread,
+    /// borrowing instead of allocating). Fills `chunk`, reusing its buffers.
+    ///
+    /// Stops at the first bad frame with the damage [`read_range`](Self::read_range) would
+    /// report; `next` is where the following chunk starts. A frame that does not decode is
+    /// the caller's damage to report, at that frame's offset.
+    pub fn read_frames(&self, from: u64, chunk: &mut FrameChunk) {
+        chunk.frames.clear();
+        chunk.next = from.max(HEADER_SIZE);
+        chunk.damage = None;
+        let mut window = Window {
+            buf: std::mem::take(&mut chunk.buf),
+            start: 0,
+        };
+        window.buf.clear();
+        let file_len = match self.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                chunk.damage = Some(self.damage(chunk.next, format!("cannot stat: {e}")));
+                chunk.buf = window.buf;
+                return;
+            }
+        };
+        if file_len < HEADER_SIZE {
+            chunk.damage = Some(self.damage(0, format!("the file was cut to {file_len} bytes, below its {HEADER_SIZE}-byte header, while open")));
+            chunk.buf = window.buf;
+            return;
+        }
+        let committed = self.committed();
+        if committed < HEADER_SIZE || !committed.is_multiple_of(8) {
+            chunk.damage = Some(self.damage(
+                OFF_COMMITTED as u64,
+                format!("committed end {committed} is not a frame boundary"),
+            ));
+            chunk.buf = window.buf;
+            return;
+        }
+        let truncated = committed > file_len;
+        let end = committed.min(file_len);
+        let mut pos = chunk.next;
+        // The window holds [pos, in_window) once loaded; later frames must lie inside it.
+        let in_window = |w: &Window, pos: u64, n: u64| pos + n <= w.start + w.buf.len() as u64;
+        while pos < end {
+            let rest = end - pos;
+            let past_end = if truncated {
+                format!("the file ends there (it holds {file_len} bytes, the header says {committed} are committed)")
+            } else {
+                "the committed end is there".to_owned()
+            };
+            if rest < FRAME_HEADER as u64 {
+                chunk.damage = Some(self.damage(
+                    pos,
+                    format!("{rest} stray bytes, too few for a frame header: {past_end}"),
+                ));
+                break;
+            }
+            if !chunk.frames.is_empty() && !in_window(&window, pos, FRAME_HEADER as u64) {
+                break;
+            }
+            let head = match window.get(&self.file, pos, FRAME_HEADER, end) {
+                Ok(h) => h,
+                Err(e) => {
+                    chunk.damage = Some(self.damage(pos, format!("read failed: {e}")));
+                    break;
+                }
+            };
+            let len_bytes: [u8; 4] = head[..4].try_into().unwrap();
+            let len = u32::from_le_bytes(len_bytes) as usize;
+            let crc = u32::from_le_bytes(head[4..8].try_into().unwrap());
+            if len == 0 || len > MAX_RECORD {
+                chunk.damage = Some(self.damage(
+                    pos,
+                    format!("frame length {len} is out of range (1..={MAX_RECORD})"),
+                ));
+                break;
+            }
+            let framed = align8((FRAME_HEADER + len) as u64);
+            if framed > rest {
+                chunk.damage = Some(self.damage(
+                    pos,
+                    format!("frame of {framed} bytes (payload {len}) runs past the readable end, {rest} bytes on: {past_end}"),
+                ));
+                break;
+            }
+            if !chunk.frames.is_empty() && !in_window(&window, pos, framed) {
+                break;
+            }
+            let frame = match window.get(&self.file, pos, framed as usize, end) {
+                Ok(f) => f,
+                Err(e) => {
+                    chunk.damage = Some(self.damage(pos, format!("read failed: {e}")));
+                    break;
+                }
+            };
+            if frame_crc(len_bytes, &frame[FRAME_HEADER..FRAME_HEADER + len]) != crc {
+                chunk.damage = Some(self.damage(pos, "checksum mismatch".into()));
+                break;
+            }
+            let at = (pos - window.start) as usize + FRAME_HEADER;
+            chunk.frames.push((pos, at, len));
+            pos += framed;
+        }
+        chunk.next = pos;
+        if chunk.damage.is_none() && truncated && pos >= end {
+            chunk.damage = Some(self.damage(
+                pos,
+                format!("the file ends here, but the header says {committed} bytes are committed: it was truncated"),
+            ));
+        }
+        chunk.buf = window.buf;
+    }
+}
+
+/// Frames of one segment, checked but not decoded ([`SegmentReader::read_frames`]).
+#[derive(Debug, Default)]
+pub struct FrameChunk {
+    /// The bytes read.
+    pub buf: Vec<u8>,
+    /// Each frame: its file offset, and where its payload lies in `buf` (start, length).
+    pub frames: Vec<(u64, usize, usize)>,
+    /// The offset the next read starts from.
+    pub next: u64,
+    pub damage: Option<Damage>,
+}
+
+impl FrameChunk {
+    /// The payload of frame `k`.
+    pub fn payload(&self, k: usize) -> &[u8] {
+        let (_, at, len) = self.frames[k];
+        &self.buf[at..at + len]
     }
 }
 

@@ -475,7 +475,12 @@ fn stats_json_has_the_documented_schema() {
     assert_type(&j, "timed", &["array"]);
     assert_type(&j, "problems", &["array"]);
     // Streamed, it is still exactly `RunView::to_json`, the one definition of the schema.
-    assert_eq!(j, store.snapshot(&id).unwrap().view().to_json());
+    // (Through text both ways: serde_json's parser may round a float's last digit.)
+    let expected = store.snapshot(&id).unwrap().view().to_json();
+    assert_eq!(
+        j,
+        serde_json::from_str::<Json>(&expected.to_string()).unwrap()
+    );
     // Every command's JSON starts with the same run object.
     for cmd in ["tests", "fixtures", "crashes"] {
         assert_eq!(
@@ -584,6 +589,161 @@ fn dump_jsonl_streams_every_record_with_its_segment() {
         human.out.contains("closed cleanly") && human.out.contains("test_phase"),
         "{}",
         human.out
+    );
+}
+
+/// One record of every kind, in one segment.
+fn every_kind() -> Vec<Record> {
+    let test = Some("t.py::x".to_owned());
+    vec![
+        Record::RunStart {
+            argv: vec!["pytest".into(), "-n".into(), "2".into()],
+            rootdir: "/src".into(),
+            host: "h".into(),
+            pid: 1,
+            wall_ns: 2,
+        },
+        Record::TestStart {
+            nodeid: "t.py::x".into(),
+            mono_ns: 3,
+        },
+        Record::TestPhase {
+            nodeid: "t.py::x".into(),
+            phase: Phase::Call,
+            outcome: "failed".into(),
+            duration_s: 0.5,
+            mono_ns: 4,
+            report: Some(Value::Dict(vec![(
+                "when".into(),
+                Value::Str("call".into()),
+            )])),
+        },
+        Record::TestEnd {
+            nodeid: "t.py::x".into(),
+            mono_ns: 5,
+        },
+        Record::PropertySet {
+            test: test.clone(),
+            key: "k".into(),
+            value: Value::Bytes(vec![1, 2]),
+            mono_ns: 6,
+        },
+        Record::PropertyAppend {
+            test: None,
+            key: "a".into(),
+            value: Value::BigInt("123456789012345678901234567890".into()),
+            mono_ns: 7,
+        },
+        Record::Fixture {
+            name: "db".into(),
+            scope: "module".into(),
+            setup: false,
+            test: test.clone(),
+            duration_s: 0.25,
+            mono_ns: 8,
+        },
+        Record::Timed {
+            name: "load".into(),
+            test: test.clone(),
+            duration_s: 0.125,
+            mono_ns: 9,
+        },
+        Record::Crash {
+            test: test.clone(),
+            pid: 42,
+            worker: Some("gw1".into()),
+            signal: 11,
+            exit_code: None,
+            phase: Some("call".into()),
+            detail: "worker 'gw1' crashed".into(),
+            wall_ns: 10,
+        },
+        Record::Exit {
+            test: test.clone(),
+            code: 3,
+            wall_ns: 11,
+        },
+        Record::Attachment {
+            test,
+            kind: "faulthandler".into(),
+            path: "/run/faulthandler-42.txt".into(),
+        },
+        Record::RunEnd {
+            exit_status: 1,
+            wall_ns: 12,
+        },
+    ]
+}
+
+#[test]
+fn dump_jsonl_is_faithful_and_lower_case_for_every_kind_of_record() {
+    let t = TempDir::new("dumpkinds");
+    let store = Store::create(t.store()).unwrap();
+    let id = store.new_run().unwrap();
+    let mut rec = Recorder::new(
+        store.run_path(&id).unwrap(),
+        Role::Worker,
+        Some("gw0".into()),
+        Durability::Process,
+    );
+    let records = every_kind();
+    for r in &records {
+        rec.record(r).unwrap();
+    }
+    rec.close().unwrap();
+    let o = cli(&t.store(), &["dump", "--jsonl"]);
+    assert_eq!((o.code, o.err.as_str()), (0, ""));
+    let lines: Vec<Json> = o
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The recorder's own first record, then ours.
+    assert_eq!(lines.len(), records.len() + 1);
+    let process = &lines[0];
+    assert_eq!(
+        (&process["kind"], &process["role"], &process["worker"]),
+        (&"process".into(), &"worker".into(), &"gw0".into())
+    );
+    for (r, l) in records.iter().zip(&lines[1..]) {
+        // The fields serde names, each under its own name (an attachment's own `kind` as
+        // `attachment_kind`), plus kind, segment, segment_pid and offset: nothing lost.
+        let serde = serde_json::to_value(r).unwrap();
+        let fields = serde.as_object().unwrap().values().next().unwrap();
+        let mut want: Vec<String> = fields.as_object().unwrap().keys().cloned().collect();
+        if r.kind() == "attachment" {
+            want.retain(|k| k != "kind");
+            want.push("attachment_kind".into());
+        }
+        want.extend(["kind", "segment", "segment_pid", "offset"].map(String::from));
+        want.sort();
+        let mut got: Vec<String> = l.as_object().unwrap().keys().cloned().collect();
+        got.sort();
+        assert_eq!(got, want, "{l}");
+        assert_eq!(l["kind"], r.kind());
+        for (k, v) in fields.as_object().unwrap() {
+            match (r, k.as_str()) {
+                (Record::Attachment { .. }, "kind") => assert_eq!(l["attachment_kind"], *v),
+                (Record::TestPhase { phase, .. }, "phase") => {
+                    assert_eq!(l["phase"], phase.as_str());
+                    assert_eq!(Phase::parse(l["phase"].as_str().unwrap()), Some(*phase));
+                }
+                (
+                    Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. },
+                    "value",
+                ) => assert_eq!(l["value"], value.to_json()),
+                (Record::TestPhase { report, .. }, "report") => {
+                    assert_eq!(l["report"], report.as_ref().unwrap().to_json());
+                }
+                _ => assert_eq!(l[k], *v, "{k} in {l}"),
+            }
+        }
+    }
+    // No enum in its Rust spelling anywhere.
+    assert!(
+        !o.out.contains("\"Worker\"") && !o.out.contains("\"Call\""),
+        "{}",
+        o.out
     );
 }
 
@@ -1222,5 +1382,305 @@ fn a_test_left_open_by_a_process_that_ended_on_purpose_is_unfinished() {
         table.out.lines().nth(1).unwrap().starts_with("unfinished"),
         "{}",
         table.out
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A run of thousands of processes under a low limit of open files
+// ---------------------------------------------------------------------------------------
+
+const FORKED_CHILD_ENV: &str = "BLACKBOX_CLI_TEST_FORKED_READER";
+const FORKED: usize = 3000;
+const NOFILE: libc::rlim_t = 64;
+
+/// Lowers the soft and hard limit of open files of a child before it runs.
+fn with_nofile(cmd: &mut Command, limit: libc::rlim_t) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe, and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
+}
+
+/// A `pytest --forked` run: a main process and `FORKED` children, one segment each (each
+/// child runs one test and exits), all finished.
+fn write_forked_run(store: &Store) -> String {
+    let id = store.new_run().unwrap();
+    let dir = store.run_path(&id).unwrap();
+    let mut main = Recorder::new(&dir, Role::Main, None, Durability::Process);
+    main.record(&run_start()).unwrap();
+    for i in 0..FORKED {
+        let mut w = blackbox_core::SegmentWriter::create(&dir, Durability::Process).unwrap();
+        let nodeid = format!("t.py::test_forked[{i}]");
+        let t = now_mono_ns();
+        for rec in [
+            Record::Process {
+                pid: 100_000 + i as u32,
+                ppid: std::process::id(),
+                role: Role::Forked,
+                worker: None,
+                wall_ns: now_wall_ns(),
+            },
+            Record::TestStart {
+                nodeid: nodeid.clone(),
+                mono_ns: t,
+            },
+            phase(&nodeid, Phase::Setup, "passed", 0.001, t + 1),
+            phase(&nodeid, Phase::Call, "passed", 0.002, t + 2),
+            phase(&nodeid, Phase::Teardown, "passed", 0.001, t + 3),
+            Record::TestEnd {
+                nodeid,
+                mono_ns: t + 4,
+            },
+        ] {
+            w.append(&rec).unwrap();
+        }
+        w.close().unwrap();
+    }
+    main.record(&Record::RunEnd {
+        exit_status: 0,
+        wall_ns: now_wall_ns(),
+    })
+    .unwrap();
+    main.close().unwrap();
+    id
+}
+
+/// Run in a child under a limit of `NOFILE` open files: the follower reads every segment.
+#[test]
+fn forked_reader_entry() {
+    let Ok(dir) = std::env::var(FORKED_CHILD_ENV) else {
+        return;
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) },
+        0
+    );
+    assert_eq!(lim.rlim_cur, NOFILE);
+    let mut follower = blackbox_core::Follower::new("run", Path::new(&dir));
+    let mut agg = blackbox_core::Aggregate::default();
+    let view = follower.view(&mut agg);
+    assert!(view.problems.is_empty(), "{:?}", view.problems);
+    assert_eq!(view.segments, FORKED + 1);
+    assert_eq!(view.records, 6 * FORKED as u64 + 3);
+    assert_eq!(view.tests.len(), FORKED);
+    assert!(view.tests.iter().all(|t| t.outcome == "passed"));
+    assert!(
+        follower.open_segments() <= 16,
+        "{}",
+        follower.open_segments()
+    );
+    // A later poll finds nothing new, and the reports of closed segments still read.
+    follower.poll_into(&mut agg);
+    assert_eq!(agg.records(), view.records);
+    let (_, seg, offset) = agg.phase_locations("t.py::test_forked[2999]")[1];
+    assert!(matches!(
+        follower.read_at(seg, offset),
+        Some(Record::TestPhase {
+            phase: Phase::Call,
+            ..
+        })
+    ));
+    // The other way of reading a run (whole records, segment by segment).
+    let snap = blackbox_core::Snapshot::read("run", Path::new(&dir)).unwrap();
+    assert_eq!(snap.record_count() as u64, view.records);
+    assert_eq!(snap.damage().count(), 0);
+    println!("READ-ALL-OK");
+}
+
+#[test]
+fn a_forked_run_of_thousands_of_segments_reads_under_a_low_limit_of_open_files() {
+    let tmp = TempDir::new("forked");
+    let store = Store::create(tmp.store()).unwrap();
+    let id = write_forked_run(&store);
+    let dir = store.run_path(&id).unwrap();
+
+    // The follower (re-executing this test binary as the reader).
+    let out = with_nofile(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "forked_reader_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FORKED_CHILD_ENV, &dir),
+        NOFILE,
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("READ-ALL-OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The CLI.
+    let out = with_nofile(
+        Command::new(BIN)
+            .args(["stats", "--json", "--dir"])
+            .arg(tmp.store()),
+        NOFILE,
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "{err}");
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["run"]["segments"], FORKED + 1);
+    assert_eq!(j["run"]["records"], 6 * FORKED + 3);
+    assert_eq!(j["tests"].as_array().unwrap().len(), FORKED);
+    assert_eq!(j["problems"].as_array().unwrap().len(), 0);
+    let out = with_nofile(
+        Command::new(BIN).args(["check", "--dir"]).arg(tmp.store()),
+        NOFILE,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A large store, for measuring the CLI by hand (docs/cli.md, "Speed")
+// ---------------------------------------------------------------------------------------
+
+/// Writes a run of `BLACKBOX_BIG_TESTS` tests (default 100,000) into the store
+/// `BLACKBOX_BIG_STORE`: 8 xdist workers of 10 records a test (start, two fixture setups,
+/// three phase reports, a property, two fixture teardowns, end) plus the controller's
+/// segment, 1,000,011 records by default. With `BLACKBOX_BIG_REPORTS=1` the phase reports
+/// carry a serialized pytest report, as the plugin writes them.
+///
+/// `BLACKBOX_BIG_STORE=/tmp/big cargo test -p blackbox-core --release --test cli -- --ignored --exact write_a_big_store`
+#[test]
+#[ignore = "writes a large store for timing the CLI by hand"]
+fn write_a_big_store() {
+    let store =
+        Store::create(std::env::var("BLACKBOX_BIG_STORE").expect("BLACKBOX_BIG_STORE")).unwrap();
+    let tests: u64 = std::env::var("BLACKBOX_BIG_TESTS").map_or(100_000, |s| s.parse().unwrap());
+    let reports = std::env::var("BLACKBOX_BIG_REPORTS").is_ok_and(|s| s == "1");
+    let id = store.new_run().unwrap();
+    let dir = store.run_path(&id).unwrap();
+    let mut controller = Recorder::new(&dir, Role::Controller, None, Durability::Process);
+    controller.record(&run_start()).unwrap();
+    let workers = 8;
+    for w in 0..workers {
+        let mut rec = Recorder::new(
+            &dir,
+            Role::Worker,
+            Some(format!("gw{w}")),
+            Durability::Process,
+        );
+        for t in (w..tests).step_by(workers as usize) {
+            let nodeid = format!(
+                "tests/test_mod{:03}.py::test_case[{t}-resnet50-fp16]",
+                t / 100
+            );
+            let mono = now_mono_ns();
+            let report = |when: &str, outcome: &str| {
+                reports.then(|| {
+                    Value::Dict(vec![
+                        ("nodeid".into(), Value::Str(nodeid.clone())),
+                        (
+                            "location".into(),
+                            Value::List(vec![
+                                Value::Str(format!("tests/test_mod{:03}.py", t / 100)),
+                                Value::Int(41),
+                                Value::Str(format!("test_case[{t}-resnet50-fp16]")),
+                            ]),
+                        ),
+                        (
+                            "keywords".into(),
+                            Value::Dict(vec![
+                                (format!("test_case[{t}-resnet50-fp16]"), Value::Int(1)),
+                                ("parametrize".into(), Value::Int(1)),
+                            ]),
+                        ),
+                        ("outcome".into(), Value::Str(outcome.into())),
+                        ("longrepr".into(), Value::None),
+                        ("when".into(), Value::Str(when.into())),
+                        ("user_properties".into(), Value::List(Vec::new())),
+                        ("sections".into(), Value::List(Vec::new())),
+                        ("duration".into(), Value::Float(0.001)),
+                        ("$report_type".into(), Value::Str("TestReport".into())),
+                    ])
+                })
+            };
+            let failed = t % 97 == 0;
+            let phase = |p: Phase, outcome: &str, d: f64| Record::TestPhase {
+                nodeid: nodeid.clone(),
+                phase: p,
+                outcome: outcome.into(),
+                duration_s: d,
+                mono_ns: mono,
+                report: report(p.as_str(), outcome),
+            };
+            let fix = |name: &str, setup: bool| Record::Fixture {
+                name: name.into(),
+                scope: "function".into(),
+                setup,
+                test: Some(nodeid.clone()),
+                duration_s: 1e-4 * (t % 7) as f64,
+                mono_ns: mono,
+            };
+            rec.start_test(&nodeid).unwrap();
+            rec.record(&fix("tmp_path", true)).unwrap();
+            rec.record(&fix("db", true)).unwrap();
+            rec.record(&phase(Phase::Setup, "passed", 2e-4)).unwrap();
+            rec.record(&phase(
+                Phase::Call,
+                if failed { "failed" } else { "passed" },
+                1e-3 * (t % 11) as f64,
+            ))
+            .unwrap();
+            rec.record(&Record::PropertySet {
+                test: Some(nodeid.clone()),
+                key: "pcc".into(),
+                value: Value::Dict(vec![
+                    ("value".into(), Value::Float(0.99 - (t % 13) as f64 * 1e-3)),
+                    ("ok".into(), Value::Bool(!failed)),
+                ]),
+                mono_ns: mono,
+            })
+            .unwrap();
+            rec.record(&phase(Phase::Teardown, "passed", 1e-4)).unwrap();
+            rec.record(&fix("db", false)).unwrap();
+            rec.record(&fix("tmp_path", false)).unwrap();
+            rec.end_test(&nodeid).unwrap();
+        }
+        rec.close().unwrap();
+    }
+    controller
+        .record(&Record::RunEnd {
+            exit_status: 1,
+            wall_ns: now_wall_ns(),
+        })
+        .unwrap();
+    controller.close().unwrap();
+    let snap = store.snapshot(&id).unwrap();
+    println!(
+        "{}: {} records in {} segments",
+        dir.display(),
+        snap.record_count(),
+        snap.segments.len()
     );
 }

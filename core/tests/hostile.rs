@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blackbox_core::segment::{
-    ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH, READ_WINDOW,
+    FrameChunk, ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH,
+    READ_WINDOW,
 };
 use blackbox_core::{
     Durability, Error, Record, Recorder, Role, SegmentReader, SegmentWriter, Snapshot, Store, Value,
@@ -164,9 +165,57 @@ fn with_flip<T>(path: &Path, pos: usize, value: u8, f: impl FnOnce() -> T) -> T 
 }
 
 fn read(path: &Path) -> ReadBatch {
-    SegmentReader::open(path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .read_from(0)
+    let r = SegmentReader::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let batch = r.read_from(0);
+    let frames = by_frames(&r);
+    // A frame that does not decode is damage at its offset in both (the reason aside).
+    let seen = |b: &ReadBatch| {
+        let d = b.damage.as_ref().map(|d| {
+            let decoding = d.reason.contains("undecodable") || d.reason.contains("trailing");
+            (
+                d.path.clone(),
+                d.offset,
+                (!decoding).then(|| d.reason.clone()),
+            )
+        });
+        (b.records.clone(), b.next, d)
+    };
+    assert_eq!(
+        seen(&frames),
+        seen(&batch),
+        "read_frames and read_from disagree"
+    );
+    batch
+}
+
+/// What the follower's reader sees: windows of checked frames (`read_frames`), decoded
+/// afterwards. It must find the same records and the same damage as `read_from`.
+fn by_frames(r: &SegmentReader) -> ReadBatch {
+    let mut out = ReadBatch::default();
+    let mut chunk = FrameChunk::default();
+    let mut next = 0;
+    loop {
+        r.read_frames(next, &mut chunk);
+        for &(offset, _, _) in &chunk.frames {
+            // Decoded as a reader decodes (depth-bounded, reserving little up front).
+            let Some(rec) = r.read_one(offset) else {
+                out.next = offset;
+                out.damage = Some(blackbox_core::Damage {
+                    path: r.path().to_owned(),
+                    offset,
+                    reason: "undecodable".into(),
+                });
+                return out;
+            };
+            out.records.push((offset, rec));
+        }
+        out.next = chunk.next;
+        if chunk.damage.is_some() || chunk.frames.is_empty() {
+            out.damage = chunk.damage.take();
+            return out;
+        }
+        next = chunk.next;
+    }
 }
 
 fn damaged_open(path: &Path) -> blackbox_core::Damage {

@@ -13,7 +13,9 @@ use super::table::{
     Table, MAX_WIDTH,
 };
 use super::{Env, Failure};
-use crate::aggregate::{signal_name, Aggregate, CrashView, FixtureStats, RunView, TestView};
+use crate::aggregate::{
+    signal_name, Aggregate, CrashView, FixtureStats, RunView, TestJson, TestView,
+};
 use crate::error::Error;
 use crate::segment::{is_segment_name, Damage, SegmentReader, HEADER_SIZE};
 use crate::snapshot::{Follower, SegmentStatus};
@@ -92,6 +94,8 @@ impl<'a> Ctx<'a> {
 enum Part<'a> {
     One(Json),
     Many(Box<dyn Iterator<Item = Json> + 'a>),
+    /// Tests, each written straight from its view (`TestView::to_json`'s object).
+    Tests(Box<dyn Iterator<Item = &'a TestView> + 'a>),
 }
 
 fn write_value(out: &mut dyn Write, value: &Json) -> std::io::Result<()> {
@@ -117,6 +121,16 @@ fn write_doc(out: &mut dyn Write, parts: Vec<(&str, Part<'_>)>) -> Result<(), Fa
                 for item in items {
                     out.write_all(if empty { b"\n    " } else { b",\n    " })?;
                     serde_json::to_writer(&mut *out, &item).map_err(json_err)?;
+                    empty = false;
+                }
+                out.write_all(if empty { b"]" } else { b"\n  ]" })?;
+            }
+            Part::Tests(items) => {
+                out.write_all(b"[")?;
+                let mut empty = true;
+                for t in items {
+                    out.write_all(if empty { b"\n    " } else { b",\n    " })?;
+                    serde_json::to_writer(&mut *out, &TestJson(t)).map_err(json_err)?;
                     empty = false;
                 }
                 out.write_all(if empty { b"]" } else { b"\n  ]" })?;
@@ -493,10 +507,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 )),
             ),
             ("run", Part::One(all["run"].clone())),
-            (
-                "tests",
-                Part::Many(Box::new(view.tests.iter().map(TestView::to_json))),
-            ),
+            ("tests", Part::Tests(Box::new(view.tests.iter()))),
             (
                 "timed",
                 Part::Many(Box::new(view.timed.iter().map(FixtureStats::to_json))),
@@ -709,10 +720,7 @@ fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if cx.inv.json {
         let parts = vec![
             ("run", Part::One(run_json(&view))),
-            (
-                "tests",
-                Part::Many(Box::new(shown.iter().map(|t| t.to_json()))),
-            ),
+            ("tests", Part::Tests(Box::new(shown.iter().copied()))),
         ];
         write_doc(cx.out, parts)?;
         return Ok(0);

@@ -17,7 +17,7 @@ use serde::de::{
 };
 use serde::Deserialize;
 
-use crate::record::{Record, Value};
+use crate::record::{Phase, Record, RecordRef, Value};
 
 /// The deepest [`Value`] a writer accepts: containers (lists, dicts) nested inside each
 /// other, the outermost value counting as level 1.
@@ -81,6 +81,324 @@ pub(crate) fn too_deep(record: &Record) -> bool {
             report: Some(v), ..
         } => over(v, MAX_VALUE_DEPTH),
         _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The borrowed decoder of the hot record kinds
+// ---------------------------------------------------------------------------------------
+
+/// The depth budget of a record's fields: the record's own enum level is spent.
+const FIELD_DEPTH: usize = MAX_DECODE_DEPTH - 1;
+
+/// Decodes a record of a hot kind (see [`RecordRef`]) from `bytes`, which it must fill
+/// exactly, borrowing its text and values. Accepts exactly what [`decode_record`] accepts
+/// for these kinds, with the same depth bound (a test holds it to that); `None` for
+/// anything else, whose reason [`decode_record`] then gives.
+///
+/// With `checked` true the bytes were already accepted by a call with `checked` false (a
+/// first pass on another thread): text is not checked for UTF-8 again and a phase report
+/// is not looked at. Bounds are always checked, so this never panics whatever the bytes.
+pub(crate) fn decode_hot(bytes: &[u8], checked: bool) -> Option<RecordRef<'_>> {
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        utf8: !checked,
+    };
+    let rec = match c.varint_u32()? {
+        3 => RecordRef::TestStart {
+            nodeid: c.text()?,
+            mono_ns: c.varint_u64()?,
+        },
+        4 => {
+            let nodeid = c.text()?;
+            let phase = match c.varint_u32()? {
+                0 => Phase::Setup,
+                1 => Phase::Call,
+                2 => Phase::Teardown,
+                _ => return None,
+            };
+            let outcome = c.text()?;
+            let duration_s = c.f64()?;
+            let mono_ns = c.varint_u64()?;
+            if checked {
+                return Some(RecordRef::TestPhase {
+                    nodeid,
+                    phase,
+                    outcome,
+                    duration_s,
+                    mono_ns,
+                });
+            }
+            // Option<Value>: the option spends a level.
+            if c.tag()? {
+                c.value(FIELD_DEPTH - 1)?;
+            }
+            RecordRef::TestPhase {
+                nodeid,
+                phase,
+                outcome,
+                duration_s,
+                mono_ns,
+            }
+        }
+        5 => RecordRef::TestEnd {
+            nodeid: c.text()?,
+            mono_ns: c.varint_u64()?,
+        },
+        v @ (6 | 7) => {
+            let test = c.opt_text()?;
+            let key = c.text()?;
+            let start = c.pos;
+            c.value(FIELD_DEPTH)?;
+            let value = &bytes[start..c.pos];
+            RecordRef::Property {
+                append: v == 7,
+                test,
+                key,
+                value,
+                mono_ns: c.varint_u64()?,
+            }
+        }
+        8 => {
+            let name = c.text()?;
+            let scope = c.text()?;
+            let setup = c.bool()?;
+            c.opt_text()?;
+            let duration_s = c.f64()?;
+            c.varint_u64()?;
+            RecordRef::Fixture {
+                name,
+                scope,
+                setup,
+                duration_s,
+            }
+        }
+        9 => {
+            let name = c.text()?;
+            c.opt_text()?;
+            let duration_s = c.f64()?;
+            c.varint_u64()?;
+            RecordRef::Timed { name, duration_s }
+        }
+        _ => return None,
+    };
+    (c.pos == bytes.len()).then_some(rec)
+}
+
+/// Decodes one encoded [`Value`] that fills `bytes` exactly (what [`RecordRef`] holds),
+/// within the depth bound of a record's field.
+pub(crate) fn decode_value(bytes: &[u8]) -> Option<Value> {
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        utf8: true,
+    };
+    let v = c.owned_value(FIELD_DEPTH)?;
+    (c.pos == bytes.len()).then_some(v)
+}
+
+/// Postcard's wire format, read by hand: the same checks as `postcard::Deserializer`
+/// (varints of at most 5 / 10 bytes with the same limit on the last one, bools and option
+/// tags 0 or 1, UTF-8 text), and the depth accounting of [`Bounded`].
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// Check text for UTF-8 (off for bytes a checking pass already accepted).
+    utf8: bool,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
+    #[inline]
+    fn varint_u32(&mut self) -> Option<u32> {
+        // One byte: most variant indexes and lengths.
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Some(u32::from(b));
+            }
+        }
+        let mut out = 0u32;
+        for i in 0..5 {
+            let b = self.byte()?;
+            out |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i < 4 || b <= 0x0f).then_some(out);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn varint_u64(&mut self) -> Option<u64> {
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Some(u64::from(b));
+            }
+        }
+        let mut out = 0u64;
+        for i in 0..10 {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i < 9 || b <= 0x01).then_some(out);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint_u64()?).ok()
+    }
+
+    #[inline]
+    fn f64(&mut self) -> Option<f64> {
+        Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// A bool, or an option's tag: one byte, 0 or 1.
+    #[inline]
+    fn bool(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn tag(&mut self) -> Option<bool> {
+        self.bool()
+    }
+
+    #[inline]
+    fn text(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        let s = self.take(n)?;
+        // Most text is ASCII: a word-at-a-time check, inlined, before the general one.
+        if self.utf8 && !s.is_ascii() {
+            std::str::from_utf8(s).ok()?;
+        }
+        Some(s)
+    }
+
+    #[allow(clippy::option_option)] // failed, absent, present
+    fn opt_text(&mut self) -> Option<Option<&'a [u8]>> {
+        if self.tag()? {
+            Some(Some(self.text()?))
+        } else {
+            Some(None)
+        }
+    }
+
+    /// Skips one `Value` decoded with `depth` levels left, as [`Bounded`] counts them: the
+    /// enum one level, a list's or a byte string's sequence one more, each dict entry's
+    /// pair one more.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        let depth = depth.checked_sub(1)?;
+        match self.varint_u32()? {
+            0 => {}
+            1 => {
+                self.bool()?;
+            }
+            2 => {
+                self.varint_u64()?;
+            }
+            3 => {
+                self.take(8)?;
+            }
+            4 | 8 => {
+                self.text()?;
+            }
+            5 => {
+                depth.checked_sub(1)?;
+                let n = self.len()?;
+                self.take(n)?;
+            }
+            6 => {
+                let inner = depth.checked_sub(1)?;
+                for _ in 0..self.len()? {
+                    self.value(inner)?;
+                }
+            }
+            7 => {
+                let pair = depth.checked_sub(1)?;
+                let n = self.len()?;
+                if n > 0 {
+                    let inner = pair.checked_sub(1)?;
+                    for _ in 0..n {
+                        self.text()?;
+                        self.value(inner)?;
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// [`value`](Self::value), building the `Value`.
+    fn owned_value(&mut self, depth: usize) -> Option<Value> {
+        let depth = depth.checked_sub(1)?;
+        let text = |c: &mut Self| -> Option<String> {
+            Some(std::str::from_utf8(c.text()?).ok()?.to_owned())
+        };
+        Some(match self.varint_u32()? {
+            0 => Value::None,
+            1 => Value::Bool(self.bool()?),
+            2 => {
+                let n = self.varint_u64()?;
+                Value::Int(((n >> 1) as i64) ^ -((n & 1) as i64))
+            }
+            3 => Value::Float(self.f64()?),
+            4 => Value::Str(text(self)?),
+            8 => Value::BigInt(text(self)?),
+            5 => {
+                depth.checked_sub(1)?;
+                let n = self.len()?;
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+            6 => {
+                let inner = depth.checked_sub(1)?;
+                let n = self.len()?;
+                let mut items = Vec::with_capacity(n.min(PREALLOCATE));
+                for _ in 0..n {
+                    items.push(self.owned_value(inner)?);
+                }
+                Value::List(items)
+            }
+            7 => {
+                let pair = depth.checked_sub(1)?;
+                let n = self.len()?;
+                let mut pairs = Vec::with_capacity(n.min(PREALLOCATE));
+                if n > 0 {
+                    let inner = pair.checked_sub(1)?;
+                    for _ in 0..n {
+                        let k = text(self)?;
+                        pairs.push((k, self.owned_value(inner)?));
+                    }
+                }
+                Value::Dict(pairs)
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -494,6 +812,248 @@ mod tests {
             assert!(decode_record(&longer).unwrap_err().contains("trailing"));
         }
         assert!(too_deep(&prop(nested(MAX_VALUE_DEPTH + 1))));
+    }
+
+    /// The hot records of a test run, with values at the edges of the depth bound.
+    fn hot_records() -> Vec<Record> {
+        let mut recs = vec![
+            Record::TestStart {
+                nodeid: "t.py::é[1]".into(),
+                mono_ns: u64::MAX,
+            },
+            Record::TestEnd {
+                nodeid: String::new(),
+                mono_ns: 0,
+            },
+            Record::Fixture {
+                name: "db".into(),
+                scope: "session".into(),
+                setup: false,
+                test: Some("t.py::x".into()),
+                duration_s: -0.0,
+                mono_ns: 1 << 40,
+            },
+            Record::Timed {
+                name: "load".into(),
+                test: None,
+                duration_s: f64::NAN,
+                mono_ns: 3,
+            },
+        ];
+        for (i, phase) in [Phase::Setup, Phase::Call, Phase::Teardown]
+            .into_iter()
+            .enumerate()
+        {
+            recs.push(Record::TestPhase {
+                nodeid: "t.py::x".into(),
+                phase,
+                outcome: ["passed", "failed", "skipped"][i].into(),
+                duration_s: 0.25,
+                mono_ns: 7,
+                report: (i > 0).then(|| nested(MAX_VALUE_DEPTH + 40 * i)),
+            });
+        }
+        let mut values = vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::Int(-1),
+            Value::Float(1e300),
+            Value::Str("ß\u{1F600}".into()),
+            Value::Bytes(vec![0, 255, 128]),
+            Value::BigInt("-123456789012345678901234567890".into()),
+            Value::Dict(Vec::new()),
+            Value::List(Vec::new()),
+        ];
+        // Around the depth the reader allows: lists cost 2 levels, dicts 3, bytes 1 more.
+        for d in (170..=270).step_by(3) {
+            let mut v = Value::Bytes(vec![1]);
+            for _ in 0..d {
+                v = Value::List(vec![v]);
+            }
+            values.push(v);
+            values.push(nested(d));
+        }
+        for (i, value) in values.into_iter().enumerate() {
+            recs.push(Record::PropertyAppend {
+                test: (i % 2 == 0).then(|| format!("t.py::x[{i}]")),
+                key: "k".into(),
+                value,
+                mono_ns: i as u64,
+            });
+        }
+        recs
+    }
+
+    fn encoded(rec: &Record) -> Vec<u8> {
+        let mut buf = vec![0u8; rec.encoded_len()];
+        rec.encode_into(&mut buf).unwrap();
+        buf
+    }
+
+    fn is_hot_kind(rec: &Record) -> bool {
+        matches!(
+            rec,
+            Record::TestStart { .. }
+                | Record::TestPhase { .. }
+                | Record::TestEnd { .. }
+                | Record::PropertySet { .. }
+                | Record::PropertyAppend { .. }
+                | Record::Fixture { .. }
+                | Record::Timed { .. }
+        )
+    }
+
+    /// Whether `r` (from `decode_hot`) holds the fields of `rec` (a report aside).
+    #[allow(clippy::many_single_char_names)] // one letter per field compared
+    fn same(r: &RecordRef<'_>, rec: &Record) -> bool {
+        let s = |b: &[u8]| std::str::from_utf8(b).unwrap().to_owned();
+        let f = |x: f64, y: f64| x.to_bits() == y.to_bits();
+        match (*r, rec) {
+            (
+                RecordRef::TestStart { nodeid, mono_ns },
+                Record::TestStart {
+                    nodeid: n,
+                    mono_ns: m,
+                },
+            )
+            | (
+                RecordRef::TestEnd { nodeid, mono_ns },
+                Record::TestEnd {
+                    nodeid: n,
+                    mono_ns: m,
+                },
+            ) => s(nodeid) == *n && mono_ns == *m,
+            (
+                RecordRef::TestPhase {
+                    nodeid,
+                    phase,
+                    outcome,
+                    duration_s,
+                    mono_ns,
+                },
+                Record::TestPhase {
+                    nodeid: n,
+                    phase: p,
+                    outcome: o,
+                    duration_s: d,
+                    mono_ns: m,
+                    ..
+                },
+            ) => {
+                s(nodeid) == *n
+                    && phase == *p
+                    && s(outcome) == *o
+                    && f(duration_s, *d)
+                    && mono_ns == *m
+            }
+            (
+                RecordRef::Property {
+                    append,
+                    test,
+                    key,
+                    value,
+                    mono_ns,
+                },
+                Record::PropertySet {
+                    test: t,
+                    key: k,
+                    value: v,
+                    mono_ns: m,
+                }
+                | Record::PropertyAppend {
+                    test: t,
+                    key: k,
+                    value: v,
+                    mono_ns: m,
+                },
+            ) => {
+                append == matches!(rec, Record::PropertyAppend { .. })
+                    && test.map(s) == *t
+                    && s(key) == *k
+                    && decode_value(value).as_ref() == Some(v)
+                    && mono_ns == *m
+            }
+            (
+                RecordRef::Fixture {
+                    name,
+                    scope,
+                    setup,
+                    duration_s,
+                },
+                Record::Fixture {
+                    name: n,
+                    scope: c,
+                    setup: u,
+                    duration_s: d,
+                    ..
+                },
+            ) => s(name) == *n && s(scope) == *c && setup == *u && f(duration_s, *d),
+            (
+                RecordRef::Timed { name, duration_s },
+                Record::Timed {
+                    name: n,
+                    duration_s: d,
+                    ..
+                },
+            ) => s(name) == *n && f(duration_s, *d),
+            _ => false,
+        }
+    }
+
+    /// `decode_hot` accepts exactly what `decode_record` accepts for the hot kinds, with
+    /// the same fields: on records at the edges of the depth bound, and on every cut and
+    /// thousands of corruptions of them.
+    #[test]
+    fn the_borrowed_decoder_agrees_with_the_serde_decoder() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        let mut accepted = 0;
+        for rec in hot_records() {
+            let bytes = encoded(&rec);
+            let mut variants: Vec<Vec<u8>> = vec![bytes.clone(), [&bytes[..], &[0]].concat()];
+            variants.extend((0..bytes.len()).map(|n| bytes[..n].to_vec()));
+            for _ in 0..200 {
+                let mut b = bytes.clone();
+                let at = usize::try_from(rand() % b.len() as u64).unwrap();
+                b[at] = match rand() % 4 {
+                    0 => b[at] ^ 0x80,
+                    1 => 0xff,
+                    2 => 0,
+                    _ => rand().to_le_bytes()[0],
+                };
+                variants.push(b);
+            }
+            for b in variants {
+                let hot = decode_hot(&b, false);
+                let serde = decode_record(&b);
+                let serde_hot = serde.as_ref().ok().filter(|r| is_hot_kind(r));
+                assert_eq!(hot.is_some(), serde_hot.is_some(), "{b:?}: {serde:?}");
+                if let (Some(h), Some(r)) = (hot, serde_hot) {
+                    // NaN != NaN: compare a NaN-free record's value only.
+                    let nan = matches!(r, Record::PropertyAppend { value: Value::Float(x), .. } if x.is_nan());
+                    assert!(nan || same(&h, r), "{h:?} / {r:?}");
+                    // The second pass accepts what the first did, with the same fields.
+                    assert_eq!(
+                        format!("{:?}", decode_hot(&b, true)),
+                        format!("{:?}", Some(h))
+                    );
+                    accepted += 1;
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000 && accepted > 100, "{checked} {accepted}");
+        // The depth bound is where the serde decoder puts it, not near it.
+        assert!(hot_records()
+            .iter()
+            .any(|r| decode_record(&encoded(r)).is_err()));
     }
 
     #[test]
