@@ -333,8 +333,10 @@ impl<'n> Converter<'n> {
             return self.container(obj, depth, "[...]", |c, o| c.sequence(o, depth));
         }
         if let Ok(d) = obj.cast_exact::<PyDict>() {
-            let items = d.items();
-            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+            // PyDict_Next into a Vec first: no Python code runs while the dict is walked (a
+            // repr during conversion could change it), and no list of tuples is made.
+            let pairs: Vec<_> = d.iter().collect();
+            return self.container(obj, depth, "{...}", |c, _| c.dict(pairs.into_iter(), depth));
         }
         self.look_alike(obj, &type_name(obj), depth)
     }
@@ -383,7 +385,9 @@ impl<'n> Converter<'n> {
         if let Ok(d) = obj.cast::<PyDict>() {
             self.notes.push(format!("{tn} stored as dict"));
             let items = d.items();
-            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+            return self.container(obj, depth, "{...}", |c, _| {
+                c.dict(items.iter().filter_map(|i| i.extract().ok()), depth)
+            });
         }
         if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
             self.notes.push(format!("{tn} stored as a sorted list"));
@@ -405,8 +409,9 @@ impl<'n> Converter<'n> {
                     if let Ok(items) = items.cast::<PyList>() {
                         self.notes.push(format!("{tn} (a Mapping) stored as dict"));
                         let items = items.clone();
-                        return self
-                            .container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+                        return self.container(obj, depth, "{...}", |c, _| {
+                            c.dict(items.iter().filter_map(|i| i.extract().ok()), depth)
+                        });
                     }
                 }
                 return self.repr(obj, format!("{tn} stored as its repr"));
@@ -540,16 +545,17 @@ impl<'n> Converter<'n> {
         Value::List(out)
     }
 
-    fn dict<'py>(&mut self, items: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Value {
-        let mut pairs: Vec<(String, Value)> = Vec::new();
+    fn dict<'py>(
+        &mut self,
+        items: impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        depth: usize,
+    ) -> Value {
+        let mut pairs: Vec<(String, Value)> = Vec::with_capacity(items.size_hint().0);
         let mut converted_keys = false;
-        for item in items {
+        for (k, v) in items {
             if self.too_large {
                 break;
             }
-            let Ok((k, v)) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>() else {
-                continue;
-            };
             let key = if let Ok(s) = k.cast_exact::<PyString>() {
                 match self.string(s) {
                     Value::Str(s) => s,
