@@ -1,6 +1,9 @@
 //! `pytest_blackbox._native`: the Python face of blackbox-core. Conversion and error mapping
 //! only; the logic lives in the core crate. Docs live in `_native.pyi`.
 
+mod encode;
+
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -135,6 +138,11 @@ fn utf8_of<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
 /// A nodeid as given (lone surrogates, which no pytest nodeid has, replaced).
 fn nodeid_of(s: &Bound<'_, PyString>) -> String {
     utf8_of(s).map_or_else(|| s.to_string_lossy().into_owned(), str::to_owned)
+}
+
+/// A nodeid as given, borrowed when it can be (lone surrogates replaced).
+fn nodeid_cow<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+    utf8_of(s).map_or_else(|| s.to_string_lossy(), Cow::Borrowed)
 }
 
 /// The text of `s`; lone surrogates (not UTF-8) become `\udXXX` escapes, noted.
@@ -641,15 +649,15 @@ fn warning_class(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     .map(|c| c.bind(py).clone())
 }
 
-/// Emits the one warning of a call, if anything was noted.
-fn warn_notes(py: Python<'_>, what: &str, notes: &Notes) -> PyResult<()> {
+/// Emits the one warning of a call, if anything was noted, for the frame `stacklevel` up.
+fn warn_notes(py: Python<'_>, what: &str, notes: &Notes, stacklevel: i32) -> PyResult<()> {
     if notes.is_empty() {
         return Ok(());
     }
     if let Some(cls) = warning_class(py) {
         let msg =
             std::ffi::CString::new(notes.message(what).replace('\0', "\\0")).unwrap_or_default();
-        PyErr::warn(py, &cls, &msg, 2)?;
+        PyErr::warn(py, &cls, &msg, stacklevel)?;
     }
     Ok(())
 }
@@ -687,7 +695,7 @@ fn convert(py: Python<'_>, what: &str, obj: &Bound<'_, PyAny>, warn: bool) -> Py
     let mut notes = Notes::default();
     let v = to_value(py, &|| what.to_owned(), obj, &mut notes)?;
     if warn {
-        warn_notes(py, what, &notes)?;
+        warn_notes(py, what, &notes, 2)?;
     }
     Ok(v)
 }
@@ -825,24 +833,12 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let original = value;
-        let test = test.map(nodeid_of);
-        let (key, value, exact) = property(py, key, value, Verb::Set, warn, key_as_str)?;
-        let rec = Record::PropertySet {
-            test,
-            key,
-            value,
-            mono_ns: now_mono_ns(),
+        let test = test.map(nodeid_cow);
+        let how = How {
+            warn_at: warn.then_some(2),
+            key_as_str,
         };
-        self.put(py, &rec)?;
-        if exact {
-            // Stored as given: hand the caller's own object back, not a rebuilt copy.
-            return Ok(original.clone());
-        }
-        let Record::PropertySet { value, .. } = &rec else {
-            unreachable!()
-        };
-        value_to_py(py, value)
+        self.property(py, Verb::Set, key, value, test.as_deref(), how)
     }
 
     /// Appends `value` to the list under `key` of `test`; returns the stored plain value.
@@ -856,24 +852,12 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let original = value;
-        let test = test.map(nodeid_of);
-        let (key, value, exact) = property(py, key, value, Verb::Append, warn, key_as_str)?;
-        let rec = Record::PropertyAppend {
-            test,
-            key,
-            value,
-            mono_ns: now_mono_ns(),
+        let test = test.map(nodeid_cow);
+        let how = How {
+            warn_at: warn.then_some(2),
+            key_as_str,
         };
-        self.put(py, &rec)?;
-        if exact {
-            // Stored as given: hand the caller's own object back, not a rebuilt copy.
-            return Ok(original.clone());
-        }
-        let Record::PropertyAppend { value, .. } = &rec else {
-            unreachable!()
-        };
-        value_to_py(py, value)
+        self.property(py, Verb::Append, key, value, test.as_deref(), how)
     }
 
     fn start_test(&self, py: Python<'_>, nodeid: &str) -> PyResult<()> {
@@ -1117,25 +1101,97 @@ enum Verb {
     Append,
 }
 
-/// The key and the value of a property record, with at most one warning for both.
-fn property(
+/// How a property record is taken: whether (and for which frame) to warn, and whether a
+/// key that is not a str is stored as its str.
+#[derive(Clone, Copy)]
+struct How {
+    /// The `stacklevel` of the warning (1: the caller of the native function); `None`: none.
+    warn_at: Option<i32>,
+    key_as_str: bool,
+}
+
+impl PyRecorder {
+    /// One property record of `test`: encoded straight from the caller's objects when they
+    /// are plain (see `encode`), through the `Converter` otherwise. Returns the stored plain
+    /// value: the caller's own object when it was stored as given.
+    fn property<'py>(
+        &self,
+        py: Python<'py>,
+        verb: Verb,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        test: Option<&str>,
+        how: How,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(k) = key.cast_exact::<PyString>().ok().and_then(|k| utf8_of(k)) {
+            let mut stack = encode::stack();
+            let append = matches!(verb, Verb::Append);
+            // SAFETY: the GIL is held (`py`) and `value` is alive (a Bound).
+            let encoded = unsafe {
+                encode::property(&mut stack, append, test, k, value.as_ptr(), now_mono_ns)
+            };
+            if let Ok(e) = encoded {
+                let done = lock(&self.inner).record_encoded(&encode::Bytes(e.out.as_bytes()));
+                done.or_raise(py)?;
+                if !e.reshaped {
+                    return Ok(value.clone());
+                }
+                // A tuple became a list: hand back what is stored (plain, so no note).
+                let v = to_value(py, &String::new, value, &mut Notes::default())?;
+                return value_to_py(py, &v);
+            }
+        }
+        let original = value;
+        let (key, value, exact) = convert_property(py, key, value, verb, how)?;
+        let (test, mono_ns) = (test.map(str::to_owned), now_mono_ns());
+        let rec = match verb {
+            Verb::Set => Record::PropertySet {
+                test,
+                key,
+                value,
+                mono_ns,
+            },
+            Verb::Append => Record::PropertyAppend {
+                test,
+                key,
+                value,
+                mono_ns,
+            },
+        };
+        let done = lock(&self.inner).record(&rec);
+        done.or_raise(py)?;
+        if exact {
+            // Stored as given: hand the caller's own object back, not a rebuilt copy.
+            return Ok(original.clone());
+        }
+        match &rec {
+            Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
+                value_to_py(py, value)
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// The key and the value of a property record through the `Converter`, with at most one
+/// warning for both.
+fn convert_property(
     py: Python<'_>,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
     verb: Verb,
-    warn: bool,
-    key_as_str: bool,
+    how: How,
 ) -> PyResult<(String, Value, bool)> {
     let mut notes = Notes::default();
-    let key = key_str(py, key, key_as_str, &mut notes)?;
-    // Formatted only for a warning or an error: this is the per-record path.
+    let key = key_str(py, key, how.key_as_str, &mut notes)?;
+    // Formatted only for a warning or an error.
     let what = || match verb {
         Verb::Set => format!("value of {:?}", quote(&key)),
         Verb::Append => format!("value appended to {:?}", quote(&key)),
     };
     let value = to_value(py, &what, value, &mut notes)?;
-    if warn && !notes.is_empty() {
-        warn_notes(py, &what(), &notes)?;
+    if let Some(stacklevel) = how.warn_at {
+        warn_notes(py, &what(), &notes, stacklevel)?;
     }
     let exact = notes.is_empty() && !notes.reshaped;
     Ok((key, value, exact))
@@ -1176,6 +1232,64 @@ fn key_str(
             "a property key must be a str, not {tn} ({repr}): pass str(key), or a name, as the key"
         ),
     ))
+}
+
+/// For tests: the bytes of a property record encoded by the fast path (`None` when it
+/// declines the value) and through the `Converter` (the reference), without a warning.
+#[pyfunction(name = "_property_bytes")]
+#[pyo3(signature = (key, value, test = None, mono_ns = 0, append = false))]
+fn property_bytes<'py>(
+    py: Python<'py>,
+    key: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+    test: Option<&Bound<'py, PyString>>,
+    mono_ns: u64,
+    append: bool,
+) -> PyResult<(Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>)> {
+    let test = test.map(nodeid_of);
+    let fast = key
+        .cast_exact::<PyString>()
+        .ok()
+        .and_then(|k| utf8_of(k))
+        .and_then(|k| {
+            let mut stack = encode::stack();
+            // SAFETY: the GIL is held (`py`) and `value` is alive (a Bound).
+            let e = unsafe {
+                encode::property(
+                    &mut stack,
+                    append,
+                    test.as_deref(),
+                    k,
+                    value.as_ptr(),
+                    || mono_ns,
+                )
+            };
+            e.ok().map(|e| PyBytes::new(py, e.out.as_bytes()))
+        });
+    let how = How {
+        warn_at: None,
+        key_as_str: false,
+    };
+    let verb = if append { Verb::Append } else { Verb::Set };
+    let (key, value, _) = convert_property(py, key, value, verb, how)?;
+    let rec = if append {
+        Record::PropertyAppend {
+            test,
+            key,
+            value,
+            mono_ns,
+        }
+    } else {
+        Record::PropertySet {
+            test,
+            key,
+            value,
+            mono_ns,
+        }
+    };
+    let mut buf = vec![0; rec.encoded_len()];
+    let n = rec.encode_into(&mut buf).unwrap_or(0);
+    Ok((fast, PyBytes::new(py, &buf[..n])))
 }
 
 /// Converts `value` the way `record` stores it, warning once if it was not plain.
@@ -1489,6 +1603,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecorder>()?;
     m.add_class::<PyRunReader>()?;
     m.add_function(wrap_pyfunction!(to_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(property_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(read_records, m)?)?;
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
