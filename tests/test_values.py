@@ -640,6 +640,34 @@ def test_record_warns_at_its_caller(session: Any) -> None:
     assert [w.category for w in caught] == [pytest_blackbox.BlackboxWarning] * 2
 
 
+def test_record_takes_arguments_as_a_python_function_would(session: Any) -> None:
+    import inspect
+
+    for f in (pytest_blackbox.record, pytest_blackbox.append):
+        assert str(inspect.signature(f)) == "(key, value, *, test=None)"
+        name = f.__name__
+        f(key=name, value=1, test=None)
+        f(name, value=2)
+        with pytest.raises(TypeError, match=rf"{name}\(\) missing required argument 'value'"):
+            f("k")
+        with pytest.raises(TypeError, match=r"takes 2 positional arguments but 3 were given"):
+            f("k", 1, "t.py::a")
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'tset'"):
+            f("k", 1, tset="t.py::a")
+        with pytest.raises(TypeError, match=r"multiple values for argument 'key'"):
+            f("k", 1, key="k")
+    # A test that is not a str is str()-ed, as before.
+    pytest_blackbox.record("path", 1, test=Path("t.py"))  # type: ignore[arg-type]
+    got = [(r["kind"], r["test"], r["key"], r["value"]) for r in stored(session)]
+    assert got == [
+        ("property_set", None, "record", 1),
+        ("property_set", None, "record", 2),
+        ("property_append", None, "append", 1),
+        ("property_append", None, "append", 2),
+        ("property_set", "t.py", "path", 1),
+    ]
+
+
 def test_record_mirrors_into_the_running_items_user_properties(
     session: Any, request: pytest.FixtureRequest
 ) -> None:
