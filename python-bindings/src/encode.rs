@@ -14,6 +14,8 @@
 //! raises, which allocates, which can run the cyclic GC and with it any finalizer - one
 //! that records into the same recorder must not find its lock held.
 
+use std::mem::MaybeUninit;
+
 use blackbox_core::segment::{EncodeRecord, MAX_RECORD};
 use pyo3::ffi;
 
@@ -35,15 +37,17 @@ const VALUE_DICT: u8 = 7;
 /// nodeid, a key and a small dict) is 100 to 200.
 const STACK_BYTES: usize = 512;
 
-/// Where an encoding goes: a stack buffer, then a `Vec` once it no longer fits.
+/// Where an encoding goes: a stack buffer (left uninitialized: it is written before it
+/// is read), then a `Vec` once it no longer fits.
 pub(crate) struct Out<'s> {
-    stack: &'s mut [u8],
+    stack: &'s mut [MaybeUninit<u8>],
+    /// Bytes written so far (on the stack, or in `heap` once there is one).
     len: usize,
     heap: Option<Vec<u8>>,
 }
 
 impl<'s> Out<'s> {
-    pub(crate) fn new(stack: &'s mut [u8]) -> Self {
+    pub(crate) fn new(stack: &'s mut [MaybeUninit<u8>]) -> Self {
         Out {
             stack,
             len: 0,
@@ -53,14 +57,30 @@ impl<'s> Out<'s> {
 
     #[inline]
     fn put(&mut self, b: &[u8]) {
+        if self.heap.is_none() && b.len() <= self.stack.len() - self.len {
+            // SAFETY: `len + b.len()` is within the stack buffer (checked), which `b` cannot
+            // overlap (it is borrowed mutably here).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    b.as_ptr(),
+                    self.stack.as_mut_ptr().add(self.len).cast::<u8>(),
+                    b.len(),
+                );
+            }
+            self.len += b.len();
+        } else {
+            self.put_heap(b);
+        }
+    }
+
+    #[cold]
+    fn put_heap(&mut self, b: &[u8]) {
         let end = self.len + b.len();
         if let Some(v) = &mut self.heap {
             v.extend_from_slice(b);
-        } else if end <= self.stack.len() {
-            self.stack[self.len..end].copy_from_slice(b);
         } else {
             let mut v = Vec::with_capacity((2 * end).max(4096));
-            v.extend_from_slice(&self.stack[..self.len]);
+            v.extend_from_slice(self.stack_bytes());
             v.extend_from_slice(b);
             self.heap = Some(v);
         }
@@ -70,11 +90,18 @@ impl<'s> Out<'s> {
     #[inline]
     fn byte(&mut self, b: u8) {
         if self.heap.is_none() && self.len < self.stack.len() {
-            self.stack[self.len] = b;
+            self.stack[self.len] = MaybeUninit::new(b);
             self.len += 1;
         } else {
-            self.put(&[b]);
+            self.put_heap(&[b]);
         }
+    }
+
+    /// The bytes written on the stack (all of them until the buffer moved to the heap).
+    fn stack_bytes(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the stack buffer were written (`put`, `byte`)
+        // while `heap` was `None`, and `len` only passes the buffer's end with a heap.
+        unsafe { std::slice::from_raw_parts(self.stack.as_ptr().cast::<u8>(), self.len) }
     }
 
     /// postcard's varint: LEB128, seven bits a byte, low bits first.
@@ -101,7 +128,7 @@ impl<'s> Out<'s> {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.heap {
             Some(v) => v,
-            None => &self.stack[..self.len],
+            None => self.stack_bytes(),
         }
     }
 }
@@ -139,7 +166,7 @@ pub(crate) struct Encoded<'s> {
 /// # Safety
 /// The GIL is held and `value` is a live object.
 pub(crate) unsafe fn property<'s>(
-    stack: &'s mut [u8; STACK_BYTES],
+    stack: &'s mut [MaybeUninit<u8>; STACK_BYTES],
     append: bool,
     test: Option<&str>,
     key: &str,
@@ -162,9 +189,9 @@ pub(crate) unsafe fn property<'s>(
     })
 }
 
-/// A fresh stack buffer for [`property`].
-pub(crate) fn stack() -> [u8; STACK_BYTES] {
-    [0; STACK_BYTES]
+/// A stack buffer for [`property`].
+pub(crate) fn stack() -> [MaybeUninit<u8>; STACK_BYTES] {
+    [MaybeUninit::uninit(); STACK_BYTES]
 }
 
 struct Walk<'s> {
@@ -489,7 +516,7 @@ mod tests {
 
     #[test]
     fn the_buffer_moves_to_the_heap_intact() {
-        let mut stack = [0u8; 4];
+        let mut stack = [MaybeUninit::uninit(); 4];
         let mut out = Out::new(&mut stack);
         out.put(b"ab");
         out.byte(b'c');
