@@ -12,6 +12,7 @@ run with ``-W error``, so a stray warning from the plugin fails them.
 from __future__ import annotations
 
 import math
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -480,3 +481,224 @@ def test_forked_child_leaks_no_file_of_ours(pytester: pytest.Pytester) -> None:
     )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=2)
+
+
+# -- the fast path: plain values encoded straight from the objects ------------------------
+#
+# record() and append() encode a value of exact plain types straight into the record, and
+# give anything else to the conversion above. _native._property_bytes shows both encodings
+# of one record: the fast path's (None when it declines) and the conversion's.
+
+
+def nested(levels: int) -> list[Any]:
+    """A list with ``levels`` lists inside each other inside it."""
+    v: list[Any] = [1]
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+def cyclic_dict() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["me"] = d
+    return d
+
+
+class FloatSubclass(float):
+    pass
+
+
+class StrSubclass(str):
+    pass
+
+
+class DictSubclass(dict):  # type: ignore[type-arg]
+    pass
+
+
+FAST: dict[str, Any] = {
+    "none": None,
+    "true": True,
+    "false": False,
+    "zero": 0,
+    "ints": [1, -1, 63, 64, -64, -65, 127, 128, 300, -300, 2**31, -(2**31), 2**62],
+    "i64_max": 2**63 - 1,
+    "i64_min": -(2**63),
+    "floats": [0.0, -0.0, 0.99, 1e300, -1e-300, math.inf, -math.inf, math.nan],
+    "str": "resnet50",
+    "empty_str": "",
+    "unicode": "é中😀\x00",
+    "long_str": "x" * 70_000,
+    "bytes": b"\x00\xff" * 100,
+    "empty_bytes": b"",
+    "list": [None, True, 1, 1.5, "a", b"b", [], {}],
+    "tuple": (1, "a", (2, 3)),
+    "dict": {"i": 7, "pcc": 0.99, "passed": True, "model": "resnet50"},
+    "nested_dict": {"a": {"b": {"c": [1, {"d": None}]}}, "": "empty key"},
+    "many_keys": {f"k{i}": i for i in range(300)},
+    "deepest_kept": nested(31),
+    "most_values": [None] * ((1 << 20) - 1),
+}
+
+SLOW: dict[str, Any] = {
+    "i64_max_plus_one": 2**63,
+    "i64_min_minus_one": -(2**63) - 1,
+    "big_int_after_plain_values": [1, True, "x", 2**64],
+    "too_deep": nested(32),
+    "dict_cycle": cyclic_dict(),
+    "surrogate": "a\ud800b",
+    "surrogate_in_dict_key": {"a\udfff": 1},
+    "int_key": {1: "a"},
+    "set": {1, 2},
+    "float_subclass": [FloatSubclass(1.5)],
+    "str_subclass_in_dict": {"k": StrSubclass("v")},
+    "dict_subclass": DictSubclass(a=1),
+    "bytearray": bytearray(b"x"),
+    "object": object(),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST))
+@pytest.mark.parametrize(
+    ("test", "append"), [(None, False), ("t.py::test[é]", True), ("a\ud800", False)]
+)
+def test_fast_path_writes_the_bytes_the_conversion_writes(
+    case: str, test: str | None, append: bool
+) -> None:
+    for mono_ns in (0, 1, 2**40 + 3, 2**64 - 1):
+        fast, reference = _native._property_bytes(case, FAST[case], test, mono_ns, append)
+        assert fast is not None, "the fast path declined a plain value"
+        assert fast == reference
+
+
+@pytest.mark.parametrize("case", list(SLOW))
+def test_fast_path_leaves_the_rest_to_the_conversion(case: str) -> None:
+    fast, _ = _native._property_bytes("k", SLOW[case])
+    assert fast is None
+
+
+def test_fast_path_keys() -> None:
+    assert _native._property_bytes("é", 1)[0] is not None
+    assert _native._property_bytes(StrSubclass("k"), 1)[0] is None
+    assert _native._property_bytes("k\ud800", 1)[0] is None
+    with pytest.raises(pytest_blackbox.InvalidKeyError):
+        _native._property_bytes(("a", 1), 1)
+
+
+def test_too_large_is_refused_as_before() -> None:
+    with pytest.raises(pytest_blackbox.RecordTooLargeError, match="store large data"):
+        _native._property_bytes("k", [None] * (1 << 20))
+    with pytest.raises(pytest_blackbox.RecordTooLargeError, match="store large data"):
+        _native._property_bytes("k", {"x": "y" * (64 << 20)})
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Any:
+    s = pytest_blackbox.start_run(tmp_path)
+    yield s
+    pytest_blackbox.stop_run(s)
+
+
+def stored(session: Any) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in _native.read_records(session.run_dir)
+        if r["kind"] in ("property_set", "property_append")
+    ]
+
+
+def test_what_record_stores_and_returns(session: Any) -> None:
+    values = {**FAST, **SLOW}
+    del values["most_values"]  # its bytes are checked above
+    for case, value in values.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert pytest_blackbox.record(case, value, test="t.py::a") is None
+            assert pytest_blackbox.append(case, value, test="t.py::b") is None
+            returned = session.recorder.record(case, value, "t.py::c")
+        plain, notes = convert(value)
+        assert len(caught) == 3 * len(notes), (case, caught)
+        # The caller's own object when stored as given, else what is stored.
+        assert (returned is value) == (not notes and case != "tuple"), case
+        assert same(returned, plain), case
+    assert [r["key"] for r in stored(session)] == [k for k in values for _ in range(3)]
+    run = pytest_blackbox.Store(session.store_dir).run(session.run_id)
+    for test, wrap in [("t.py::a", lambda v: v), ("t.py::b", lambda v: [v]), ("t.py::c", None)]:
+        got = run.properties(test)
+        assert list(got) == list(values)
+        for key, value in got.items():
+            want = convert(values[key])[0]
+            assert same(value, wrap(want) if wrap else want), (test, key)
+
+
+def test_record_warns_at_its_caller(session: Any) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pytest_blackbox.record("k", {1, 2}, test="t.py::a")
+        pytest_blackbox.append("k", FloatSubclass(1.0))
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name] * 2
+    assert [w.category for w in caught] == [pytest_blackbox.BlackboxWarning] * 2
+
+
+def test_record_takes_arguments_as_a_python_function_would(session: Any) -> None:
+    import inspect
+
+    for f in (pytest_blackbox.record, pytest_blackbox.append):
+        assert str(inspect.signature(f)) == "(key, value, *, test=None)"
+        name = f.__name__
+        f(key=name, value=1, test=None)
+        f(name, value=2)
+        with pytest.raises(TypeError, match=rf"{name}\(\) missing required argument 'value'"):
+            f("k")
+        with pytest.raises(TypeError, match=r"takes 2 positional arguments but 3 were given"):
+            f("k", 1, "t.py::a")
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'tset'"):
+            f("k", 1, tset="t.py::a")
+        with pytest.raises(TypeError, match=r"multiple values for argument 'key'"):
+            f("k", 1, key="k")
+    # A test that is not a str is str()-ed, as before.
+    pytest_blackbox.record("path", 1, test=Path("t.py"))  # type: ignore[arg-type]
+    got = [(r["kind"], r["test"], r["key"], r["value"]) for r in stored(session)]
+    assert got == [
+        ("property_set", None, "record", 1),
+        ("property_set", None, "record", 2),
+        ("property_append", None, "append", 1),
+        ("property_append", None, "append", 2),
+        ("property_set", "t.py", "path", 1),
+    ]
+
+
+def test_record_mirrors_into_the_running_items_user_properties(
+    session: Any, request: pytest.FixtureRequest
+) -> None:
+    item = request.node
+    session.current_item, session.current_nodeid = item, "t.py::running"
+    before = list(item.user_properties)
+    try:
+        pytest_blackbox.record("k", 1)
+        pytest_blackbox.record("k", (2, 3))  # the last write wins; as stored: a list
+        pytest_blackbox.append("a", 1)
+        pytest_blackbox.append("a", (4,))
+        pytest_blackbox.record("other", 5, test="t.py::other")  # not the running test
+        mirrored = item.user_properties[len(before) :]
+    finally:
+        session.current_item = session.current_nodeid = None
+        item.user_properties[:] = before
+    assert mirrored == [("k", [2, 3]), ("a", [1, [4]])]
+    run = pytest_blackbox.Store(session.store_dir).run(session.run_id)
+    assert run.properties("t.py::running") == {"k": [2, 3], "a": [1, [4]]}
+    assert run.properties("t.py::other") == {"other": 5}
+
+
+def test_record_without_a_run_says_how_to_start_one() -> None:
+    from pytest_blackbox import _runtime
+
+    active = list(_runtime._sessions)  # this test session's own run, when the plugin is on
+    _runtime._sessions.clear()
+    try:
+        with pytest.raises(pytest_blackbox.NotRecordingError, match="start_run"):
+            pytest_blackbox.record("k", 1)
+        with pytest.raises(pytest_blackbox.NotRecordingError, match="start_run"):
+            pytest_blackbox.append("k", 1, test="t.py::a")
+    finally:
+        _runtime._sessions[:] = active

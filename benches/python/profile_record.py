@@ -3,9 +3,11 @@
 Each line times one call shape in the same process, interleaved over several rounds (the
 median is kept), so the differences between lines are the cost of a layer:
 
-- record() vs Recorder.record(): api.py and _runtime.py (require(), nodeid_for(), str());
-- Recorder.record(dict) vs Recorder.record(None): converting the value to a Value and the
-  dict that record() rebuilds and returns;
+- record() is the native function _native.record (the session lookup and the vectorcall
+  convention); Recorder.record() is the method the plugin's record_property and the
+  blackbox fixture call (PyO3's calling convention: a tuple, and a dict for keywords);
+- record(dict) vs record(None): encoding a 4-entry dict straight from the objects (plain
+  values take this fast path; anything else goes through the conversion to a Value);
 - to_plain(dict): that conversion there and back, without a store;
 - Recorder.timed(): a record of fixed shape with no Value: the floor of the native call,
   the lock, the encoding and the commit.
@@ -49,6 +51,7 @@ def main() -> None:
 
     shapes = {
         "record(key, dict, test=nodeid)": lambda: record("metric", value, test=nodeid),
+        "record(key, None, test=nodeid)": lambda: record("metric", None, test=nodeid),
         "Recorder.record(key, dict, nodeid)": lambda: rec.record("metric", value, nodeid),
         "Recorder.record(key, None, nodeid)": lambda: rec.record("metric", None, nodeid),
         "Recorder.record(key, 1, nodeid)": lambda: rec.record("metric", 1, nodeid),

@@ -58,7 +58,8 @@ def setup_blackbox(d: Path) -> Callable[..., Any]:
 def setup_blackbox_native(d: Path) -> Callable[..., Any]:
     import pytest_blackbox
 
-    # The native method under record(): what api.py and _runtime.py add is the difference.
+    # The Recorder method the plugin's record_property and blackbox fixture call. record()
+    # itself is a native function (_native.record) that does not go through it.
     return pytest_blackbox.start_run(d).recorder.record
 
 
@@ -201,7 +202,7 @@ def survivors_dict(d: Path, acked: int) -> dict[tuple[str, str], Any]:
 BACKENDS: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], int, int]] = {
     "blackbox": ("pytest_blackbox.record", setup_blackbox, survivors_blackbox, 20000, 5),
     "blackbox-native": (
-        "  (its native Recorder.record alone)",
+        "  (the Recorder.record method)",
         setup_blackbox_native,
         survivors_blackbox,
         20000,

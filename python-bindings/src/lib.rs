@@ -1,6 +1,9 @@
 //! `pytest_blackbox._native`: the Python face of blackbox-core. Conversion and error mapping
 //! only; the logic lives in the core crate. Docs live in `_native.pyi`.
 
+mod encode;
+
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -135,6 +138,11 @@ fn utf8_of<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
 /// A nodeid as given (lone surrogates, which no pytest nodeid has, replaced).
 fn nodeid_of(s: &Bound<'_, PyString>) -> String {
     utf8_of(s).map_or_else(|| s.to_string_lossy().into_owned(), str::to_owned)
+}
+
+/// A nodeid as given, borrowed when it can be (lone surrogates replaced).
+fn nodeid_cow<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+    utf8_of(s).map_or_else(|| s.to_string_lossy(), Cow::Borrowed)
 }
 
 /// The text of `s`; lone surrogates (not UTF-8) become `\udXXX` escapes, noted.
@@ -333,8 +341,10 @@ impl<'n> Converter<'n> {
             return self.container(obj, depth, "[...]", |c, o| c.sequence(o, depth));
         }
         if let Ok(d) = obj.cast_exact::<PyDict>() {
-            let items = d.items();
-            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+            // PyDict_Next into a Vec first: no Python code runs while the dict is walked (a
+            // repr during conversion could change it), and no list of tuples is made.
+            let pairs: Vec<_> = d.iter().collect();
+            return self.container(obj, depth, "{...}", |c, _| c.dict(pairs.into_iter(), depth));
         }
         self.look_alike(obj, &type_name(obj), depth)
     }
@@ -383,7 +393,9 @@ impl<'n> Converter<'n> {
         if let Ok(d) = obj.cast::<PyDict>() {
             self.notes.push(format!("{tn} stored as dict"));
             let items = d.items();
-            return self.container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+            return self.container(obj, depth, "{...}", |c, _| {
+                c.dict(items.iter().filter_map(|i| i.extract().ok()), depth)
+            });
         }
         if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
             self.notes.push(format!("{tn} stored as a sorted list"));
@@ -405,8 +417,9 @@ impl<'n> Converter<'n> {
                     if let Ok(items) = items.cast::<PyList>() {
                         self.notes.push(format!("{tn} (a Mapping) stored as dict"));
                         let items = items.clone();
-                        return self
-                            .container(obj, depth, "{...}", |c, _| c.dict(items.iter(), depth));
+                        return self.container(obj, depth, "{...}", |c, _| {
+                            c.dict(items.iter().filter_map(|i| i.extract().ok()), depth)
+                        });
                     }
                 }
                 return self.repr(obj, format!("{tn} stored as its repr"));
@@ -540,16 +553,17 @@ impl<'n> Converter<'n> {
         Value::List(out)
     }
 
-    fn dict<'py>(&mut self, items: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Value {
-        let mut pairs: Vec<(String, Value)> = Vec::new();
+    fn dict<'py>(
+        &mut self,
+        items: impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        depth: usize,
+    ) -> Value {
+        let mut pairs: Vec<(String, Value)> = Vec::with_capacity(items.size_hint().0);
         let mut converted_keys = false;
-        for item in items {
+        for (k, v) in items {
             if self.too_large {
                 break;
             }
-            let Ok((k, v)) = item.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>() else {
-                continue;
-            };
             let key = if let Ok(s) = k.cast_exact::<PyString>() {
                 match self.string(s) {
                     Value::Str(s) => s,
@@ -635,15 +649,15 @@ fn warning_class(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     .map(|c| c.bind(py).clone())
 }
 
-/// Emits the one warning of a call, if anything was noted.
-fn warn_notes(py: Python<'_>, what: &str, notes: &Notes) -> PyResult<()> {
+/// Emits the one warning of a call, if anything was noted, for the frame `stacklevel` up.
+fn warn_notes(py: Python<'_>, what: &str, notes: &Notes, stacklevel: i32) -> PyResult<()> {
     if notes.is_empty() {
         return Ok(());
     }
     if let Some(cls) = warning_class(py) {
         let msg =
             std::ffi::CString::new(notes.message(what).replace('\0', "\\0")).unwrap_or_default();
-        PyErr::warn(py, &cls, &msg, 2)?;
+        PyErr::warn(py, &cls, &msg, stacklevel)?;
     }
     Ok(())
 }
@@ -681,7 +695,7 @@ fn convert(py: Python<'_>, what: &str, obj: &Bound<'_, PyAny>, warn: bool) -> Py
     let mut notes = Notes::default();
     let v = to_value(py, &|| what.to_owned(), obj, &mut notes)?;
     if warn {
-        warn_notes(py, what, &notes)?;
+        warn_notes(py, what, &notes, 2)?;
     }
     Ok(v)
 }
@@ -819,24 +833,12 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let original = value;
-        let test = test.map(nodeid_of);
-        let (key, value, exact) = property(py, key, value, Verb::Set, warn, key_as_str)?;
-        let rec = Record::PropertySet {
-            test,
-            key,
-            value,
-            mono_ns: now_mono_ns(),
+        let test = test.map(nodeid_cow);
+        let how = How {
+            warn_at: warn.then_some(2),
+            key_as_str,
         };
-        self.put(py, &rec)?;
-        if exact {
-            // Stored as given: hand the caller's own object back, not a rebuilt copy.
-            return Ok(original.clone());
-        }
-        let Record::PropertySet { value, .. } = &rec else {
-            unreachable!()
-        };
-        value_to_py(py, value)
+        self.property(py, Verb::Set, key, value, test.as_deref(), how)
     }
 
     /// Appends `value` to the list under `key` of `test`; returns the stored plain value.
@@ -850,24 +852,12 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let original = value;
-        let test = test.map(nodeid_of);
-        let (key, value, exact) = property(py, key, value, Verb::Append, warn, key_as_str)?;
-        let rec = Record::PropertyAppend {
-            test,
-            key,
-            value,
-            mono_ns: now_mono_ns(),
+        let test = test.map(nodeid_cow);
+        let how = How {
+            warn_at: warn.then_some(2),
+            key_as_str,
         };
-        self.put(py, &rec)?;
-        if exact {
-            // Stored as given: hand the caller's own object back, not a rebuilt copy.
-            return Ok(original.clone());
-        }
-        let Record::PropertyAppend { value, .. } = &rec else {
-            unreachable!()
-        };
-        value_to_py(py, value)
+        self.property(py, Verb::Append, key, value, test.as_deref(), how)
     }
 
     fn start_test(&self, py: Python<'_>, nodeid: &str) -> PyResult<()> {
@@ -1111,25 +1101,97 @@ enum Verb {
     Append,
 }
 
-/// The key and the value of a property record, with at most one warning for both.
-fn property(
+/// How a property record is taken: whether (and for which frame) to warn, and whether a
+/// key that is not a str is stored as its str.
+#[derive(Clone, Copy)]
+struct How {
+    /// The `stacklevel` of the warning (1: the caller of the native function); `None`: none.
+    warn_at: Option<i32>,
+    key_as_str: bool,
+}
+
+impl PyRecorder {
+    /// One property record of `test`: encoded straight from the caller's objects when they
+    /// are plain (see `encode`), through the `Converter` otherwise. Returns the stored plain
+    /// value: the caller's own object when it was stored as given.
+    fn property<'py>(
+        &self,
+        py: Python<'py>,
+        verb: Verb,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        test: Option<&str>,
+        how: How,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(k) = key.cast_exact::<PyString>().ok().and_then(|k| utf8_of(k)) {
+            let mut stack = encode::stack();
+            let append = matches!(verb, Verb::Append);
+            // SAFETY: the GIL is held (`py`) and `value` is alive (a Bound).
+            let encoded = unsafe {
+                encode::property(&mut stack, append, test, k, value.as_ptr(), now_mono_ns)
+            };
+            if let Ok(e) = encoded {
+                let done = lock(&self.inner).record_encoded(&encode::Bytes(e.out.as_bytes()));
+                done.or_raise(py)?;
+                if !e.reshaped {
+                    return Ok(value.clone());
+                }
+                // A tuple became a list: hand back what is stored (plain, so no note).
+                let v = to_value(py, &String::new, value, &mut Notes::default())?;
+                return value_to_py(py, &v);
+            }
+        }
+        let original = value;
+        let (key, value, exact) = convert_property(py, key, value, verb, how)?;
+        let (test, mono_ns) = (test.map(str::to_owned), now_mono_ns());
+        let rec = match verb {
+            Verb::Set => Record::PropertySet {
+                test,
+                key,
+                value,
+                mono_ns,
+            },
+            Verb::Append => Record::PropertyAppend {
+                test,
+                key,
+                value,
+                mono_ns,
+            },
+        };
+        let done = lock(&self.inner).record(&rec);
+        done.or_raise(py)?;
+        if exact {
+            // Stored as given: hand the caller's own object back, not a rebuilt copy.
+            return Ok(original.clone());
+        }
+        match &rec {
+            Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
+                value_to_py(py, value)
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// The key and the value of a property record through the `Converter`, with at most one
+/// warning for both.
+fn convert_property(
     py: Python<'_>,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
     verb: Verb,
-    warn: bool,
-    key_as_str: bool,
+    how: How,
 ) -> PyResult<(String, Value, bool)> {
     let mut notes = Notes::default();
-    let key = key_str(py, key, key_as_str, &mut notes)?;
-    // Formatted only for a warning or an error: this is the per-record path.
+    let key = key_str(py, key, how.key_as_str, &mut notes)?;
+    // Formatted only for a warning or an error.
     let what = || match verb {
         Verb::Set => format!("value of {:?}", quote(&key)),
         Verb::Append => format!("value appended to {:?}", quote(&key)),
     };
     let value = to_value(py, &what, value, &mut notes)?;
-    if warn && !notes.is_empty() {
-        warn_notes(py, &what(), &notes)?;
+    if let Some(stacklevel) = how.warn_at {
+        warn_notes(py, &what(), &notes, stacklevel)?;
     }
     let exact = notes.is_empty() && !notes.reshaped;
     Ok((key, value, exact))
@@ -1170,6 +1232,321 @@ fn key_str(
             "a property key must be a str, not {tn} ({repr}): pass str(key), or a name, as the key"
         ),
     ))
+}
+
+// `pytest_blackbox.record` and `append`: the session lookup of api.py, without a Python
+// frame of its own (a fifth of the call's time when it was Python).
+
+/// What the package's `record` and `append` need of `pytest_blackbox._runtime`.
+struct Runtime {
+    /// The sessions of this process, innermost last (the list object itself, never rebound).
+    sessions: Py<PyList>,
+    /// Raises `NotRecordingError` when no session is active.
+    require: Py<PyAny>,
+    set_user_property: Py<PyAny>,
+    append_user_property: Py<PyAny>,
+}
+
+fn runtime(py: Python<'_>) -> PyResult<&Runtime> {
+    static RUNTIME: PyOnceLock<Runtime> = PyOnceLock::new();
+    RUNTIME.get_or_try_init(py, || {
+        let m = py.import("pytest_blackbox._runtime")?;
+        Ok(Runtime {
+            sessions: m.getattr("_sessions")?.cast_into::<PyList>()?.unbind(),
+            require: m.getattr("require")?.unbind(),
+            set_user_property: m.getattr("set_user_property")?.unbind(),
+            append_user_property: m.getattr("append_user_property")?.unbind(),
+        })
+    })
+}
+
+/// A property record into the innermost session: of `test` when given, else of the running
+/// test (mirrored into its `user_properties`) or the session.
+fn session_property(
+    py: Python<'_>,
+    verb: Verb,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    test: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let rt = runtime(py)?;
+    let sessions = rt.sessions.bind(py);
+    let n = sessions.len();
+    let session = if n > 0 {
+        sessions.get_item(n - 1)?
+    } else {
+        rt.require.bind(py).call0()?
+    };
+    let recorder = session.getattr(pyo3::intern!(py, "recorder"))?;
+    let recorder = recorder.cast::<PyRecorder>()?.get();
+    // The warning points at the caller: no Python frame lies between.
+    let how = How {
+        warn_at: Some(1),
+        key_as_str: false,
+    };
+    if let Some(test) = test {
+        let test = match test.cast_exact::<PyString>() {
+            Ok(s) => nodeid_cow(s),
+            Err(_) => Cow::Owned(nodeid_of(&test.str()?)),
+        };
+        recorder.property(py, verb, key, value, Some(&test), how)?;
+        return Ok(());
+    }
+    let nodeid = session.getattr(pyo3::intern!(py, "current_nodeid"))?;
+    let nodeid = nodeid.cast::<PyString>().ok().map(nodeid_cow);
+    let plain = recorder.property(py, verb, key, value, nodeid.as_deref(), how)?;
+    let item = session.getattr(pyo3::intern!(py, "current_item"))?;
+    if !item.is_none() {
+        let mirror = match verb {
+            Verb::Set => &rt.set_user_property,
+            Verb::Append => &rt.append_user_property,
+        };
+        mirror.bind(py).call1((item, key, plain))?;
+    }
+    Ok(())
+}
+
+// The two are plain C functions with the vectorcall convention (`METH_FASTCALL |
+// METH_KEYWORDS`: arguments as a C array, keyword names as a tuple). PyO3's abi3-py39 build
+// cannot declare that convention (the limited API has it from 3.10), so its functions take
+// a tuple and a dict, and read each keyword's name through a new bytes object: for
+// `record(key, value, test=nodeid)` that was a third of the call. Every CPython since 3.7
+// calls `METH_FASTCALL` functions this way, limited API or not.
+
+const METH_FASTCALL: std::ffi::c_int = 0x0080;
+
+type FastCallWithKeywords = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *const *mut pyo3::ffi::PyObject,
+    pyo3::ffi::Py_ssize_t,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+
+/// Adds `fun` to `m` as a builtin function named `name`; `doc` starts with the signature
+/// (`name(...)\n--\n\n`), from which the interpreter gives it `__text_signature__`.
+fn add_fastcall(
+    m: &Bound<'_, PyModule>,
+    name: &'static std::ffi::CStr,
+    doc: &'static std::ffi::CStr,
+    fun: FastCallWithKeywords,
+) -> PyResult<()> {
+    let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer {
+            // SAFETY: only the flags tell CPython how to call the pointer; both are plain
+            // function pointers of one size.
+            PyCFunctionWithKeywords: unsafe {
+                std::mem::transmute::<FastCallWithKeywords, pyo3::ffi::PyCFunctionWithKeywords>(fun)
+            },
+        },
+        ml_flags: METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr(),
+    }));
+    let py = m.py();
+    let module_name = m.name()?;
+    // SAFETY: `def` lives for ever (leaked, once per import); the module name is a str.
+    let f = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyCFunction_NewEx(def, std::ptr::null_mut(), module_name.as_ptr()),
+        )?
+    };
+    m.add(name.to_str().unwrap_or("?"), f)
+}
+
+/// The arguments `(key, value, *, test=None)` of a vectorcall, as the interpreter hands them over.
+///
+/// # Safety
+/// `args` holds `nargs` positional arguments and then one per name in `kwnames` (a tuple
+/// of str, or null), all alive for `'py`.
+unsafe fn property_args<'py>(
+    py: Python<'py>,
+    fname: &str,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<[Option<Bound<'py, PyAny>>; 3]> {
+    use pyo3::exceptions::PyTypeError;
+    const NAMES: [&str; 3] = ["key", "value", "test"];
+    let mut slots: [Option<Bound<'py, PyAny>>; 3] = [None, None, None];
+    if !(0..=2).contains(&nargs) {
+        return Err(PyTypeError::new_err(format!(
+            "{fname}() takes 2 positional arguments but {nargs} were given"
+        )));
+    }
+    for (i, slot) in slots.iter_mut().enumerate().take(nargs as usize) {
+        // SAFETY: i < nargs (the caller's promise).
+        *slot = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) });
+    }
+    if !kwnames.is_null() {
+        // SAFETY: a tuple of str (the caller's promise).
+        let names =
+            unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+        let interned = [
+            pyo3::intern!(py, "key"),
+            pyo3::intern!(py, "value"),
+            pyo3::intern!(py, "test"),
+        ];
+        for (j, kw) in names.iter().enumerate() {
+            // Keyword names in code are interned: a pointer comparison finds them.
+            let at = interned
+                .iter()
+                .position(|n| n.is(&kw))
+                .or_else(|| {
+                    let kw = kw.cast::<PyString>().ok()?;
+                    NAMES.iter().position(|n| utf8_of(kw) == Some(*n))
+                })
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "{fname}() got an unexpected keyword argument {}",
+                        repr_of(&kw)
+                    ))
+                })?;
+            if slots[at].is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{fname}() got multiple values for argument '{}'",
+                    NAMES[at]
+                )));
+            }
+            // SAFETY: the keyword arguments follow the positional ones (the caller's promise).
+            slots[at] =
+                Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs as usize + j)) });
+        }
+    }
+    for (at, name) in NAMES.iter().enumerate().take(2) {
+        if slots[at].is_none() {
+            return Err(PyTypeError::new_err(format!(
+                "{fname}() missing required argument '{name}' (pos {})",
+                at + 1
+            )));
+        }
+    }
+    Ok(slots)
+}
+
+/// The body of `record` and `append`: a Python result, the exception set on error.
+///
+/// # Safety
+/// Called by the interpreter as a vectorcall function (see [`property_args`]), with the GIL held.
+unsafe fn package_property(
+    verb: Verb,
+    fname: &str,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: as this function's.
+        let [key, value, test] = unsafe { property_args(py, fname, args, nargs, kwnames)? };
+        let (Some(key), Some(value)) = (key, value) else {
+            unreachable!("property_args checks both")
+        };
+        let test = test.filter(|t| !t.is_none());
+        session_property(py, verb, &key, &value, test.as_ref())
+    }));
+    let err = match done {
+        Ok(Ok(())) => return py.None().into_ptr(),
+        Ok(Err(e)) => e,
+        Err(_) => pyo3::panic::PanicException::new_err(format!("{fname}() panicked")),
+    };
+    err.restore(py);
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn package_record(
+    _module: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls it as a vectorcall function.
+    unsafe { package_property(Verb::Set, "record", args, nargs, kwnames) }
+}
+
+unsafe extern "C" fn package_append(
+    _module: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls it as a vectorcall function.
+    unsafe { package_property(Verb::Append, "append", args, nargs, kwnames) }
+}
+
+/// The doc of `_native.record` (the package's `record`), after its signature.
+const RECORD_DOC: &std::ffi::CStr = c"record(key, value, *, test=None)
+--
+
+Set ``key`` to ``value`` on the running test of this process (or on ``test``, a nodeid;
+or on the session when no test runs). Committed, and so crash-safe, on return.
+
+Values that are not plain (None, bool, int, float, str, bytes, list, dict) are stored as
+the nearest plain type or their repr, with one :class:`BlackboxWarning`.";
+
+const APPEND_DOC: &std::ffi::CStr = c"append(key, value, *, test=None)
+--
+
+Append ``value`` to the list under ``key`` (e.g. one comparison result per call), on the
+running test of this process (or on ``test``; or on the session when no test runs).";
+
+/// For tests: the bytes of a property record encoded by the fast path (`None` when it
+/// declines the value) and through the `Converter` (the reference), without a warning.
+#[pyfunction(name = "_property_bytes")]
+#[pyo3(signature = (key, value, test = None, mono_ns = 0, append = false))]
+fn property_bytes<'py>(
+    py: Python<'py>,
+    key: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+    test: Option<&Bound<'py, PyString>>,
+    mono_ns: u64,
+    append: bool,
+) -> PyResult<(Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>)> {
+    let test = test.map(nodeid_of);
+    let fast = key
+        .cast_exact::<PyString>()
+        .ok()
+        .and_then(|k| utf8_of(k))
+        .and_then(|k| {
+            let mut stack = encode::stack();
+            // SAFETY: the GIL is held (`py`) and `value` is alive (a Bound).
+            let e = unsafe {
+                encode::property(
+                    &mut stack,
+                    append,
+                    test.as_deref(),
+                    k,
+                    value.as_ptr(),
+                    || mono_ns,
+                )
+            };
+            e.ok().map(|e| PyBytes::new(py, e.out.as_bytes()))
+        });
+    let how = How {
+        warn_at: None,
+        key_as_str: false,
+    };
+    let verb = if append { Verb::Append } else { Verb::Set };
+    let (key, value, _) = convert_property(py, key, value, verb, how)?;
+    let rec = if append {
+        Record::PropertyAppend {
+            test,
+            key,
+            value,
+            mono_ns,
+        }
+    } else {
+        Record::PropertySet {
+            test,
+            key,
+            value,
+            mono_ns,
+        }
+    };
+    let mut buf = vec![0; rec.encoded_len()];
+    let n = rec.encode_into(&mut buf).unwrap_or(0);
+    Ok((fast, PyBytes::new(py, &buf[..n])))
 }
 
 /// Converts `value` the way `record` stores it, warning once if it was not plain.
@@ -1483,6 +1860,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecorder>()?;
     m.add_class::<PyRunReader>()?;
     m.add_function(wrap_pyfunction!(to_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(property_bytes, m)?)?;
+    add_fastcall(m, c"record", RECORD_DOC, package_record)?;
+    add_fastcall(m, c"append", APPEND_DOC, package_append)?;
     m.add_function(wrap_pyfunction!(read_records, m)?)?;
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;

@@ -250,6 +250,19 @@ class RunReader:
         ``crash_signal`` and ``crash_test`` (from the crash slot), ``current_test`` and
         ``damage`` (where and why its read stopped, or None)."""
 
+def record(key: str, value: object, *, test: str | None = None) -> None:
+    """``pytest_blackbox.record``: set ``key`` to ``value`` on the running test of this
+    process (or on ``test``, a nodeid, which is ``str()``-ed; or on the session when no test
+    runs), mirrored into the running item's ``user_properties``. Committed, and so
+    crash-safe, on return. Writes into the innermost session of
+    ``pytest_blackbox._runtime``; none raises :class:`pytest_blackbox.NotRecordingError`.
+    Keys, values, the one warning (pointing at the caller) and errors as
+    :meth:`Recorder.record`."""
+
+def append(key: str, value: object, *, test: str | None = None) -> None:
+    """``pytest_blackbox.append``: append ``value`` to the list under ``key``, otherwise as
+    :func:`record`."""
+
 def to_plain(value: object, what: str = "value", warn: bool = True) -> Any:
     """``value`` converted the way :meth:`Recorder.record` stores it, with the same one
     warning (its message starts with ``blackbox: {what}:``)."""

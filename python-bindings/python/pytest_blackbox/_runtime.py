@@ -55,6 +55,7 @@ class Session:
         return str(test) if test is not None else self.current_nodeid
 
 
+#: The native record() and append() hold this very list: mutate it, never rebind it.
 _sessions: list[Session] = []
 
 

@@ -14,39 +14,17 @@ from typing import Any, TypeVar, overload
 from . import _native, _runtime
 from .store import Summary, default_store_dir
 
-_sessions = _runtime._sessions
-
 __all__ = ["append", "record", "start_run", "summary", "timed", "transaction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def record(key: str, value: Any, *, test: str | None = None) -> None:
-    """Set ``key`` to ``value`` on the running test of this process (or on ``test``, a
-    nodeid; or on the session when no test runs). Committed, and so crash-safe, on return.
-
-    Values that are not plain (None, bool, int, float, str, bytes, list, dict) are stored as
-    the nearest plain type or their repr, with one :class:`BlackboxWarning`.
-    """
-    # The per-record path: no helper calls beyond the native one.
-    s = _sessions[-1] if _sessions else _runtime.require()
-    if test is not None:
-        s.recorder.record(key, value, str(test))
-        return
-    plain = s.recorder.record(key, value, s.current_nodeid)
-    if s.current_item is not None:
-        _runtime.set_user_property(s.current_item, key, plain)
-
-
-def append(key: str, value: Any, *, test: str | None = None) -> None:
-    """Append ``value`` to the list under ``key`` (e.g. one comparison result per call)."""
-    s = _sessions[-1] if _sessions else _runtime.require()
-    if test is not None:
-        s.recorder.append(key, value, str(test))
-        return
-    plain = s.recorder.append(key, value, s.current_nodeid)
-    if s.current_item is not None:
-        _runtime.append_user_property(s.current_item, key, plain)
+# record() and append() are native (documented in _native.pyi): the per-record path, with
+# no Python frame between the caller and the store. Like the rest of this module they write
+# into the innermost session of _runtime, and mirror into the running item's
+# user_properties with _runtime.set_user_property / append_user_property.
+record = _native.record
+append = _native.append
 
 
 @contextmanager
