@@ -264,6 +264,9 @@ class BlackboxPlugin:
         self.is_parent = role in ("main", "controller")
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
+        #: Phases are recorded as pytest makes their reports (see _ForkedChildReports), not
+        #: as it logs them.
+        self._phases_at_makereport = False
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
@@ -404,6 +407,11 @@ class BlackboxPlugin:
         if os.getpid() != self._fh_pid:
             # A forked child (pytest-forked): its own traceback file from now on.
             self._capture_fatal_signals()
+            if os.getpid() != s.pid and not self._phases_at_makereport:
+                # It logs no reports (pytest-forked runs runtestprotocol(log=False) and
+                # hands them to the parent): record each one as it is made.
+                self._phases_at_makereport = True
+                self.config.pluginmanager.register(_ForkedChildReports(self))
         nodeid = item.nodeid
         s.current_item, s.current_nodeid = item, nodeid
         try:
@@ -411,31 +419,28 @@ class BlackboxPlugin:
         except BlackboxError as e:
             _store_error(e)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        report = yield
+    def _record_phase(self, nodeid: str, report: pytest.TestReport) -> None:
+        """Records a phase report of the test running in this process; the teardown ends
+        the test."""
         s = self.session
-        nodeid = item.nodeid
         when = report.when
-        if s.current_nodeid == nodeid and when in PHASES:
-            data = None
-            # A forked child's parent rebuilds its reports from the store (a forked child is
-            # the only writer whose pid is not its session's); elsewhere only failures are
-            # worth the serialization.
-            if report.failed or os.getpid() != s.pid:
-                data = self.config.hook.pytest_report_to_serializable(
-                    config=self.config, report=report
-                )
-            rec = s.recorder
-            try:
-                rec.phase(nodeid, when, report.outcome, report.duration, data)
-                if when == "teardown":
-                    rec.end_test(nodeid)
-            except BlackboxError as e:
-                _store_error(e)
+        if when not in PHASES:
+            return
+        data = None
+        # A forked child's parent rebuilds its reports from the store (a forked child is
+        # the only writer whose pid is not its session's); elsewhere only failures are
+        # worth the serialization.
+        if report.failed or os.getpid() != s.pid:
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        rec = s.recorder
+        try:
+            rec.phase(nodeid, when, report.outcome, report.duration, data)
             if when == "teardown":
-                s.current_item = s.current_nodeid = None
-        return report
+                rec.end_test(nodeid)
+        except BlackboxError as e:
+            _store_error(e)
+        if when == "teardown":
+            s.current_item = s.current_nodeid = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
@@ -549,8 +554,15 @@ class BlackboxPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """After a crash report, a passing teardown report carrying its properties: junitxml
-        writes a test's properties only when it finalizes on a teardown report."""
+        """Records the phase reports of the test running in this process (one plain hook:
+        cheaper per phase than a pytest_runtest_makereport wrapper). In a parent, after a
+        crash report, a passing teardown report carrying its properties: junitxml writes a
+        test's properties only when it finalizes on a teardown report."""
+        nodeid = report.nodeid
+        if self.session.current_nodeid == nodeid:
+            if not self._phases_at_makereport:
+                self._record_phase(nodeid, report)
+            return
         if id(report) not in self._crash_reports or report.when == "teardown":
             return
         self._crash_reports.discard(id(report))
@@ -625,6 +637,22 @@ class BlackboxPlugin:
         keep = int(_option(self.config, "blackbox-history-keep") or 0)
         if keep > 0:
             self._safely(reader.fold_history, str(self.session.store_dir), keep)
+
+
+class _ForkedChildReports:
+    """Registered in a forked child, which logs no reports: records each phase report as
+    pytest makes it."""
+
+    def __init__(self, plugin: BlackboxPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        nodeid = item.nodeid
+        if self.plugin.session.current_nodeid == nodeid:
+            self.plugin._record_phase(nodeid, report)
+        return report
 
 
 def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
