@@ -202,6 +202,26 @@ class Recorder:
     def in_transaction(self) -> bool:
         """Whether a transaction is open."""
 
+class FixtureTimer:
+    """Times one fixture for the plugin: made when its setup starts. As finalizers,
+    ``teardown_starts`` (added after the setup, so it runs before the fixture's own
+    teardown) and ``teardown_done`` (added before the setup, so it runs after) time the
+    teardown. Each record names the test this process runs at that moment; a store error
+    becomes a :class:`BlackboxWarning`, never an exception (a finalizer that raised would
+    fail the test's teardown)."""
+
+    def __new__(cls, recorder: Recorder, name: str, scope: str) -> FixtureTimer:
+        """A timer of one setup of fixture ``name``, started now."""
+
+    def setup_done(self) -> None:
+        """Record the setup: from the timer's creation until now."""
+
+    def teardown_starts(self) -> None:
+        """The fixture's teardown starts now."""
+
+    def teardown_done(self) -> None:
+        """The teardown ended: record it (nothing when it never started)."""
+
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since
     the last one (cost proportional to what is new), from every segment of the run. It

@@ -17,7 +17,6 @@ import socket
 import sys
 import warnings
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 import pytest
@@ -448,31 +447,15 @@ class BlackboxPlugin:
             # `@pytest.mark.parametrize("i", ...)` makes a pseudo-fixture per argument:
             # not a fixture anyone wrote, so not timed.
             return (yield)
-        s = self.session
-        name, scope = fixturedef.argname, fixturedef.scope
-        # Finalizers run last in, first out: `started` (added after the setup) runs before
-        # the fixture's own teardown, `ended` (added before it) after.
-        teardown_t0: list[float] = []
-
-        def ended() -> None:
-            if teardown_t0:
-                elapsed = perf_counter() - teardown_t0[0]
-                try:
-                    s.recorder.fixture(name, scope, False, s.current_nodeid, elapsed)
-                except BlackboxError as e:
-                    _store_error(e)
-
-        fixturedef.addfinalizer(ended)
-        t0 = perf_counter()
+        # Finalizers run last in, first out: teardown_done (added before the setup) after
+        # the fixture's own teardown, teardown_starts (added after) before it.
+        timer = _native.FixtureTimer(self.session.recorder, fixturedef.argname, fixturedef.scope)
+        fixturedef.addfinalizer(timer.teardown_done)
         try:
             return (yield)
         finally:
-            elapsed = perf_counter() - t0
-            try:
-                s.recorder.fixture(name, scope, True, s.current_nodeid, elapsed)
-            except BlackboxError as e:
-                _store_error(e)
-            fixturedef.addfinalizer(lambda: teardown_t0.append(perf_counter()))
+            timer.setup_done()
+            fixturedef.addfinalizer(timer.teardown_starts)
 
     # -- parents: crash reports ----------------------------------------------------------
 
