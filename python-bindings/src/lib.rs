@@ -1131,9 +1131,9 @@ struct PyFixtureTimer {
 }
 
 impl PyFixtureTimer {
-    fn finish(&self, py: Python<'_>, setup: bool) -> PyResult<()> {
+    fn finish(&self, py: Python<'_>, setup: bool) {
         let Some(t0) = lock(&self.started).take() else {
-            return Ok(());
+            return;
         };
         let duration_s = t0.elapsed().as_secs_f64();
         let done = {
@@ -1148,9 +1148,8 @@ impl PyFixtureTimer {
                 mono_ns: now_mono_ns(),
             })
         };
-        match done {
-            Ok(()) => Ok(()),
-            Err(e) => store_warning(py, &e),
+        if let Err(e) = done {
+            store_warning(py, &e);
         }
     }
 }
@@ -1173,8 +1172,8 @@ impl PyFixtureTimer {
     }
 
     /// Records the setup (from the timer's creation until now).
-    fn setup_done(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, true)
+    fn setup_done(&self, py: Python<'_>) {
+        self.finish(py, true);
     }
 
     /// The teardown starts now.
@@ -1183,23 +1182,22 @@ impl PyFixtureTimer {
     }
 
     /// The teardown ended: records it (nothing if it never started).
-    fn teardown_done(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, false)
+    fn teardown_done(&self, py: Python<'_>) {
+        self.finish(py, false);
     }
 }
 
 /// A store error where raising would break the run: one `BlackboxWarning`, or, where
 /// warnings are errors, one line on stderr.
-fn store_warning(py: Python<'_>, e: &blackbox_core::Error) -> PyResult<()> {
+fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
     let msg = format!("blackbox: {e}");
     if let Some(cls) = warning_class(py) {
         let text = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
         if PyErr::warn(py, &cls, &text, 1).is_ok() {
-            return Ok(());
+            return;
         }
     }
     eprintln!("{msg}");
-    Ok(())
 }
 
 #[derive(Clone, Copy)]
