@@ -779,6 +779,90 @@ fn text_of<'a>(s: &'a Bound<'_, PyString>) -> std::borrow::Cow<'a, str> {
     utf8_of(s).map_or_else(|| s.to_string_lossy(), std::borrow::Cow::Borrowed)
 }
 
+/// Times one fixture for the plugin: made when its setup starts; `setup_done()` records the
+/// setup. As finalizers, `teardown_starts` (added after the setup, so it runs before the
+/// fixture's own teardown) and `teardown_done` (added before the setup, so it runs after)
+/// record the teardown. Each record names the test this process runs at that moment. A
+/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
+#[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
+struct PyFixtureTimer {
+    recorder: Py<PyRecorder>,
+    name: String,
+    scope: String,
+    /// When the setup or the teardown being timed started.
+    started: Mutex<Option<std::time::Instant>>,
+}
+
+impl PyFixtureTimer {
+    fn finish(&self, py: Python<'_>, setup: bool) {
+        let Some(t0) = lock(&self.started).take() else {
+            return;
+        };
+        let duration_s = t0.elapsed().as_secs_f64();
+        let done = {
+            let mut r = lock(&self.recorder.get().inner);
+            let test = r.current_test().map(str::to_owned);
+            r.record(&Record::Fixture {
+                name: self.name.clone(),
+                scope: self.scope.clone(),
+                setup,
+                test,
+                duration_s,
+                mono_ns: now_mono_ns(),
+            })
+        };
+        if let Err(e) = done {
+            store_warning(py, &e);
+        }
+    }
+}
+
+#[pymethods]
+impl PyFixtureTimer {
+    /// A timer of one setup of fixture `name`, started now, recording into `recorder`.
+    #[new]
+    fn new(
+        recorder: Py<PyRecorder>,
+        name: &Bound<'_, PyString>,
+        scope: &Bound<'_, PyString>,
+    ) -> Self {
+        PyFixtureTimer {
+            recorder,
+            name: nodeid_of(name),
+            scope: nodeid_of(scope),
+            started: Mutex::new(Some(std::time::Instant::now())),
+        }
+    }
+
+    /// Records the setup (from the timer's creation until now).
+    fn setup_done(&self, py: Python<'_>) {
+        self.finish(py, true);
+    }
+
+    /// The teardown starts now.
+    fn teardown_starts(&self) {
+        *lock(&self.started) = Some(std::time::Instant::now());
+    }
+
+    /// The teardown ended: records it (nothing if it never started).
+    fn teardown_done(&self, py: Python<'_>) {
+        self.finish(py, false);
+    }
+}
+
+/// A store error where raising would break the run: one `BlackboxWarning`, or, where
+/// warnings are errors, one line on stderr.
+fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
+    let msg = format!("blackbox: {e}");
+    if let Some(cls) = warning_class(py) {
+        let text = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+        if PyErr::warn(py, &cls, &text, 1).is_ok() {
+            return;
+        }
+    }
+    eprintln!("{msg}");
+}
+
 #[pyclass(module = "pytest_blackbox._native", name = "Recorder", frozen)]
 struct PyRecorder {
     inner: Mutex<Recorder>,
@@ -1114,90 +1198,6 @@ impl PyRecorder {
     fn in_transaction(&self) -> bool {
         lock(&self.inner).in_transaction()
     }
-}
-
-/// Times one fixture for the plugin: made when its setup starts; `setup_done()` records the
-/// setup. As finalizers, `teardown_starts` (added after the setup, so it runs before the
-/// fixture's own teardown) and `teardown_done` (added before the setup, so it runs after)
-/// record the teardown. Each record names the test this process runs at that moment. A
-/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
-#[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
-struct PyFixtureTimer {
-    recorder: Py<PyRecorder>,
-    name: String,
-    scope: String,
-    /// When the setup or the teardown being timed started.
-    started: Mutex<Option<std::time::Instant>>,
-}
-
-impl PyFixtureTimer {
-    fn finish(&self, py: Python<'_>, setup: bool) {
-        let Some(t0) = lock(&self.started).take() else {
-            return;
-        };
-        let duration_s = t0.elapsed().as_secs_f64();
-        let done = {
-            let mut r = lock(&self.recorder.get().inner);
-            let test = r.current_test().map(str::to_owned);
-            r.record(&Record::Fixture {
-                name: self.name.clone(),
-                scope: self.scope.clone(),
-                setup,
-                test,
-                duration_s,
-                mono_ns: now_mono_ns(),
-            })
-        };
-        if let Err(e) = done {
-            store_warning(py, &e);
-        }
-    }
-}
-
-#[pymethods]
-impl PyFixtureTimer {
-    /// A timer of one setup of fixture `name`, started now, recording into `recorder`.
-    #[new]
-    fn new(
-        recorder: Py<PyRecorder>,
-        name: &Bound<'_, PyString>,
-        scope: &Bound<'_, PyString>,
-    ) -> Self {
-        PyFixtureTimer {
-            recorder,
-            name: nodeid_of(name),
-            scope: nodeid_of(scope),
-            started: Mutex::new(Some(std::time::Instant::now())),
-        }
-    }
-
-    /// Records the setup (from the timer's creation until now).
-    fn setup_done(&self, py: Python<'_>) {
-        self.finish(py, true);
-    }
-
-    /// The teardown starts now.
-    fn teardown_starts(&self) {
-        *lock(&self.started) = Some(std::time::Instant::now());
-    }
-
-    /// The teardown ended: records it (nothing if it never started).
-    fn teardown_done(&self, py: Python<'_>) {
-        self.finish(py, false);
-    }
-}
-
-/// A store error where raising would break the run: one `BlackboxWarning`, or, where
-/// warnings are errors, one line on stderr.
-fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
-    let msg = format!("blackbox: {e}");
-    if let Some(cls) = warning_class(py) {
-        let text = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-        if PyErr::warn(py, &cls, &text, 1).is_ok() {
-            return;
-        }
-    }
-    eprintln!("{msg}");
 }
 
 #[derive(Clone, Copy)]
