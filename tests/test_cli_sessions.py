@@ -75,7 +75,8 @@ def running_tests(path: Path) -> list[dict[str, Any]] | None:
     if r.returncode != 0:
         return None
     tests = json.loads(r.stdout)["tests"]
-    running = [t for t in tests if t["outcome"] == "running"]
+    # A test is running from its start record; its first property commits a moment later.
+    running = [t for t in tests if t["outcome"] == "running" and "who" in t["properties"]]
     return running or None
 
 

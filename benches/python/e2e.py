@@ -115,8 +115,7 @@ def run_measured(
     cmd += [*args, str(cmd_suite)]
     path = os.pathsep.join(p for p in (str(tmp / "plugins"), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, PYTHONPATH=path, BENCH_RSS_DIR=str(rss_dir))
-    env.pop("BLACKBOX_DIR", None)
-    env.pop("PYTEST_ADDOPTS", None)
+    _user_env(env)
     out_path = tmp / "out.txt"
     t0 = time.perf_counter()
     with open(out_path, "w") as out:
@@ -140,6 +139,17 @@ def run_measured(
         "worker_rss_kib": rss("worker"),
         "tail": text.strip().splitlines()[-1],
     }
+
+
+def _user_env(env: dict[str, str]) -> None:
+    """The environment of a user's pytest run. Without PYTHONDONTWRITEBYTECODE (set on
+    this machine, and in many containers): pytest compiles every plugin module with its
+    assertion rewriting and caches the result in __pycache__ only where bytecode may be
+    written; the untimed first runs write it, as a user's first run does. With it set, each
+    run would parse and compile pytest_blackbox (about 30 ms), xdist and pytest-forked
+    again."""
+    for name in ("BLACKBOX_DIR", "PYTEST_ADDOPTS", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
 
 
 def _redirect(fd: int) -> list[tuple[Any, ...]]:
@@ -173,8 +183,7 @@ def count_instructions(tmp: Path, suite: Path | None, out: Report) -> dict[str, 
         cmd = [*args, PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         cmd += ["--blackbox-dir", str(store)] if on else ["-p", "no:blackbox"]
         env = dict(os.environ)
-        env.pop("BLACKBOX_DIR", None)
-        env.pop("PYTEST_ADDOPTS", None)
+        _user_env(env)
         p = subprocess.run(
             [*cmd, str(suite)], cwd=tmp, env=env, capture_output=True, text=True, check=False
         )

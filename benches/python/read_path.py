@@ -8,7 +8,8 @@ key per record, the record as JSON), and each reader builds the run's aggregate:
 its outcome, duration, phases and properties; per fixture setups, total, mean and max.
 
 - blackbox, Python: ``pytest_blackbox.Store(dir).latest()`` (a Run: the view as dicts and
-  dataclasses), and its part ``_native.RunReader(run_dir).view()`` alone;
+  dataclasses; its ``tests`` dataclasses are built on first access), the same with
+  ``.tests`` accessed, and its part ``_native.RunReader(run_dir).view()`` alone;
 - blackbox, CLI: ``target/release/blackbox stats --json --dir DIR`` (a process: start-up,
   read, aggregate and the JSON text on a pipe);
 - sqlite3: GROUP BY over the one table (tests, fixtures, workers), rows fetched to Python;
@@ -144,6 +145,14 @@ def read_blackbox_store(store: Path) -> Any:
     return pytest_blackbox.Store(store).latest()
 
 
+def read_blackbox_store_tests(store: Path) -> Any:
+    import pytest_blackbox
+
+    run = pytest_blackbox.Store(store).latest()
+    _ = run.tests  # built on first access: here, inside the timing
+    return run
+
+
 def read_blackbox_view(run_dir: Path) -> Any:
     from pytest_blackbox import _native
 
@@ -249,6 +258,7 @@ def run(reps: int = 3, per_writer: int = 125_000, out: Report | None = None) -> 
         seg_bytes = sum(f.stat().st_size for f in run_dir.iterdir() if f.suffix != ".txt")
         readers: dict[str, Any] = {
             "blackbox: Store(dir).latest()": lambda: read_blackbox_store(store),
+            "  then .tests (a TestInfo per test)": lambda: read_blackbox_store_tests(store),
             "  its RunReader(run).view() alone": lambda: read_blackbox_view(run_dir),
             "blackbox stats --json (CLI)": (lambda: read_blackbox_cli(store))
             if CLI.exists()

@@ -788,6 +788,95 @@ fn parse_phase(p: &str) -> PyResult<Phase> {
 // Writing
 // ---------------------------------------------------------------------------------------
 
+/// The text of a str argument, borrowed when it is valid UTF-8 (lone surrogates replaced).
+fn text_of<'a>(s: &'a Bound<'_, PyString>) -> std::borrow::Cow<'a, str> {
+    utf8_of(s).map_or_else(|| s.to_string_lossy(), std::borrow::Cow::Borrowed)
+}
+
+/// Times one fixture for the plugin: made when its setup starts; `setup_done()` records the
+/// setup. As finalizers, `teardown_starts` (added after the setup, so it runs before the
+/// fixture's own teardown) and `teardown_done` (added before the setup, so it runs after)
+/// record the teardown. Each record names the test this process runs at that moment. A
+/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
+#[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
+struct PyFixtureTimer {
+    recorder: Py<PyRecorder>,
+    name: String,
+    scope: String,
+    /// When the setup or the teardown being timed started.
+    started: Mutex<Option<std::time::Instant>>,
+}
+
+impl PyFixtureTimer {
+    fn finish(&self, py: Python<'_>, setup: bool) {
+        let Some(t0) = lock(&self.started).take() else {
+            return;
+        };
+        let duration_s = t0.elapsed().as_secs_f64();
+        let done = {
+            let mut r = lock(&self.recorder.get().inner);
+            let test = r.current_test().map(str::to_owned);
+            r.record(&Record::Fixture {
+                name: self.name.clone(),
+                scope: self.scope.clone(),
+                setup,
+                test,
+                duration_s,
+                mono_ns: now_mono_ns(),
+            })
+        };
+        if let Err(e) = done {
+            store_warning(py, &e);
+        }
+    }
+}
+
+#[pymethods]
+impl PyFixtureTimer {
+    /// A timer of one setup of fixture `name`, started now, recording into `recorder`.
+    #[new]
+    fn new(
+        recorder: Py<PyRecorder>,
+        name: &Bound<'_, PyString>,
+        scope: &Bound<'_, PyString>,
+    ) -> Self {
+        PyFixtureTimer {
+            recorder,
+            name: nodeid_of(name),
+            scope: nodeid_of(scope),
+            started: Mutex::new(Some(std::time::Instant::now())),
+        }
+    }
+
+    /// Records the setup (from the timer's creation until now).
+    fn setup_done(&self, py: Python<'_>) {
+        self.finish(py, true);
+    }
+
+    /// The teardown starts now.
+    fn teardown_starts(&self) {
+        *lock(&self.started) = Some(std::time::Instant::now());
+    }
+
+    /// The teardown ended: records it (nothing if it never started).
+    fn teardown_done(&self, py: Python<'_>) {
+        self.finish(py, false);
+    }
+}
+
+/// A store error where raising would break the run: one `BlackboxWarning`, or, where
+/// warnings are errors, one line on stderr.
+fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
+    let msg = format!("blackbox: {e}");
+    if let Some(cls) = warning_class(py) {
+        let text = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+        if PyErr::warn(py, &cls, &text, 1).is_ok() {
+            return;
+        }
+    }
+    eprintln!("{msg}");
+}
+
 #[pyclass(module = "pytest_blackbox._native", name = "Recorder", frozen)]
 struct PyRecorder {
     inner: Mutex<Recorder>,
@@ -860,12 +949,18 @@ impl PyRecorder {
         self.property(py, Verb::Append, key, value, test.as_deref(), how)
     }
 
-    fn start_test(&self, py: Python<'_>, nodeid: &str) -> PyResult<()> {
-        lock(&self.inner).start_test(nodeid).or_raise(py)
+    // The per-test and per-fixture methods below take their str arguments as `PyString`
+    // and read its cached UTF-8 (`utf8_of`): a `&str` or `String` argument would make a
+    // bytes object per argument on the abi3-py39 build.
+
+    fn start_test(&self, py: Python<'_>, nodeid: &Bound<'_, PyString>) -> PyResult<()> {
+        let nodeid = text_of(nodeid);
+        lock(&self.inner).start_test(&nodeid).or_raise(py)
     }
 
-    fn end_test(&self, py: Python<'_>, nodeid: &str) -> PyResult<()> {
-        lock(&self.inner).end_test(nodeid).or_raise(py)
+    fn end_test(&self, py: Python<'_>, nodeid: &Bound<'_, PyString>) -> PyResult<()> {
+        let nodeid = text_of(nodeid);
+        lock(&self.inner).end_test(&nodeid).or_raise(py)
     }
 
     /// Records one phase report. `report` is the serialized pytest report (a dict).
@@ -873,16 +968,16 @@ impl PyRecorder {
     fn phase(
         &self,
         py: Python<'_>,
-        nodeid: String,
-        phase: &str,
-        outcome: String,
+        nodeid: &Bound<'_, PyString>,
+        phase: &Bound<'_, PyString>,
+        outcome: &Bound<'_, PyString>,
         duration_s: f64,
         report: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let mut rec = Record::TestPhase {
-            nodeid,
-            phase: parse_phase(phase)?,
-            outcome,
+            nodeid: nodeid_of(nodeid),
+            phase: parse_phase(&text_of(phase))?,
+            outcome: nodeid_of(outcome),
             duration_s,
             mono_ns: now_mono_ns(),
             report: None,
@@ -916,19 +1011,19 @@ impl PyRecorder {
     fn fixture(
         &self,
         py: Python<'_>,
-        name: String,
-        scope: String,
+        name: &Bound<'_, PyString>,
+        scope: &Bound<'_, PyString>,
         setup: bool,
-        test: Option<String>,
+        test: Option<&Bound<'_, PyString>>,
         duration_s: f64,
     ) -> PyResult<()> {
         self.put(
             py,
             &Record::Fixture {
-                name,
-                scope,
+                name: nodeid_of(name),
+                scope: nodeid_of(scope),
                 setup,
-                test,
+                test: test.map(nodeid_of),
                 duration_s,
                 mono_ns: now_mono_ns(),
             },
@@ -939,15 +1034,15 @@ impl PyRecorder {
     fn timed(
         &self,
         py: Python<'_>,
-        name: String,
-        test: Option<String>,
+        name: &Bound<'_, PyString>,
+        test: Option<&Bound<'_, PyString>>,
         duration_s: f64,
     ) -> PyResult<()> {
         self.put(
             py,
             &Record::Timed {
-                name,
-                test,
+                name: nodeid_of(name),
+                test: test.map(nodeid_of),
                 duration_s,
                 mono_ns: now_mono_ns(),
             },
@@ -1566,6 +1661,207 @@ fn to_plain<'py>(
 // Reading
 // ---------------------------------------------------------------------------------------
 
+/// Runs `f` with the cyclic GC paused. A view builds hundreds of thousands of dicts and
+/// lists, none of which can be part of a cycle; each would bump the GC's counters and set
+/// off full collections over everything built so far.
+fn gc_paused<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let gc = py.import("gc")?;
+    let was_on = gc.call_method0("isenabled")?.is_truthy()?;
+    if was_on {
+        gc.call_method0("disable")?;
+    }
+    let out = f();
+    if was_on {
+        gc.call_method0("enable")?;
+    }
+    out
+}
+
+// The view straight into Python objects, in the schema, key order and values of
+// `RunView::to_json` + `json_to_py`: no serde_json tree in between, which cost as much as
+// the view itself and doubled its peak memory. Keys go in sorted, as serde_json's map
+// has them; key strings are interned.
+
+/// A float as `to_json` gives it: non-finite is null.
+fn json_f64(py: Python<'_>, f: f64) -> Bound<'_, PyAny> {
+    if f.is_finite() {
+        PyFloat::new(py, f).into_any()
+    } else {
+        py.None().into_bound(py)
+    }
+}
+
+/// `Value::to_json` as Python: bytes as a list of ints, big ints as str, non-finite floats
+/// as their text, dict keys sorted (of two equal keys the later wins).
+fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Float(f) if !f.is_finite() => PyString::new(py, &f.to_string()).into_any(),
+        Value::BigInt(s) => PyString::new(py, s).into_any(),
+        Value::Bytes(b) => PyList::new(py, b.iter().copied())?.into_any(),
+        Value::List(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(value_json_py(py, x)?)?;
+            }
+            l.into_any()
+        }
+        Value::Dict(pairs) => props_json_py(py, pairs)?.into_any(),
+        other => value_to_py(py, other)?,
+    })
+}
+
+fn props_json_py<'py>(py: Python<'py>, pairs: &[(String, Value)]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
+    for (k, x) in sorted {
+        d.set_item(k, value_json_py(py, x)?)?;
+    }
+    Ok(d)
+}
+
+fn fixtures_py<'py>(
+    py: Python<'py>,
+    list: &[blackbox_core::FixtureStats],
+) -> PyResult<Bound<'py, PyList>> {
+    use pyo3::intern;
+    let out = PyList::empty(py);
+    for f in list {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "max_s"), json_f64(py, f.max_s))?;
+        d.set_item(intern!(py, "mean_s"), json_f64(py, f.mean_s))?;
+        d.set_item(intern!(py, "name"), &f.name)?;
+        d.set_item(intern!(py, "scope"), &f.scope)?;
+        d.set_item(intern!(py, "setups"), f.setups)?;
+        d.set_item(
+            intern!(py, "teardown_total_s"),
+            json_f64(py, f.teardown_total_s),
+        )?;
+        d.set_item(intern!(py, "teardowns"), f.teardowns)?;
+        d.set_item(intern!(py, "total_s"), json_f64(py, f.total_s))?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<'py, PyDict>> {
+    use pyo3::intern;
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "crashed"), t.crashed)?;
+    d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
+    d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
+    d.set_item(intern!(py, "outcome"), &t.outcome)?;
+    let phases = PyList::empty(py);
+    for p in &t.phases {
+        let pd = PyDict::new(py);
+        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
+        pd.set_item(intern!(py, "outcome"), &p.outcome)?;
+        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
+        phases.append(pd)?;
+    }
+    d.set_item(intern!(py, "phases"), phases)?;
+    d.set_item(intern!(py, "pid"), t.pid)?;
+    d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
+    d.set_item(intern!(py, "signal"), t.signal)?;
+    d.set_item(
+        intern!(py, "signal_name"),
+        t.signal.map(blackbox_core::signal_name),
+    )?;
+    d.set_item(intern!(py, "worker"), &t.worker)?;
+    Ok(d)
+}
+
+fn phase_str(py: Python<'_>, p: Phase) -> &Bound<'_, PyString> {
+    match p {
+        Phase::Setup => pyo3::intern!(py, "setup"),
+        Phase::Call => pyo3::intern!(py, "call"),
+        Phase::Teardown => pyo3::intern!(py, "teardown"),
+    }
+}
+
+/// `v.to_json()` as Python; with `brief = Some(n)`, `brief()`'s form instead: no `tests`
+/// but `test_count` and `outcomes` (tests by outcome), at most `n` fixtures and timed names.
+fn view_to_py<'py>(
+    py: Python<'py>,
+    v: &blackbox_core::RunView,
+    brief: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use pyo3::intern;
+    let out = PyDict::new(py);
+    let crashes = PyList::empty(py);
+    for c in &v.crashes {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "attachments"), &c.attachments)?;
+        d.set_item(intern!(py, "detail"), &c.detail)?;
+        d.set_item(intern!(py, "exit_code"), c.exit_code)?;
+        d.set_item(intern!(py, "nodeid"), &c.nodeid)?;
+        d.set_item(intern!(py, "phase"), &c.phase)?;
+        d.set_item(intern!(py, "pid"), c.pid)?;
+        d.set_item(intern!(py, "signal"), c.signal)?;
+        d.set_item(
+            intern!(py, "signal_name"),
+            c.signal.map(blackbox_core::signal_name),
+        )?;
+        d.set_item(intern!(py, "worker"), &c.worker)?;
+        crashes.append(d)?;
+    }
+    out.set_item(intern!(py, "crashes"), crashes)?;
+    let cut = |n: usize| brief.map_or(n, |b| b.min(n));
+    out.set_item(
+        intern!(py, "fixtures"),
+        fixtures_py(py, &v.fixtures[..cut(v.fixtures.len())])?,
+    )?;
+    if brief.is_some() {
+        let mut outcomes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for t in &v.tests {
+            *outcomes.entry(t.outcome.as_str()).or_default() += 1;
+        }
+        out.set_item(intern!(py, "outcomes"), outcomes)?;
+    }
+    out.set_item(intern!(py, "problems"), &v.problems)?;
+    let run = PyDict::new(py);
+    let r = &v.run;
+    run.set_item(intern!(py, "argv"), &r.argv)?;
+    #[allow(clippy::cast_precision_loss)] // as to_json: wall clock ns to s
+    let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
+    run.set_item(intern!(py, "ended"), secs(r.ended_wall_ns))?;
+    run.set_item(intern!(py, "exit_status"), r.exit_status)?;
+    run.set_item(intern!(py, "host"), &r.host)?;
+    run.set_item(intern!(py, "id"), &r.id)?;
+    run.set_item(intern!(py, "live"), r.live)?;
+    run.set_item(intern!(py, "pid"), r.pid)?;
+    run.set_item(intern!(py, "records"), v.records)?;
+    run.set_item(intern!(py, "rootdir"), &r.rootdir)?;
+    run.set_item(intern!(py, "segments"), v.segments)?;
+    run.set_item(intern!(py, "started"), secs(r.started_wall_ns))?;
+    out.set_item(intern!(py, "run"), run)?;
+    if brief.is_some() {
+        out.set_item(intern!(py, "test_count"), v.tests.len())?;
+    } else {
+        let tests = PyList::empty(py);
+        for t in &v.tests {
+            tests.append(test_py(py, t)?)?;
+        }
+        out.set_item(intern!(py, "tests"), tests)?;
+    }
+    out.set_item(
+        intern!(py, "timed"),
+        fixtures_py(py, &v.timed[..cut(v.timed.len())])?,
+    )?;
+    let workers = PyList::empty(py);
+    for w in &v.workers {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "alive"), w.alive)?;
+        d.set_item(intern!(py, "crashes"), w.crashes)?;
+        d.set_item(intern!(py, "id"), &w.id)?;
+        d.set_item(intern!(py, "pids"), &w.pids)?;
+        d.set_item(intern!(py, "tests"), w.tests)?;
+        workers.append(d)?;
+    }
+    out.set_item(intern!(py, "workers"), workers)?;
+    Ok(out)
+}
+
 struct ReaderState {
     follower: Follower,
     agg: Aggregate,
@@ -1618,44 +1914,26 @@ impl PyRunReader {
     }
 
     /// The run as a dict (the `blackbox stats --json` schema), after a poll.
-    fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let json = py.detach(|| {
+    fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let view = py.detach(|| {
             let mut s = lock(&self.inner);
             let ReaderState { follower, agg } = &mut *s;
-            follower.view(agg).to_json()
+            follower.view(agg)
         });
-        json_to_py(py, &json)
+        gc_paused(py, || view_to_py(py, &view, None))
     }
 
     /// The run in brief, after a poll: what `view()` gives, less the list of tests (their
     /// number by outcome instead) and with at most `fixtures` fixtures. For summaries in
     /// long runs, where `view()` would build a dict per test.
     #[pyo3(signature = (fixtures = 10))]
-    fn brief<'py>(&self, py: Python<'py>, fixtures: usize) -> PyResult<Bound<'py, PyAny>> {
-        let json = py.detach(|| {
+    fn brief<'py>(&self, py: Python<'py>, fixtures: usize) -> PyResult<Bound<'py, PyDict>> {
+        let view = py.detach(|| {
             let mut s = lock(&self.inner);
             let ReaderState { follower, agg } = &mut *s;
-            let mut view = follower.view(agg);
-            let mut outcomes = serde_json::Map::new();
-            for t in &view.tests {
-                let n = outcomes
-                    .entry(t.outcome.clone())
-                    .or_insert(serde_json::Value::from(0u64));
-                *n = serde_json::Value::from(n.as_u64().unwrap_or(0) + 1);
-            }
-            let count = view.tests.len();
-            view.tests.clear();
-            view.fixtures.truncate(fixtures);
-            view.timed.truncate(fixtures);
-            let mut json = view.to_json();
-            json["test_count"] = count.into();
-            json["outcomes"] = serde_json::Value::Object(outcomes);
-            if let serde_json::Value::Object(m) = &mut json {
-                m.remove("tests");
-            }
-            json
+            follower.view(agg)
         });
-        json_to_py(py, &json)
+        view_to_py(py, &view, Some(fixtures))
     }
 
     /// The merged properties of `nodeid` as (key, value) pairs (no poll).
@@ -1694,6 +1972,36 @@ impl PyRunReader {
     /// Total fixture setups seen so far (no poll).
     fn fixture_setups(&self) -> u64 {
         lock(&self.inner).agg.fixture_setups()
+    }
+
+    /// Folds this run, as read so far plus a poll, into `<store>/history.redb`: what
+    /// `fold_history` does, from this reader's aggregate instead of a second full read.
+    #[pyo3(signature = (store_dir, keep = 200, wait_s = 60.0))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+    fn fold_history<'py>(
+        &self,
+        py: Python<'py>,
+        store_dir: PathBuf,
+        keep: usize,
+        wait_s: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let opts = fold_options(keep, wait_s);
+        let stats = py
+            .detach(|| {
+                let started = std::time::Instant::now();
+                let store = Store::open(&store_dir)?;
+                let view = {
+                    let mut s = lock(&self.inner);
+                    let ReaderState { follower, agg } = &mut *s;
+                    follower.view(agg)
+                };
+                let mut stats =
+                    blackbox_core::history::fold_view(&store.history_path(), &view, &opts)?;
+                stats.elapsed = started.elapsed();
+                Ok(stats)
+            })
+            .or_raise(py)?;
+        fold_stats_py(py, stats)
     }
 
     /// Every segment's state now: path, pid, role, worker, alive, crash signal, running test.
@@ -1780,17 +2088,88 @@ fn fold_history<'py>(
     keep: usize,
     wait_s: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = blackbox_core::history::FoldOptions {
-        keep: keep.max(1),
-        wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
-        ..blackbox_core::history::FoldOptions::default()
-    };
+    let opts = fold_options(keep, wait_s);
     let stats = py
         .detach(|| {
             Store::open(&store_dir)
                 .and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts))
         })
         .or_raise(py)?;
+    fold_stats_py(py, stats)
+}
+
+/// What `RunReader.brief()` says of run `run_id` that matters at the next session's start
+/// (`run`: id, `exit_status`, `live`; `test_count`; `crashes`), read from the store's
+/// history, where each finished run is folded; `None` when the history does not hold it
+/// (its pytest died before folding it, or folding is off).
+#[pyfunction]
+#[pyo3(signature = (store_dir, run_id, wait_s = 2.0))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn history_brief<'py>(
+    py: Python<'py>,
+    store_dir: PathBuf,
+    run_id: &str,
+    wait_s: f64,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let found = py
+        .detach(|| -> blackbox_core::Result<_> {
+            let path = Store::open(&store_dir)?.history_path();
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let history = blackbox_core::History::open(&path)?
+                .with_wait(std::time::Duration::from_secs_f64(wait_s.max(0.0)));
+            let Some(run) = history.run(run_id)? else {
+                return Ok(None);
+            };
+            let crashes = if run.crashes > 0 {
+                history.crashes(run_id)?
+            } else {
+                Vec::new()
+            };
+            Ok(Some((run, crashes)))
+        })
+        .or_raise(py)?;
+    let Some((run, crashes)) = found else {
+        return Ok(None);
+    };
+    let view = blackbox_core::RunView {
+        run: blackbox_core::RunMeta {
+            id: run.id,
+            started_wall_ns: run.started_wall_ns,
+            ended_wall_ns: run.ended_wall_ns,
+            exit_status: run.exit_status,
+            host: run.host,
+            pid: run.pid,
+            argv: run.argv,
+            rootdir: run.rootdir,
+            live: false,
+        },
+        crashes,
+        problems: run.problems,
+        segments: usize::try_from(run.segments).unwrap_or(usize::MAX),
+        records: run.records,
+        ..blackbox_core::RunView::default()
+    };
+    let d = view_to_py(py, &view, Some(0))?;
+    d.set_item("test_count", run.counts.tests)?;
+    d.del_item("outcomes")?;
+    Ok(Some(d))
+}
+
+fn fold_options(keep: usize, wait_s: f64) -> blackbox_core::history::FoldOptions {
+    blackbox_core::history::FoldOptions {
+        keep: keep.max(1),
+        wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
+        ..blackbox_core::history::FoldOptions::default()
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // consumed: its strings move into the dict
+fn fold_stats_py(
+    py: Python<'_>,
+    stats: blackbox_core::history::FoldStats,
+) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("run_id", stats.run_id)?;
     d.set_item("tests", stats.tests)?;
@@ -1859,6 +2238,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", blackbox_core::segment::FORMAT_VERSION)?;
     m.add_class::<PyRecorder>()?;
     m.add_class::<PyRunReader>()?;
+    m.add_class::<PyFixtureTimer>()?;
     m.add_function(wrap_pyfunction!(to_plain, m)?)?;
     m.add_function(wrap_pyfunction!(property_bytes, m)?)?;
     add_fastcall(m, c"record", RECORD_DOC, package_record)?;
@@ -1869,6 +2249,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(fold_history, m)?)?;
+    m.add_function(wrap_pyfunction!(history_brief, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(install_crash_handler, m)?)?;
     m.add_function(wrap_pyfunction!(mark_crash, m)?)?;

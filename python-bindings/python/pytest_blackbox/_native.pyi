@@ -202,6 +202,26 @@ class Recorder:
     def in_transaction(self) -> bool:
         """Whether a transaction is open."""
 
+class FixtureTimer:
+    """Times one fixture for the plugin: made when its setup starts. As finalizers,
+    ``teardown_starts`` (added after the setup, so it runs before the fixture's own
+    teardown) and ``teardown_done`` (added before the setup, so it runs after) time the
+    teardown. Each record names the test this process runs at that moment; a store error
+    becomes a :class:`BlackboxWarning`, never an exception (a finalizer that raised would
+    fail the test's teardown)."""
+
+    def __new__(cls, recorder: Recorder, name: str, scope: str) -> FixtureTimer:
+        """A timer of one setup of fixture ``name``, started now."""
+
+    def setup_done(self) -> None:
+        """Record the setup: from the timer's creation until now."""
+
+    def teardown_starts(self) -> None:
+        """The fixture's teardown starts now."""
+
+    def teardown_done(self) -> None:
+        """The teardown ended: record it (nothing when it never started)."""
+
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since
     the last one (cost proportional to what is new), from every segment of the run. It
@@ -225,7 +245,8 @@ class RunReader:
     def view(self) -> dict[str, Any]:
         """Poll, then the whole run as a dict in the ``blackbox stats --json`` schema:
         ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes``, ``workers``, ``problems``.
-        JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values."""
+        JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values.
+        Built straight from the aggregate, with the cyclic GC paused meanwhile."""
 
     def brief(self, fixtures: int = 10) -> dict[str, Any]:
         """The run in brief, after a poll: ``view()`` without ``tests`` (``test_count`` and
@@ -243,6 +264,12 @@ class RunReader:
 
     def fixture_setups(self) -> int:
         """Setups of every fixture seen so far, in every process. Does not poll."""
+
+    def fold_history(
+        self, store_dir: _PathLike, keep: int = 200, wait_s: float = 60.0
+    ) -> dict[str, Any]:
+        """:func:`fold_history` of this run from this reader's aggregate, after a poll:
+        only what was committed since the last poll is read, not the whole run again."""
 
     def segments(self) -> list[dict[str, Any]]:
         """Each writer's segment as it stands: ``path``, ``pid``, ``ppid``, ``role``,
@@ -291,6 +318,13 @@ def fold_history(
     another process has the file open, then raises :class:`BlackboxError`. Returns
     ``run_id``, ``tests``, ``fixtures``, ``crashes``, ``replaced``, ``pruned``,
     ``commits`` and ``elapsed_s``."""
+
+def history_brief(store_dir: _PathLike, run_id: str, wait_s: float = 2.0) -> dict[str, Any] | None:
+    """What :meth:`RunReader.brief` says of a finished run that the next session's start
+    needs (``run`` with ``id``, ``exit_status``, ``live``; ``test_count``; ``crashes``),
+    read from ``<store>/history.redb`` instead of the run folder. None when the history
+    does not hold the run (its pytest died before folding it, or folding is off). Waits up
+    to ``wait_s`` seconds while a fold in another process holds the file."""
 
 def prune_runs(store_dir: _PathLike, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` run folders, never one a live process still

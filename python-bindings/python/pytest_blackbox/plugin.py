@@ -15,7 +15,6 @@ import os
 import re
 import socket
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -218,6 +217,16 @@ def _read_text(path: Path, limit: int = 64 * 1024) -> str:
         return ""
 
 
+def _store_error(e: BlackboxError) -> None:
+    """A store error never breaks the run: it becomes one warning (or, where warnings are
+    errors, one line on stderr: a hook must not raise)."""
+    msg = f"blackbox: {e}"
+    try:
+        warnings.warn(msg, BlackboxWarning, stacklevel=3)
+    except BlackboxWarning:
+        sys.stderr.write(msg + "\n")
+
+
 #: The sessions of this process, innermost last (nested pytester sessions).
 _plugins: list[BlackboxPlugin] = []
 
@@ -253,8 +262,10 @@ class BlackboxPlugin:
         _runtime.push(self.session)
         self.is_parent = role in ("main", "controller")
         self.previous_notes: list[str] = []
-        self._fixture_teardown_started: dict[int, float] = {}
         self._crash_reports: set[int] = set()
+        #: Phases are recorded as pytest makes their reports (see _ForkedChildReports), not
+        #: as it logs them.
+        self._phases_at_makereport = False
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
@@ -322,11 +333,19 @@ class BlackboxPlugin:
         if not older:
             return []
         prev = older[-1]
-        try:
-            path = _native.run_path(str(self.session.store_dir), prev)
-            view = _native.RunReader(path).brief(0)
-        except BlackboxError as e:
-            return [f"blackbox: cannot read the previous run {prev}: {e}"]
+        view = None
+        if int(_option(self.config, "blackbox-history-keep") or 0) > 0:
+            # A finished run was folded into history.redb at its end: a few rows there,
+            # where its folder would be a read of every record.
+            with contextlib.suppress(BlackboxError):
+                view = _native.history_brief(str(self.session.store_dir), prev)
+        reader = None
+        if view is None:
+            try:
+                reader = _native.RunReader(_native.run_path(str(self.session.store_dir), prev))
+                view = reader.brief(0)
+            except BlackboxError as e:
+                return [f"blackbox: cannot read the previous run {prev}: {e}"]
         if view["run"].get("live"):
             return []
         lines = []
@@ -343,8 +362,8 @@ class BlackboxPlugin:
             )
         if not lines and view["run"].get("exit_status") is None and view["test_count"]:
             lines.append(f"blackbox: previous run {prev} ended without finishing its session")
-        if view["run"].get("exit_status") is None:
-            self._fold(prev)  # its own session died before it could
+        if reader is not None and view["run"].get("exit_status") is None:
+            self._fold(reader)  # its own session died before it could
         return lines
 
     # -- hooks: session ------------------------------------------------------------------
@@ -370,17 +389,16 @@ class BlackboxPlugin:
     # -- hooks: tests (in the process that runs them) ------------------------------------
 
     def _safely(self, fn: Any, *args: Any) -> Any:
-        """Store errors never break the run: each becomes one warning (or, where warnings
-        are errors, one line on stderr: a hook must not raise)."""
+        """``fn(*args)``, a store error becoming a warning (see ``_store_error``)."""
         try:
             return fn(*args)
         except BlackboxError as e:
-            msg = f"blackbox: {e}"
-            try:
-                warnings.warn(msg, BlackboxWarning, stacklevel=3)
-            except BlackboxWarning:
-                sys.stderr.write(msg + "\n")
+            _store_error(e)
             return None
+
+    # The hooks below run for every test and every fixture: they call the native methods
+    # directly, with no helper or closure on their path (each costs about as much as the
+    # native call it wraps); store errors go to _store_error.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -388,33 +406,40 @@ class BlackboxPlugin:
         if os.getpid() != self._fh_pid:
             # A forked child (pytest-forked): its own traceback file from now on.
             self._capture_fatal_signals()
-        s.current_item, s.current_nodeid = item, item.nodeid
-        self._safely(s.recorder.start_test, item.nodeid)
+            if os.getpid() != s.pid and not self._phases_at_makereport:
+                # It logs no reports (pytest-forked runs runtestprotocol(log=False) and
+                # hands them to the parent): record each one as it is made.
+                self._phases_at_makereport = True
+                self.config.pluginmanager.register(_ForkedChildReports(self))
+        nodeid = item.nodeid
+        s.current_item, s.current_nodeid = item, nodeid
+        try:
+            s.recorder.start_test(nodeid)
+        except BlackboxError as e:
+            _store_error(e)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        report = yield
+    def _record_phase(self, nodeid: str, report: pytest.TestReport) -> None:
+        """Records a phase report of the test running in this process; the teardown ends
+        the test."""
         s = self.session
-        if report.when in PHASES and s.current_nodeid == item.nodeid:
-            data = None
-            # A forked child's parent rebuilds its reports from the store; elsewhere only
-            # failures are worth the serialization.
-            if s.recorder.role == "forked" or os.getpid() != s.pid or report.failed:
-                data = self.config.hook.pytest_report_to_serializable(
-                    config=self.config, report=report
-                )
-            self._safely(
-                s.recorder.phase,
-                item.nodeid,
-                report.when,
-                report.outcome,
-                report.duration,
-                data,
-            )
-            if report.when == "teardown":
-                self._safely(s.recorder.end_test, item.nodeid)
-                s.current_item = s.current_nodeid = None
-        return report
+        when = report.when
+        if when not in PHASES:
+            return
+        data = None
+        # A forked child's parent rebuilds its reports from the store (a forked child is
+        # the only writer whose pid is not its session's); elsewhere only failures are
+        # worth the serialization.
+        if report.failed or os.getpid() != s.pid:
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        rec = s.recorder
+        try:
+            rec.phase(nodeid, when, report.outcome, report.duration, data)
+            if when == "teardown":
+                rec.end_test(nodeid)
+        except BlackboxError as e:
+            _store_error(e)
+        if when == "teardown":
+            s.current_item = s.current_nodeid = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
@@ -422,42 +447,15 @@ class BlackboxPlugin:
             # `@pytest.mark.parametrize("i", ...)` makes a pseudo-fixture per argument:
             # not a fixture anyone wrote, so not timed.
             return (yield)
-        t0 = time.perf_counter()
+        # Finalizers run last in, first out: teardown_done (added before the setup) after
+        # the fixture's own teardown, teardown_starts (added after) before it.
+        timer = _native.FixtureTimer(self.session.recorder, fixturedef.argname, fixturedef.scope)
+        fixturedef.addfinalizer(timer.teardown_done)
         try:
             return (yield)
         finally:
-            elapsed = time.perf_counter() - t0
-            s = self.session
-            self._safely(
-                s.recorder.fixture,
-                fixturedef.argname,
-                fixturedef.scope,
-                True,
-                s.current_nodeid,
-                elapsed,
-            )
-            # Runs before the fixture's own finalizers (LIFO); pytest_fixture_post_finalizer
-            # runs after them.
-            fixturedef.addfinalizer(
-                functools.partial(self._fixture_teardown_starts, id(fixturedef))
-            )
-
-    def _fixture_teardown_starts(self, key: int) -> None:
-        self._fixture_teardown_started[key] = time.perf_counter()
-
-    def pytest_fixture_post_finalizer(self, fixturedef: Any, request: Any) -> None:
-        t0 = self._fixture_teardown_started.pop(id(fixturedef), None)
-        if t0 is None:
-            return
-        s = self.session
-        self._safely(
-            s.recorder.fixture,
-            fixturedef.argname,
-            fixturedef.scope,
-            False,
-            s.current_nodeid,
-            time.perf_counter() - t0,
-        )
+            timer.setup_done()
+            fixturedef.addfinalizer(timer.teardown_starts)
 
     # -- parents: crash reports ----------------------------------------------------------
 
@@ -485,7 +483,7 @@ class BlackboxPlugin:
         # The dead process's own account: its segment (crash mark, running test, an
         # os._exit record), as the aggregate reads it.
         died: dict[str, Any] = {}
-        for c in reader.view()["crashes"]:
+        for c in reader.brief(0)["crashes"]:
             if c["nodeid"] != nodeid or c["pid"] == os.getpid():
                 continue
             if worker is not None and c["worker"] not in (None, worker):
@@ -539,8 +537,15 @@ class BlackboxPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """After a crash report, a passing teardown report carrying its properties: junitxml
-        writes a test's properties only when it finalizes on a teardown report."""
+        """Records the phase reports of the test running in this process (one plain hook:
+        cheaper per phase than a pytest_runtest_makereport wrapper). In a parent, after a
+        crash report, a passing teardown report carrying its properties: junitxml writes a
+        test's properties only when it finalizes on a teardown report."""
+        nodeid = report.nodeid
+        if self.session.current_nodeid == nodeid:
+            if not self._phases_at_makereport:
+                self._record_phase(nodeid, report)
+            return
         if id(report) not in self._crash_reports or report.when == "teardown":
             return
         self._crash_reports.discard(id(report))
@@ -604,16 +609,33 @@ class BlackboxPlugin:
             _plugins.remove(self)
         self._restore_faulthandler()
         if self.is_parent:
-            self._fold(s.run_id)
+            # From the reader the terminal summary read: only what came since is read.
+            self._fold(s.reader())
             keep = int(_option(self.config, "blackbox-keep") or 0)
             if keep > 0:
                 self._safely(_native.prune_runs, str(s.store_dir), keep)
 
-    def _fold(self, run_id: str) -> None:
-        """Folds a finished run into history.redb (off the per-record path)."""
+    def _fold(self, reader: _native.RunReader) -> None:
+        """Folds the run ``reader`` reads into history.redb (off the per-record path)."""
         keep = int(_option(self.config, "blackbox-history-keep") or 0)
         if keep > 0:
-            self._safely(_native.fold_history, str(self.session.store_dir), run_id, keep)
+            self._safely(reader.fold_history, str(self.session.store_dir), keep)
+
+
+class _ForkedChildReports:
+    """Registered in a forked child, which logs no reports: records each phase report as
+    pytest makes it."""
+
+    def __init__(self, plugin: BlackboxPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        nodeid = item.nodeid
+        if self.plugin.session.current_nodeid == nodeid:
+            self.plugin._record_phase(nodeid, report)
+        return report
 
 
 def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:

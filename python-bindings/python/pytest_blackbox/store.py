@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,12 +122,28 @@ class Summary:
     def __init__(self, view: dict[str, Any]) -> None:
         self.raw = view
         self.info: dict[str, Any] = view["run"]
-        self.tests = [TestInfo.from_json(t) for t in view["tests"]]
+        self._tests: list[TestInfo] | None = None
         self.fixtures = [FixtureInfo.from_json(f) for f in view["fixtures"]]
         self.timed = [FixtureInfo.from_json(f) for f in view["timed"]]
         self.crashes = [CrashInfo.from_json(c) for c in view["crashes"]]
         self.workers = [WorkerInfo.from_json(w) for w in view["workers"]]
         self.problems: list[str] = view.get("problems", [])
+
+    @property
+    def tests(self) -> list[TestInfo]:
+        """Every test, in the order they started (built on first access: a large run has
+        hundreds of thousands)."""
+        if self._tests is None:
+            # As RunReader.view(): new objects that cannot form cycles; collections run
+            # over them would cost a fifth of the build.
+            was_on = gc.isenabled()
+            gc.disable()
+            try:
+                self._tests = [TestInfo.from_json(t) for t in self.raw["tests"]]
+            finally:
+                if was_on:
+                    gc.enable()
+        return self._tests
 
     @property
     def id(self) -> str:
@@ -162,7 +179,7 @@ class Summary:
 
     def __repr__(self) -> str:
         return (
-            f"<Summary run={self.id} tests={len(self.tests)} fixtures={len(self.fixtures)} "
+            f"<Summary run={self.id} tests={len(self.raw['tests'])} fixtures={len(self.fixtures)} "
             f"crashes={len(self.crashes)}>"
         )
 
@@ -202,7 +219,8 @@ class Run(Summary):
 
     def __repr__(self) -> str:
         return (
-            f"<Run {self.id} tests={len(self.tests)} crashes={len(self.crashes)} live={self.live}>"
+            f"<Run {self.id} tests={len(self.raw['tests'])} crashes={len(self.crashes)} "
+            f"live={self.live}>"
         )
 
 
