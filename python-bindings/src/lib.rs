@@ -140,8 +140,9 @@ fn nodeid_of(s: &Bound<'_, PyString>) -> String {
     utf8_of(s).map_or_else(|| s.to_string_lossy().into_owned(), str::to_owned)
 }
 
-/// A nodeid as given, borrowed when it can be (lone surrogates replaced).
-fn nodeid_cow<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+/// The text of a str argument (a nodeid, a phase) as given, borrowed when it is valid
+/// UTF-8 (lone surrogates, which no pytest nodeid has, replaced).
+fn text_of<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
     utf8_of(s).map_or_else(|| s.to_string_lossy(), Cow::Borrowed)
 }
 
@@ -788,11 +789,6 @@ fn parse_phase(p: &str) -> PyResult<Phase> {
 // Writing
 // ---------------------------------------------------------------------------------------
 
-/// The text of a str argument, borrowed when it is valid UTF-8 (lone surrogates replaced).
-fn text_of<'a>(s: &'a Bound<'_, PyString>) -> std::borrow::Cow<'a, str> {
-    utf8_of(s).map_or_else(|| s.to_string_lossy(), std::borrow::Cow::Borrowed)
-}
-
 /// Times one fixture for the plugin: made when its setup starts; `setup_done()` records the
 /// setup. As finalizers, `teardown_starts` (added after the setup, so it runs before the
 /// fixture's own teardown) and `teardown_done` (added before the setup, so it runs after)
@@ -885,7 +881,9 @@ struct PyRecorder {
 
 impl PyRecorder {
     fn put(&self, py: Python<'_>, rec: &Record) -> PyResult<()> {
-        lock(&self.inner).record(rec).or_raise(py)
+        // The error becomes a Python exception after the lock is released.
+        let done = lock(&self.inner).record(rec);
+        done.or_raise(py)
     }
 }
 
@@ -922,7 +920,7 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let test = test.map(nodeid_cow);
+        let test = test.map(text_of);
         let how = How {
             warn_at: warn.then_some(2),
             key_as_str,
@@ -941,7 +939,7 @@ impl PyRecorder {
         warn: bool,
         key_as_str: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let test = test.map(nodeid_cow);
+        let test = test.map(text_of);
         let how = How {
             warn_at: warn.then_some(2),
             key_as_str,
@@ -955,12 +953,14 @@ impl PyRecorder {
 
     fn start_test(&self, py: Python<'_>, nodeid: &Bound<'_, PyString>) -> PyResult<()> {
         let nodeid = text_of(nodeid);
-        lock(&self.inner).start_test(&nodeid).or_raise(py)
+        let done = lock(&self.inner).start_test(&nodeid);
+        done.or_raise(py)
     }
 
     fn end_test(&self, py: Python<'_>, nodeid: &Bound<'_, PyString>) -> PyResult<()> {
         let nodeid = text_of(nodeid);
-        lock(&self.inner).end_test(&nodeid).or_raise(py)
+        let done = lock(&self.inner).end_test(&nodeid);
+        done.or_raise(py)
     }
 
     /// Records one phase report. `report` is the serialized pytest report (a dict).
@@ -1130,11 +1130,13 @@ impl PyRecorder {
     }
 
     fn begin(&self, py: Python<'_>) -> PyResult<()> {
-        lock(&self.inner).begin().or_raise(py)
+        let done = lock(&self.inner).begin();
+        done.or_raise(py)
     }
 
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
-        lock(&self.inner).commit().or_raise(py)
+        let done = lock(&self.inner).commit();
+        done.or_raise(py)
     }
 
     fn rollback(&self) {
@@ -1381,14 +1383,14 @@ fn session_property(
     };
     if let Some(test) = test {
         let test = match test.cast_exact::<PyString>() {
-            Ok(s) => nodeid_cow(s),
+            Ok(s) => text_of(s),
             Err(_) => Cow::Owned(nodeid_of(&test.str()?)),
         };
         recorder.property(py, verb, key, value, Some(&test), how)?;
         return Ok(());
     }
     let nodeid = session.getattr(pyo3::intern!(py, "current_nodeid"))?;
-    let nodeid = nodeid.cast::<PyString>().ok().map(nodeid_cow);
+    let nodeid = nodeid.cast::<PyString>().ok().map(text_of);
     let plain = recorder.property(py, verb, key, value, nodeid.as_deref(), how)?;
     let item = session.getattr(pyo3::intern!(py, "current_item"))?;
     if !item.is_none() {
