@@ -552,6 +552,16 @@ fn read_1m(
             (f, agg)
         });
     });
+    group.bench_function("store_view", |b| {
+        // What Store::view, the CLI and the Python Store do: poll, then the view.
+        let s = big_store(cell, mix, scratch, notes);
+        b.iter_with_large_drop(|| {
+            let mut f = Follower::new(RUN_ID, &s.run);
+            let mut agg = Aggregate::default();
+            let view = f.view(&mut agg);
+            (f, agg, view)
+        });
+    });
     group.bench_function("redb_scan_decode", |b| {
         let s = big_store(cell, mix, scratch, notes);
         let n = redb_scan(&s.db).len() as u64;

@@ -404,7 +404,7 @@ pub struct FoldStats {
 /// Folds run `run_id` of `store` into `<store>/history.redb`.
 pub fn fold_run(store: &Store, run_id: &str, opts: &FoldOptions) -> Result<FoldStats> {
     let started = Instant::now();
-    let view = store.snapshot(run_id)?.view();
+    let view = store.view(run_id)?;
     let mut stats = fold_view(&store.history_path(), &view, opts)?;
     stats.elapsed = started.elapsed();
     Ok(stats)

@@ -19,7 +19,7 @@
 //!     value: Value::Str("resnet50".into()),
 //!     mono_ns: blackbox_core::now_mono_ns(),
 //! })?;
-//! let view = store.snapshot(&run)?.view();
+//! let view = store.view(&run)?; // the aggregate; store.snapshot(&run) keeps every record
 //! assert_eq!(view.tests[0].properties[0].1, Value::Str("resnet50".into()));
 //! # drop(rec); std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok::<(), blackbox_core::Error>(())

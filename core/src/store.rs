@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::aggregate::{Aggregate, RunView};
 use crate::error::{Error, Result};
 use crate::segment::{create_private_dir, open_dir_nofollow, wall_ns};
 use crate::snapshot::{Follower, Snapshot};
@@ -115,6 +116,14 @@ impl Store {
     /// Every committed record of run `id`, read now.
     pub fn snapshot(&self, id: &str) -> Result<Snapshot> {
         Snapshot::read(id, &self.run_path(id)?)
+    }
+
+    /// The aggregate view of run `id` as it stands now (tests, fixtures, crashes,
+    /// workers), read through a [`Follower`] without keeping the records: the fast path
+    /// (the CLI and the Python `Store` read this way). [`snapshot`](Self::snapshot) keeps
+    /// every record, for record-level access.
+    pub fn view(&self, id: &str) -> Result<RunView> {
+        Ok(Follower::new(id, &self.run_path(id)?).view(&mut Aggregate::default()))
     }
 
     /// A follower of run `id`, reading only what is new on each poll.
