@@ -888,9 +888,21 @@ impl Aggregate {
             }
         }
 
-        // Tests.
+        // Tests, in the order they started: CLOCK_MONOTONIC is one clock for every process
+        // of a host, while records come segment by segment. A test never started sorts by
+        // the record that first named it; ties keep the order tests were first seen.
+        let mut order: Vec<(u64, usize)> = self
+            .tests
+            .iter()
+            .enumerate()
+            .map(|(idx, t)| {
+                let started = t.started_in.iter().map(|(_, mono)| mono).min();
+                (started.unwrap_or(t.first_mono), idx)
+            })
+            .collect();
+        order.sort_unstable();
         let mut tests = Vec::with_capacity(self.tests.len());
-        for (idx, t) in self.tests.iter().enumerate() {
+        for (idx, t) in order.into_iter().map(|(_, idx)| (idx, &self.tests[idx])) {
             let nodeid = &*t.nodeid;
             if nodeid.is_empty() {
                 continue; // session-level properties
@@ -1405,6 +1417,43 @@ mod tests {
             committed: 0,
             damage: None,
         }
+    }
+
+    #[test]
+    fn tests_come_in_the_order_they_started_across_segments() {
+        let mut agg = Aggregate::default();
+        let start = |nodeid: &str, mono_ns| Record::TestStart {
+            nodeid: nodeid.into(),
+            mono_ns,
+        };
+        // Two workers' segments, read one after the other, their tests interleaved in time;
+        // a property names a test that never started (sorted by that record's time).
+        agg.apply(0, 0, &start("a.py::w0_first", 10));
+        agg.apply(0, 0, &start("a.py::w0_third", 30));
+        agg.apply(
+            0,
+            0,
+            &Record::PropertySet {
+                test: Some("a.py::named_only".into()),
+                key: "k".into(),
+                value: Value::Int(1),
+                mono_ns: 35,
+            },
+        );
+        agg.apply(1, 0, &start("b.py::w1_second", 20));
+        agg.apply(1, 0, &start("b.py::w1_fourth", 40));
+        let v = agg.view("r", &[dead_segment(7), dead_segment(8)]);
+        let order: Vec<&str> = v.tests.iter().map(|t| t.nodeid.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "a.py::w0_first",
+                "b.py::w1_second",
+                "a.py::w0_third",
+                "a.py::named_only",
+                "b.py::w1_fourth"
+            ]
+        );
     }
 
     #[test]
