@@ -1284,102 +1284,34 @@ impl SegmentReader {
     /// [`read_from`](Self::read_from), stopping after `max_records` records (at a frame
     /// boundary, `next` says where to go on), so a caller can stream a large segment.
     pub fn read_range(&self, from: u64, max_records: usize) -> ReadBatch {
+        // The frames are read and checked by read_frames, one window at a time; this decodes
+        // them into owned records.
         let mut batch = ReadBatch {
             next: from.max(HEADER_SIZE),
             ..ReadBatch::default()
         };
-        let file_len = match self.file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                batch.damage = Some(self.damage(batch.next, format!("cannot stat: {e}")));
+        let mut chunk = FrameChunk::default();
+        loop {
+            self.read_frames(batch.next, &mut chunk);
+            for &(pos, at, len) in &chunk.frames {
+                if batch.records.len() >= max_records {
+                    return batch;
+                }
+                match decode_record(&chunk.buf[at..at + len]) {
+                    Ok(rec) => batch.records.push((pos, rec)),
+                    Err(why) => {
+                        batch.damage = Some(self.damage(pos, why));
+                        return batch;
+                    }
+                }
+                batch.next = pos + align8((FRAME_HEADER + len) as u64);
+            }
+            batch.next = chunk.next;
+            if chunk.damage.is_some() || chunk.frames.is_empty() {
+                batch.damage = chunk.damage.take();
                 return batch;
             }
-        };
-        if file_len < HEADER_SIZE {
-            batch.damage = Some(self.damage(0, format!("the file was cut to {file_len} bytes, below its {HEADER_SIZE}-byte header, while open")));
-            return batch;
         }
-        let committed = self.committed();
-        if committed < HEADER_SIZE || !committed.is_multiple_of(8) {
-            batch.damage = Some(self.damage(
-                OFF_COMMITTED as u64,
-                format!("committed end {committed} is not a frame boundary"),
-            ));
-            return batch;
-        }
-        // A header that promises more than the file holds: read what is there.
-        let truncated = committed > file_len;
-        let end = committed.min(file_len);
-        let mut window = Window::default();
-        let mut pos = batch.next;
-        while pos < end && batch.records.len() < max_records {
-            let rest = end - pos;
-            let past_end = if truncated {
-                format!("the file ends there (it holds {file_len} bytes, the header says {committed} are committed)")
-            } else {
-                "the committed end is there".to_owned()
-            };
-            if rest < FRAME_HEADER as u64 {
-                batch.damage = Some(self.damage(
-                    pos,
-                    format!("{rest} stray bytes, too few for a frame header: {past_end}"),
-                ));
-                break;
-            }
-            let head = match window.get(&self.file, pos, FRAME_HEADER, end) {
-                Ok(h) => h,
-                Err(e) => {
-                    batch.damage = Some(self.damage(pos, format!("read failed: {e}")));
-                    break;
-                }
-            };
-            let len_bytes: [u8; 4] = head[..4].try_into().unwrap();
-            let len = u32::from_le_bytes(len_bytes) as usize;
-            let crc = u32::from_le_bytes(head[4..8].try_into().unwrap());
-            if len == 0 || len > MAX_RECORD {
-                batch.damage = Some(self.damage(
-                    pos,
-                    format!("frame length {len} is out of range (1..={MAX_RECORD})"),
-                ));
-                break;
-            }
-            let framed = align8((FRAME_HEADER + len) as u64);
-            if framed > rest {
-                batch.damage = Some(self.damage(
-                    pos,
-                    format!("frame of {framed} bytes (payload {len}) runs past the readable end, {rest} bytes on: {past_end}"),
-                ));
-                break;
-            }
-            let frame = match window.get(&self.file, pos, framed as usize, end) {
-                Ok(f) => f,
-                Err(e) => {
-                    batch.damage = Some(self.damage(pos, format!("read failed: {e}")));
-                    break;
-                }
-            };
-            let payload = &frame[FRAME_HEADER..FRAME_HEADER + len];
-            if frame_crc(len_bytes, payload) != crc {
-                batch.damage = Some(self.damage(pos, "checksum mismatch".into()));
-                break;
-            }
-            match decode_record(payload) {
-                Ok(rec) => batch.records.push((pos, rec)),
-                Err(why) => {
-                    batch.damage = Some(self.damage(pos, why));
-                    break;
-                }
-            }
-            pos += framed;
-        }
-        batch.next = pos;
-        if batch.damage.is_none() && truncated && pos >= end {
-            batch.damage = Some(self.damage(
-                pos,
-                format!("the file ends here, but the header says {committed} bytes are committed: it was truncated"),
-            ));
-        }
-        batch
     }
 
     /// Reads the one committed record whose frame starts at `offset`, or `None` when there
@@ -1804,6 +1736,71 @@ mod tests {
         w.commit().unwrap();
         let r = SegmentReader::open(w.path()).unwrap();
         assert_eq!(r.read_from(0).records.len(), 30);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn read_range_streams_across_windows_and_stops_where_read_from_does() {
+        use std::os::unix::fs::FileExt;
+        let _g = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = tmp();
+        let mut w = SegmentWriter::create(&d, Durability::Process).unwrap();
+        // Small records between large ones: about 3 windows of READ_WINDOW bytes.
+        for i in 0..60 {
+            let value = if i % 3 == 0 {
+                Value::Str("x".repeat(100_000))
+            } else {
+                Value::Int(i)
+            };
+            w.append(&Record::PropertySet {
+                test: None,
+                key: format!("k{i}"),
+                value,
+                mono_ns: 0,
+            })
+            .unwrap();
+        }
+        w.commit().unwrap();
+        let path = w.path().to_owned();
+        drop(w);
+        let streamed = |r: &SegmentReader| {
+            let (mut next, mut all) = (0, Vec::new());
+            loop {
+                let b = r.read_range(next, 7);
+                assert!(b.records.len() <= 7);
+                let got = b.records.len();
+                all.extend(b.records);
+                next = b.next;
+                if b.damage.is_some() || got == 0 {
+                    return (all, next, b.damage.map(|d| (d.offset, d.reason)));
+                }
+            }
+        };
+        let r = SegmentReader::open(&path).unwrap();
+        let whole = r.read_from(0);
+        assert_eq!(whole.records.len(), 60);
+        assert!(whole.damage.is_none());
+        assert_eq!(streamed(&r), (whole.records.clone(), whole.next, None));
+        // A flipped byte in the 41st record's payload: both stop there, with one damage.
+        let at = whole.records[40].0;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at + FRAME_HEADER as u64 + 1)
+            .unwrap();
+        f.write_all_at(&[byte[0] ^ 0xff], at + FRAME_HEADER as u64 + 1)
+            .unwrap();
+        let r = SegmentReader::open(&path).unwrap();
+        let whole = r.read_from(0);
+        assert_eq!(whole.records.len(), 40);
+        let damage = whole.damage.clone().map(|d| (d.offset, d.reason));
+        assert_eq!(damage, Some((at, "checksum mismatch".to_owned())));
+        assert_eq!(streamed(&r), (whole.records, at, damage));
         std::fs::remove_dir_all(d).unwrap();
     }
 
