@@ -1292,11 +1292,9 @@ impl SegmentReader {
         };
         let mut chunk = FrameChunk::default();
         loop {
-            self.read_frames(batch.next, &mut chunk);
+            let want = max_records - batch.records.len();
+            self.read_frames_upto(batch.next, &mut chunk, want);
             for &(pos, at, len) in &chunk.frames {
-                if batch.records.len() >= max_records {
-                    return batch;
-                }
                 match decode_record(&chunk.buf[at..at + len]) {
                     Ok(rec) => batch.records.push((pos, rec)),
                     Err(why) => {
@@ -1307,7 +1305,7 @@ impl SegmentReader {
                 batch.next = pos + align8((FRAME_HEADER + len) as u64);
             }
             batch.next = chunk.next;
-            if chunk.damage.is_some() || chunk.frames.is_empty() {
+            if chunk.damage.is_some() || chunk.frames.is_empty() || want == chunk.frames.len() {
                 batch.damage = chunk.damage.take();
                 return batch;
             }
@@ -1357,6 +1355,12 @@ impl SegmentReader {
     /// report; `next` is where the following chunk starts. A frame that does not decode is
     /// the caller's damage to report, at that frame's offset.
     pub fn read_frames(&self, from: u64, chunk: &mut FrameChunk) {
+        self.read_frames_upto(from, chunk, usize::MAX);
+    }
+
+    /// [`read_frames`](Self::read_frames), stopping after `max_frames` frames, so that a
+    /// caller that wants only so many checks no more.
+    fn read_frames_upto(&self, from: u64, chunk: &mut FrameChunk, max_frames: usize) {
         chunk.frames.clear();
         chunk.next = from.max(HEADER_SIZE);
         chunk.damage = None;
@@ -1392,7 +1396,7 @@ impl SegmentReader {
         let mut pos = chunk.next;
         // The window holds [pos, in_window) once loaded; later frames must lie inside it.
         let in_window = |w: &Window, pos: u64, n: u64| pos + n <= w.start + w.buf.len() as u64;
-        while pos < end {
+        while pos < end && chunk.frames.len() < max_frames {
             let rest = end - pos;
             let past_end = if truncated {
                 format!("the file ends there (it holds {file_len} bytes, the header says {committed} are committed)")
