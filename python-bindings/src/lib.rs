@@ -1869,6 +1869,13 @@ struct ReaderState {
     agg: Aggregate,
 }
 
+impl ReaderState {
+    /// Polls, then the aggregate view of the run as it stands.
+    fn view(&mut self) -> blackbox_core::RunView {
+        self.follower.view(&mut self.agg)
+    }
+}
+
 #[pyclass(module = "pytest_blackbox._native", name = "RunReader", frozen)]
 struct PyRunReader {
     inner: Mutex<ReaderState>,
@@ -1917,11 +1924,7 @@ impl PyRunReader {
 
     /// The run as a dict (the `blackbox stats --json` schema), after a poll.
     fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let view = py.detach(|| {
-            let mut s = lock(&self.inner);
-            let ReaderState { follower, agg } = &mut *s;
-            follower.view(agg)
-        });
+        let view = py.detach(|| lock(&self.inner).view());
         gc_paused(py, || view_to_py(py, &view, None))
     }
 
@@ -1930,11 +1933,7 @@ impl PyRunReader {
     /// long runs, where `view()` would build a dict per test.
     #[pyo3(signature = (fixtures = 10))]
     fn brief<'py>(&self, py: Python<'py>, fixtures: usize) -> PyResult<Bound<'py, PyDict>> {
-        let view = py.detach(|| {
-            let mut s = lock(&self.inner);
-            let ReaderState { follower, agg } = &mut *s;
-            follower.view(agg)
-        });
+        let view = py.detach(|| lock(&self.inner).view());
         view_to_py(py, &view, Some(fixtures))
     }
 
@@ -1992,11 +1991,7 @@ impl PyRunReader {
             .detach(|| {
                 let started = std::time::Instant::now();
                 let store = Store::open(&store_dir)?;
-                let view = {
-                    let mut s = lock(&self.inner);
-                    let ReaderState { follower, agg } = &mut *s;
-                    follower.view(agg)
-                };
+                let view = lock(&self.inner).view();
                 let mut stats =
                     blackbox_core::history::fold_view(&store.history_path(), &view, &opts)?;
                 stats.elapsed = started.elapsed();
