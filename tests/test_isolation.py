@@ -16,29 +16,43 @@ import os, sys
 from pytest_blackbox import Store, record
 
 INNER = """
+import pytest
 from pytest_blackbox import record
+
+@pytest.fixture
+def inner_fixture():
+    yield 1
 
 def test_inner_one():
     record("inner", 1)
 
-def test_inner_two():
+def test_inner_two(inner_fixture):
     pass
 """
 
 def test_outer_first():
     record("outer", 1)
 
-@pytest.mark.parametrize("how", ["inprocess", "subprocess"])
+@pytest.mark.parametrize("how", ["inprocess", "subprocess", "inprocess-off"])
 def test_nested_session(pytester, how):
     record("before_inner", how)
     assert not [k for k in os.environ if "BLACKBOX" in k.upper()], dict(os.environ)
     pytester.makepyfile(test_inner=INNER)
+    if how == "inprocess-off":
+        # Its fixtures are timed into no run: not the inner (off), not this one.
+        result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:blackbox")
+        result.assert_outcomes(passed=2)
+        assert not (pytester.path / ".blackbox").exists()
+        record("after_inner", how)
+        return
     if how == "inprocess":
         result = pytester.runpytest("-p", "no:cacheprovider")
     else:
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=2)
     inner = Store(pytester.path / ".blackbox").latest()
+    assert inner.fixture("inner_fixture").setups == 1
+    assert inner.fixture("inner_fixture").teardowns == 1
     assert sorted(t.nodeid for t in inner.tests) == [
         "test_inner.py::test_inner_one",
         "test_inner.py::test_inner_two",
@@ -57,15 +71,25 @@ def test_nested_sessions_inside_an_xdist_run(pytester: pytest.Pytester) -> None:
     outer = store(pytester).latest()
     nodeids = sorted(t.nodeid for t in outer.tests)
     assert nodeids == [
+        "test_outer.py::test_nested_session[inprocess-off]",
         "test_outer.py::test_nested_session[inprocess]",
         "test_outer.py::test_nested_session[subprocess]",
         "test_outer.py::test_outer_first",
     ]
     assert outer.properties("test_outer.py::test_outer_first") == {"outer": 1}
-    for how in ("inprocess", "subprocess"):
+    # The outer run times its own fixtures, before and after the inner sessions, and none
+    # of theirs.
+    assert outer.fixture("pytester").setups == 3
+    assert outer.fixture("pytester").teardowns == 3
+    assert "inner_fixture" not in {f.name for f in outer.fixtures}
+    for how in ("inprocess", "subprocess", "inprocess-off"):
+        # record() writes into this process's innermost run: with the inner session off,
+        # that is the outer test's (which ran the code that recorded).
+        extra = {"inner": 1} if how == "inprocess-off" else {}
         assert outer.properties(f"test_outer.py::test_nested_session[{how}]") == {
             "before_inner": how,
             "after_inner": how,
+            **extra,
         }
     # Nothing of the inner sessions leaked into the outer run.
     assert not [r for r in outer.records() if "inner" in str(r.get("test") or r.get("nodeid"))]
@@ -83,11 +107,15 @@ def test_two_pytest_main_calls_make_two_runs(pytester: pytest.Pytester) -> None:
     )
     script = pytester.makepyfile(
         driver="""
+        import _pytest.fixtures
         import pytest
         from pytest_blackbox import Store
 
+        pytests_own = _pytest.fixtures.call_fixture_func
         for _ in range(2):
             assert pytest.main(["-q", "-p", "no:cacheprovider", "test_one.py"]) == 0
+            # The plugin's fixture timing is in place only while a session records.
+            assert _pytest.fixtures.call_fixture_func is pytests_own
         store = Store(".blackbox")
         runs = store.runs()
         assert len(runs) == 2, runs

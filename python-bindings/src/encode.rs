@@ -328,7 +328,7 @@ unsafe fn utf8<'a>(s: *mut ffi::PyObject) -> Result<&'a [u8], NotPlain> {
     let mut size: ffi::Py_ssize_t = 0;
     // SAFETY: as this function's; CPython caches the UTF-8 in the str.
     unsafe {
-        let ptr = crate::PyUnicode_AsUTF8AndSize(s, &raw mut size);
+        let ptr = pyo3::ffi::PyUnicode_AsUTF8AndSize(s, &raw mut size);
         if ptr.is_null() {
             ffi::PyErr_Clear();
             return Err(NotPlain);

@@ -33,6 +33,7 @@ Errors are raised as the classes of :mod:`pytest_blackbox.errors`, all under
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -203,24 +204,68 @@ class Recorder:
         """Whether a transaction is open."""
 
 class FixtureTimer:
-    """Times one fixture for the plugin: made when its setup starts. As finalizers,
-    ``teardown_starts`` (added after the setup, so it runs before the fixture's own
-    teardown) and ``teardown_done`` (added before the setup, so it runs after) time the
-    teardown. Each record names the test this process runs at that moment; a store error
-    becomes a :class:`BlackboxWarning`, never an exception (a finalizer that raised would
-    fail the test's teardown)."""
+    """Times one fixture for the plugin (made by :class:`FixtureCall`, not from Python):
+    its setup is recorded when the fixture function returns or raises. Added twice as the
+    fixture's finalizer, before and after its setup, it is called around the fixture's own
+    teardown: the first call starts the teardown, the second records it. Each record names
+    the test this process runs at that moment; a store error becomes a
+    :class:`BlackboxWarning`, never an exception (a finalizer that raised would fail the
+    test's teardown)."""
 
-    def __new__(cls, recorder: Recorder, name: str, scope: str) -> FixtureTimer:
-        """A timer of one setup of fixture ``name``, started now."""
+    def __call__(self) -> None:
+        """As a finalizer: the first call starts the teardown, the second records it."""
 
-    def setup_done(self) -> None:
-        """Record the setup: from the timer's creation until now."""
+class FixtureCall:
+    """pytest's ``_pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs)``, with
+    the fixture's setup and teardown timed (see :class:`FixtureTimer`) into the innermost
+    session of this process when that is the fixture's own pytest session (its ``config``);
+    otherwise the original call alone. The plugin puts it in place of pytest's while a
+    session records."""
 
-    def teardown_starts(self) -> None:
-        """The fixture's teardown starts now."""
+    def __new__(cls, original: Callable[..., Any], skip: object) -> FixtureCall:
+        """Wraps ``original``; fixtures whose ``func`` is ``skip`` (the pseudo-fixture of a
+        ``parametrize`` argument) are not timed."""
 
-    def teardown_done(self) -> None:
-        """The teardown ended: record it (nothing when it never started)."""
+    @property
+    def original(self) -> Callable[..., Any]:
+        """pytest's own function."""
+
+    def __call__(self, fixturefunc: Callable[..., Any], request: Any, kwargs: Any) -> Any:
+        """Runs the fixture function as pytest's ``call_fixture_func`` does, timed."""
+
+class TestHooks:
+    """The work of the plugin's per-test hooks (its ``pytest_runtest_setup`` and
+    ``pytest_runtest_logreport`` are shims of these methods): a test's start and its phase
+    reports, into ``recorder``, with the running test kept in ``session.current_item`` and
+    ``session.current_nodeid``. A store error becomes a :class:`BlackboxWarning`."""
+
+    def __new__(
+        cls,
+        recorder: Recorder,
+        session: Any,
+        config: Any,
+        on_new_process: Callable[[], object],
+        session_pid: int,
+    ) -> TestHooks:
+        """``on_new_process`` is called before the first test of a process other than the
+        last one seen (a forked child); a phase report made in a process other than
+        ``session_pid``, or a failed one, is stored whole (``pytest_report_to_serializable``
+        of ``config``)."""
+
+    def setup(self, item: Any) -> None:
+        """``item`` starts: a ``TestStart`` record, and it becomes the running test."""
+
+    def logreport(self, report: Any) -> bool:
+        """Records ``report`` when it is a phase of the running test (unless
+        :meth:`record_at_makereport` was called); the teardown ends the test. False when
+        the report is of another test."""
+
+    def phase(self, report: Any) -> None:
+        """Records ``report`` when it is a phase of the running test (the path of a forked
+        child, which logs no reports)."""
+
+    def record_at_makereport(self) -> None:
+        """From now on :meth:`logreport` records nothing: :meth:`phase` does."""
 
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since

@@ -259,13 +259,11 @@ class BlackboxPlugin:
             is_controller = dist not in (None, "no") and not config.getoption("collectonly")
             role, worker = ("controller" if is_controller else "main"), None
         self.session = _runtime.Session(store_dir, run_id, run_dir, role, worker, durability)
+        self.session.config = config
         _runtime.push(self.session)
         self.is_parent = role in ("main", "controller")
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
-        #: Phases are recorded as pytest makes their reports (see _ForkedChildReports), not
-        #: as it logs them.
-        self._phases_at_makereport = False
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
@@ -276,9 +274,15 @@ class BlackboxPlugin:
             self.previous_notes = self._previous_run_notes()
         _plugins.append(self)
         self._capture_fatal_signals()
+        #: The per-test hooks' work, done natively (the hooks below are its shims).
+        self.hooks = _native.TestHooks(
+            self.session.recorder, self.session, config, self._new_process, self.session.pid
+        )
+        self._forked_child = False
         if os._exit is not _os_exit_recording:
             os._exit = _os_exit_recording
         _install_forked_bridge()
+        _install_fixture_timing()
 
     # -- crash capture -------------------------------------------------------------------
 
@@ -396,66 +400,32 @@ class BlackboxPlugin:
             _store_error(e)
             return None
 
-    # The hooks below run for every test and every fixture: they call the native methods
-    # directly, with no helper or closure on their path (each costs about as much as the
-    # native call it wraps); store errors go to _store_error.
+    # The two hooks below run for every test: they are shims of native methods (a Python
+    # line costs about as much as the native call). Fixture timing has no hook at all:
+    # see _install_fixture_timing.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        s = self.session
-        if os.getpid() != self._fh_pid:
-            # A forked child (pytest-forked): its own traceback file from now on.
-            self._capture_fatal_signals()
-            if os.getpid() != s.pid and not self._phases_at_makereport:
-                # It logs no reports (pytest-forked runs runtestprotocol(log=False) and
-                # hands them to the parent): record each one as it is made.
-                self._phases_at_makereport = True
-                self.config.pluginmanager.register(_ForkedChildReports(self))
-        nodeid = item.nodeid
-        s.current_item, s.current_nodeid = item, nodeid
-        try:
-            s.recorder.start_test(nodeid)
-        except BlackboxError as e:
-            _store_error(e)
+        self.hooks.setup(item)
 
-    def _record_phase(self, nodeid: str, report: pytest.TestReport) -> None:
-        """Records a phase report of the test running in this process; the teardown ends
-        the test."""
-        s = self.session
-        when = report.when
-        if when not in PHASES:
-            return
-        data = None
-        # A forked child's parent rebuilds its reports from the store (a forked child is
-        # the only writer whose pid is not its session's); elsewhere only failures are
-        # worth the serialization.
-        if report.failed or os.getpid() != s.pid:
-            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
-        rec = s.recorder
-        try:
-            rec.phase(nodeid, when, report.outcome, report.duration, data)
-            if when == "teardown":
-                rec.end_test(nodeid)
-        except BlackboxError as e:
-            _store_error(e)
-        if when == "teardown":
-            s.current_item = s.current_nodeid = None
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Records the phase reports of the test running in this process. In a parent,
+        after a crash report, a passing teardown report carrying its properties: junitxml
+        writes a test's properties only when it finalizes on a teardown report."""
+        if not self.hooks.logreport(report) and self._crash_reports:
+            self._crash_teardown(report)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
-        if fixturedef.func is _direct_param_func:
-            # `@pytest.mark.parametrize("i", ...)` makes a pseudo-fixture per argument:
-            # not a fixture anyone wrote, so not timed.
-            return (yield)
-        # Finalizers run last in, first out: teardown_done (added before the setup) after
-        # the fixture's own teardown, teardown_starts (added after) before it.
-        timer = _native.FixtureTimer(self.session.recorder, fixturedef.argname, fixturedef.scope)
-        fixturedef.addfinalizer(timer.teardown_done)
-        try:
-            return (yield)
-        finally:
-            timer.setup_done()
-            fixturedef.addfinalizer(timer.teardown_starts)
+    def _new_process(self) -> None:
+        """The first test of a process other than the last one seen (``TestHooks.setup``):
+        a forked child (pytest-forked) gets its own traceback file; it logs no reports
+        (pytest-forked runs runtestprotocol(log=False) and hands them to the parent), so
+        each phase is recorded as its report is made."""
+        self._capture_fatal_signals()
+        if os.getpid() != self.session.pid and not self._forked_child:
+            self._forked_child = True
+            self.hooks.record_at_makereport()
+            self.config.pluginmanager.register(_ForkedChildReports(self))
 
     # -- parents: crash reports ----------------------------------------------------------
 
@@ -535,17 +505,8 @@ class BlackboxPlugin:
             line,
         )
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Records the phase reports of the test running in this process (one plain hook:
-        cheaper per phase than a pytest_runtest_makereport wrapper). In a parent, after a
-        crash report, a passing teardown report carrying its properties: junitxml writes a
-        test's properties only when it finalizes on a teardown report."""
-        nodeid = report.nodeid
-        if self.session.current_nodeid == nodeid:
-            if not self._phases_at_makereport:
-                self._record_phase(nodeid, report)
-            return
+    def _crash_teardown(self, report: pytest.TestReport) -> None:
+        """After a crash report ``fill_crash_report`` filled, a passing teardown report."""
         if id(report) not in self._crash_reports or report.when == "teardown":
             return
         self._crash_reports.discard(id(report))
@@ -607,6 +568,8 @@ class BlackboxPlugin:
         _runtime.pop(s)
         if self in _plugins:
             _plugins.remove(self)
+        if not _plugins:
+            _uninstall_fixture_timing()
         self._restore_faulthandler()
         if self.is_parent:
             # From the reader the terminal summary read: only what came since is read.
@@ -632,14 +595,47 @@ class _ForkedChildReports:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
-        nodeid = item.nodeid
-        if self.plugin.session.current_nodeid == nodeid:
-            self.plugin._record_phase(nodeid, report)
+        self.plugin.hooks.phase(report)
         return report
 
 
 def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
     return next((p for p in _plugins if p.session is session), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Fixture timing: pytest runs every fixture function through
+# _pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs) (pytest 8 and 9). While a
+# session records, that is a native FixtureCall, which times the setup into the innermost
+# session and adds a FixtureTimer as the fixture's finalizer, before and after the
+# fixture's own teardown. A pytest_fixture_setup hook wrapper did the same at about five
+# times the cost per fixture: a generator, a Python frame and five calls.
+# ---------------------------------------------------------------------------------------
+
+
+def _install_fixture_timing() -> None:
+    import _pytest.fixtures as fixtures
+
+    current = getattr(fixtures, "call_fixture_func", None)
+    if isinstance(current, _native.FixtureCall):
+        return
+    if current is None:  # pragma: no cover - a pytest without it (none from 8.0 to 9.2)
+        warnings.warn(
+            "blackbox: this pytest has no _pytest.fixtures.call_fixture_func: fixtures are "
+            "not timed (tests, properties and crashes are recorded)",
+            BlackboxWarning,
+            stacklevel=2,
+        )
+        return
+    fixtures.call_fixture_func = _native.FixtureCall(current, _direct_param_func)
+
+
+def _uninstall_fixture_timing() -> None:
+    import _pytest.fixtures as fixtures
+
+    current = getattr(fixtures, "call_fixture_func", None)
+    if isinstance(current, _native.FixtureCall):
+        fixtures.call_fixture_func = current.original
 
 
 # ---------------------------------------------------------------------------------------
