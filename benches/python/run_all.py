@@ -43,7 +43,7 @@ def main() -> int:
         raw["read"] = read_path.run(reps=3, per_writer=per_writer, out=out)
         out()
     if "e2e" in only:
-        raw["e2e"] = e2e.run(reps=1 if a.quick else 5, tests=1000 if a.quick else 5000, out=out)
+        raw["e2e"] = e2e.run(reps=1 if a.quick else 9, tests=1000 if a.quick else 5000, out=out)
         out()
     out(f"{machine()} at end; {time.perf_counter() - t0:.0f} s in all")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -938,9 +938,9 @@ impl PyFixtureCall {
     }
 }
 
-/// The plugin's per-test hooks, minus their Python shims: the test's start and its phase
-/// reports, recorded into `recorder` with the running test kept in `session`
-/// (`current_item`, `current_nodeid`).
+/// What one pytest session records of its tests: their start and their phase reports,
+/// into `recorder`, with the running test kept in `session` (`current_item`,
+/// `current_nodeid`). `PhaseCall` drives it; Python only makes it (as `session.hooks`).
 #[pyclass(module = "pytest_blackbox._native", name = "TestHooks", frozen)]
 struct PyTestHooks {
     recorder: Py<PyRecorder>,
@@ -953,8 +953,6 @@ struct PyTestHooks {
     /// child) is stored whole, for its parent.
     session_pid: u32,
     seen_pid: std::sync::atomic::AtomicU32,
-    /// Phases are recorded as pytest makes their reports (`phase`), not as it logs them.
-    at_makereport: std::sync::atomic::AtomicBool,
 }
 
 impl PyTestHooks {
@@ -977,6 +975,23 @@ impl PyTestHooks {
             .getattr(intern!(py, "current_nodeid"))?;
         Ok(current.is(nodeid) || (!current.is_none() && current.eq(nodeid)?))
     }
+
+    /// `item` starts (before its setup).
+    fn start(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pid = std::process::id();
+        if self.seen_pid.swap(pid, Relaxed) != pid {
+            self.on_new_process.bind(py).call0()?;
+        }
+        let nodeid = item.getattr(intern!(py, "nodeid"))?;
+        self.set_current(py, item, &nodeid)?;
+        let done =
+            lock(&self.recorder.get().inner).start_test(&text_of(nodeid.cast::<PyString>()?));
+        if let Err(e) = done {
+            store_warning(py, &e);
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -996,56 +1011,80 @@ impl PyTestHooks {
             on_new_process,
             session_pid,
             seen_pid: std::sync::atomic::AtomicU32::new(std::process::id()),
-            at_makereport: std::sync::atomic::AtomicBool::new(false),
         }
     }
+}
 
-    /// `pytest_runtest_setup`: `item` starts.
-    fn setup(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let pid = std::process::id();
-        if self.seen_pid.swap(pid, Relaxed) != pid {
-            self.on_new_process.bind(py).call0()?;
+/// pytest's `_pytest.runner.call_and_report(item, when, log=True, **kwds)`, which runs one
+/// phase of a test and makes its report (in every process that runs tests: the main one,
+/// xdist workers, pytest-forked children), with the test's start recorded before its setup
+/// and each phase's report after it is made, into the innermost session of this process
+/// when that is the test's own pytest session. One native call per phase, where four hook
+/// implementations a test (`pytest_runtest_setup` and three `pytest_runtest_logreport`)
+/// each cost pluggy's dispatch and a Python frame.
+#[pyclass(module = "pytest_blackbox._native", name = "PhaseCall", frozen)]
+struct PyPhaseCall {
+    /// pytest's own `call_and_report`.
+    #[pyo3(get)]
+    original: Py<PyAny>,
+}
+
+impl PyPhaseCall {
+    /// The recording session's hooks, where `item` belongs to that session.
+    fn hooks<'py>(
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTestHooks>>> {
+        let sessions = runtime(py)?.sessions.bind(py);
+        let n = sessions.len();
+        if n == 0 {
+            return Ok(None);
         }
-        let nodeid = item.getattr(intern!(py, "nodeid"))?;
-        self.set_current(py, item, &nodeid)?;
-        let done =
-            lock(&self.recorder.get().inner).start_test(&text_of(nodeid.cast::<PyString>()?));
-        if let Err(e) = done {
-            store_warning(py, &e);
-        }
-        Ok(())
+        let hooks = sessions.get_item(n - 1)?.getattr(intern!(py, "hooks"))?;
+        let Ok(hooks) = hooks.cast_into::<PyTestHooks>() else {
+            return Ok(None); // start_run(): no pytest session
+        };
+        let own = item
+            .getattr(intern!(py, "config"))
+            .is_ok_and(|c| c.is(hooks.get().config.bind(py)));
+        Ok(own.then_some(hooks))
+    }
+}
+
+#[pymethods]
+impl PyPhaseCall {
+    #[new]
+    fn new(original: Py<PyAny>) -> Self {
+        PyPhaseCall { original }
     }
 
-    /// From now on phases are recorded by `phase` (a forked child, which logs no reports).
-    fn record_at_makereport(&self) {
-        self.at_makereport
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// `pytest_runtest_logreport`: records a phase of the running test. False for a
-    /// report of another test (a parent's report of a child's or a worker's test).
-    fn logreport(&self, py: Python<'_>, report: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let nodeid = report.getattr(intern!(py, "nodeid"))?;
-        if !self.is_current(py, &nodeid)? {
-            return Ok(false);
+    #[pyo3(signature = (item, when, log = None, **kwds))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+        when: &Bound<'py, PyAny>,
+        log: Option<&Bound<'py, PyAny>>,
+        kwds: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let hooks = Self::hooks(py, item)?;
+        if let Some(h) = &hooks {
+            if when.cast::<PyString>().ok().and_then(utf8_of) == Some("setup") {
+                h.get().start(py, item)?;
+            }
         }
-        if !self
-            .at_makereport
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.record_phase(py, &nodeid, report)?;
+        let original = self.original.bind(py);
+        let report = match log {
+            Some(log) => original.call((item, when, log), kwds)?,
+            None => original.call((item, when), kwds)?,
+        };
+        if let Some(h) = hooks {
+            let nodeid = report.getattr(intern!(py, "nodeid"))?;
+            if h.get().is_current(py, &nodeid)? {
+                h.get().record_phase(py, &nodeid, &report)?;
+            }
         }
-        Ok(true)
-    }
-
-    /// Records `report` when it is a phase of the running test; the teardown ends the test.
-    fn phase(&self, py: Python<'_>, report: &Bound<'_, PyAny>) -> PyResult<()> {
-        let nodeid = report.getattr(intern!(py, "nodeid"))?;
-        if self.is_current(py, &nodeid)? {
-            self.record_phase(py, &nodeid, report)?;
-        }
-        Ok(())
+        Ok(report)
     }
 }
 
@@ -2495,6 +2534,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFixtureTimer>()?;
     m.add_class::<PyFixtureCall>()?;
     m.add_class::<PyTestHooks>()?;
+    m.add_class::<PyPhaseCall>()?;
     m.add_function(wrap_pyfunction!(to_plain, m)?)?;
     m.add_function(wrap_pyfunction!(property_bytes, m)?)?;
     add_fastcall(m, c"record", RECORD_DOC, package_record)?;

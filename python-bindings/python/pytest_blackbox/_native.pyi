@@ -234,10 +234,10 @@ class FixtureCall:
         """Runs the fixture function as pytest's ``call_fixture_func`` does, timed."""
 
 class TestHooks:
-    """The work of the plugin's per-test hooks (its ``pytest_runtest_setup`` and
-    ``pytest_runtest_logreport`` are shims of these methods): a test's start and its phase
-    reports, into ``recorder``, with the running test kept in ``session.current_item`` and
-    ``session.current_nodeid``. A store error becomes a :class:`BlackboxWarning`."""
+    """What one pytest session records of its tests, driven by :class:`PhaseCall`: a
+    test's start (before its setup) and its phase reports, into ``recorder``, with the
+    running test kept in ``session.current_item`` and ``session.current_nodeid``. A store
+    error becomes a :class:`BlackboxWarning`. The plugin keeps it as ``session.hooks``."""
 
     def __new__(
         cls,
@@ -250,22 +250,25 @@ class TestHooks:
         """``on_new_process`` is called before the first test of a process other than the
         last one seen (a forked child); a phase report made in a process other than
         ``session_pid``, or a failed one, is stored whole (``pytest_report_to_serializable``
-        of ``config``)."""
+        of ``config``), for the parent that rebuilds it."""
 
-    def setup(self, item: Any) -> None:
-        """``item`` starts: a ``TestStart`` record, and it becomes the running test."""
+class PhaseCall:
+    """pytest's ``_pytest.runner.call_and_report(item, when, log=True, **kwds)``, which runs
+    one phase of a test and makes its report, with the test's start recorded before its
+    setup and each report after it is made (see :class:`TestHooks`), into the innermost
+    session of this process when that is the item's own pytest session (its ``config``);
+    otherwise the original call alone. The plugin puts it in place of pytest's while a
+    session records."""
 
-    def logreport(self, report: Any) -> bool:
-        """Records ``report`` when it is a phase of the running test (unless
-        :meth:`record_at_makereport` was called); the teardown ends the test. False when
-        the report is of another test."""
+    def __new__(cls, original: Callable[..., Any]) -> PhaseCall:
+        """Wraps ``original``."""
 
-    def phase(self, report: Any) -> None:
-        """Records ``report`` when it is a phase of the running test (the path of a forked
-        child, which logs no reports)."""
+    @property
+    def original(self) -> Callable[..., Any]:
+        """pytest's own function."""
 
-    def record_at_makereport(self) -> None:
-        """From now on :meth:`logreport` records nothing: :meth:`phase` does."""
+    def __call__(self, item: Any, when: str, log: bool = True, **kwds: Any) -> Any:
+        """Runs the phase as pytest's ``call_and_report`` does, recorded."""
 
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since

@@ -13,7 +13,6 @@ import faulthandler
 import functools
 import os
 import re
-import socket
 import sys
 import warnings
 from pathlib import Path
@@ -268,21 +267,25 @@ class BlackboxPlugin:
         self._fh_pid = 0
         self._stderr_dup: int | None = None
         if self.is_parent:
+            # The host name as socket.gethostname() gives it, without importing socket.
             self.session.recorder.run_start(
-                [str(a) for a in sys.argv], str(config.rootpath), socket.gethostname()
+                [str(a) for a in sys.argv], str(config.rootpath), os.uname().nodename
             )
             self.previous_notes = self._previous_run_notes()
         _plugins.append(self)
         self._capture_fatal_signals()
-        #: The per-test hooks' work, done natively (the hooks below are its shims).
-        self.hooks = _native.TestHooks(
-            self.session.recorder, self.session, config, self._new_process, self.session.pid
+        #: What _native.PhaseCall records of this session's tests.
+        self.session.hooks = _native.TestHooks(
+            self.session.recorder,
+            self.session,
+            config,
+            self._capture_fatal_signals,
+            self.session.pid,
         )
-        self._forked_child = False
         if os._exit is not _os_exit_recording:
             os._exit = _os_exit_recording
         _install_forked_bridge()
-        _install_fixture_timing()
+        _install_native_calls()
 
     # -- crash capture -------------------------------------------------------------------
 
@@ -400,33 +403,6 @@ class BlackboxPlugin:
             _store_error(e)
             return None
 
-    # The two hooks below run for every test: they are shims of native methods (a Python
-    # line costs about as much as the native call). Fixture timing has no hook at all:
-    # see _install_fixture_timing.
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.hooks.setup(item)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Records the phase reports of the test running in this process. In a parent,
-        after a crash report, a passing teardown report carrying its properties: junitxml
-        writes a test's properties only when it finalizes on a teardown report."""
-        if not self.hooks.logreport(report) and self._crash_reports:
-            self._crash_teardown(report)
-
-    def _new_process(self) -> None:
-        """The first test of a process other than the last one seen (``TestHooks.setup``):
-        a forked child (pytest-forked) gets its own traceback file; it logs no reports
-        (pytest-forked runs runtestprotocol(log=False) and hands them to the parent), so
-        each phase is recorded as its report is made."""
-        self._capture_fatal_signals()
-        if os.getpid() != self.session.pid and not self._forked_child:
-            self._forked_child = True
-            self.hooks.record_at_makereport()
-            self.config.pluginmanager.register(_ForkedChildReports(self))
-
     # -- parents: crash reports ----------------------------------------------------------
 
     @pytest.hookimpl(optionalhook=True)
@@ -494,6 +470,9 @@ class BlackboxPlugin:
         if dying in PHASES:
             report.when = dying
         self._crash_reports.add(id(report))
+        pm = self.config.pluginmanager
+        if not pm.has_plugin(_CrashTeardowns.NAME):
+            pm.register(_CrashTeardowns(self), _CrashTeardowns.NAME)
         self._safely(
             self.session.recorder.crash,
             nodeid,
@@ -505,8 +484,10 @@ class BlackboxPlugin:
             line,
         )
 
-    def _crash_teardown(self, report: pytest.TestReport) -> None:
-        """After a crash report ``fill_crash_report`` filled, a passing teardown report."""
+    def crash_teardown(self, report: pytest.TestReport) -> None:
+        """After a crash report ``fill_crash_report`` filled, a passing teardown report
+        carrying its properties: junitxml writes a test's properties only when it
+        finalizes on a teardown report."""
         if id(report) not in self._crash_reports or report.when == "teardown":
             return
         self._crash_reports.discard(id(report))
@@ -569,7 +550,11 @@ class BlackboxPlugin:
         if self in _plugins:
             _plugins.remove(self)
         if not _plugins:
-            _uninstall_fixture_timing()
+            _uninstall_native_calls()
+        pm = self.config.pluginmanager
+        crash_teardowns = pm.get_plugin(_CrashTeardowns.NAME)
+        if crash_teardowns is not None:
+            pm.unregister(crash_teardowns)
         self._restore_faulthandler()
         if self.is_parent:
             # From the reader the terminal summary read: only what came since is read.
@@ -585,18 +570,19 @@ class BlackboxPlugin:
             self._safely(reader.fold_history, str(self.session.store_dir), keep)
 
 
-class _ForkedChildReports:
-    """Registered in a forked child, which logs no reports: records each phase report as
-    pytest makes it."""
+class _CrashTeardowns:
+    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
+    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
+
+    NAME = "blackbox-crash-teardowns"
 
     def __init__(self, plugin: BlackboxPlugin) -> None:
         self.plugin = plugin
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        report = yield
-        self.plugin.hooks.phase(report)
-        return report
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.plugin._crash_reports:
+            self.plugin.crash_teardown(report)
 
 
 def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
@@ -604,38 +590,57 @@ def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
 
 
 # ---------------------------------------------------------------------------------------
-# Fixture timing: pytest runs every fixture function through
-# _pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs) (pytest 8 and 9). While a
-# session records, that is a native FixtureCall, which times the setup into the innermost
-# session and adds a FixtureTimer as the fixture's finalizer, before and after the
-# fixture's own teardown. A pytest_fixture_setup hook wrapper did the same at about five
-# times the cost per fixture: a generator, a Python frame and five calls.
+# The per-test and per-fixture work, without a hook: while a session records, two functions
+# of pytest (8.0 to 9.2) are native wrappers of themselves.
+# - _pytest.runner.call_and_report(item, when, log=True, **kwds) runs each phase of a test
+#   and makes its report, in every process that runs tests (the main one, xdist workers,
+#   pytest-forked children): _native.PhaseCall records the test's start before its setup
+#   and each report as it is made.
+# - _pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs) runs each fixture
+#   function: _native.FixtureCall times its setup and, by a finalizer added before and
+#   after the fixture's own, its teardown.
+# Each records into the innermost session of the process when that is the item's own
+# pytest session. Hooks did the same (pytest_runtest_setup and three
+# pytest_runtest_logreport a test, a pytest_fixture_setup wrapper per fixture) at about
+# three times the cost: pluggy's dispatch and a Python frame per call.
 # ---------------------------------------------------------------------------------------
 
-
-def _install_fixture_timing() -> None:
-    import _pytest.fixtures as fixtures
-
-    current = getattr(fixtures, "call_fixture_func", None)
-    if isinstance(current, _native.FixtureCall):
-        return
-    if current is None:  # pragma: no cover - a pytest without it (none from 8.0 to 9.2)
-        warnings.warn(
-            "blackbox: this pytest has no _pytest.fixtures.call_fixture_func: fixtures are "
-            "not timed (tests, properties and crashes are recorded)",
-            BlackboxWarning,
-            stacklevel=2,
-        )
-        return
-    fixtures.call_fixture_func = _native.FixtureCall(current, _direct_param_func)
+_NATIVE_CALLS = (
+    ("_pytest.runner", "call_and_report", "phases of tests are"),
+    ("_pytest.fixtures", "call_fixture_func", "fixtures are"),
+)
 
 
-def _uninstall_fixture_timing() -> None:
-    import _pytest.fixtures as fixtures
+def _install_native_calls() -> None:
+    import importlib
 
-    current = getattr(fixtures, "call_fixture_func", None)
-    if isinstance(current, _native.FixtureCall):
-        fixtures.call_fixture_func = current.original
+    for module_name, name, what in _NATIVE_CALLS:
+        module = importlib.import_module(module_name)
+        current = getattr(module, name, None)
+        if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
+            continue
+        if current is None:  # pragma: no cover - a pytest without it (none from 8.0 to 9.2)
+            warnings.warn(
+                f"blackbox: this pytest has no {module_name}.{name}: {what} not recorded "
+                "(pytest 8.0 to 9.2 have it)",
+                BlackboxWarning,
+                stacklevel=2,
+            )
+            continue
+        if name == "call_and_report":
+            setattr(module, name, _native.PhaseCall(current))
+        else:
+            setattr(module, name, _native.FixtureCall(current, _direct_param_func))
+
+
+def _uninstall_native_calls() -> None:
+    import importlib
+
+    for module_name, name, _ in _NATIVE_CALLS:
+        module = importlib.import_module(module_name)
+        current = getattr(module, name, None)
+        if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
+            setattr(module, name, current.original)
 
 
 # ---------------------------------------------------------------------------------------
