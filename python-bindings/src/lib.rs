@@ -854,6 +854,8 @@ struct PyFixtureCall {
     original: Py<PyAny>,
     /// Fixture functions not to time (the pseudo-fixture of each `parametrize` argument).
     skip: Py<PyAny>,
+    /// Each fixture definition's scope name (`FixtureDef.scope` is a Python property).
+    scopes: Py<PyDict>,
 }
 
 impl PyFixtureCall {
@@ -889,7 +891,14 @@ impl PyFixtureCall {
         }
         let recorder = session.getattr(intern!(py, "recorder"))?;
         let name = fixturedef.getattr(intern!(py, "argname"))?;
-        let scope = fixturedef.getattr(intern!(py, "scope"))?;
+        let scopes = self.scopes.bind(py);
+        let scope = if let Some(scope) = scopes.get_item(&fixturedef)? {
+            scope
+        } else {
+            let scope = fixturedef.getattr(intern!(py, "scope"))?;
+            scopes.set_item(&fixturedef, &scope)?;
+            scope
+        };
         let timer = Bound::new(
             py,
             PyFixtureTimer {
@@ -915,8 +924,12 @@ impl PyFixtureCall {
 #[pymethods]
 impl PyFixtureCall {
     #[new]
-    fn new(original: Py<PyAny>, skip: Py<PyAny>) -> Self {
-        PyFixtureCall { original, skip }
+    fn new(py: Python<'_>, original: Py<PyAny>, skip: Py<PyAny>) -> Self {
+        PyFixtureCall {
+            original,
+            skip,
+            scopes: PyDict::new(py).unbind(),
+        }
     }
 
     fn __call__<'py>(
@@ -965,15 +978,6 @@ impl PyTestHooks {
         let session = self.session.bind(py);
         session.setattr(intern!(py, "current_item"), item)?;
         session.setattr(intern!(py, "current_nodeid"), nodeid)
-    }
-
-    /// Whether `nodeid` is the test running in this process.
-    fn is_current(&self, py: Python<'_>, nodeid: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let current = self
-            .session
-            .bind(py)
-            .getattr(intern!(py, "current_nodeid"))?;
-        Ok(current.is(nodeid) || (!current.is_none() && current.eq(nodeid)?))
     }
 
     /// `item` starts (before its setup).
@@ -1079,8 +1083,11 @@ impl PyPhaseCall {
             None => original.call((item, when), kwds)?,
         };
         if let Some(h) = hooks {
-            let nodeid = report.getattr(intern!(py, "nodeid"))?;
-            if h.get().is_current(py, &nodeid)? {
+            // The report of `item` while it is the running test: its nodeid is the one
+            // kept at its start (`report.nodeid` is a Python property on pytest 9.2).
+            let session = h.get().session.bind(py);
+            if session.getattr(intern!(py, "current_item"))?.is(item) {
+                let nodeid = session.getattr(intern!(py, "current_nodeid"))?;
                 h.get().record_phase(py, &nodeid, &report)?;
             }
         }
