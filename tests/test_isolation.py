@@ -108,14 +108,16 @@ def test_two_pytest_main_calls_make_two_runs(pytester: pytest.Pytester) -> None:
     script = pytester.makepyfile(
         driver="""
         import _pytest.fixtures
+        import _pytest.runner
         import pytest
         from pytest_blackbox import Store
 
-        pytests_own = _pytest.fixtures.call_fixture_func
+        pytests_own = (_pytest.fixtures.call_fixture_func, _pytest.runner.call_and_report)
         for _ in range(2):
             assert pytest.main(["-q", "-p", "no:cacheprovider", "test_one.py"]) == 0
-            # The plugin's fixture timing is in place only while a session records.
-            assert _pytest.fixtures.call_fixture_func is pytests_own
+            # The plugin's native wrappers are in place only while a session records.
+            assert _pytest.fixtures.call_fixture_func is pytests_own[0]
+            assert _pytest.runner.call_and_report is pytests_own[1]
         store = Store(".blackbox")
         runs = store.runs()
         assert len(runs) == 2, runs

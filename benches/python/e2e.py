@@ -233,7 +233,7 @@ def run(
                     res["on" if on else "off"].append(run_measured(suite, args, on, store, tmp, ok))
             results[name] = res
         wall_rows, rss_rows = [], []
-        targets: dict[str, bool] = {}
+        targets: dict[str, bool | None] = {}
         for name, _, which, _ in configs:
             res = results[name]
             n = tests if which == "big" else max(1, tests // 1000) * 100
@@ -283,8 +283,11 @@ def run(
                 ]
             )
             if name in ("plain", "-n 2"):
-                targets[f"{name}: wall-time overhead <= 5% (fastest runs; medians above)"] = (
-                    best <= 5
+                # Met or missed when the three estimators agree; where they do not, the
+                # machine's noise is larger than the difference and the run says so.
+                estimates = (over, paired, best)
+                targets[f"{name}: wall-time overhead <= 5% (median, paired, fastest)"] = (
+                    True if max(estimates) <= 5 else False if min(estimates) > 5 else None
                 )
             targets[f"{name}: controller peak RSS grows <= 30 MB"] = r_on - r_off <= 30
         out(
@@ -335,7 +338,7 @@ def run(
         if instructions and shutil.which("valgrind"):
             counted = count_instructions(tmp, suites["big"] if tests == 1000 else None, out)
         for what, ok in targets.items():
-            out(f"   target: {what}: {verdict(ok)}")
+            out(f"   target: {what}: {verdict(ok) if ok is not None else 'not resolved (noise)'}")
         return {"results": results, "targets": targets, "instructions": counted}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

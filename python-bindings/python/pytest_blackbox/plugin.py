@@ -601,8 +601,8 @@ def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
 #   after the fixture's own, its teardown.
 # Each records into the innermost session of the process when that is the item's own
 # pytest session. Hooks did the same (pytest_runtest_setup and three
-# pytest_runtest_logreport a test, a pytest_fixture_setup wrapper per fixture) at about
-# three times the cost: pluggy's dispatch and a Python frame per call.
+# pytest_runtest_logreport a test, a pytest_fixture_setup wrapper per fixture), each call
+# paying pluggy's dispatch and Python frames (benches/python/README.md has the figures).
 # ---------------------------------------------------------------------------------------
 
 _NATIVE_CALLS = (
