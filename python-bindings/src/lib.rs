@@ -844,9 +844,9 @@ impl PyFixtureTimer {
 
 /// pytest's `_pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs)`, which runs
 /// a fixture function, with the fixture's setup and teardown timed into the innermost
-/// session of this process. One native call per fixture setup, where a
-/// `pytest_fixture_setup` hook wrapper was a generator, two Python finalizer registrations
-/// and three calls.
+/// session of this process when that is the fixture's own pytest session. One native call
+/// per fixture setup, where a `pytest_fixture_setup` hook wrapper was a generator, two
+/// Python finalizer registrations and three calls.
 #[pyclass(module = "pytest_blackbox._native", name = "FixtureCall", frozen)]
 struct PyFixtureCall {
     /// pytest's own `call_fixture_func`.
