@@ -996,6 +996,59 @@ impl PyTestHooks {
         }
         Ok(())
     }
+
+    fn record_phase(
+        &self,
+        py: Python<'_>,
+        nodeid: &Bound<'_, PyAny>,
+        report: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let when = report.getattr(intern!(py, "when"))?;
+        let phase = match when.cast::<PyString>().ok().and_then(utf8_of) {
+            Some("setup") => Phase::Setup,
+            Some("call") => Phase::Call,
+            Some("teardown") => Phase::Teardown,
+            _ => return Ok(()),
+        };
+        let outcome = report.getattr(intern!(py, "outcome"))?;
+        let outcome = outcome.cast::<PyString>()?;
+        let duration_s: f64 = report.getattr(intern!(py, "duration"))?.extract()?;
+        // A forked child's parent rebuilds its reports from the store (a forked child is
+        // the only writer whose pid is not its session's); elsewhere only failures are
+        // worth the serialization.
+        let data = if utf8_of(outcome) == Some("failed") || std::process::id() != self.session_pid {
+            let config = self.config.bind(py);
+            let kwargs = PyDict::new(py);
+            kwargs.set_item(intern!(py, "config"), config)?;
+            kwargs.set_item(intern!(py, "report"), report)?;
+            let hook = config.getattr(intern!(py, "hook"))?;
+            let to_data = hook.getattr(intern!(py, "pytest_report_to_serializable"))?;
+            Some(to_data.call((), Some(&kwargs))?)
+        } else {
+            None
+        };
+        let nodeid = nodeid.cast::<PyString>()?;
+        let recorder = self.recorder.get();
+        let rec = phase_record(nodeid, phase, outcome, duration_s, data.as_ref());
+        let done = {
+            let mut r = lock(&recorder.inner);
+            r.record(&rec).and_then(|()| {
+                if phase == Phase::Teardown {
+                    r.end_test(&text_of(nodeid))
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        if let Err(e) = done {
+            store_warning(py, &e);
+        }
+        if phase == Phase::Teardown {
+            let none = py.None().into_bound(py);
+            self.set_current(py, &none, &none)?;
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -1092,61 +1145,6 @@ impl PyPhaseCall {
             }
         }
         Ok(report)
-    }
-}
-
-impl PyTestHooks {
-    fn record_phase(
-        &self,
-        py: Python<'_>,
-        nodeid: &Bound<'_, PyAny>,
-        report: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let when = report.getattr(intern!(py, "when"))?;
-        let phase = match when.cast::<PyString>().ok().and_then(utf8_of) {
-            Some("setup") => Phase::Setup,
-            Some("call") => Phase::Call,
-            Some("teardown") => Phase::Teardown,
-            _ => return Ok(()),
-        };
-        let outcome = report.getattr(intern!(py, "outcome"))?;
-        let outcome = outcome.cast::<PyString>()?;
-        let duration_s: f64 = report.getattr(intern!(py, "duration"))?.extract()?;
-        // A forked child's parent rebuilds its reports from the store (a forked child is
-        // the only writer whose pid is not its session's); elsewhere only failures are
-        // worth the serialization.
-        let data = if utf8_of(outcome) == Some("failed") || std::process::id() != self.session_pid {
-            let config = self.config.bind(py);
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(intern!(py, "config"), config)?;
-            kwargs.set_item(intern!(py, "report"), report)?;
-            let hook = config.getattr(intern!(py, "hook"))?;
-            let to_data = hook.getattr(intern!(py, "pytest_report_to_serializable"))?;
-            Some(to_data.call((), Some(&kwargs))?)
-        } else {
-            None
-        };
-        let nodeid = nodeid.cast::<PyString>()?;
-        let recorder = self.recorder.get();
-        let rec = phase_record(nodeid, phase, outcome, duration_s, data.as_ref());
-        let done = {
-            let mut r = lock(&recorder.inner);
-            r.record(&rec).and_then(|()| {
-                if phase == Phase::Teardown {
-                    r.end_test(&text_of(nodeid))
-                } else {
-                    Ok(())
-                }
-            })
-        };
-        if let Err(e) = done {
-            store_warning(py, &e);
-        }
-        if phase == Phase::Teardown {
-            let none = py.None().into_bound(py);
-            self.set_current(py, &none, &none)?;
-        }
-        Ok(())
     }
 }
 
