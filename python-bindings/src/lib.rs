@@ -997,6 +997,8 @@ impl PyTestHooks {
         Ok(())
     }
 
+    /// Records `report`, a phase report of the running test `nodeid`; its teardown ends
+    /// the test.
     fn record_phase(
         &self,
         py: Python<'_>,
