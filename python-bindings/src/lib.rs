@@ -866,22 +866,12 @@ impl PyFixtureCall {
         py: Python<'py>,
         request: &Bound<'py, PyAny>,
     ) -> PyResult<Option<(Bound<'py, PyFixtureTimer>, Bound<'py, PyAny>)>> {
-        let sessions = runtime(py)?.sessions.bind(py);
-        let n = sessions.len();
-        if n == 0 {
+        let Ok(item) = request.getattr(intern!(py, "_pyfuncitem")) else {
             return Ok(None);
-        }
-        let session = sessions.get_item(n - 1)?;
-        // Only a fixture of the session that records: not one of a nested session with
-        // the plugin off, nor one run while `start_run()` records (no config).
-        let config = session.getattr(intern!(py, "config"))?;
-        let own = request
-            .getattr(intern!(py, "_pyfuncitem"))
-            .and_then(|item| item.getattr(intern!(py, "config")))
-            .is_ok_and(|c| c.is(&config));
-        if !own {
+        };
+        let Some(hooks) = PyTestHooks::of_item(py, &item)? else {
             return Ok(None);
-        }
+        };
         let fixturedef = request.getattr(intern!(py, "_fixturedef"))?;
         if fixturedef
             .getattr(intern!(py, "func"))?
@@ -889,7 +879,6 @@ impl PyFixtureCall {
         {
             return Ok(None);
         }
-        let recorder = session.getattr(intern!(py, "recorder"))?;
         let name = fixturedef.getattr(intern!(py, "argname"))?;
         let scopes = self.scopes.bind(py);
         let scope = if let Some(scope) = scopes.get_item(&fixturedef)? {
@@ -902,7 +891,7 @@ impl PyFixtureCall {
         let timer = Bound::new(
             py,
             PyFixtureTimer {
-                recorder: recorder.cast_into::<PyRecorder>()?.unbind(),
+                recorder: hooks.get().recorder.clone_ref(py),
                 name: nodeid_of(name.cast::<PyString>()?),
                 scope: nodeid_of(scope.cast::<PyString>()?),
                 state: Mutex::new((Some(std::time::Instant::now()), 0)),
@@ -969,6 +958,28 @@ struct PyTestHooks {
 }
 
 impl PyTestHooks {
+    /// The hooks of the innermost recording session of this process, where `item` (a
+    /// test) belongs to that session's own pytest run: not an item of a nested session
+    /// with the plugin off, nor anything while only `start_run()` records (no hooks).
+    fn of_item<'py>(
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTestHooks>>> {
+        let sessions = runtime(py)?.sessions.bind(py);
+        let n = sessions.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let hooks = sessions.get_item(n - 1)?.getattr(intern!(py, "hooks"))?;
+        let Ok(hooks) = hooks.cast_into::<PyTestHooks>() else {
+            return Ok(None);
+        };
+        let own = item
+            .getattr(intern!(py, "config"))
+            .is_ok_and(|c| c.is(hooks.get().config.bind(py)));
+        Ok(own.then_some(hooks))
+    }
+
     fn set_current(
         &self,
         py: Python<'_>,
@@ -1088,28 +1099,6 @@ struct PyPhaseCall {
     original: Py<PyAny>,
 }
 
-impl PyPhaseCall {
-    /// The recording session's hooks, where `item` belongs to that session.
-    fn hooks<'py>(
-        py: Python<'py>,
-        item: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyTestHooks>>> {
-        let sessions = runtime(py)?.sessions.bind(py);
-        let n = sessions.len();
-        if n == 0 {
-            return Ok(None);
-        }
-        let hooks = sessions.get_item(n - 1)?.getattr(intern!(py, "hooks"))?;
-        let Ok(hooks) = hooks.cast_into::<PyTestHooks>() else {
-            return Ok(None); // start_run(): no pytest session
-        };
-        let own = item
-            .getattr(intern!(py, "config"))
-            .is_ok_and(|c| c.is(hooks.get().config.bind(py)));
-        Ok(own.then_some(hooks))
-    }
-}
-
 #[pymethods]
 impl PyPhaseCall {
     #[new]
@@ -1126,7 +1115,7 @@ impl PyPhaseCall {
         log: Option<&Bound<'py, PyAny>>,
         kwds: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let hooks = Self::hooks(py, item)?;
+        let hooks = PyTestHooks::of_item(py, item)?;
         if let Some(h) = &hooks {
             if when.cast::<PyString>().ok().and_then(utf8_of) == Some("setup") {
                 h.get().start(py, item)?;

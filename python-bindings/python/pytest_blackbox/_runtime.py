@@ -39,9 +39,8 @@ class Session:
         self.recorder = _native.Recorder(str(run_dir), role, worker, durability)
         #: The pid that created this session; a different os.getpid() means we were forked.
         self.pid = os.getpid()
-        #: The pytest config of the session that records here, and what records its
-        #: tests (a _native.TestHooks; both None for start_run()).
-        self.config: pytest.Config | None = None
+        #: What records the tests of the pytest session that records here (a
+        #: _native.TestHooks, which knows that session's config; None for start_run()).
         self.hooks: _native.TestHooks | None = None
         self.current_item: pytest.Item | None = None
         self.current_nodeid: str | None = None

@@ -258,7 +258,6 @@ class BlackboxPlugin:
             is_controller = dist not in (None, "no") and not config.getoption("collectonly")
             role, worker = ("controller" if is_controller else "main"), None
         self.session = _runtime.Session(store_dir, run_id, run_dir, role, worker, durability)
-        self.session.config = config
         _runtime.push(self.session)
         self.is_parent = role in ("main", "controller")
         self.previous_notes: list[str] = []
@@ -605,16 +604,22 @@ def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
 # paying pluggy's dispatch and Python frames (benches/python/README.md has the figures).
 # ---------------------------------------------------------------------------------------
 
-_NATIVE_CALLS = (
-    ("_pytest.runner", "call_and_report", "phases of tests are"),
-    ("_pytest.fixtures", "call_fixture_func", "fixtures are"),
+#: (module, function, what goes unrecorded without it, its native wrapper of the original)
+_NATIVE_CALLS: tuple[tuple[str, str, str, Any], ...] = (
+    ("_pytest.runner", "call_and_report", "phases of tests are", _native.PhaseCall),
+    (
+        "_pytest.fixtures",
+        "call_fixture_func",
+        "fixtures are",
+        lambda original: _native.FixtureCall(original, _direct_param_func),
+    ),
 )
 
 
 def _install_native_calls() -> None:
     import importlib
 
-    for module_name, name, what in _NATIVE_CALLS:
+    for module_name, name, what, wrap in _NATIVE_CALLS:
         module = importlib.import_module(module_name)
         current = getattr(module, name, None)
         if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
@@ -627,16 +632,13 @@ def _install_native_calls() -> None:
                 stacklevel=2,
             )
             continue
-        if name == "call_and_report":
-            setattr(module, name, _native.PhaseCall(current))
-        else:
-            setattr(module, name, _native.FixtureCall(current, _direct_param_func))
+        setattr(module, name, wrap(current))
 
 
 def _uninstall_native_calls() -> None:
     import importlib
 
-    for module_name, name, _ in _NATIVE_CALLS:
+    for module_name, name, _, _ in _NATIVE_CALLS:
         module = importlib.import_module(module_name)
         current = getattr(module, name, None)
         if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
