@@ -99,22 +99,29 @@ def test_nested_sessions_inside_an_xdist_run(pytester: pytest.Pytester) -> None:
 def test_two_pytest_main_calls_make_two_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_one="""
-        from pytest_blackbox import record
+        from pytest_blackbox import _runtime, record
 
         def test_x():
             record("n", 1)
+            # The session reads its run on a thread of its own while it goes on.
+            assert _runtime.active().reader().following
         """
     )
     script = pytester.makepyfile(
         driver="""
+        import os
+
         import _pytest.fixtures
         import _pytest.runner
         import pytest
         from pytest_blackbox import Store
 
         pytests_own = (_pytest.fixtures.call_fixture_func, _pytest.runner.call_and_report)
+        threads = len(os.listdir("/proc/self/task"))
         for _ in range(2):
             assert pytest.main(["-q", "-p", "no:cacheprovider", "test_one.py"]) == 0
+            # The session's follow thread ended with it.
+            assert len(os.listdir("/proc/self/task")) == threads
             # The plugin's native wrappers are in place only while a session records.
             assert _pytest.fixtures.call_fixture_func is pytests_own[0]
             assert _pytest.runner.call_and_report is pytests_own[1]

@@ -5,7 +5,8 @@ mod encode;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use blackbox_core::record::{Phase, Record, Role, Value};
 use blackbox_core::{now_mono_ns, now_wall_ns, Aggregate, Durability, Follower, Recorder, Store};
@@ -2168,11 +2169,80 @@ impl ReaderState {
     }
 }
 
+/// A thread that polls a `RunReader` while the run goes on (`RunReader.follow`), so that
+/// what the reader is asked for at the run's end has mostly been read already, on a core
+/// the tests do not use.
+struct Background {
+    /// Set (and the condvar notified) to stop the thread.
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+    /// The process that started the thread: a forked child has the handle but not the thread.
+    pid: u32,
+}
+
+impl Background {
+    fn start(state: Arc<Mutex<ReaderState>>, every: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("blackbox-follow".into())
+            .spawn(move || {
+                let (stopped, wake) = &*flag;
+                loop {
+                    let guard = wake
+                        .wait_timeout_while(lock(stopped), every, |s| !*s)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    let mut s = lock(&state);
+                    let ReaderState { follower, agg } = &mut *s;
+                    follower.poll_into(agg);
+                }
+            })?;
+        Ok(Background {
+            stop,
+            thread,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Stops the thread and waits for it (at most one poll). In a forked child the thread
+    /// does not exist: the handle is let go without a join.
+    fn finish(self) {
+        if self.pid != std::process::id() {
+            std::mem::forget(self.thread);
+            return;
+        }
+        let (stopped, wake) = &*self.stop;
+        *lock(stopped) = true;
+        wake.notify_all();
+        // A panic in the thread (none is known) leaves a reader that still works.
+        let _ = self.thread.join();
+    }
+}
+
 #[pyclass(module = "pytest_blackbox._native", name = "RunReader", frozen)]
 struct PyRunReader {
-    inner: Mutex<ReaderState>,
+    inner: Arc<Mutex<ReaderState>>,
     id: String,
     dir: PathBuf,
+    background: Mutex<Option<Background>>,
+}
+
+impl Drop for PyRunReader {
+    fn drop(&mut self) {
+        let background = self
+            .background
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(b) = background {
+            b.finish();
+        }
+    }
 }
 
 #[pymethods]
@@ -2184,13 +2254,59 @@ impl PyRunReader {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         PyRunReader {
-            inner: Mutex::new(ReaderState {
+            inner: Arc::new(Mutex::new(ReaderState {
                 follower: Follower::new(&id, &run_dir),
                 agg: Aggregate::default(),
-            }),
+            })),
             id,
             dir: run_dir,
+            background: Mutex::new(None),
         }
+    }
+
+    /// Polls every `interval_s` seconds on a thread of its own until `stop_following()`
+    /// (or the reader is dropped). A second call while it follows changes nothing.
+    fn follow(&self, interval_s: f64) -> PyResult<()> {
+        let every = match Duration::try_from_secs_f64(interval_s) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "interval_s = {interval_s}: give a number of seconds > 0"
+                )))
+            }
+        };
+        let mut background = lock(&self.background);
+        if background
+            .as_ref()
+            .is_some_and(|b| b.pid == std::process::id())
+        {
+            return Ok(());
+        }
+        if let Some(stale) = background.take() {
+            stale.finish(); // a forked child's copy of its parent's thread
+        }
+        *background = Some(
+            Background::start(Arc::clone(&self.inner), every).map_err(|e| {
+                pyo3::exceptions::PyOSError::new_err(format!("cannot start the follow thread: {e}"))
+            })?,
+        );
+        Ok(())
+    }
+
+    /// Stops what `follow()` started and waits for its thread (at most one poll).
+    fn stop_following(&self, py: Python<'_>) {
+        let background = lock(&self.background).take();
+        if let Some(b) = background {
+            py.detach(|| b.finish());
+        }
+    }
+
+    /// Whether a `follow()` thread of this process runs.
+    #[getter]
+    fn following(&self) -> bool {
+        lock(&self.background)
+            .as_ref()
+            .is_some_and(|b| b.pid == std::process::id())
     }
 
     #[getter]

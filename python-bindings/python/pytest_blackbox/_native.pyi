@@ -290,6 +290,20 @@ class RunReader:
     def poll(self) -> int:
         """Read what was committed since the last poll; returns how many new records."""
 
+    def follow(self, interval_s: float) -> None:
+        """Poll every ``interval_s`` seconds on a thread of its own (no GIL) until
+        :meth:`stop_following` or the reader's end, so that a later :meth:`view`,
+        :meth:`brief` or :meth:`fold_history` has little left to read. Calling it again
+        while it follows changes nothing. A forked child does not inherit the thread
+        (:attr:`following` is False there). ``ValueError`` unless ``interval_s`` > 0."""
+
+    def stop_following(self) -> None:
+        """Stop what :meth:`follow` started; waits for its thread (at most one poll)."""
+
+    @property
+    def following(self) -> bool:
+        """Whether a :meth:`follow` thread of this process runs."""
+
     def view(self) -> dict[str, Any]:
         """Poll, then the whole run as a dict in the ``blackbox stats --json`` schema:
         ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes``, ``workers``, ``problems``.

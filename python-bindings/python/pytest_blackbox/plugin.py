@@ -30,6 +30,9 @@ HELP_DURABILITY = (
     "process (default: survives the death of any process) or system (msync per commit: "
     "survives power loss, slower)."
 )
+#: How often a parent reads its run while the run goes on (``RunReader.follow``).
+FOLLOW_INTERVAL_S = 0.2
+
 HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps all)."
 HELP_HISTORY = (
     "Runs kept in the store's history.redb, which each finished run is folded into "
@@ -271,6 +274,12 @@ class BlackboxPlugin:
                 [str(a) for a in sys.argv], str(config.rootpath), os.uname().nodename
             )
             self.previous_notes = self._previous_run_notes()
+            # Read the run while it goes on, on a core of its own: at its end (terminal
+            # summary, history) only the last records are left to read.
+            try:
+                self.session.reader().follow(FOLLOW_INTERVAL_S)
+            except OSError as e:  # no thread to be had: the run is read at its end
+                warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=2)
         _plugins.append(self)
         self._capture_fatal_signals()
         #: What _native.PhaseCall records of this session's tests.
@@ -544,6 +553,8 @@ class BlackboxPlugin:
 
     def close(self) -> None:
         s = self.session
+        if self.is_parent:
+            s.reader().stop_following()
         self._safely(s.recorder.close)
         _runtime.pop(s)
         if self in _plugins:
