@@ -42,6 +42,32 @@ def test_version_is_the_workspace_version() -> None:
     assert pytest_blackbox.__version__ == _native.__version__ == workspace_version()
 
 
+def test_the_read_api_is_imported_on_first_use(pytester: pytest.Pytester) -> None:
+    """A recording session that reads no run does not import pytest_blackbox.store (its
+    dataclasses are compiled at import); the names are there all the same."""
+    pytester.makepyfile(
+        test_lazy="""
+        import sys
+
+        def test_recording_imports_no_read_api(record_property):
+            record_property("a", 1)
+            assert "pytest_blackbox.store" not in sys.modules
+
+        def test_the_names_import_on_first_use():
+            import pytest_blackbox
+            from pytest_blackbox import Run, Store
+
+            assert "Store" in dir(pytest_blackbox)
+            assert pytest_blackbox.Summary.__module__ == "pytest_blackbox.store"
+            assert Store.__name__ == "Store" and Run.__name__ == "Run"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        pytest_blackbox.Nope  # noqa: B018
+
+
 def test_typing_files_are_in_the_package_source() -> None:
     assert (PACKAGE_SRC / "py.typed").is_file()
     assert (PACKAGE_SRC / "_native.pyi").is_file()

@@ -7,6 +7,8 @@ live runs. The pytest plugin is on by default.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._native import __version__
 from .api import append, record, start_run, stop_run, summary, timed, transaction
 from .errors import (
@@ -21,7 +23,30 @@ from .errors import (
     StoreFullError,
     TransactionError,
 )
-from .store import CrashInfo, FixtureInfo, Run, Store, Summary, TestInfo, WorkerInfo
+
+if TYPE_CHECKING:
+    from .store import CrashInfo, FixtureInfo, Run, Store, Summary, TestInfo, WorkerInfo
+
+#: The read API, imported on first use: its dataclasses are built at import (code compiled
+#: then), which every pytest process would pay for, most of them never reading a run.
+_FROM_STORE = frozenset(
+    ("CrashInfo", "FixtureInfo", "Run", "Store", "Summary", "TestInfo", "WorkerInfo")
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_STORE:
+        from . import store
+
+        value = getattr(store, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _FROM_STORE)
+
 
 __all__ = [
     "BlackboxError",

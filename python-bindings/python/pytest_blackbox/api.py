@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native, _runtime
-from .store import Summary, default_store_dir
+
+if TYPE_CHECKING:
+    from .store import Summary
 
 __all__ = ["append", "record", "start_run", "summary", "timed", "transaction"]
 
@@ -44,6 +46,8 @@ def transaction() -> Iterator[None]:
 def summary() -> Summary:
     """The aggregate of the whole run so far, across every process: fixture totals, tests,
     crashes, workers. The same numbers on any xdist worker."""
+    from .store import Summary  # not at import: its dataclasses cost every process
+
     s = _runtime.require()
     return Summary(s.reader().view())
 
@@ -149,6 +153,8 @@ def start_run(
 ) -> _runtime.Session:
     """Start recording a run from a script (outside pytest): ``record`` and friends then
     write into it. Returns the session; ``stop_run(session)`` ends it."""
+    from .store import default_store_dir
+
     store = Path(store_dir) if store_dir is not None else default_store_dir()
     run_id, run_dir = _native.new_run(str(store))
     session = _runtime.Session(store, run_id, Path(run_dir), "other", None, durability)

@@ -16,13 +16,15 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import _native, _runtime
 from .errors import BlackboxError, BlackboxWarning
-from .store import Summary
+
+if TYPE_CHECKING:
+    from .store import Summary
 
 HELP_ENABLE = "Record the run with pytest-blackbox: on (default) or off."
 HELP_DIR = "Store directory of pytest-blackbox (default: $BLACKBOX_DIR, else <rootdir>/.blackbox)."
@@ -171,6 +173,8 @@ class BoundRecorder:
 
     def summary(self) -> Summary:
         """The run so far, across every process."""
+        from .store import Summary  # not at import: its dataclasses cost every process
+
         return Summary(self._session.reader().view())
 
     @property
