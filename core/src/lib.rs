@@ -46,7 +46,7 @@ pub use history::{
 };
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
-    install_crash_handler, mark_crash, Damage, Durability, EncodeRecord, SegmentReader,
+    install_crash_handler, mark_crash, process_id, Damage, Durability, EncodeRecord, SegmentReader,
     SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};

@@ -179,9 +179,13 @@ static WRITER_MAPS: [AtomicPtr<u8>; FD_SLOTS] =
 /// process), or null.
 static CRASH_HEADER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static ATFORK: Once = Once::new();
+/// This process's pid once [`process_id`] asked for it, else 0; the atfork child handler
+/// sets it back to 0.
+static PID: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    PID.store(0, Ordering::Relaxed);
     CRASH_HEADER.store(std::ptr::null_mut(), Ordering::Relaxed);
     // Only plain syscalls here (open, dup2, close, mmap): the parent may have had threads.
     for map in &WRITER_MAPS {
@@ -223,6 +227,22 @@ fn register_atfork() {
         // SAFETY: registers a handler that only makes async-signal-safe calls.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+}
+
+/// This process's pid, as `std::process::id()` gives it, without a `getpid()` system call
+/// each time: kept from the first call until a `fork()` (the atfork child handler forgets
+/// it). A child made by a raw `clone` system call, bypassing libc's `fork()`, would see
+/// its parent's pid.
+pub fn process_id() -> u32 {
+    register_atfork();
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 pub(crate) fn fork_generation() -> u64 {

@@ -469,3 +469,44 @@ fn a_crashing_forked_child_marks_its_own_segment_only() {
     let st = s.kill_and_reap();
     assert_eq!(st.signal(), Some(libc::SIGKILL));
 }
+
+/// `process_id()` keeps the pid it read, and a forked child reads its own (the atfork
+/// handler forgets the parent's), also two forks down.
+#[test]
+fn process_id_is_each_process_own_after_forks() {
+    let parent = std::process::id();
+    assert_eq!(blackbox_core::process_id(), parent);
+    assert_eq!(blackbox_core::process_id(), parent); // kept
+    let pid = fork();
+    if pid == 0 {
+        let mut code = 1;
+        let me = std::process::id();
+        if blackbox_core::process_id() == me && me != parent {
+            let grandchild = fork();
+            if grandchild == 0 {
+                let ok =
+                    blackbox_core::process_id() == std::process::id() && std::process::id() != me;
+                // SAFETY: ends the grandchild at once.
+                unsafe { libc::_exit(i32::from(!ok)) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(grandchild, &raw mut status, 0) };
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                code = 0;
+            } else {
+                code = 2;
+            }
+        }
+        // SAFETY: ends the child at once, without the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+    assert_eq!(blackbox_core::process_id(), parent);
+}

@@ -995,7 +995,7 @@ impl PyTestHooks {
     /// `item` starts (before its setup).
     fn start(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        let pid = std::process::id();
+        let pid = blackbox_core::process_id();
         if self.seen_pid.swap(pid, Relaxed) != pid {
             self.on_new_process.bind(py).call0()?;
         }
@@ -1030,7 +1030,9 @@ impl PyTestHooks {
         // A forked child's parent rebuilds its reports from the store (a forked child is
         // the only writer whose pid is not its session's); elsewhere only failures are
         // worth the serialization.
-        let data = if utf8_of(outcome) == Some("failed") || std::process::id() != self.session_pid {
+        let data = if utf8_of(outcome) == Some("failed")
+            || blackbox_core::process_id() != self.session_pid
+        {
             let config = self.config.bind(py);
             let kwargs = PyDict::new(py);
             kwargs.set_item(intern!(py, "config"), config)?;
