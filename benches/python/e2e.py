@@ -13,7 +13,11 @@ Wall time is measured around the pytest process. Peak RSS of the controller (the
 process the user started) is its own VmHWM from /proc/self/status, written at exit by a tiny
 plugin (``-p bench_rss``) loaded in both modes; each xdist worker writes its own too.
 
-    python benches/python/e2e.py [--reps N] [--tests N]
+Last, plain and ``-n 2`` run once off and once on under callgrind (every process and
+thread): an instruction count, which the machine's load does not move (about 15 minutes
+on 2 cores; ``--no-instructions`` skips it).
+
+    python benches/python/e2e.py [--reps N] [--tests N] [--only 'plain,-n 2'] [--no-instructions]
 """
 
 from __future__ import annotations
@@ -169,60 +173,64 @@ CONFIGS = [
 ]
 
 
-def count_instructions(tmp: Path, suite: Path, tests: int, out: Report) -> dict[str, int]:
-    """Plain pytest on the whole suite under callgrind, off and on (the two at once, one a
-    core): instructions do not depend on the machine's load, so this overhead is steady
-    where wall time is not. Counted per thread: the tests run on the main thread; the
-    plugin's follow thread (a core the tests do not use) is shown apart. Same hash seed in
-    both, each on a fresh copy of one store (a previous run in it, as in the timed runs)."""
-    template = tmp / "store-instructions"
-    run_measured(suite, [], True, template, tmp, (0,))  # the previous run it reads
+def count_instructions(
+    tmp: Path, suite: Path, tests: int, name: str, args: list[str], out: Report
+) -> dict[str, int]:
+    """pytest on the whole suite under callgrind, off and on (the two at once), every
+    process of the run counted (xdist workers too) and each thread apart: instructions do
+    not depend on the machine's load, so this overhead is steady where wall time is not.
+    Same hash seed in both, each on a fresh copy of one store holding a previous run (as in
+    the timed runs). The pytest process's main thread is shown on its own: in a plain run
+    the tests run there, while the plugin's follow thread reads the run on another core."""
+    template = tmp / f"store-instructions-{name.strip('-').replace(' ', '')}"
+    run_measured(suite, args, True, template, tmp, (0,))  # the previous run it reads
     env = dict(os.environ)
     _user_env(env)
     env["PYTHONHASHSEED"] = "0"
     procs = {}
     for mode in ("off", "on"):
-        store = tmp / f"store-instructions-{mode}"
+        store = template.with_name(f"{template.name}-{mode}")
         shutil.rmtree(store, ignore_errors=True)
         shutil.copytree(template, store)
-        cg_out = tmp / f"callgrind.{mode}"
-        cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
-        cmd += [f"--callgrind-out-file={cg_out}", PYTHON, "-m", "pytest", "-q"]
-        cmd += ["-p", "no:cacheprovider"]
+        cg_dir = tmp / f"callgrind-{template.name}-{mode}"
+        shutil.rmtree(cg_dir, ignore_errors=True)
+        cg_dir.mkdir()
+        cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--trace-children=yes"]
+        cmd += [f"--callgrind-out-file={cg_dir}/cg.%p", PYTHON, "-m", "pytest", "-q"]
+        cmd += ["-p", "no:cacheprovider", *args]
         cmd += ["--blackbox-dir", str(store)] if mode == "on" else ["-p", "no:blackbox"]
-        procs[mode] = (
-            subprocess.Popen(
-                [*cmd, str(suite)],
-                cwd=tmp,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-            cg_out,
+        p = subprocess.Popen(
+            [*cmd, str(suite)],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        procs[mode] = (p, cg_dir)
     counts: dict[str, int] = {}
-    for mode, (p, cg_out) in procs.items():
+    for mode, (p, cg_dir) in procs.items():
         _, err = p.communicate()
-        # One file per thread: <out>-01 is the main thread, the first to start.
-        threads = []
-        for f in sorted(cg_out.parent.glob(cg_out.name + "-*")):
+        total = main = 0
+        # One file per process and thread: cg.<pid>-<thread>; valgrind runs pytest as the
+        # process it started, and its main thread is the first.
+        for f in cg_dir.glob("cg.*-*"):
             found = re.search(r"^totals: (\d+)", f.read_text(errors="replace"), re.M)
             if found:
-                threads.append(int(found.group(1)))
-        if p.returncode != 0 or not threads:
+                total += int(found.group(1))
+                if f.name == f"cg.{p.pid}-01":
+                    main = int(found.group(1))
+        if p.returncode != 0 or not main:
             out(f"   instructions: callgrind run failed ({p.returncode}): {err[-500:]}")
             return {}
-        counts[mode] = threads[0]
-        counts[f"{mode}_other_threads"] = sum(threads[1:])
-    main = (counts["on"] / counts["off"] - 1) * 100
-    every = counts["on"] + counts["on_other_threads"] - counts["off"] - counts["off_other_threads"]
+        counts[mode], counts[f"{mode}_main_thread"] = total, main
+    every = (counts["on"] / counts["off"] - 1) * 100
+    main = (counts["on_main_thread"] / counts["off_main_thread"] - 1) * 100
     out(
-        f"   instructions (callgrind, plain, {tests:,} tests, one run each): "
-        f"the tests' thread off {counts['off'] / 1e9:.3f} G, on {counts['on'] / 1e9:.3f} G: "
-        f"{main:+.1f}%; the follow thread {counts['on_other_threads'] / 1e6:.0f} M; all "
-        f"threads {every / counts['off'] * 100:+.1f}%. Steady on a loaded machine, but the "
-        "wall-time target is wall time"
+        f"   instructions (callgrind, {name}, {tests:,} tests, one run each), every process "
+        f"and thread: off {counts['off'] / 1e9:.3f} G, on {counts['on'] / 1e9:.3f} G: "
+        f"{every:+.1f}%; the pytest process's main thread alone {main:+.1f}%. Steady on a "
+        "loaded machine, but the target is wall time"
     )
     return counts
 
@@ -360,9 +368,11 @@ def run(
                 rss_rows,
             )
         )
-        counted = None
+        counted = {}
         if instructions and shutil.which("valgrind"):
-            counted = count_instructions(tmp, suites["big"], tests, out)
+            for name, args, which, _ in configs:
+                if name in ("plain", "-n 2"):
+                    counted[name] = count_instructions(tmp, suites[which], tests, name, args, out)
         for what, ok in targets.items():
             out(f"   target: {what}: {verdict(ok) if ok is not None else 'not resolved (noise)'}")
         return {"results": results, "targets": targets, "instructions": counted}

@@ -32,14 +32,14 @@ HELP_DURABILITY = (
     "process (default: survives the death of any process) or system (msync per commit: "
     "survives power loss, slower)."
 )
-#: How often a parent reads its run while the run goes on (``RunReader.follow``).
-FOLLOW_INTERVAL_S = 0.2
-
 HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps all)."
 HELP_HISTORY = (
     "Runs kept in the store's history.redb, which each finished run is folded into "
     "(default 200; 0: do not fold)."
 )
+
+#: How often a parent reads its run while the run goes on (``RunReader.follow``).
+FOLLOW_INTERVAL_S = 0.2
 
 PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
 try:
