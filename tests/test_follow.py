@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_blackbox import _native, start_run, stop_run
+from pytest_blackbox import BlackboxError, _native, start_run, stop_run
 
 
 def _threads() -> int:
@@ -70,21 +70,38 @@ def test_dropping_a_following_reader_stops_its_thread(tmp_path: Path) -> None:
         stop_run(session)
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf, 1e300])
-def test_follow_takes_only_a_positive_interval(tmp_path: Path, bad: float) -> None:
+@pytest.mark.parametrize("bad", [0.0, -1.0, 1e-9, 0.0009, math.nan, math.inf, 1e300])
+def test_follow_takes_an_interval_of_a_millisecond_or_more(tmp_path: Path, bad: float) -> None:
     session = start_run(tmp_path / "store")
     try:
         reader = _native.RunReader(session.run_dir)
-        with pytest.raises(ValueError, match=r"interval_s = .*: give a number of seconds > 0"):
+        with pytest.raises(ValueError, match=r"interval_s = .*: give a number of seconds >= 0.001"):
             reader.follow(bad)
         assert not reader.following
+        reader.follow(0.001)
+        assert reader.following
+        reader.stop_following()
     finally:
         stop_run(session)
 
 
-def test_a_forked_child_has_no_follow_thread_and_does_not_hang(tmp_path: Path) -> None:
-    """The child of a fork has the reader but not its thread: it neither waits for the
-    thread nor blocks on a lock the thread held at the fork; the parent's goes on."""
+def _wait_child(pid: int) -> int:
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+
+
+def test_a_reader_inherited_while_following_refuses_and_never_hangs(tmp_path: Path) -> None:
+    """The child of a fork has the reader but not its thread, which may have held the
+    reader's lock at the fork: there every method of that reader raises (never blocks), a
+    new reader works, and the parent's reader goes on following."""
     session = start_run(tmp_path / "store")
     try:
         reader = _native.RunReader(session.run_dir)
@@ -95,30 +112,90 @@ def test_a_forked_child_has_no_follow_thread_and_does_not_hang(tmp_path: Path) -
         if pid == 0:  # pragma: no cover - the child
             code = 1
             try:
-                if not reader.following:
-                    child = _native.RunReader(session.run_dir)
-                    child.follow(0.01)  # a thread of its own
-                    ok = _wait_for(lambda: dict(child.properties("script::a")).get("i") == 19)
-                    child.stop_following()
-                    del child
-                    reader.stop_following()  # the parent's: nothing of it here
-                    code = 0 if ok and not reader.following else 2
+                refused = 0
+                calls = (
+                    reader.poll,
+                    reader.view,
+                    reader.brief,
+                    reader.fixture_setups,
+                    reader.segments,
+                    lambda: reader.properties("script::a"),
+                    lambda: reader.phase_reports("script::a"),
+                    lambda: reader.follow(0.01),
+                )
+                for call in calls:
+                    try:
+                        call()
+                    except BlackboxError as e:
+                        refused += "inherited through fork()" in str(e)
+                reader.stop_following()  # nothing to stop here, and still refused after
+                try:
+                    reader.poll()
+                except BlackboxError:
+                    refused += 1
+                child = _native.RunReader(session.run_dir)
+                child.follow(0.01)  # a thread of its own
+                ok = _wait_for(lambda: dict(child.properties("script::a")).get("i") == 19)
+                child.stop_following()
+                code = 0 if ok and refused == len(calls) + 1 and not reader.following else 2
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 30
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                pytest.fail("the forked child hung")
-            time.sleep(0.01)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert _wait_child(pid) == 0
         assert reader.following
         session.recorder.record("after", True, "script::a")
         assert _wait_for(lambda: dict(reader.properties("script::a")).get("after") is True)
         reader.stop_following()
     finally:
         stop_run(session)
+
+
+def test_a_reader_stopped_before_the_fork_works_in_the_child(tmp_path: Path) -> None:
+    session = start_run(tmp_path / "store")
+    try:
+        reader = _native.RunReader(session.run_dir)
+        reader.follow(0.001)
+        session.recorder.record("k", 1, "script::a")
+        reader.stop_following()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                reader.poll()
+                code = 0 if dict(reader.properties("script::a")) == {"k": 1} else 2
+            finally:
+                os._exit(code)
+        assert _wait_child(pid) == 0
+    finally:
+        stop_run(session)
+
+
+def test_the_plugin_forks_with_no_follow_thread(pytester: pytest.Pytester) -> None:
+    """The plugin stops its follow thread before a fork and starts it again after, in the
+    parent (os.register_at_fork): the child's copy of the session's reader is usable, which
+    it is only when no thread followed at the fork; Python 3.12+ would warn otherwise."""
+    pytester.makepyfile(
+        test_fork="""
+        import os
+
+        from pytest_blackbox import _runtime
+
+        def test_fork(record_property):
+            record_property("before", 1)
+            session = _runtime.active()
+            reader = session.reader()
+            assert reader.following
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    reader.poll()  # the parent's reader, as the fork left it
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert reader.following  # again, in the parent
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)

@@ -180,8 +180,9 @@ def count_instructions(
     process of the run counted (xdist workers too) and each thread apart: instructions do
     not depend on the machine's load, so this overhead is steady where wall time is not.
     Same hash seed in both, each on a fresh copy of one store holding a previous run (as in
-    the timed runs). The pytest process's main thread is shown on its own: in a plain run
-    the tests run there, while the plugin's follow thread reads the run on another core."""
+    the timed runs). The pytest process's main thread is shown on its own (in a plain run
+    the tests run there), and so is the plugin's follow thread (it reads the run on another
+    core, polling by wall time, which valgrind stretches)."""
     template = tmp / f"store-instructions-{name.strip('-').replace(' ', '')}"
     run_measured(suite, args, True, template, tmp, (0,))  # the previous run it reads
     env = dict(os.environ)
@@ -208,29 +209,50 @@ def count_instructions(
             text=True,
         )
         procs[mode] = (p, cg_dir)
+    errors = {mode: p.communicate()[1] for mode, (p, _) in procs.items()}  # wait for both
     counts: dict[str, int] = {}
     for mode, (p, cg_dir) in procs.items():
-        _, err = p.communicate()
-        total = main = 0
-        # One file per process and thread: cg.<pid>-<thread>; valgrind runs pytest as the
-        # process it started, and its main thread is the first.
-        for f in cg_dir.glob("cg.*-*"):
+        main = follow = total = 0
+        bad = []
+        # One file per process and thread: cg.<pid>-<thread>. valgrind runs pytest as the
+        # process it started; its main thread is -01, and the plugin's follow thread, the
+        # first it starts (at configure, before xdist's execnet threads), is -02.
+        for f in sorted(cg_dir.glob("cg.*-*")):
             found = re.search(r"^totals: (\d+)", f.read_text(errors="replace"), re.M)
-            if found:
-                total += int(found.group(1))
-                if f.name == f"cg.{p.pid}-01":
-                    main = int(found.group(1))
-        if p.returncode != 0 or not main:
-            out(f"   instructions: callgrind run failed ({p.returncode}): {err[-500:]}")
+            if not found:
+                bad.append(f.name)
+                continue
+            n = int(found.group(1))
+            if f.name == f"cg.{p.pid}-01":
+                main = n
+            elif mode == "on" and f.name == f"cg.{p.pid}-02":
+                follow = n
+                continue
+            total += n
+        python_pids = {
+            f.name.split("-")[0]
+            for f in cg_dir.glob("cg.*-01")
+            if "python" in f.read_text(errors="replace")[:2000]
+        }
+        want = 3 if "-n" in args else 1
+        if p.returncode != 0 or not main or bad or len(python_pids) < want:
+            out(
+                f"   instructions ({name}): callgrind run failed (exit {p.returncode}, "
+                f"{len(python_pids)} of {want} pytest processes counted, no totals in "
+                f"{bad or 'none'}): {errors[mode][-500:]}"
+            )
             return {}
         counts[mode], counts[f"{mode}_main_thread"] = total, main
+        counts[f"{mode}_follow_thread"] = follow
     every = (counts["on"] / counts["off"] - 1) * 100
     main = (counts["on_main_thread"] / counts["off_main_thread"] - 1) * 100
     out(
         f"   instructions (callgrind, {name}, {tests:,} tests, one run each), every process "
-        f"and thread: off {counts['off'] / 1e9:.3f} G, on {counts['on'] / 1e9:.3f} G: "
-        f"{every:+.1f}%; the pytest process's main thread alone {main:+.1f}%. Steady on a "
-        "loaded machine, but the target is wall time"
+        f"and thread but the follow thread: off {counts['off'] / 1e9:.3f} G, on "
+        f"{counts['on'] / 1e9:.3f} G: {every:+.1f}%; the pytest process's main thread alone "
+        f"{main:+.1f}%; the follow thread {counts['on_follow_thread'] / 1e6:.0f} M (it polls "
+        "every 0.2 s of wall time, which valgrind stretches, so its count is not steady). "
+        "Steady on a loaded machine, but the target is wall time"
     )
     return counts
 

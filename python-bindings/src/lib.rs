@@ -2207,21 +2207,22 @@ impl Background {
         Ok(Background {
             stop,
             thread,
-            pid: std::process::id(),
+            pid: blackbox_core::process_id(),
         })
     }
 
     /// Stops the thread and waits for it (at most one poll). In a forked child the thread
     /// does not exist: the handle is let go without a join.
     fn finish(self) {
-        if self.pid != std::process::id() {
+        if self.pid != blackbox_core::process_id() {
             std::mem::forget(self.thread);
             return;
         }
         let (stopped, wake) = &*self.stop;
         *lock(stopped) = true;
         wake.notify_all();
-        // A panic in the thread (none is known) leaves a reader that still works.
+        // A panic in the thread (none is known) ends only the thread; `lock` ignores the
+        // poisoning it leaves.
         let _ = self.thread.join();
     }
 }
@@ -2232,6 +2233,38 @@ struct PyRunReader {
     id: String,
     dir: PathBuf,
     background: Mutex<Option<Background>>,
+}
+
+/// The shortest `RunReader.follow` interval: shorter would keep the reader's lock taken.
+const MIN_FOLLOW_INTERVAL: Duration = Duration::from_millis(1);
+
+impl PyRunReader {
+    /// An error where this process inherited the reader through `fork()` while its follow
+    /// thread ran: that thread may have held the reader's lock at the fork, and nothing in
+    /// this process would ever release it.
+    fn usable(&self, py: Python<'_>) -> PyResult<()> {
+        let inherited = lock(&self.background)
+            .as_ref()
+            .is_some_and(|b| b.pid != blackbox_core::process_id());
+        if inherited {
+            return Err(raise(
+                py,
+                "BlackboxError",
+                format!(
+                    "this RunReader of run {} was inherited through fork() while it followed \
+                     the run (RunReader.follow): make a new RunReader in this process",
+                    self.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The reader's state, after `usable`.
+    fn state(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, ReaderState>> {
+        self.usable(py)?;
+        Ok(lock(&self.inner))
+    }
 }
 
 impl Drop for PyRunReader {
@@ -2268,24 +2301,19 @@ impl PyRunReader {
 
     /// Polls every `interval_s` seconds on a thread of its own until `stop_following()`
     /// (or the reader is dropped). A second call while it follows changes nothing.
-    fn follow(&self, interval_s: f64) -> PyResult<()> {
+    fn follow(&self, py: Python<'_>, interval_s: f64) -> PyResult<()> {
         let every = match Duration::try_from_secs_f64(interval_s) {
-            Ok(d) if !d.is_zero() => d,
+            Ok(d) if d >= MIN_FOLLOW_INTERVAL => d,
             _ => {
                 return Err(PyValueError::new_err(format!(
-                    "interval_s = {interval_s}: give a number of seconds > 0"
+                    "interval_s = {interval_s}: give a number of seconds >= 0.001"
                 )))
             }
         };
+        self.usable(py)?;
         let mut background = lock(&self.background);
-        if background
-            .as_ref()
-            .is_some_and(|b| b.pid == std::process::id())
-        {
+        if background.is_some() {
             return Ok(());
-        }
-        if let Some(stale) = background.take() {
-            stale.finish(); // a forked child's copy of its parent's thread
         }
         *background = Some(
             Background::start(Arc::clone(&self.inner), every).map_err(|e| {
@@ -2295,11 +2323,20 @@ impl PyRunReader {
         Ok(())
     }
 
-    /// Stops what `follow()` started and waits for its thread (at most one poll).
+    /// Stops what `follow()` started and waits for its thread (at most one poll). In a
+    /// process that inherited the reader through `fork()` there is no thread to stop, and the
+    /// reader stays unusable there (see `usable`).
     fn stop_following(&self, py: Python<'_>) {
-        let background = lock(&self.background).take();
-        if let Some(b) = background {
-            py.detach(|| b.finish());
+        let mut background = lock(&self.background);
+        if background
+            .as_ref()
+            .is_some_and(|b| b.pid == blackbox_core::process_id())
+        {
+            let b = background.take();
+            drop(background);
+            if let Some(b) = b {
+                py.detach(|| b.finish());
+            }
         }
     }
 
@@ -2308,7 +2345,7 @@ impl PyRunReader {
     fn following(&self) -> bool {
         lock(&self.background)
             .as_ref()
-            .is_some_and(|b| b.pid == std::process::id())
+            .is_some_and(|b| b.pid == blackbox_core::process_id())
     }
 
     #[getter]
@@ -2322,18 +2359,20 @@ impl PyRunReader {
     }
 
     /// Reads what was committed since the last poll; returns the number of new records.
-    fn poll(&self, py: Python<'_>) -> u64 {
-        py.detach(|| {
+    fn poll(&self, py: Python<'_>) -> PyResult<u64> {
+        self.usable(py)?;
+        Ok(py.detach(|| {
             let mut s = lock(&self.inner);
             let before = s.agg.records();
             let ReaderState { follower, agg } = &mut *s;
             follower.poll_into(agg);
             agg.records() - before
-        })
+        }))
     }
 
     /// The run as a dict (the `blackbox stats --json` schema), after a poll.
     fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.usable(py)?;
         let view = py.detach(|| lock(&self.inner).view());
         gc_paused(py, || view_to_py(py, &view, None))
     }
@@ -2343,6 +2382,7 @@ impl PyRunReader {
     /// long runs, where `view()` would build a dict per test.
     #[pyo3(signature = (fixtures = 10))]
     fn brief<'py>(&self, py: Python<'py>, fixtures: usize) -> PyResult<Bound<'py, PyDict>> {
+        self.usable(py)?;
         let view = py.detach(|| lock(&self.inner).view());
         view_to_py(py, &view, Some(fixtures))
     }
@@ -2353,7 +2393,7 @@ impl PyRunReader {
         py: Python<'py>,
         nodeid: &str,
     ) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-        let props = lock(&self.inner).agg.properties(nodeid);
+        let props = self.state(py)?.agg.properties(nodeid);
         props
             .iter()
             .map(|(k, v)| Ok((k.clone(), value_to_py(py, v)?)))
@@ -2366,7 +2406,7 @@ impl PyRunReader {
         py: Python<'py>,
         nodeid: &str,
     ) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-        let s = lock(&self.inner);
+        let s = self.state(py)?;
         let mut out = Vec::new();
         for (phase, seg, offset) in s.agg.phase_locations(nodeid) {
             let report = match s.follower.read_at(seg, offset) {
@@ -2381,8 +2421,8 @@ impl PyRunReader {
     }
 
     /// Total fixture setups seen so far (no poll).
-    fn fixture_setups(&self) -> u64 {
-        lock(&self.inner).agg.fixture_setups()
+    fn fixture_setups(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.state(py)?.agg.fixture_setups())
     }
 
     /// Folds this run, as read so far plus a poll, into `<store>/history.redb`: what
@@ -2397,6 +2437,7 @@ impl PyRunReader {
         wait_s: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
         let opts = fold_options(keep, wait_s);
+        self.usable(py)?;
         let stats = py
             .detach(|| {
                 let started = std::time::Instant::now();
@@ -2413,7 +2454,7 @@ impl PyRunReader {
 
     /// Every segment's state now: path, pid, role, worker, alive, crash signal, running test.
     fn segments<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let statuses = lock(&self.inner).follower.statuses();
+        let statuses = self.state(py)?.follower.statuses();
         statuses
             .iter()
             .map(|s| {

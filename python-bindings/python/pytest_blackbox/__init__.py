@@ -34,18 +34,19 @@ _FROM_STORE = frozenset(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FROM_STORE:
-        from . import store
+if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all
 
-        value = getattr(store, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        if name in _FROM_STORE:
+            from . import store
 
+            value = getattr(store, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _FROM_STORE)
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | _FROM_STORE)
 
 
 __all__ = [

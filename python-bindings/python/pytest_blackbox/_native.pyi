@@ -294,11 +294,18 @@ class RunReader:
         """Poll every ``interval_s`` seconds on a thread of its own (no GIL) until
         :meth:`stop_following` or the reader's end, so that a later :meth:`view`,
         :meth:`brief` or :meth:`fold_history` has little left to read. Calling it again
-        while it follows changes nothing. A forked child does not inherit the thread
-        (:attr:`following` is False there). ``ValueError`` unless ``interval_s`` > 0."""
+        while it follows changes nothing (not even the interval). ``ValueError`` unless
+        ``interval_s`` >= 0.001; ``OSError`` if no thread can be started.
+
+        A forked child does not inherit the thread (:attr:`following` is False there),
+        and the thread may have held the reader's lock at the fork: in the child, every
+        method of a reader that was following raises ``BlackboxError`` (make a new
+        ``RunReader`` there). Stop following before ``fork()`` to hand a usable reader
+        down (the pytest plugin does, with ``os.register_at_fork``)."""
 
     def stop_following(self) -> None:
-        """Stop what :meth:`follow` started; waits for its thread (at most one poll)."""
+        """Stop what :meth:`follow` started; waits for its thread (at most one poll).
+        Nothing to stop in a forked child (see :meth:`follow`)."""
 
     @property
     def following(self) -> bool:

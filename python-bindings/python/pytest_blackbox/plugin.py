@@ -237,6 +237,26 @@ def _store_error(e: BlackboxError) -> None:
 _plugins: list[BlackboxPlugin] = []
 
 
+def _stop_follow_threads() -> None:
+    """Before a fork (``os.register_at_fork``): the process forks with no thread of ours.
+    A child gets only the forking thread anyway, and Python 3.12+ warns
+    (DeprecationWarning) when a process with more than one thread forks: pytest-forked's
+    fork for each test, a test's own ``os.fork`` or multiprocessing's."""
+    for p in _plugins:
+        if p.follows and p.session.pid == os.getpid():
+            p.session.reader().stop_following()
+
+
+def _start_follow_threads() -> None:
+    """After a fork, in the parent: the follow threads go on."""
+    for p in _plugins:
+        if p.follows and p.session.pid == os.getpid():
+            p.follows = p._follow()
+
+
+os.register_at_fork(before=_stop_follow_threads, after_in_parent=_start_follow_threads)
+
+
 class BlackboxPlugin:
     """Records one pytest session; registered as ``blackbox-session``."""
 
@@ -272,18 +292,14 @@ class BlackboxPlugin:
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
+        #: Whether this session reads its run on a thread while it goes on (parents only).
+        self.follows = False
         if self.is_parent:
             # The host name as socket.gethostname() gives it, without importing socket.
             self.session.recorder.run_start(
                 [str(a) for a in sys.argv], str(config.rootpath), os.uname().nodename
             )
             self.previous_notes = self._previous_run_notes()
-            # Read the run while it goes on, on a core of its own: at its end (terminal
-            # summary, history) only the last records are left to read.
-            try:
-                self.session.reader().follow(FOLLOW_INTERVAL_S)
-            except OSError as e:  # no thread to be had: the run is read at its end
-                warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=2)
         _plugins.append(self)
         self._capture_fatal_signals()
         #: What _native.PhaseCall records of this session's tests.
@@ -298,6 +314,19 @@ class BlackboxPlugin:
             os._exit = _os_exit_recording
         _install_forked_bridge()
         _install_native_calls()
+        if self.is_parent:
+            # Last, so that nothing above can fail with the thread running: at the run's
+            # end (terminal summary, history) only the last records are left to read.
+            self.follows = self._follow()
+
+    def _follow(self) -> bool:
+        """Starts (again) the follow thread of this session's reader; False if it cannot."""
+        try:
+            self.session.reader().follow(FOLLOW_INTERVAL_S)
+        except OSError as e:  # no thread to be had: the run is read at its end
+            warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=3)
+            return False
+        return True
 
     # -- crash capture -------------------------------------------------------------------
 
@@ -557,7 +586,8 @@ class BlackboxPlugin:
 
     def close(self) -> None:
         s = self.session
-        if self.is_parent:
+        if self.follows:
+            self.follows = False
             s.reader().stop_following()
         self._safely(s.recorder.close)
         _runtime.pop(s)
