@@ -199,3 +199,21 @@ def test_the_plugin_forks_with_no_follow_thread(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(("args", "follows"), [([], True), (["--forked"], False)])
+def test_a_parent_that_forks_each_test_does_not_follow(
+    pytester: pytest.Pytester, args: list[str], follows: bool
+) -> None:
+    """Under pytest-forked the parent forks for every test, and the thread would be
+    stopped at each fork before it ever polled: it is not started there."""
+    pytester.makepyfile(
+        test_mode=f"""
+        from pytest_blackbox import plugin
+
+        def test_mode():
+            assert plugin._plugins[-1].follows is {follows}
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    result.assert_outcomes(passed=1)

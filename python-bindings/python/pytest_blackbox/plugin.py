@@ -314,9 +314,12 @@ class BlackboxPlugin:
             os._exit = _os_exit_recording
         _install_forked_bridge()
         _install_native_calls()
-        if self.is_parent:
-            # Last, so that nothing above can fail with the thread running: at the run's
-            # end (terminal summary, history) only the last records are left to read.
+        # Last, so that nothing above can fail with the thread running: at the run's end
+        # (terminal summary, history) only the last records are left to read. Not in a
+        # parent that forks for each test (pytest-forked): the thread would be stopped for
+        # every fork (see _stop_follow_threads) before it ever polled.
+        forks_each_test = role == "main" and bool(config.getoption("forked", False))
+        if self.is_parent and not forks_each_test:
             self.follows = self._follow()
 
     def _follow(self) -> bool:
