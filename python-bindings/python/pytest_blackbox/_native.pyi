@@ -288,7 +288,8 @@ class RunReader:
         """The run folder."""
 
     def poll(self) -> int:
-        """Read what was committed since the last poll; returns how many new records."""
+        """Read what was committed since the last poll (a :meth:`follow` thread's polls
+        count); returns how many new records."""
 
     def follow(self, interval_s: float) -> None:
         """Poll every ``interval_s`` seconds on a thread of its own (no GIL) until
