@@ -782,15 +782,11 @@ fn parse_phase(p: &str) -> PyResult<Phase> {
 // Writing
 // ---------------------------------------------------------------------------------------
 
-/// Times one fixture for the plugin: made when its setup starts; `setup_done()` records the
-/// setup. As finalizers, `teardown_starts` (added after the setup, so it runs before the
-/// fixture's own teardown) and `teardown_done` (added before the setup, so it runs after)
-/// record the teardown. Each record names the test this process runs at that moment. A
-/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
 /// Times one fixture: its setup from the timer's creation until `FixtureCall` has called
 /// the fixture function; its teardown through two calls as a finalizer of the fixture (the
 /// first, added after the setup, runs before the fixture's own teardown; the second, added
-/// before, runs after it).
+/// before, runs after it). Each record names the test this process runs at that moment. A
+/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
 #[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
 struct PyFixtureTimer {
     recorder: Py<PyRecorder>,
@@ -2165,6 +2161,11 @@ struct ReaderState {
 }
 
 impl ReaderState {
+    /// Reads what was committed since the last poll into the aggregate.
+    fn poll(&mut self) {
+        self.follower.poll_into(&mut self.agg);
+    }
+
     /// Polls, then the aggregate view of the run as it stands.
     fn view(&mut self) -> blackbox_core::RunView {
         self.follower.view(&mut self.agg)
@@ -2199,9 +2200,7 @@ impl Background {
                         return;
                     }
                     drop(guard);
-                    let mut s = lock(&state);
-                    let ReaderState { follower, agg } = &mut *s;
-                    follower.poll_into(agg);
+                    lock(&state).poll();
                 }
             })?;
         Ok(Background {
@@ -2211,10 +2210,16 @@ impl Background {
         })
     }
 
+    /// Whether the thread runs in this process (not in a forked child, which has only the
+    /// handle).
+    fn is_ours(&self) -> bool {
+        self.pid == blackbox_core::process_id()
+    }
+
     /// Stops the thread and waits for it (at most one poll). In a forked child the thread
     /// does not exist: the handle is let go without a join.
     fn finish(self) {
-        if self.pid != blackbox_core::process_id() {
+        if !self.is_ours() {
             std::mem::forget(self.thread);
             return;
         }
@@ -2245,7 +2250,7 @@ impl PyRunReader {
     fn usable(&self, py: Python<'_>) -> PyResult<()> {
         let inherited = lock(&self.background)
             .as_ref()
-            .is_some_and(|b| b.pid != blackbox_core::process_id());
+            .is_some_and(|b| !b.is_ours());
         if inherited {
             return Err(raise(
                 py,
@@ -2328,10 +2333,7 @@ impl PyRunReader {
     /// reader stays unusable there (see `usable`).
     fn stop_following(&self, py: Python<'_>) {
         let mut background = lock(&self.background);
-        if background
-            .as_ref()
-            .is_some_and(|b| b.pid == blackbox_core::process_id())
-        {
+        if background.as_ref().is_some_and(Background::is_ours) {
             let b = background.take();
             drop(background);
             if let Some(b) = b {
@@ -2345,7 +2347,7 @@ impl PyRunReader {
     fn following(&self) -> bool {
         lock(&self.background)
             .as_ref()
-            .is_some_and(|b| b.pid == blackbox_core::process_id())
+            .is_some_and(Background::is_ours)
     }
 
     #[getter]
@@ -2364,9 +2366,8 @@ impl PyRunReader {
         Ok(py.detach(|| {
             let mut s = lock(&self.inner);
             let before = s.agg.records();
-            let ReaderState { follower, agg } = &mut *s;
-            follower.poll_into(agg);
-            agg.records() - before
+            s.poll();
+            s.agg.records() - before
         }))
     }
 
