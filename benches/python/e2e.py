@@ -214,26 +214,26 @@ def count_instructions(
     for mode, (p, cg_dir) in procs.items():
         main = follow = total = 0
         bad = []
+        python_pids = set()
         # One file per process and thread: cg.<pid>-<thread>. valgrind runs pytest as the
         # process it started; its main thread is -01, and the plugin's follow thread, the
         # first it starts (at configure, before xdist's execnet threads), is -02.
         for f in sorted(cg_dir.glob("cg.*-*")):
-            found = re.search(r"^totals: (\d+)", f.read_text(errors="replace"), re.M)
+            text = f.read_text(errors="replace")
+            found = re.search(r"^totals: (\d+)", text, re.M)
             if not found:
                 bad.append(f.name)
                 continue
             n = int(found.group(1))
+            pid, thread = f.name.split("-")
+            if thread == "01" and "python" in text[:2000]:  # its header names the command
+                python_pids.add(pid)
             if f.name == f"cg.{p.pid}-01":
                 main = n
             elif mode == "on" and f.name == f"cg.{p.pid}-02":
                 follow = n
                 continue
             total += n
-        python_pids = {
-            f.name.split("-")[0]
-            for f in cg_dir.glob("cg.*-01")
-            if "python" in f.read_text(errors="replace")[:2000]
-        }
         want = 3 if "-n" in args else 1
         if p.returncode != 0 or not main or bad or len(python_pids) < want:
             out(
