@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,3 +128,14 @@ def mode(request: pytest.FixtureRequest) -> str:
 def prop_value(props: dict[str, Any], key: str) -> Any:
     assert key in props, f"{key!r} missing from {props}"
     return props[key]
+
+
+def wait_until(cond: Any, timeout: float = 60) -> Any:
+    """``cond()``'s first truthy value, polling; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")

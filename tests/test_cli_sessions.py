@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import wait_until
 
 BLACKBOX = str(Path(sys.executable).with_name("blackbox"))
 
@@ -47,16 +48,6 @@ def stats(cwd: Path) -> dict[str, Any]:
     r = cli("stats", "--json", cwd=cwd)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def wait_until(cond: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def start_pytest(path: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -11,20 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from pytest_blackbox import BlackboxError, _native, start_run, stop_run
 
 
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
-
-
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def test_a_following_reader_reads_without_being_polled(tmp_path: Path) -> None:
@@ -40,9 +32,9 @@ def test_a_following_reader_reads_without_being_polled(tmp_path: Path) -> None:
 
         # properties() does not poll: only the thread can have read these records.
         session.recorder.record("k", 1, "script::a")
-        assert _wait_for(lambda: reader.properties("script::a") == [("k", 1)])
+        wait_until(lambda: reader.properties("script::a") == [("k", 1)])
         session.recorder.append("log", "x", "script::a")
-        assert _wait_for(lambda: dict(reader.properties("script::a")).get("log") == ["x"])
+        wait_until(lambda: dict(reader.properties("script::a")).get("log") == ["x"])
 
         reader.stop_following()
         assert not reader.following
@@ -135,15 +127,15 @@ def test_a_reader_inherited_while_following_refuses_and_never_hangs(tmp_path: Pa
                     refused += 1
                 child = _native.RunReader(session.run_dir)
                 child.follow(0.01)  # a thread of its own
-                ok = _wait_for(lambda: dict(child.properties("script::a")).get("i") == 19)
+                wait_until(lambda: dict(child.properties("script::a")).get("i") == 19)
                 child.stop_following()
-                code = 0 if ok and refused == len(calls) + 1 and not reader.following else 2
+                code = 0 if refused == len(calls) + 1 and not reader.following else 2
             finally:
                 os._exit(code)
         assert _wait_child(pid) == 0
         assert reader.following
         session.recorder.record("after", True, "script::a")
-        assert _wait_for(lambda: dict(reader.properties("script::a")).get("after") is True)
+        wait_until(lambda: dict(reader.properties("script::a")).get("after") is True)
         reader.stop_following()
     finally:
         stop_run(session)
