@@ -60,6 +60,18 @@ fn fork() -> i32 {
     pid
 }
 
+/// Waits for child `pid` of this process (-1: any) and returns its wait status.
+fn wait_child(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child of this process, into a status we own.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    status
+}
+
+fn exited_ok(status: i32) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 fn seg_name(rec: &Recorder) -> String {
     rec.segment_path()
         .unwrap()
@@ -139,13 +151,8 @@ fn child() {
                 // SAFETY: ends the forked child without running the harness's exit path.
                 unsafe { libc::_exit(0) };
             }
-            let mut status = 0;
-            // SAFETY: waits for the child we forked.
-            unsafe { libc::waitpid(-1, &raw mut status, 0) };
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "forked child failed: {status:#x}"
-            );
+            let status = wait_child(-1);
+            assert!(exited_ok(status), "forked child failed: {status:#x}");
             rec.record(&data_record(1, 11, Some((1, 2)))).unwrap();
             rec.commit().unwrap();
             ack(&format!("P_DONE {} {}", std::process::id(), seg_name(&rec)));
@@ -170,9 +177,7 @@ fn child() {
                     };
                     unreachable!();
                 }
-                let mut status = 0;
-                // SAFETY: waits for the child we forked.
-                unsafe { libc::waitpid(pid, &raw mut status, 0) };
+                let status = wait_child(pid);
                 assert!(libc::WIFSIGNALED(status), "child {i}: {status:#x}");
                 ack(&format!("G_DIED {i} {pid} {}", libc::WTERMSIG(status)));
             }
@@ -489,24 +494,16 @@ fn process_id_is_each_process_own_after_forks() {
                 // SAFETY: ends the grandchild at once.
                 unsafe { libc::_exit(i32::from(!ok)) };
             }
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            unsafe { libc::waitpid(grandchild, &raw mut status, 0) };
-            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                code = 0;
+            code = if exited_ok(wait_child(grandchild)) {
+                0
             } else {
-                code = 2;
-            }
+                2
+            };
         }
         // SAFETY: ends the child at once, without the test harness's exit path.
         unsafe { libc::_exit(code) };
     }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child status {status:#x}"
-    );
+    let status = wait_child(pid);
+    assert!(exited_ok(status), "child status {status:#x}");
     assert_eq!(blackbox_core::process_id(), parent);
 }
