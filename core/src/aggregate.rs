@@ -50,6 +50,8 @@ pub struct TestView {
     pub pid: Option<u32>,
     pub crashed: bool,
     pub signal: Option<i32>,
+    /// The test ran out of time (its outcome is then `timeout`).
+    pub timeout: Option<TimeoutView>,
     pub phases: Vec<PhaseView>,
     pub properties: Vec<(String, Value)>,
     pub start_mono_ns: u64,
@@ -86,6 +88,37 @@ pub struct CrashView {
     pub detail: String,
     /// Files in the run folder for this crash (faulthandler output).
     pub attachments: Vec<String>,
+    /// The process was ended because its test ran out of time.
+    pub timeout: Option<TimeoutView>,
+}
+
+/// A test that ran past its time limit (a [`Record::Timeout`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeoutView {
+    pub phase: Option<String>,
+    pub limit_s: f64,
+    pub elapsed_s: f64,
+    /// `blackbox_timeout` or `pytest-timeout`.
+    pub source: String,
+    /// The process ended with it (else only the test failed).
+    pub fatal: bool,
+}
+
+impl TimeoutView {
+    /// "timed out after 2.0 s in call (blackbox_timeout)".
+    pub fn story(&self) -> String {
+        crate::watchdog::timeout_story(self.limit_s, self.phase.as_deref(), &self.source)
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({
+            "phase": self.phase,
+            "limit_s": self.limit_s,
+            "elapsed_s": self.elapsed_s,
+            "source": self.source,
+            "fatal": self.fatal,
+        })
+    }
 }
 
 /// One xdist worker (or the main process), over all its processes.
@@ -329,6 +362,8 @@ pub struct Aggregate {
     /// crash of that process.
     attachments: Vec<(Option<String>, String, String, usize)>,
     exits: Vec<(Option<String>, i32, usize)>,
+    /// (test, timeout, segment)
+    timeouts: Vec<(Option<String>, TimeoutView, usize)>,
     records: u64,
 }
 
@@ -581,12 +616,32 @@ impl Aggregate {
                     phase,
                     detail,
                     attachments: Vec::new(),
+                    timeout: None,
                 });
             }
             Record::Exit { test, code, .. } => self.exits.push((test, code, seg)),
             Record::Attachment { test, kind, path } => {
                 self.attachments.push((test, kind, path, seg));
             }
+            Record::Timeout {
+                test,
+                phase,
+                limit_s,
+                elapsed_s,
+                source,
+                fatal,
+                ..
+            } => self.timeouts.push((
+                test,
+                TimeoutView {
+                    phase,
+                    limit_s,
+                    elapsed_s,
+                    source,
+                    fatal,
+                },
+                seg,
+            )),
         }
     }
 
@@ -794,8 +849,11 @@ impl Aggregate {
                     x.pid = x.pid.or(c.pid);
                     x.worker = x.worker.clone().or(c.worker);
                     x.phase = x.phase.clone().or(c.phase);
-                    if x.detail.is_empty() {
+                    if x.detail.is_empty() || (x.timeout.is_none() && c.timeout.is_some()) {
                         x.detail = c.detail;
+                    }
+                    if x.timeout.is_none() {
+                        x.timeout = c.timeout;
                     }
                 }
                 None => crashes.push(c),
@@ -808,12 +866,17 @@ impl Aggregate {
         for e in &self.exits {
             exit_of_seg.entry(e.2).or_insert(e);
         }
+        let mut timeout_of_seg: HashMap<usize, &TimeoutView> = HashMap::new();
+        for (_, t, seg) in self.timeouts.iter().filter(|t| t.1.fatal) {
+            timeout_of_seg.entry(*seg).or_insert(t);
+        }
         for (seg, s) in self.segs.iter().enumerate() {
             let Some(st) = status(seg) else { continue };
             if st.alive || st.closed_cleanly {
                 continue;
             }
             let exit = exit_of_seg.get(&seg).copied();
+            let timeout = timeout_of_seg.get(&seg).copied();
             let mark = st.crash.as_ref();
             let test = s
                 .open_test
@@ -832,6 +895,7 @@ impl Aggregate {
                 Some(Phase::Call | Phase::Teardown) => "teardown",
             };
             let detail = match (mark, exit) {
+                _ if timeout.is_some() => timeout.map(TimeoutView::story).unwrap_or_default(),
                 (Some(m), _) => format!("killed by {}", signal_name(m.signal)),
                 (None, Some((_, code, _))) => format!("exited with status {code} during the test"),
                 (None, None) => "process died without a signal handler running (SIGKILL, os._exit or power loss)".into(),
@@ -842,9 +906,12 @@ impl Aggregate {
                 pid: s.pid.or(Some(st.pid)),
                 signal: mark.map(|m| m.signal),
                 exit_code: exit.map(|e| e.1),
-                phase: s.open_test.as_ref().map(|_| phase.to_owned()),
+                phase: timeout
+                    .and_then(|t| t.phase.clone())
+                    .or_else(|| s.open_test.as_ref().map(|_| phase.to_owned())),
                 detail,
                 attachments: Vec::new(),
+                timeout: timeout.cloned(),
             });
         }
         let mut attachments_of: HashMap<&str, Vec<String>> = HashMap::new();
@@ -881,6 +948,12 @@ impl Aggregate {
             }
             c.attachments = files;
         }
+        let mut timeout_of: HashMap<&str, &TimeoutView> = HashMap::new();
+        for (test, t, _) in &self.timeouts {
+            if let Some(n) = test.as_deref() {
+                timeout_of.entry(n).or_insert(t);
+            }
+        }
         let mut crash_of: HashMap<&str, usize> = HashMap::new();
         for (i, c) in crashes.iter().enumerate() {
             if let Some(n) = c.nodeid.as_deref() {
@@ -915,7 +988,12 @@ impl Aggregate {
             });
             let phase_outcome =
                 |p: Phase| t.phases[p as usize].as_ref().map(|a| a.outcome.as_ref());
-            let outcome = if crash.is_some() {
+            let timeout = crash
+                .and_then(|c| c.timeout.as_ref())
+                .or_else(|| timeout_of.get(nodeid).copied());
+            let outcome = if timeout.is_some() {
+                "timeout"
+            } else if crash.is_some() {
                 "crashed"
             } else if running {
                 "running"
@@ -952,6 +1030,7 @@ impl Aggregate {
                     .or_else(|| main_seg.and_then(seg_pid)),
                 crashed: crash.is_some(),
                 signal: crash.and_then(|c| c.signal),
+                timeout: timeout.cloned(),
                 phases: phases(t)
                     .map(|(p, a)| PhaseView {
                         phase: p,
@@ -1161,6 +1240,7 @@ impl TestView {
             "crashed": self.crashed,
             "signal": self.signal,
             "signal_name": self.signal.map(signal_name),
+            "timeout": self.timeout.as_ref().map(TimeoutView::to_json),
             "phases": self.phases.iter().map(|p| json!({"phase": p.phase.as_str(), "outcome": p.outcome, "duration_s": p.duration_s})).collect::<Vec<_>>(),
             "properties": props_json(&self.properties),
         })
@@ -1202,7 +1282,7 @@ impl serde::Serialize for TestJson<'_> {
             }
         }
         let t = self.0;
-        let mut m = ser.serialize_map(Some(10))?;
+        let mut m = ser.serialize_map(Some(11))?;
         m.serialize_entry("crashed", &t.crashed)?;
         m.serialize_entry("duration_s", &t.duration_s)?;
         m.serialize_entry("nodeid", &t.nodeid)?;
@@ -1212,6 +1292,7 @@ impl serde::Serialize for TestJson<'_> {
         m.serialize_entry("properties", &Props(&t.properties))?;
         m.serialize_entry("signal", &t.signal)?;
         m.serialize_entry("signal_name", &t.signal.map(signal_name))?;
+        m.serialize_entry("timeout", &t.timeout.as_ref().map(TimeoutView::to_json))?;
         m.serialize_entry("worker", &t.worker)?;
         m.end()
     }
@@ -1256,8 +1337,24 @@ impl FixtureStats {
 }
 
 impl CrashView {
+    /// How the process ended: `timeout` (the watchdog or pytest-timeout ended it),
+    /// `signal`, `exit` (an exit status), or `unknown`.
+    pub fn kind(&self) -> &'static str {
+        if self.timeout.is_some() {
+            "timeout"
+        } else if self.signal.is_some() {
+            "signal"
+        } else if self.exit_code.is_some() {
+            "exit"
+        } else {
+            "unknown"
+        }
+    }
+
     pub fn to_json(&self) -> Json {
         json!({
+            "kind": self.kind(),
+            "timeout": self.timeout.as_ref().map(TimeoutView::to_json),
             "nodeid": self.nodeid,
             "worker": self.worker,
             "pid": self.pid,

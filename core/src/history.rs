@@ -1171,6 +1171,7 @@ impl History {
                     phase: row.phase,
                     detail: row.detail,
                     attachments: row.attachments,
+                    timeout: None,
                 });
             }
             Ok(out)

@@ -35,6 +35,7 @@ pub mod record;
 pub mod segment;
 pub mod snapshot;
 pub mod store;
+pub mod watchdog;
 pub mod writer;
 
 pub use aggregate::{
@@ -51,4 +52,5 @@ pub use segment::{
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
 pub use store::{is_run_id, Store};
+pub use watchdog::TIMEOUT_EXIT_STATUS;
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};

@@ -52,8 +52,11 @@ impl Value {
 }
 
 /// Which phase of a test a report belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Phase {
+    #[default]
     Setup,
     Call,
     Teardown,
@@ -214,6 +217,22 @@ pub enum Record {
         kind: String,
         path: String,
     },
+    /// A test ran past its time limit: written by the watchdog thread of the process that
+    /// ran it (`blackbox_timeout`), or when pytest-timeout ended it (`pytest-timeout`).
+    Timeout {
+        test: Option<String>,
+        /// The phase that ran out of time (`setup`, `call`, `teardown`).
+        phase: Option<String>,
+        limit_s: f64,
+        /// From the test's start (or pytest-timeout's timer) to the timeout.
+        elapsed_s: f64,
+        /// What set the limit that acted: `blackbox_timeout` or `pytest-timeout`.
+        source: String,
+        /// Whether the process ends with it (the watchdog; pytest-timeout's `thread`
+        /// method), or only the test failed (pytest-timeout's `signal` method).
+        fatal: bool,
+        wall_ns: u64,
+    },
 }
 
 /// A record of one of the kinds a test run writes most (test start, phase and end,
@@ -277,6 +296,7 @@ impl Record {
             Record::Crash { .. } => "crash",
             Record::Exit { .. } => "exit",
             Record::Attachment { .. } => "attachment",
+            Record::Timeout { .. } => "timeout",
         }
     }
 
@@ -292,7 +312,8 @@ impl Record {
             | Record::Timed { test, .. }
             | Record::Crash { test, .. }
             | Record::Exit { test, .. }
-            | Record::Attachment { test, .. } => test.as_deref(),
+            | Record::Attachment { test, .. }
+            | Record::Timeout { test, .. } => test.as_deref(),
             Record::Process { .. } | Record::RunStart { .. } | Record::RunEnd { .. } => None,
         }
     }
@@ -426,6 +447,23 @@ impl Record {
             Record::Attachment { test, kind, path } => {
                 json!({"test": test, "attachment_kind": kind, "path": path})
             }
+            Record::Timeout {
+                test,
+                phase,
+                limit_s,
+                elapsed_s,
+                source,
+                fatal,
+                wall_ns,
+            } => json!({
+                "test": test,
+                "phase": phase,
+                "limit_s": limit_s,
+                "elapsed_s": elapsed_s,
+                "source": source,
+                "fatal": fatal,
+                "wall_ns": wall_ns,
+            }),
         };
         if let J::Object(map) = &mut obj {
             map.insert("kind".into(), self.kind().into());

@@ -307,6 +307,7 @@ extern "C" fn on_fatal_signal(
 ) {
     // Marked before chaining: the handler before ours may never return (faulthandler
     // restores the default action and raises the signal again from inside its handler).
+    crate::watchdog::note_dying();
     let base = CRASH_HEADER.load(Ordering::Acquire);
     // SAFETY: a non-null pointer is a live header mapping (see `mark_crash`).
     let no_mark_before =
@@ -349,6 +350,7 @@ extern "C" fn on_fatal_signal(
             // SAFETY: as above; the pointer was live when loaded and this thread is inside
             // the writer's process, which clears it before unmapping.
             unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).store(0, Ordering::Release) };
+            crate::watchdog::note_alive();
         }
     }
 }

@@ -1,11 +1,33 @@
 //! The per-process writer: one segment per process per run, created on the first write,
 //! and a new one in a forked child.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::record::{Record, Role};
+use crate::record::{Phase, Record, Role};
 use crate::segment::{monotonic_ns, wall_ns, Durability, EncodeRecord, SegmentWriter};
+use crate::watchdog;
+
+/// Numbers recorders, so the watchdog knows which one armed it.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Time limits of the tests a recorder starts (see [`crate::watchdog`]).
+#[derive(Debug, Default)]
+struct Limits {
+    /// Every test's limit (`--blackbox-timeout`), in ns; 0: none.
+    default_ns: u64,
+    /// Limits of single tests (the `blackbox_timeout` marker), in ns; 0: none.
+    per_test: HashMap<String, u64>,
+    /// The test running, when armed: (start, limit) in ns.
+    armed: Option<(u64, u64)>,
+    /// pytest-timeout's timer for the running test: (nodeid, armed at, limit), in ns.
+    external: Option<(String, u64, u64)>,
+    /// The phase of the running test that runs now.
+    phase: Phase,
+}
 
 /// Records into one run from one process.
 ///
@@ -24,6 +46,8 @@ pub struct Recorder {
     writer: Option<SegmentWriter>,
     in_transaction: bool,
     current_test: Option<String>,
+    id: u64,
+    limits: Limits,
 }
 
 impl Recorder {
@@ -42,7 +66,75 @@ impl Recorder {
             writer: None,
             in_transaction: false,
             current_test: None,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            limits: Limits::default(),
         }
+    }
+
+    /// This recorder behind a lock, known to the watchdog, which can then record a
+    /// timeout into it from its own thread. Only a shared recorder arms the watchdog.
+    pub fn into_shared(self) -> Arc<Mutex<Recorder>> {
+        let id = self.id;
+        let shared = Arc::new(Mutex::new(self));
+        watchdog::register(id, &shared);
+        shared
+    }
+
+    /// Sets the time limit of every test this recorder starts from now on (`None`: no
+    /// limit), and of single tests by nodeid (a limit of zero: none for that test).
+    pub fn set_timeouts(&mut self, default_s: Option<f64>, per_test: HashMap<String, f64>) {
+        let ns = |s: f64| {
+            (s.is_finite() && s > 0.0)
+                .then(|| (s * 1e9) as u64)
+                .unwrap_or(0)
+        };
+        self.limits.default_ns = default_s.map_or(0, ns);
+        self.limits.per_test = per_test.into_iter().map(|(k, v)| (k, ns(v))).collect();
+    }
+
+    /// pytest-timeout armed (`Some(limit_s)`) or cancelled (`None`) its timer for `nodeid`
+    /// (its `pytest_timeout_set_timer` / `cancel_timer` hooks): if pytest-timeout ends the
+    /// test, it is recorded as a timeout with that limit.
+    pub fn external_timer(&mut self, nodeid: &str, limit_s: Option<f64>) {
+        self.limits.external = limit_s
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| (nodeid.to_owned(), monotonic_ns(), (s * 1e9) as u64));
+    }
+
+    /// The limit of the running test, when the watchdog is armed for it: (start, limit).
+    pub fn armed_limit(&self) -> Option<(u64, u64)> {
+        self.limits.armed
+    }
+
+    /// Fills `rec` (a [`Record::Timeout`]) with the running test and records it; the
+    /// process is about to end.
+    pub(crate) fn record_timeout(&mut self, rec: &mut Record) {
+        if let Record::Timeout { test, .. } = rec {
+            test.clone_from(&self.current_test);
+        }
+        self.in_transaction = false;
+        if let Some(w) = self.writer.as_mut() {
+            w.rollback();
+        }
+        let _ = self.record(rec);
+    }
+
+    /// pytest-timeout's limit for the running test, when it has run out: the timeout
+    /// record that tells so.
+    fn external_timeout(&self, phase: Option<Phase>, fatal: bool) -> Option<Record> {
+        let (nodeid, at, limit) = self.limits.external.as_ref()?;
+        let elapsed = monotonic_ns().saturating_sub(*at);
+        // pytest-timeout's timers fire at their limit; 1 ms of slack for the clocks.
+        let ran_out = elapsed + 1_000_000 >= *limit;
+        (self.current_test.as_deref() == Some(nodeid) && ran_out).then(|| Record::Timeout {
+            test: Some(nodeid.clone()),
+            phase: phase.map(|p| p.as_str().to_owned()),
+            limit_s: *limit as f64 / 1e9,
+            elapsed_s: elapsed as f64 / 1e9,
+            source: watchdog::SOURCE_PYTEST_TIMEOUT.to_owned(),
+            fatal,
+            wall_ns: wall_ns(),
+        })
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -111,8 +203,43 @@ impl Recorder {
     }
 
     /// Appends and, outside a transaction, commits one record.
+    ///
+    /// A phase report moves the watchdog's phase on; when pytest-timeout's timer of the
+    /// running test has run out, a failed call (its `signal` method) or an `os._exit`
+    /// (its `thread` method) is preceded by the timeout record that says so.
     pub fn record(&mut self, record: &Record) -> Result<()> {
+        match record {
+            Record::TestPhase { phase, outcome, .. } => {
+                self.limits.phase = match phase {
+                    Phase::Setup => Phase::Call,
+                    Phase::Call | Phase::Teardown => Phase::Teardown,
+                };
+                if self.limits.armed.is_some() {
+                    watchdog::phase_done(self.id, *phase);
+                }
+                if outcome == "failed" {
+                    if let Some(t) = self.external_timeout(Some(*phase), false) {
+                        self.limits.external = None;
+                        self.record_encoded(record)?;
+                        return self.record_encoded(&t);
+                    }
+                }
+            }
+            Record::Exit { .. } => {
+                watchdog::note_dying();
+                if let Some(t) = self.external_timeout(self.running_phase(), true) {
+                    self.record_encoded(&t)?;
+                }
+            }
+            _ => {}
+        }
         self.record_encoded(record)
+    }
+
+    /// The phase of the running test that runs now (after the reports recorded so far).
+    fn running_phase(&self) -> Option<Phase> {
+        self.current_test.as_ref()?;
+        Some(self.limits.phase)
     }
 
     /// [`record`](Self::record) for anything that encodes as a record
@@ -185,11 +312,33 @@ impl Recorder {
         if let Some(w) = self.writer.as_mut() {
             w.set_current_test(Some(nodeid));
         }
+        let limit = match self.limits.per_test.get(nodeid) {
+            Some(&ns) => ns,
+            None => self.limits.default_ns,
+        };
+        if self.limits.armed.take().is_some() {
+            watchdog::disarm(self.id);
+        }
+        self.limits.phase = Phase::Setup;
+        if limit > 0 {
+            if let Record::TestStart { mono_ns, .. } = rec {
+                watchdog::arm(self.id, mono_ns, limit).map_err(|e| Error::Io {
+                    path: self.run_dir.clone(),
+                    action: "start the watchdog thread for",
+                    source: e,
+                })?;
+                self.limits.armed = Some((mono_ns, limit));
+            }
+        }
         Ok(())
     }
 
     /// Records a [`Record::TestEnd`] and clears the running test.
     pub fn end_test(&mut self, nodeid: &str) -> Result<()> {
+        if self.limits.armed.take().is_some() {
+            watchdog::disarm(self.id);
+        }
+        self.limits.external = None;
         let rec = Record::TestEnd {
             nodeid: nodeid.to_owned(),
             mono_ns: monotonic_ns(),
@@ -205,10 +354,21 @@ impl Recorder {
     /// Commits and marks the segment closed cleanly (a reader then knows this process
     /// ended on purpose). The lock is held until the recorder is dropped.
     pub fn close(&mut self) -> Result<()> {
+        if self.limits.armed.take().is_some() {
+            watchdog::disarm(self.id);
+        }
         self.in_transaction = false;
         match self.writer.as_mut() {
             Some(w) if !w.is_inherited() => w.close(),
             _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.limits.armed.is_some() {
+            watchdog::disarm(self.id);
         }
     }
 }

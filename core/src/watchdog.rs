@@ -1,0 +1,340 @@
+//! The hang watchdog: one native thread per process (it needs no GIL), armed when a test
+//! starts and disarmed when it ends, by [`crate::Recorder`] itself, with atomic stores only.
+//!
+//! When an armed test outlives its limit, the thread takes the recorder that armed it,
+//! records a [`Record::Timeout`] (test, phase, limit, elapsed), raises the dump signal on
+//! itself (the Python side registers `faulthandler` for it, which writes every Python
+//! thread's traceback without the GIL, before `raise` returns), says so on stderr and ends
+//! the process with [`TIMEOUT_EXIT_STATUS`]: pytest-forked's parent or xdist's controller
+//! then reports the test and goes on, and a plain pytest ends the same way.
+//!
+//! Concurrency contract. One word, [`STATE`], holds an arming generation and the state
+//! (idle, armed, firing); the deadline, start and limit are written before the armed state
+//! is published (release) and read after it is seen (acquire). The thread fires only by a
+//! compare-exchange from the exact armed word it read, so a test that disarms (or a next
+//! test that re-arms) at the last instant either wins, and nothing fires, or loses, and
+//! then finds the state firing and waits for the end of the process: one report, never two.
+//! The thread sleeps on its own schedule ([`TICK`]); arming costs no system call. After
+//! `fork()` the child has no watchdog thread and is disarmed (atfork child handler); its
+//! first arming starts its own thread.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::record::{Phase, Record};
+use crate::segment::{monotonic_ns, process_id, wall_ns};
+use crate::writer::Recorder;
+
+/// The exit status of a process the watchdog ends (that of coreutils' `timeout`).
+pub const TIMEOUT_EXIT_STATUS: i32 = 124;
+/// How often the thread looks at the clock while a test is armed (at most this late).
+pub const TICK: Duration = Duration::from_millis(100);
+/// The source of a limit the watchdog enforces.
+pub const SOURCE_BLACKBOX: &str = "blackbox_timeout";
+/// The source of a limit pytest-timeout enforces (told through its hooks).
+pub const SOURCE_PYTEST_TIMEOUT: &str = "pytest-timeout";
+/// How long the firing thread waits for the recorder's lock before it goes on without the
+/// record (another thread of the test holding it forever).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+const IDLE: u64 = 0;
+const ARMED: u64 = 1;
+const FIRING: u64 = 2;
+const STATE_BITS: u64 = 3;
+
+/// Generation (upper bits) and state (low two bits).
+static STATE: AtomicU64 = AtomicU64::new(IDLE);
+static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+static START_NS: AtomicU64 = AtomicU64::new(0);
+static LIMIT_NS: AtomicU64 = AtomicU64::new(0);
+/// The [`Recorder::id`] that armed, so a nested session does not disarm its outer one's.
+static ARMED_BY: AtomicU64 = AtomicU64::new(0);
+/// 0 setup, 1 call, 2 teardown: the phase running (the reports recorded so far).
+static PHASE: AtomicU8 = AtomicU8::new(0);
+/// The process is ending on its own (closed recorder, `os._exit`, a fatal signal): the
+/// watchdog stays quiet.
+static DYING: AtomicBool = AtomicBool::new(false);
+/// The signal the Python side registered `faulthandler` for (0: none).
+static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The process whose watchdog thread runs (0: none), as [`process_id`] gives it.
+static THREAD_PID: AtomicU32 = AtomicU32::new(0);
+static THREAD: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
+static STOP: AtomicBool = AtomicBool::new(false);
+static ATFORK: Once = Once::new();
+/// Recorders the thread may write into: `Recorder::into_shared` registers each.
+static SINKS: Mutex<Vec<(u64, Weak<Mutex<Recorder>>)>> = Mutex::new(Vec::new());
+
+extern "C" fn after_fork_in_child() {
+    // Plain atomic stores: the child has no watchdog thread, and no inherited arming.
+    let s = STATE.load(Ordering::Relaxed);
+    STATE.store((s & !STATE_BITS) + 4, Ordering::Relaxed);
+    THREAD_PID.store(0, Ordering::Relaxed);
+    STOP.store(false, Ordering::Relaxed);
+}
+
+pub(crate) fn register(id: u64, recorder: &Arc<Mutex<Recorder>>) {
+    let mut sinks = SINKS.lock().unwrap_or_else(PoisonError::into_inner);
+    sinks.retain(|(_, w)| w.strong_count() > 0);
+    sinks.push((id, Arc::downgrade(recorder)));
+}
+
+/// Sets the signal the watchdog raises on its own thread to have every Python thread's
+/// traceback written (the Python side registers `faulthandler` for it); 0 for none.
+pub fn set_dump_signal(signal: i32) {
+    DUMP_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Tells the watchdog this process is ending on its own: it will not fire.
+pub fn note_dying() {
+    DYING.store(true, Ordering::Relaxed);
+}
+
+/// A fatal signal was dealt with by the handler it chained to (a runtime's own fault):
+/// the process goes on after all.
+pub(crate) fn note_alive() {
+    DYING.store(false, Ordering::Relaxed);
+}
+
+/// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`.
+/// Atomic stores only, but for the first arming of a process, which starts its thread.
+pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64) -> std::io::Result<()> {
+    ensure_thread()?;
+    loop {
+        let s = STATE.load(Ordering::Acquire);
+        if s & STATE_BITS == FIRING {
+            wait_for_the_end();
+        }
+        DEADLINE_NS.store(start_ns.saturating_add(limit_ns), Ordering::Relaxed);
+        START_NS.store(start_ns, Ordering::Relaxed);
+        LIMIT_NS.store(limit_ns, Ordering::Relaxed);
+        ARMED_BY.store(by, Ordering::Relaxed);
+        PHASE.store(0, Ordering::Relaxed);
+        let armed = (s & !STATE_BITS) + 4 + ARMED;
+        if STATE
+            .compare_exchange(s, armed, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// The phase `done` was reported: the next one runs (for the timeout's story).
+pub(crate) fn phase_done(by: u64, done: Phase) {
+    if ARMED_BY.load(Ordering::Relaxed) == by {
+        let next = match done {
+            Phase::Setup => 1,
+            Phase::Call | Phase::Teardown => 2,
+        };
+        PHASE.store(next, Ordering::Relaxed);
+    }
+}
+
+/// Disarms, if `by` armed. When the thread already fires for this test, waits for the
+/// process to end (the test ran past its limit; it is reported once, as a timeout).
+pub(crate) fn disarm(by: u64) {
+    loop {
+        let s = STATE.load(Ordering::Acquire);
+        match s & STATE_BITS {
+            ARMED if ARMED_BY.load(Ordering::Relaxed) == by => {
+                if STATE
+                    .compare_exchange(s, s & !STATE_BITS, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            FIRING if ARMED_BY.load(Ordering::Relaxed) == by => wait_for_the_end(),
+            _ => return,
+        }
+    }
+}
+
+/// Whether a test is armed now (for tests and the binding).
+pub fn armed() -> bool {
+    STATE.load(Ordering::Acquire) & STATE_BITS == ARMED
+}
+
+/// Whether this process has a watchdog thread now.
+pub fn thread_running() -> bool {
+    THREAD_PID.load(Ordering::Relaxed) == process_id()
+}
+
+fn wait_for_the_end() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn ensure_thread() -> std::io::Result<()> {
+    let pid = process_id();
+    if THREAD_PID.load(Ordering::Acquire) == pid {
+        return Ok(());
+    }
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only makes atomic stores.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    let mut slot = THREAD.lock().unwrap_or_else(PoisonError::into_inner);
+    if THREAD_PID.load(Ordering::Acquire) == pid {
+        return Ok(());
+    }
+    STOP.store(false, Ordering::Relaxed);
+    let handle = std::thread::Builder::new()
+        .name("blackbox-watchdog".into())
+        .spawn(watch)?;
+    *slot = Some(handle.thread().clone());
+    THREAD_PID.store(pid, Ordering::Release);
+    Ok(())
+}
+
+/// Before a `fork()` (the Python side calls it from `os.register_at_fork`): the thread
+/// ends, so the process forks with no thread of ours (Python 3.12+ warns otherwise). The
+/// next arming, or [`after_fork_in_parent`] while a test is armed, starts it again.
+pub fn before_fork() {
+    let mut slot = THREAD.lock().unwrap_or_else(PoisonError::into_inner);
+    if THREAD_PID.load(Ordering::Acquire) != process_id() {
+        return;
+    }
+    if let Some(t) = slot.take() {
+        STOP.store(true, Ordering::Release);
+        t.unpark();
+        // The thread clears THREAD_PID as it leaves.
+        while THREAD_PID.load(Ordering::Acquire) != 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// After a `fork()`, in the parent: an armed test gets its thread back.
+pub fn after_fork_in_parent() -> std::io::Result<()> {
+    if armed() {
+        ensure_thread()?;
+    }
+    Ok(())
+}
+
+fn watch() {
+    block_everything_but_dump();
+    loop {
+        if STOP.load(Ordering::Acquire) {
+            THREAD_PID.store(0, Ordering::Release);
+            return;
+        }
+        let s = STATE.load(Ordering::Acquire);
+        let mut nap = TICK;
+        if s & STATE_BITS == ARMED {
+            let deadline = DEADLINE_NS.load(Ordering::Relaxed);
+            let now = monotonic_ns();
+            if now >= deadline {
+                if !DYING.load(Ordering::Relaxed)
+                    && STATE
+                        .compare_exchange(
+                            s,
+                            (s & !STATE_BITS) | FIRING,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    fire(now);
+                }
+            } else {
+                nap = nap.min(Duration::from_nanos(deadline - now));
+            }
+        }
+        std::thread::park_timeout(nap);
+    }
+}
+
+/// Signals meant for the process (a ^C, a SIGTERM) go to its other threads, not to this one.
+fn block_everything_but_dump() {
+    // SAFETY: signal-mask calls on a set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut set);
+        for sig in crate::segment::FATAL_SIGNALS {
+            libc::sigdelset(&raw mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+    }
+}
+
+fn fire(now: u64) -> ! {
+    let by = ARMED_BY.load(Ordering::Relaxed);
+    let limit_ns = LIMIT_NS.load(Ordering::Relaxed);
+    let elapsed_ns = now.saturating_sub(START_NS.load(Ordering::Relaxed));
+    let phase = match PHASE.load(Ordering::Relaxed) {
+        0 => Phase::Setup,
+        1 => Phase::Call,
+        _ => Phase::Teardown,
+    };
+    let limit_s = limit_ns as f64 / 1e9;
+    let mut rec = Record::Timeout {
+        test: None,
+        phase: Some(phase.as_str().to_owned()),
+        limit_s,
+        elapsed_s: elapsed_ns as f64 / 1e9,
+        source: SOURCE_BLACKBOX.to_owned(),
+        fatal: true,
+        wall_ns: wall_ns(),
+    };
+    let sink = SINKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(id, _)| *id == by)
+        .and_then(|(_, w)| w.upgrade());
+    let mut where_ = String::from("an unknown test");
+    if let Some(sink) = sink {
+        let waited_from = std::time::Instant::now();
+        loop {
+            match sink.try_lock() {
+                Ok(mut r) => {
+                    r.record_timeout(&mut rec);
+                    if let Record::Timeout { test: Some(t), .. } = &rec {
+                        where_.clone_from(t);
+                    }
+                    break;
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    p.into_inner().record_timeout(&mut rec);
+                    break;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if waited_from.elapsed() > LOCK_WAIT {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    let msg = format!(
+        "\nblackbox: {where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
+         ending process {} with status {TIMEOUT_EXIT_STATUS}\n",
+        phase.as_str(),
+        process_id(),
+    );
+    let sig = DUMP_SIGNAL.load(Ordering::Relaxed);
+    // SAFETY: the signal goes to this thread, with it unblocked: faulthandler's handler
+    // writes the tracebacks before raise returns. write(2) and _exit(2) need nothing.
+    unsafe {
+        if sig > 0 {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&raw mut set);
+            libc::sigaddset(&raw mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(TIMEOUT_EXIT_STATUS);
+    }
+}
+
+/// "timed out after 2.0 s in call (blackbox_timeout)": a timeout's story.
+pub fn timeout_story(limit_s: f64, phase: Option<&str>, source: &str) -> String {
+    let phase = phase.map(|p| format!(" in {p}")).unwrap_or_default();
+    format!("timed out after {limit_s:?} s{phase} ({source})")
+}
