@@ -105,7 +105,7 @@ pub struct TimeoutView {
 }
 
 impl TimeoutView {
-    /// "timed out after 2.0 s in call (blackbox_timeout)".
+    /// "timed out after 2.0 s in call (`blackbox_timeout`)".
     pub fn story(&self) -> String {
         crate::watchdog::timeout_story(self.limit_s, self.phase.as_deref(), &self.source)
     }
@@ -1351,6 +1351,15 @@ impl CrashView {
         }
     }
 
+    /// `timeout`, or the signal's name, for a table's column; `None` when neither.
+    pub fn cause(&self) -> Option<String> {
+        if self.timeout.is_some() {
+            Some("timeout".into())
+        } else {
+            self.signal.map(signal_name)
+        }
+    }
+
     pub fn to_json(&self) -> Json {
         json!({
             "kind": self.kind(),
@@ -1442,6 +1451,13 @@ mod tests {
             pid: None,
             crashed: true,
             signal: Some(11),
+            timeout: Some(TimeoutView {
+                phase: Some("call".into()),
+                limit_s: 2.0,
+                elapsed_s: 2.05,
+                source: "blackbox_timeout".into(),
+                fatal: true,
+            }),
             phases: vec![PhaseView {
                 phase: Phase::Call,
                 outcome: "failed".into(),

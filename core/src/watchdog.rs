@@ -333,7 +333,7 @@ fn fire(now: u64) -> ! {
     }
 }
 
-/// "timed out after 2.0 s in call (blackbox_timeout)": a timeout's story.
+/// A timeout's story: "timed out after 2.0 s in call (`blackbox_timeout`)".
 pub fn timeout_story(limit_s: f64, phase: Option<&str>, source: &str) -> String {
     let phase = phase.map(|p| format!(" in {p}")).unwrap_or_default();
     format!("timed out after {limit_s:?} s{phase} ({source})")

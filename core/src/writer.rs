@@ -84,9 +84,11 @@ impl Recorder {
     /// limit), and of single tests by nodeid (a limit of zero: none for that test).
     pub fn set_timeouts(&mut self, default_s: Option<f64>, per_test: HashMap<String, f64>) {
         let ns = |s: f64| {
-            (s.is_finite() && s > 0.0)
-                .then(|| (s * 1e9) as u64)
-                .unwrap_or(0)
+            if s.is_finite() && s > 0.0 {
+                (s * 1e9) as u64
+            } else {
+                0
+            }
         };
         self.limits.default_ns = default_s.map_or(0, ns);
         self.limits.per_test = per_test.into_iter().map(|(k, v)| (k, ns(v))).collect();

@@ -284,7 +284,7 @@ fn warn_damage<'d>(
 /// Crashes first, then tests that never finished, then failures, then the rest.
 fn rank(outcome: &str) -> u8 {
     match outcome {
-        "crashed" => 0,
+        "crashed" | "timeout" => 0,
         "unfinished" => 1,
         "running" => 2,
         "failed" | "error" => 3,
@@ -407,7 +407,7 @@ fn crash_table(crashes: &[&CrashView]) -> Table {
     for c in crashes {
         let row = vec![
             Cell::styled(
-                c.signal.map_or_else(|| "-".into(), signal_name),
+                c.cause().unwrap_or_else(|| "-".into()),
                 Some(Style::BoldRed),
             ),
             Cell::new(opt_str(c.worker.as_deref())),
@@ -618,9 +618,16 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     }
 
     // Only what is shown gets sorted: a run of 100k tests has few that did not pass.
-    let bad_outcomes: Vec<String> = ["crashed", "unfinished", "running", "failed", "error"]
-        .map(String::from)
-        .into();
+    let bad_outcomes: Vec<String> = [
+        "crashed",
+        "timeout",
+        "unfinished",
+        "running",
+        "failed",
+        "error",
+    ]
+    .map(String::from)
+    .into();
     let bad = sorted_tests(&view.tests, &bad_outcomes);
     if !bad.is_empty() {
         section(
@@ -1212,6 +1219,7 @@ mod tests {
             pid: None,
             crashed: outcome == "crashed",
             signal: None,
+            timeout: None,
             phases: Vec::new(),
             properties: Vec::new(),
             start_mono_ns: 0,

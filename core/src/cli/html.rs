@@ -73,7 +73,7 @@ fn outcome_class(outcome: &str) -> &'static str {
         "failed" => "o-failed",
         "error" => "o-error",
         "skipped" => "o-skipped",
-        "crashed" => "o-crashed",
+        "crashed" | "timeout" => "o-crashed",
         "running" => "o-running",
         "unfinished" => "o-unfinished",
         _ => "o-other",
@@ -525,7 +525,7 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
 
 fn not_passed(h: &mut String, view: &RunView) {
     let rank = |o: &str| match o {
-        "crashed" => 0,
+        "crashed" | "timeout" => 0,
         "unfinished" => 1,
         "running" => 2,
         "failed" | "error" => 3,
@@ -660,8 +660,8 @@ fn crashes(h: &mut String, view: &RunView) {
             esc(c.nodeid.as_deref().unwrap_or("(between tests)")),
             esc(c.worker.as_deref().unwrap_or("-")),
             c.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            if c.signal.is_some() { "outcome o-crashed" } else { "" },
-            esc(&c.signal.map_or_else(|| "unknown".into(), signal_name)),
+            if c.cause().is_some() { "outcome o-crashed" } else { "" },
+            esc(&c.cause().unwrap_or_else(|| "unknown".into())),
             esc(c.phase.as_deref().unwrap_or("-")),
         );
     }

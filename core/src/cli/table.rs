@@ -214,7 +214,7 @@ impl Style {
         match outcome {
             "passed" => Some(Style::Green),
             "failed" | "error" => Some(Style::Red),
-            "crashed" => Some(Style::BoldRed),
+            "crashed" | "timeout" => Some(Style::BoldRed),
             "skipped" => Some(Style::Yellow),
             "running" => Some(Style::Cyan),
             "unfinished" => Some(Style::Magenta),
