@@ -14,6 +14,15 @@ use crate::watchdog;
 /// Numbers recorders, so the watchdog knows which one armed it.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// pytest-timeout's timer of a test (times in ns).
+#[derive(Debug)]
+struct External {
+    nodeid: String,
+    armed_ns: u64,
+    limit_ns: u64,
+    cancelled_ns: Option<u64>,
+}
+
 /// Time limits of the tests a recorder starts (see [`crate::watchdog`]).
 #[derive(Debug, Default)]
 struct Limits {
@@ -23,8 +32,8 @@ struct Limits {
     per_test: HashMap<String, u64>,
     /// The test running, when armed: (start, limit) in ns.
     armed: Option<(u64, u64)>,
-    /// pytest-timeout's timer for the running test: (nodeid, armed at, limit), in ns.
-    external: Option<(String, u64, u64)>,
+    /// pytest-timeout's timer for the running test.
+    external: Option<External>,
     /// The phase of the running test that runs now.
     phase: Phase,
 }
@@ -96,11 +105,25 @@ impl Recorder {
 
     /// pytest-timeout armed (`Some(limit_s)`) or cancelled (`None`) its timer for `nodeid`
     /// (its `pytest_timeout_set_timer` / `cancel_timer` hooks): if pytest-timeout ends the
-    /// test, it is recorded as a timeout with that limit.
+    /// test, it is recorded as a timeout with that limit. A cancelled timer still tells
+    /// until the test ends: with `func_only` it is cancelled before the call's report.
     pub fn external_timer(&mut self, nodeid: &str, limit_s: Option<f64>) {
-        self.limits.external = limit_s
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| (nodeid.to_owned(), monotonic_ns(), (s * 1e9) as u64));
+        let now = monotonic_ns();
+        match limit_s {
+            Some(s) if s.is_finite() && s > 0.0 => {
+                self.limits.external = Some(External {
+                    nodeid: nodeid.to_owned(),
+                    armed_ns: now,
+                    limit_ns: (s * 1e9) as u64,
+                    cancelled_ns: None,
+                });
+            }
+            _ => {
+                if let Some(e) = self.limits.external.as_mut().filter(|e| e.nodeid == nodeid) {
+                    e.cancelled_ns.get_or_insert(now);
+                }
+            }
+        }
     }
 
     /// The limit of the running test, when the watchdog is armed for it: (start, limit).
@@ -124,18 +147,21 @@ impl Recorder {
     /// pytest-timeout's limit for the running test, when it has run out: the timeout
     /// record that tells so.
     fn external_timeout(&self, phase: Option<Phase>, fatal: bool) -> Option<Record> {
-        let (nodeid, at, limit) = self.limits.external.as_ref()?;
-        let elapsed = monotonic_ns().saturating_sub(*at);
+        let e = self.limits.external.as_ref()?;
+        let until = e.cancelled_ns.unwrap_or_else(monotonic_ns);
+        let elapsed = until.saturating_sub(e.armed_ns);
         // pytest-timeout's timers fire at their limit; 1 ms of slack for the clocks.
-        let ran_out = elapsed + 1_000_000 >= *limit;
-        (self.current_test.as_deref() == Some(nodeid) && ran_out).then(|| Record::Timeout {
-            test: Some(nodeid.clone()),
-            phase: phase.map(|p| p.as_str().to_owned()),
-            limit_s: *limit as f64 / 1e9,
-            elapsed_s: elapsed as f64 / 1e9,
-            source: watchdog::SOURCE_PYTEST_TIMEOUT.to_owned(),
-            fatal,
-            wall_ns: wall_ns(),
+        let ran_out = elapsed + 1_000_000 >= e.limit_ns;
+        (self.current_test.as_deref() == Some(e.nodeid.as_str()) && ran_out).then(|| {
+            Record::Timeout {
+                test: Some(e.nodeid.clone()),
+                phase: phase.map(|p| p.as_str().to_owned()),
+                limit_s: e.limit_ns as f64 / 1e9,
+                elapsed_s: elapsed as f64 / 1e9,
+                source: watchdog::SOURCE_PYTEST_TIMEOUT.to_owned(),
+                fatal,
+                wall_ns: wall_ns(),
+            }
         })
     }
 

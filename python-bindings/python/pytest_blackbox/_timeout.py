@@ -1,0 +1,153 @@
+"""Hangs: the time limit of tests (``--blackbox-timeout``, ini ``blackbox_timeout``, marker
+``blackbox_timeout(seconds)``) and pytest-timeout's timers.
+
+The watchdog itself is native (``core/src/watchdog.rs``): the recorder arms it when a test
+starts and disarms it when the test ends, with atomic stores only, and its own thread
+(which needs no GIL) ends a test that runs past its limit: it records the timeout, has
+faulthandler write every Python thread's traceback into the run folder (the dump signal
+registered here) and ends the process. This module only hands the limits to the recorder
+once per session (no hook runs per test for them) and tells it when pytest-timeout arms
+and cancels its timer, so that what pytest-timeout ends is recorded as a timeout too.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import math
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import _native
+
+if TYPE_CHECKING:
+    from .plugin import BlackboxPlugin
+
+HELP_TIMEOUT = (
+    "End a test that runs longer than SECONDS (setup, call and teardown together) with "
+    "pytest-blackbox's native watchdog: its traceback and data are kept and the run goes "
+    "on (--forked, -n N). 0 (default): no limit."
+)
+MARKER = "blackbox_timeout"
+MARKER_HELP = (
+    "blackbox_timeout(seconds): the time limit of this test for pytest-blackbox's "
+    "watchdog (0: none), instead of --blackbox-timeout."
+)
+#: The signal the watchdog raises on its own thread to have faulthandler write every
+#: Python thread's traceback (a real-time signal: no library of ours or pytest's uses it).
+DUMP_SIGNAL = signal.SIGRTMAX - 3
+NAME = "blackbox-timeout"
+
+
+def addoption(parser: pytest.Parser, group: Any) -> None:
+    group.addoption(
+        "--blackbox-timeout", default=None, metavar="SECONDS", dest="blackbox_timeout",
+        help=HELP_TIMEOUT,
+    )
+    parser.addini("blackbox_timeout", HELP_TIMEOUT, type="float", default=0.0)
+
+
+def seconds(value: object, where: str) -> float:
+    """A limit in seconds from the command line, the ini file or a marker: a finite number
+    >= 0, else a usage error that says so."""
+    try:
+        s = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        s = math.nan
+    if isinstance(value, bool) or not math.isfinite(s) or s < 0:
+        raise pytest.UsageError(
+            f"{where} = {value!r}: give the time limit in seconds, a number >= 0 (0: none)"
+        )
+    return s
+
+
+def configure(config: pytest.Config, plugin: BlackboxPlugin | None) -> None:
+    """At configure (every process, the plugin on or off): the marker, the limit checked,
+    and the per-session plugin registered where this process records."""
+    config.addinivalue_line("markers", MARKER_HELP)
+    opt = config.getoption("blackbox_timeout", None)
+    limit = (
+        seconds(opt, "--blackbox-timeout")
+        if opt is not None
+        else seconds(config.getini("blackbox_timeout"), "blackbox_timeout")
+    )
+    if plugin is not None:
+        config.pluginmanager.register(TimeoutPlugin(plugin, limit), NAME)
+
+
+def _stop_thread() -> None:
+    _native.watchdog_before_fork()
+
+
+def _start_thread() -> None:
+    _native.watchdog_after_fork_in_parent()
+
+
+# The watchdog thread is stopped before a fork and started again in the parent when a test
+# is armed (a child starts its own on its first armed test): the process forks with no
+# thread of ours, as with the follow thread (Python 3.12+ warns otherwise).
+os.register_at_fork(before=_stop_thread, after_in_parent=_start_thread)
+
+
+class TimeoutPlugin:
+    """The limits of one recording session's tests; registered as ``blackbox-timeout``."""
+
+    def __init__(self, plugin: BlackboxPlugin, limit: float) -> None:
+        self.plugin = plugin
+        self.recorder = plugin.session.recorder
+        self.limit = limit
+        self.per_test: dict[str, float] = {}
+        self.dump_file: Any = None
+        self.recorder.set_timeouts(limit or None, {})
+
+    @property
+    def armed(self) -> bool:
+        """Whether any test of the session has a limit."""
+        return self.limit > 0 or any(s > 0 for s in self.per_test.values())
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """The markers' limits, handed to the recorder once (collected items only)."""
+        per_test = {}
+        for item in items:
+            marker = item.get_closest_marker(MARKER)
+            if marker is None:
+                continue
+            if len(marker.args) != 1 or marker.kwargs:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: use @pytest.mark.{MARKER}(seconds), one number"
+                )
+            per_test[item.nodeid] = seconds(marker.args[0], f"{item.nodeid}: {MARKER}")
+        self.per_test = per_test
+        self.recorder.set_timeouts(self.limit or None, per_test)
+        self.dump_into(self.plugin.fh_file)
+
+    def dump_into(self, fh: Any) -> None:
+        """Has faulthandler write every thread's traceback into ``fh`` (this process's
+        faulthandler file in the run folder) when the watchdog fires; called again when a
+        forked child opens its own file."""
+        if fh is None or not self.armed or fh is self.dump_file:
+            return
+        faulthandler.register(DUMP_SIGNAL, file=fh, all_threads=True, chain=False)
+        _native.watchdog_dump_signal(DUMP_SIGNAL)
+        self.dump_file = fh
+
+    # -- pytest-timeout (its hooks exist only where it is installed) ---------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        """pytest-timeout arms its timer: if it ends the test, that is a timeout of its
+        limit. Returns None, so pytest-timeout's own implementation arms it."""
+        self.recorder.external_timer(item.nodeid, float(settings.timeout))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        self.recorder.external_timer(item.nodeid, None)
+
+    def close(self) -> None:
+        if self.dump_file is not None:
+            faulthandler.unregister(DUMP_SIGNAL)
+            _native.watchdog_dump_signal(0)
+            self.dump_file = None
