@@ -38,12 +38,18 @@ MARKER_HELP = (
 #: The signal the watchdog raises on its own thread to have faulthandler write every
 #: Python thread's traceback (a real-time signal: no library of ours or pytest's uses it).
 DUMP_SIGNAL = signal.SIGRTMAX - 3
+#: The name this module is registered under, as a pytest plugin (from plugin.py).
 NAME = "blackbox-timeout"
+LIMITS_KEY = pytest.StashKey["Limits"]()
 
 
-def addoption(parser: pytest.Parser, group: Any) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("blackbox")
     group.addoption(
-        "--blackbox-timeout", default=None, metavar="SECONDS", dest="blackbox_timeout",
+        "--blackbox-timeout",
+        default=None,
+        metavar="SECONDS",
+        dest="blackbox_timeout",
         help=HELP_TIMEOUT,
     )
     parser.addini("blackbox_timeout", HELP_TIMEOUT, type="float", default=0.0)
@@ -63,18 +69,101 @@ def seconds(value: object, where: str) -> float:
     return s
 
 
-def configure(config: pytest.Config, plugin: BlackboxPlugin | None) -> None:
-    """At configure (every process, the plugin on or off): the marker, the limit checked,
-    and the per-session plugin registered where this process records."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The marker, and the limit checked (a bad one is a usage error), in every process."""
     config.addinivalue_line("markers", MARKER_HELP)
     opt = config.getoption("blackbox_timeout", None)
-    limit = (
-        seconds(opt, "--blackbox-timeout")
-        if opt is not None
-        else seconds(config.getini("blackbox_timeout"), "blackbox_timeout")
-    )
+    if opt is not None:
+        limit = seconds(opt, "--blackbox-timeout")
+    else:
+        try:
+            ini = config.getini("blackbox_timeout")
+        except ValueError as e:
+            raise pytest.UsageError(
+                f"blackbox_timeout: {e}: give the time limit in seconds (0: none)"
+            ) from e
+        limit = seconds(ini, "blackbox_timeout")
+    config.stash[LIMITS_KEY] = Limits(limit)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The markers' limits, handed to the recorder once: no hook runs per test for them."""
+    limits = config.stash.get(LIMITS_KEY, None)
+    plugin = _recording(config)
+    if limits is None or plugin is None:
+        return
+    per_test = {}
+    for item in items:
+        marker = item.get_closest_marker(MARKER)
+        if marker is None:
+            continue
+        if len(marker.args) != 1 or marker.kwargs:
+            raise pytest.UsageError(
+                f"{item.nodeid}: use @pytest.mark.{MARKER}(seconds), one number"
+            )
+        per_test[item.nodeid] = seconds(marker.args[0], f"{item.nodeid}: {MARKER}")
+    limits.any = limits.default > 0 or any(s > 0 for s in per_test.values())
+    plugin.session.recorder.set_timeouts(limits.default or None, per_test)
+    dump_into(config, plugin._fh_file)
+
+
+def dump_into(config: pytest.Config, fh: Any) -> None:
+    """Has faulthandler write every thread's traceback into ``fh`` (this process's
+    faulthandler file in the run folder) when the watchdog fires. plugin.py calls it again
+    when a forked child opens its own file."""
+    limits = config.stash.get(LIMITS_KEY, None)
+    if fh is None or limits is None or not limits.any or fh is limits.dump_file:
+        return
+    faulthandler.register(DUMP_SIGNAL, file=fh, all_threads=True, chain=False)
+    _native.watchdog_dump_signal(DUMP_SIGNAL)
+    limits.dump_file = fh
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    limits = config.stash.get(LIMITS_KEY, None)
+    if limits is not None and limits.dump_file is not None:
+        faulthandler.unregister(DUMP_SIGNAL)
+        _native.watchdog_dump_signal(0)
+        limits.dump_file = None
+
+
+# -- pytest-timeout (its hooks exist only where it is installed) ---------------------------
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """pytest-timeout arms its timer: if it ends the test, that is a timeout of its limit.
+    Returns None, so that pytest-timeout's own implementation arms it."""
+    plugin = _recording(item.config)
     if plugin is not None:
-        config.pluginmanager.register(TimeoutPlugin(plugin, limit), NAME)
+        plugin.session.recorder.external_timer(item.nodeid, float(settings.timeout))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    plugin = _recording(item.config)
+    if plugin is not None:
+        plugin.session.recorder.external_timer(item.nodeid, None)
+
+
+def _recording(config: pytest.Config) -> BlackboxPlugin | None:
+    from .plugin import PLUGIN_KEY  # not at import: plugin.py imports this module
+
+    return config.stash.get(PLUGIN_KEY, None)
+
+
+class Limits:
+    """The time limits of a session's tests."""
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+        #: Whether any test of the session has a limit.
+        self.any = default > 0
+        #: The file faulthandler dumps into when the watchdog fires.
+        self.dump_file: Any = None
 
 
 def _stop_thread() -> None:
@@ -89,65 +178,3 @@ def _start_thread() -> None:
 # is armed (a child starts its own on its first armed test): the process forks with no
 # thread of ours, as with the follow thread (Python 3.12+ warns otherwise).
 os.register_at_fork(before=_stop_thread, after_in_parent=_start_thread)
-
-
-class TimeoutPlugin:
-    """The limits of one recording session's tests; registered as ``blackbox-timeout``."""
-
-    def __init__(self, plugin: BlackboxPlugin, limit: float) -> None:
-        self.plugin = plugin
-        self.recorder = plugin.session.recorder
-        self.limit = limit
-        self.per_test: dict[str, float] = {}
-        self.dump_file: Any = None
-        self.recorder.set_timeouts(limit or None, {})
-
-    @property
-    def armed(self) -> bool:
-        """Whether any test of the session has a limit."""
-        return self.limit > 0 or any(s > 0 for s in self.per_test.values())
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """The markers' limits, handed to the recorder once (collected items only)."""
-        per_test = {}
-        for item in items:
-            marker = item.get_closest_marker(MARKER)
-            if marker is None:
-                continue
-            if len(marker.args) != 1 or marker.kwargs:
-                raise pytest.UsageError(
-                    f"{item.nodeid}: use @pytest.mark.{MARKER}(seconds), one number"
-                )
-            per_test[item.nodeid] = seconds(marker.args[0], f"{item.nodeid}: {MARKER}")
-        self.per_test = per_test
-        self.recorder.set_timeouts(self.limit or None, per_test)
-        self.dump_into(self.plugin.fh_file)
-
-    def dump_into(self, fh: Any) -> None:
-        """Has faulthandler write every thread's traceback into ``fh`` (this process's
-        faulthandler file in the run folder) when the watchdog fires; called again when a
-        forked child opens its own file."""
-        if fh is None or not self.armed or fh is self.dump_file:
-            return
-        faulthandler.register(DUMP_SIGNAL, file=fh, all_threads=True, chain=False)
-        _native.watchdog_dump_signal(DUMP_SIGNAL)
-        self.dump_file = fh
-
-    # -- pytest-timeout (its hooks exist only where it is installed) ---------------------
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
-        """pytest-timeout arms its timer: if it ends the test, that is a timeout of its
-        limit. Returns None, so pytest-timeout's own implementation arms it."""
-        self.recorder.external_timer(item.nodeid, float(settings.timeout))
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
-        self.recorder.external_timer(item.nodeid, None)
-
-    def close(self) -> None:
-        if self.dump_file is not None:
-            faulthandler.unregister(DUMP_SIGNAL)
-            _native.watchdog_dump_signal(0)
-            self.dump_file = None

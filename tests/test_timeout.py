@@ -1,0 +1,375 @@
+"""Hangs: the native watchdog ends a hung test, keeps its data and says where it hung.
+
+A test hung in native code holding the GIL, in time.sleep, in a deadlock of two threads,
+and in a fixture's setup, in every mode: plain (pytest itself ends, the store says which
+test hung), --forked, -n 2 and -n 2 --forked (the parent reports the timeout with the
+test's properties and traceback, and the next tests run). pytest-timeout's kills are
+recorded as timeouts too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    MODES,
+    REPORTS_CONFTEST,
+    junit_properties,
+    no_internal_error,
+    reports_of,
+    run,
+)
+
+LIMIT = 2.0
+#: A hung test ends within its limit plus this (the issue's bound).
+SLACK = 2.0
+
+SUITE = '''
+import ctypes, threading, time
+import pytest
+
+def test_native(record_property):
+    record_property("where", "native")
+    ctypes.PyDLL(None).sleep(600)  # HANG native
+
+def test_sleep(record_property):
+    record_property("where", "sleep")
+    time.sleep(600)  # HANG sleep
+
+def test_deadlock(record_property):
+    record_property("where", "deadlock")
+    a, b = threading.Lock(), threading.Lock()
+    both = threading.Barrier(2)
+
+    def other():
+        with b:
+            both.wait()
+            a.acquire()
+
+    threading.Thread(target=other, daemon=True).start()
+    with a:
+        both.wait()
+        b.acquire()  # HANG deadlock
+
+@pytest.fixture
+def stuck(record_property):
+    record_property("where", "fixture")
+    time.sleep(600)  # HANG fixture
+    yield
+
+def test_fixture(stuck):
+    pass
+
+def test_after(record_property):
+    record_property("after", 1)
+'''
+
+HANGS = {"native": "call", "sleep": "call", "deadlock": "call", "fixture": "setup"}
+FUNCTION = {
+    "native": "test_native",
+    "sleep": "test_sleep",
+    "deadlock": "test_deadlock",
+    "fixture": "stuck",
+}
+
+
+def hang_line(where: str) -> int:
+    return next(
+        i
+        for i, line in enumerate(SUITE.lstrip("\n").splitlines(), 1)
+        if line.endswith(f"# HANG {where}")
+    )
+
+
+def blackbox(pytester: pytest.Pytester, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_blackbox.cli", *args, "--json"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
+    """The store: one crash of kind timeout per hung test, with its limit, elapsed time,
+    phase and traceback file; the test's outcome is timeout."""
+    crashes = blackbox(pytester, "crashes")["crashes"]
+    by_test = {c["nodeid"].split("::")[-1]: c for c in crashes}
+    assert sorted(by_test) == sorted(f"test_{n}" for n in names), crashes
+    tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
+    for name in names:
+        c = by_test[f"test_{name}"]
+        phase = HANGS[name]
+        assert c["kind"] == "timeout", c
+        assert c["detail"] == f"timed out after {LIMIT} s in {phase} (blackbox_timeout)", c
+        t = c["timeout"]
+        assert (t["limit_s"], t["phase"], t["source"], t["fatal"]) == (
+            LIMIT,
+            phase,
+            "blackbox_timeout",
+            True,
+        )
+        assert LIMIT <= t["elapsed_s"] < LIMIT + SLACK, t
+        assert tests[f"test_{name}"]["outcome"] == "timeout"
+        assert tests[f"test_{name}"]["timeout"] == t
+        # Every thread's traceback, written when the watchdog fired, points at the line.
+        dumps = "".join(Path(a).read_text() for a in c["attachments"])
+        assert f"line {hang_line(name)} in {FUNCTION[name]}" in dumps, dumps
+
+
+@pytest.mark.parametrize("mode", ["forked", "xdist", "xdist_forked"])
+def test_parent_reports_each_hang_and_goes_on(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makeconftest(REPORTS_CONFTEST)
+    pytester.makepyfile(test_suite=SUITE)
+    xml = pytester.path / "junit.xml"
+    t0 = time.monotonic()
+    result = run(pytester, *MODES[mode], f"--blackbox-timeout={LIMIT}", f"--junit-xml={xml}")
+    took = time.monotonic() - t0
+    no_internal_error(result)
+    assert result.ret == 1
+    result.assert_outcomes(passed=1, failed=3, errors=1)
+    # Four hangs (two at a time under -n 2), each ended within its limit plus the slack,
+    # and pytest's own start.
+    assert took < 4 * (LIMIT + SLACK) + 20, took
+    props = junit_properties(xml)
+    for name, phase in HANGS.items():
+        test = f"test_{name}"
+        failed = [r for r in reports_of(pytester, test) if r.outcome == "failed"]
+        assert len(failed) == 1, reports_of(pytester, test)
+        rep = failed[0]
+        assert rep.when == phase
+        assert f"timed out after {LIMIT} s in {phase} (blackbox_timeout)" in rep.longrepr
+        assert f"line {hang_line(name)} in {FUNCTION[name]}" in rep.longrepr, rep.longrepr
+        assert rep.props["where"] == repr(name)
+        assert props[test]["where"] == name
+    assert [r.outcome for r in reports_of(pytester, "test_after")] == ["passed"] * 3
+    check_timeouts(pytester, list(HANGS))
+
+
+@pytest.mark.parametrize("name", sorted(HANGS))
+def test_plain_pytest_ends_and_the_store_says_which_test_hung(
+    pytester: pytest.Pytester, name: str
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    t0 = time.monotonic()
+    result = run(pytester, f"--blackbox-timeout={LIMIT}", "-k", f"test_{name} or test_after")
+    took = time.monotonic() - t0
+    assert result.ret == 124, result.stdout.str() + result.stderr.str()
+    assert took < LIMIT + SLACK + 10, took
+    phase = HANGS[name]
+    result.stderr.fnmatch_lines(
+        [
+            f"blackbox: test_suite.py::test_{name} timed out after {LIMIT} s in {phase} "
+            "(blackbox_timeout); ending process * with status 124"
+        ]
+    )
+    check_timeouts(pytester, [name])
+    # The next session says so in its header.
+    pytester.makepyfile(test_suite="def test_ok(): pass")
+    again = run(pytester)
+    again.stdout.fnmatch_lines([f"*test_suite.py::test_{name}*timed out after {LIMIT} s*"])
+
+
+def test_limits_from_ini_and_marker(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nblackbox_timeout = 30\n")
+    pytester.makepyfile(
+        test_suite="""
+import time, pytest
+
+@pytest.mark.blackbox_timeout(1)
+def test_marked():
+    time.sleep(600)
+
+@pytest.mark.blackbox_timeout(0)
+def test_unlimited():
+    time.sleep(1.5)
+
+def test_default():
+    pass
+"""
+    )
+    result = run(pytester, "--forked")
+    no_internal_error(result)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 1.0 s in call (blackbox_timeout)*"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--blackbox-timeout=-1"],
+        ["--blackbox-timeout=soon"],
+        ["--blackbox-timeout=nan"],
+        ["-o", "blackbox_timeout=-2"],
+    ],
+)
+def test_bad_limits_are_usage_errors(pytester: pytest.Pytester, args: list[str]) -> None:
+    pytester.makepyfile(test_suite="def test_ok(): pass")
+    result = run(pytester, *args)
+    assert result.ret == 4, result.stdout.str() + result.stderr.str()
+    out = result.stdout.str() + result.stderr.str()
+    assert "blackbox_timeout" in out or "--blackbox-timeout" in out, out
+    assert "seconds" in out, out
+
+
+def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_suite="""
+import pytest
+
+@pytest.mark.blackbox_timeout("later")
+def test_marked():
+    pass
+"""
+    )
+    result = run(pytester)
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*test_marked: blackbox_timeout = 'later'*seconds*"])
+
+
+def test_tests_in_time_and_the_dying_process(pytester: pytest.Pytester) -> None:
+    """Tests that finish in time are not touched; a session interrupted in the middle of a
+    test (its process then exits slowly, past the limit) is not ended as a timeout; a
+    process forked in an armed test does not inherit it."""
+    pytester.makepyfile(
+        test_suite="""
+import atexit, os, pathlib, time, pytest
+
+@pytest.mark.parametrize("i", range(50))
+def test_quick(i):
+    pass
+
+def test_forks_a_child():
+    marker = pathlib.Path(__file__).parent / "child-lived"
+    if os.fork() == 0:
+        time.sleep(2.5)  # past the parent's limit
+        marker.write_text("yes")
+        os._exit(0)
+
+def test_interrupted():
+    atexit.register(time.sleep, 2.5)
+    raise KeyboardInterrupt
+"""
+    )
+    result = run(pytester, "--blackbox-timeout=1.5")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 2, out  # interrupted, not 124
+    assert "timed out" not in out, out
+    result.stdout.fnmatch_lines(["*51 passed*"])
+    lived = pytester.path / "child-lived"
+    deadline = time.monotonic() + 10
+    while not lived.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lived.exists(), "the forked child was ended by an inherited watchdog"
+    crashes = blackbox(pytester, "crashes")["crashes"]
+    assert [c for c in crashes if c["kind"] == "timeout"] == [], crashes
+    tests = blackbox(pytester, "tests")["tests"]
+    assert [t["nodeid"] for t in tests if t["timeout"]] == [], tests
+
+
+PYTEST_TIMEOUT_SUITE = """
+import ctypes, time
+
+def test_hangs(record_property):
+    record_property("where", "hangs")
+    time.sleep(600)
+
+def test_native(record_property):
+    # Locks a mutex it holds, holding the GIL: no signal ends that wait.
+    record_property("where", "native")
+    libc, mutex = ctypes.PyDLL(None), ctypes.create_string_buffer(64)
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)
+
+def test_after():
+    pass
+"""
+
+
+# pytest-timeout arms its timer around the whole protocol, which pytest-forked runs in the
+# parent: its kill there ends the parent, with or without blackbox. So: plain and -n 2.
+@pytest.mark.parametrize("mode", ["plain", "xdist"])
+def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mode: str) -> None:
+    pytest.importorskip("pytest_timeout")
+    pytester.makeconftest(REPORTS_CONFTEST)
+    pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
+    xml = pytester.path / "junit.xml"
+    result = run(
+        pytester, *MODES[mode], "--timeout=1", "--timeout-method=thread", f"--junit-xml={xml}",
+        "-k", "test_hangs or test_after",
+    )
+    no_internal_error(result)
+    if mode == "plain":  # pytest-timeout ended pytest itself
+        assert result.ret == 1
+    else:
+        result.assert_outcomes(passed=1, failed=1)
+        rep = [r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed"][0]
+        assert "timed out after 1.0 s in call (pytest-timeout)" in rep.longrepr, rep.longrepr
+        assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
+    crashes = blackbox(pytester, "crashes")["crashes"]
+    assert [(c["kind"], c["timeout"]["source"], c["timeout"]["limit_s"]) for c in crashes] == [
+        ("timeout", "pytest-timeout", 1.0)
+    ]
+
+
+def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
+    result = run(pytester, "--timeout=1", "--timeout-method=signal", "-k", "not native")
+    no_internal_error(result)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Timeout (>1.0s) from pytest-timeout*"])
+    tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
+    t = tests["test_hangs"]
+    assert t["outcome"] == "timeout"
+    assert (t["timeout"]["source"], t["timeout"]["limit_s"], t["timeout"]["fatal"]) == (
+        "pytest-timeout",
+        1.0,
+        False,
+    )
+    assert blackbox(pytester, "crashes")["crashes"] == []
+
+
+@pytest.mark.parametrize(
+    ("test", "args", "story"),
+    [
+        # pytest-timeout's is shorter: it acts, and the report says so.
+        (
+            "test_hangs",
+            ["--blackbox-timeout=5", "--timeout=1", "--timeout-method=thread"],
+            "timed out after 1.0 s in call (pytest-timeout)",
+        ),
+        # The watchdog's is shorter.
+        (
+            "test_hangs",
+            ["--blackbox-timeout=1", "--timeout=5", "--timeout-method=thread"],
+            "timed out after 1.0 s in call (blackbox_timeout)",
+        ),
+        # pytest-timeout cannot stop native code that holds the GIL (its signal handler
+        # and its timer thread both need it): the watchdog, with the longer limit, does.
+        (
+            "test_native",
+            ["--blackbox-timeout=2", "--timeout=1", "--timeout-method=signal"],
+            "timed out after 2.0 s in call (blackbox_timeout)",
+        ),
+    ],
+)
+def test_both_limits_the_shorter_acts(
+    pytester: pytest.Pytester, test: str, args: list[str], story: str
+) -> None:
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
+    pytester.makeconftest(REPORTS_CONFTEST)
+    result = run(pytester, "-n", "2", *args, "-k", f"{test} or test_after")
+    no_internal_error(result)
+    result.assert_outcomes(passed=1, failed=1)
+    rep = [r for r in reports_of(pytester, test) if r.outcome == "failed"][0]
+    assert story in rep.longrepr, rep.longrepr
