@@ -30,7 +30,7 @@ LIMIT = 2.0
 #: A hung test ends within its limit plus this (the issue's bound).
 SLACK = 2.0
 
-SUITE = '''
+SUITE = """
 import ctypes, threading, time
 import pytest
 
@@ -68,7 +68,7 @@ def test_fixture(stuck):
 
 def test_after(record_property):
     record_property("after", 1)
-'''
+"""
 
 HANGS = {"native": "call", "sleep": "call", "deadlock": "call", "fixture": "setup"}
 FUNCTION = {
@@ -168,7 +168,7 @@ def test_plain_pytest_ends_and_the_store_says_which_test_hung(
     result.stderr.fnmatch_lines(
         [
             f"blackbox: test_suite.py::test_{name} timed out after {LIMIT} s in {phase} "
-            "(blackbox_timeout); ending process * with status 124"
+            "(blackbox_timeout); ending process * with status 124*"
         ]
     )
     check_timeouts(pytester, [name])
@@ -303,15 +303,20 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
     pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
     xml = pytester.path / "junit.xml"
     result = run(
-        pytester, *MODES[mode], "--timeout=1", "--timeout-method=thread", f"--junit-xml={xml}",
-        "-k", "test_hangs or test_after",
+        pytester,
+        *MODES[mode],
+        "--timeout=1",
+        "--timeout-method=thread",
+        f"--junit-xml={xml}",
+        "-k",
+        "test_hangs or test_after",
     )
     no_internal_error(result)
     if mode == "plain":  # pytest-timeout ended pytest itself
         assert result.ret == 1
     else:
         result.assert_outcomes(passed=1, failed=1)
-        rep = [r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed"][0]
+        rep = next(r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed")
         assert "timed out after 1.0 s in call (pytest-timeout)" in rep.longrepr, rep.longrepr
         assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
     crashes = blackbox(pytester, "crashes")["crashes"]
@@ -371,5 +376,5 @@ def test_both_limits_the_shorter_acts(
     result = run(pytester, "-n", "2", *args, "-k", f"{test} or test_after")
     no_internal_error(result)
     result.assert_outcomes(passed=1, failed=1)
-    rep = [r for r in reports_of(pytester, test) if r.outcome == "failed"][0]
+    rep = next(r for r in reports_of(pytester, test) if r.outcome == "failed")
     assert story in rep.longrepr, rep.longrepr

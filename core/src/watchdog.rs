@@ -311,15 +311,15 @@ fn fire(now: u64) -> ! {
             }
         }
     }
-    let msg = format!(
-        "\nblackbox: {where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
-         ending process {} with status {TIMEOUT_EXIT_STATUS}\n",
+    let line = format!(
+        "{where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
+         ending process {} with status {TIMEOUT_EXIT_STATUS}",
         phase.as_str(),
         process_id(),
     );
     let sig = DUMP_SIGNAL.load(Ordering::Relaxed);
     // SAFETY: the signal goes to this thread, with it unblocked: faulthandler's handler
-    // writes the tracebacks before raise returns. write(2) and _exit(2) need nothing.
+    // writes the tracebacks before raise returns. _exit(2) needs nothing.
     unsafe {
         if sig > 0 {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -328,9 +328,10 @@ fn fire(now: u64) -> ! {
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
             libc::raise(sig);
         }
-        libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::_exit(TIMEOUT_EXIT_STATUS);
     }
+    crate::segment::echo_timeout(&line);
+    // SAFETY: ends the process at once, as os._exit does.
+    unsafe { libc::_exit(TIMEOUT_EXIT_STATUS) }
 }
 
 /// A timeout's story: "timed out after 2.0 s in call (`blackbox_timeout`)".

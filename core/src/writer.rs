@@ -34,8 +34,6 @@ struct Limits {
     armed: Option<(u64, u64)>,
     /// pytest-timeout's timer for the running test.
     external: Option<External>,
-    /// The phase of the running test that runs now.
-    phase: Phase,
 }
 
 /// Records into one run from one process.
@@ -55,6 +53,10 @@ pub struct Recorder {
     writer: Option<SegmentWriter>,
     in_transaction: bool,
     current_test: Option<String>,
+    /// The last phase of `current_test` whose report was recorded ([`Recorder::phase_done`]).
+    last_phase: Option<Phase>,
+    /// Whether this segment has its [`Record::ProcessInfo`] (written at its first test).
+    info_written: bool,
     id: u64,
     limits: Limits,
 }
@@ -75,6 +77,8 @@ impl Recorder {
             writer: None,
             in_transaction: false,
             current_test: None,
+            last_phase: None,
+            info_written: false,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             limits: Limits::default(),
         }
@@ -211,6 +215,7 @@ impl Recorder {
             self.writer = None;
             self.in_transaction = false;
             self.role = Role::Forked;
+            self.info_written = false;
         }
         if self.writer.is_none() {
             let mut w = SegmentWriter::create(&self.run_dir, self.durability)?;
@@ -237,22 +242,14 @@ impl Recorder {
     /// (its `thread` method) is preceded by the timeout record that says so.
     pub fn record(&mut self, record: &Record) -> Result<()> {
         match record {
-            Record::TestPhase { phase, outcome, .. } => {
-                self.limits.phase = match phase {
-                    Phase::Setup => Phase::Call,
-                    Phase::Call | Phase::Teardown => Phase::Teardown,
-                };
-                if self.limits.armed.is_some() {
-                    watchdog::phase_done(self.id, *phase);
-                }
-                if outcome == "failed" {
-                    if let Some(t) = self.external_timeout(Some(*phase), false) {
-                        self.limits.external = None;
-                        self.record_encoded(record)?;
-                        return self.record_encoded(&t);
-                    }
+            Record::TestPhase { phase, outcome, .. } if outcome == "failed" => {
+                if let Some(t) = self.external_timeout(Some(*phase), false) {
+                    self.limits.external = None;
+                    self.record_encoded(record)?;
+                    return self.record_encoded(&t);
                 }
             }
+            Record::IntentionalExit { .. } => watchdog::note_dying(),
             Record::Exit { .. } => {
                 watchdog::note_dying();
                 if let Some(t) = self.external_timeout(self.running_phase(), true) {
@@ -267,7 +264,11 @@ impl Recorder {
     /// The phase of the running test that runs now (after the reports recorded so far).
     fn running_phase(&self) -> Option<Phase> {
         self.current_test.as_ref()?;
-        Some(self.limits.phase)
+        Some(match self.last_phase {
+            None => Phase::Setup,
+            Some(Phase::Setup) => Phase::Call,
+            Some(Phase::Call | Phase::Teardown) => Phase::Teardown,
+        })
     }
 
     /// [`record`](Self::record) for anything that encodes as a record
@@ -330,13 +331,27 @@ impl Recorder {
 
     /// Sets the running test (kept in the segment header for the crash handler and for
     /// readers) and, when `Some`, records a [`Record::TestStart`].
+    ///
+    /// The first test of a segment also records the process's [`Record::ProcessInfo`]
+    /// (its accelerator variables as a conftest left them, its memory cgroup).
     pub fn start_test(&mut self, nodeid: &str) -> Result<()> {
         self.current_test = Some(nodeid.to_owned());
+        self.last_phase = None;
         let rec = Record::TestStart {
             nodeid: nodeid.to_owned(),
             mono_ns: monotonic_ns(),
         };
         self.record(&rec)?;
+        if !self.info_written {
+            self.info_written = true;
+            let cgroup = crate::process::memory_cgroup();
+            let info = Record::ProcessInfo {
+                env: crate::process::device_env(),
+                oom_kills: cgroup.as_deref().and_then(crate::process::oom_kills),
+                memory_cgroup: cgroup.map(|p| p.to_string_lossy().into_owned()),
+            };
+            self.record(&info)?;
+        }
         if let Some(w) = self.writer.as_mut() {
             w.set_current_test(Some(nodeid));
         }
@@ -347,7 +362,6 @@ impl Recorder {
         if self.limits.armed.take().is_some() {
             watchdog::disarm(self.id);
         }
-        self.limits.phase = Phase::Setup;
         if limit > 0 {
             if let Record::TestStart { mono_ns, .. } = rec {
                 watchdog::arm(self.id, mono_ns, limit).map_err(|e| Error::Io {
@@ -359,6 +373,38 @@ impl Recorder {
             }
         }
         Ok(())
+    }
+
+    /// Notes that the report of `phase` of the running test was recorded: an exit from now
+    /// until the next phase starts comes after that report ([`Recorder::exit`]).
+    pub fn phase_done(&mut self, phase: Phase) {
+        self.last_phase = Some(phase);
+        if self.limits.armed.is_some() {
+            watchdog::phase_done(self.id, phase);
+        }
+    }
+
+    /// Records how this process ends itself with status `code` (`os._exit`): a
+    /// [`Record::Exit`] when a test is in the middle of a phase (the test dies with the
+    /// process), else a [`Record::IntentionalExit`]: between tests, or, when
+    /// `after_report`, from a hook that runs after the last recorded phase's report was
+    /// made (its reports are whole).
+    pub fn exit(&mut self, code: i32, after_report: bool) -> Result<()> {
+        let wall_ns = wall_ns();
+        let rec = match self.current_test.clone() {
+            Some(test) if !after_report => Record::Exit {
+                test: Some(test),
+                code,
+                wall_ns,
+            },
+            test => Record::IntentionalExit {
+                phase: test.as_ref().and(self.last_phase),
+                test,
+                code,
+                wall_ns,
+            },
+        };
+        self.record(&rec)
     }
 
     /// Records a [`Record::TestEnd`] and clears the running test.
@@ -373,6 +419,7 @@ impl Recorder {
         };
         self.record(&rec)?;
         self.current_test = None;
+        self.last_phase = None;
         if let Some(w) = self.writer.as_mut() {
             w.set_current_test(None);
         }

@@ -110,6 +110,7 @@ fn a_hung_test_is_recorded_and_its_process_ended() {
         let mut g = r.lock().unwrap();
         g.start_test("t.py::test_hangs").unwrap();
         g.record(&phase("t.py::test_hangs", Phase::Setup)).unwrap();
+        g.phase_done(Phase::Setup);
         drop(g);
         sleep_ms(10_000);
     });
@@ -122,7 +123,7 @@ fn a_hung_test_is_recorded_and_its_process_ended() {
     let view: RunView = store.view(&id).unwrap();
     assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
     let c = &view.crashes[0];
-    assert_eq!(c.kind(), "timeout");
+    assert_eq!(c.kind, "timeout");
     assert_eq!(c.nodeid.as_deref(), Some("t.py::test_hangs"));
     assert_eq!(c.phase.as_deref(), Some("call"));
     assert_eq!(c.detail, "timed out after 0.3 s in call (blackbox_timeout)");
@@ -152,6 +153,7 @@ fn tests_in_time_and_a_fixture_setup_hang() {
             g.start_test(&n).unwrap();
             for p in [Phase::Setup, Phase::Call, Phase::Teardown] {
                 g.record(&phase(&n, p)).unwrap();
+                g.phase_done(p);
             }
             g.end_test(&n).unwrap();
         }
@@ -385,7 +387,7 @@ fn pytest_timeout_limits_are_recorded() {
         ("timeout".into(), pt.map(|s| (true, s)))
     );
     assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
-    assert_eq!(view.crashes[0].kind(), "timeout");
+    assert_eq!(view.crashes[0].kind, "timeout");
     assert_eq!(
         view.crashes[0].detail,
         "timed out after 0.05 s in setup (pytest-timeout)"
