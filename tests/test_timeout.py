@@ -123,6 +123,18 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
         # Every thread's traceback, written when the watchdog fired, points at the line.
         dumps = "".join(Path(a).read_text() for a in c["attachments"])
         assert f"line {hang_line(name)} in {FUNCTION[name]}" in dumps, dumps
+    # The HTML report shows them as timeouts, with their story.
+    html = pytester.path / "report.html"
+    subprocess.run(
+        [sys.executable, "-m", "pytest_blackbox.cli", "report", "--html", str(html)],
+        cwd=pytester.path,
+        check=True,
+        capture_output=True,
+    )
+    page = html.read_text()
+    assert page.count('<td class="outcome o-crashed">timeout</td>') == len(names), page
+    for name in names:
+        assert f"timed out after {LIMIT} s in {HANGS[name]} (blackbox_timeout)" in page
 
 
 @pytest.mark.parametrize("mode", ["forked", "xdist", "xdist_forked"])

@@ -36,14 +36,15 @@ def counts(out: Path) -> dict[str, int]:
     return table
 
 
-def run(suite: Path, limit: float) -> tuple[dict[str, int], float]:
-    out = suite / f"strace-{limit}.txt"
+def run(suite: Path, limit: float, threads: bool) -> tuple[dict[str, int], float]:
+    """strace -c of one run: every thread (``-f``) or the tests' (main) thread only."""
+    out = suite / f"strace-{limit}-{threads}.txt"
     t0 = time.monotonic()
     subprocess.run(
         [
-            "strace", "-f", "-c", "-o", str(out),
+            "strace", *(["-f"] if threads else []), "-c", "-o", str(out),
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            f"--blackbox-timeout={limit}", f"--blackbox-dir={suite / f'store-{limit}'}",
+            f"--blackbox-timeout={limit}", f"--blackbox-dir={suite / f'store-{limit}-{threads}'}",
             str(suite / "test_quick.py"),
         ],
         cwd=suite, check=True, capture_output=True,
@@ -58,16 +59,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         suite = Path(d)
         (suite / "test_quick.py").write_text(SUITE.format(n=n))
-        (off, t_off), (on, t_on) = run(suite, 0), run(suite, 60)
+        for threads in (False, True):
+            (off, t_off), (on, t_on) = run(suite, 0, threads), run(suite, 60, threads)
+            report(n, "every thread (strace -f)" if threads else "the tests' thread", off, on,
+                   t_off, t_on)  # fmt: skip
+
+
+def report(
+    n: int, what: str, off: dict[str, int], on: dict[str, int], t_off: float, t_on: float
+) -> None:
     total_off, total_on = sum(off.values()), sum(on.values())
-    print(f"{n} tests: {total_off} system calls without the watchdog ({t_off:.1f} s under "
-          f"strace), {total_on} with it ({t_on:.1f} s); {total_on - total_off:+d} "
-          f"({(total_on - total_off) / n:+.3f} a test)")  # fmt: skip
-    print(f"{'syscall':<20}{'off':>10}{'on':>10}{'diff':>8}")
+    print(
+        f"{n} tests, {what}: {total_off} system calls without the watchdog ({t_off:.1f} s "
+        f"under strace), {total_on} with it ({t_on:.1f} s); {total_on - total_off:+d}"
+    )
+    print(f"  {'syscall':<20}{'off':>10}{'on':>10}{'diff':>8}")
     for name in sorted(set(off) | set(on), key=lambda k: -abs(on.get(k, 0) - off.get(k, 0))):
         a, b = off.get(name, 0), on.get(name, 0)
         if a != b:
-            print(f"{name:<20}{a:>10}{b:>10}{b - a:>+8}")
+            print(f"  {name:<20}{a:>10}{b:>10}{b - a:>+8}")
 
 
 if __name__ == "__main__":
