@@ -61,6 +61,11 @@ static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static THREAD_PID: AtomicU32 = AtomicU32::new(0);
 static THREAD: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Whether the firing's timeout record is written: by the thread, or by the test's own
+/// thread when it holds the recorder then (it ended the test at the last instant).
+static RECORDED: AtomicBool = AtomicBool::new(false);
+/// The test the firing named, for its line on stderr.
+static FIRED_TEST: Mutex<Option<String>> = Mutex::new(None);
 static ATFORK: Once = Once::new();
 /// Recorders the thread may write into: `Recorder::into_shared` registers each.
 static SINKS: Mutex<Vec<(u64, Weak<Mutex<Recorder>>)>> = Mutex::new(Vec::new());
@@ -71,6 +76,7 @@ extern "C" fn after_fork_in_child() {
     STATE.store((s & !STATE_BITS) + 4, Ordering::Relaxed);
     THREAD_PID.store(0, Ordering::Relaxed);
     STOP.store(false, Ordering::Relaxed);
+    RECORDED.store(false, Ordering::Relaxed);
 }
 
 pub(crate) fn register(id: u64, recorder: &Arc<Mutex<Recorder>>) {
@@ -110,6 +116,7 @@ pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64) -> std::io::Result<()> 
         LIMIT_NS.store(limit_ns, Ordering::Relaxed);
         ARMED_BY.store(by, Ordering::Relaxed);
         PHASE.store(0, Ordering::Relaxed);
+        RECORDED.store(false, Ordering::Relaxed);
         let armed = (s & !STATE_BITS) + 4 + ARMED;
         if STATE
             .compare_exchange(s, armed, Ordering::Release, Ordering::Relaxed)
@@ -131,9 +138,12 @@ pub(crate) fn phase_done(by: u64, done: Phase) {
     }
 }
 
-/// Disarms, if `by` armed. When the thread already fires for this test, waits for the
-/// process to end (the test ran past its limit; it is reported once, as a timeout).
-pub(crate) fn disarm(by: u64) {
+/// Disarms, if `by` armed. Returns `false` when the thread already fires for this test:
+/// the caller (which holds the recorder the thread waits for) then records the timeout
+/// with [`fired_record`], if the thread has not, and waits for the end of the process
+/// (the test ran past its limit; it is reported once, as a timeout).
+#[must_use]
+pub(crate) fn disarm(by: u64) -> bool {
     loop {
         let s = STATE.load(Ordering::Acquire);
         match s & STATE_BITS {
@@ -142,12 +152,43 @@ pub(crate) fn disarm(by: u64) {
                     .compare_exchange(s, s & !STATE_BITS, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return;
+                    return true;
                 }
             }
-            FIRING if ARMED_BY.load(Ordering::Relaxed) == by => wait_for_the_end(),
-            _ => return,
+            FIRING if ARMED_BY.load(Ordering::Relaxed) == by => return false,
+            _ => return true,
         }
+    }
+}
+
+/// The timeout record of the firing in progress, when no one has written it yet (the one
+/// who gets it writes it, filled by [`crate::Recorder`] with the running test).
+pub(crate) fn fired_record() -> Option<Record> {
+    RECORDED
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+        .then(|| timeout_record(monotonic_ns()))
+}
+
+/// Notes the test the firing named (for its line on stderr).
+pub(crate) fn note_fired_test(test: Option<&str>) {
+    *FIRED_TEST.lock().unwrap_or_else(PoisonError::into_inner) = test.map(str::to_owned);
+}
+
+fn timeout_record(now: u64) -> Record {
+    let phase = match PHASE.load(Ordering::Relaxed) {
+        0 => Phase::Setup,
+        1 => Phase::Call,
+        _ => Phase::Teardown,
+    };
+    Record::Timeout {
+        test: None,
+        phase: Some(phase.as_str().to_owned()),
+        limit_s: LIMIT_NS.load(Ordering::Relaxed) as f64 / 1e9,
+        elapsed_s: now.saturating_sub(START_NS.load(Ordering::Relaxed)) as f64 / 1e9,
+        source: SOURCE_BLACKBOX.to_owned(),
+        fatal: true,
+        wall_ns: wall_ns(),
     }
 }
 
@@ -161,7 +202,8 @@ pub fn thread_running() -> bool {
     THREAD_PID.load(Ordering::Relaxed) == process_id()
 }
 
-fn wait_for_the_end() -> ! {
+/// The test's own thread, when it finds the watchdog firing: never returns.
+pub(crate) fn wait_for_the_end() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -263,54 +305,45 @@ fn block_everything_but_dump() {
 
 fn fire(now: u64) -> ! {
     let by = ARMED_BY.load(Ordering::Relaxed);
-    let limit_ns = LIMIT_NS.load(Ordering::Relaxed);
-    let elapsed_ns = now.saturating_sub(START_NS.load(Ordering::Relaxed));
-    let phase = match PHASE.load(Ordering::Relaxed) {
-        0 => Phase::Setup,
-        1 => Phase::Call,
-        _ => Phase::Teardown,
-    };
-    let limit_s = limit_ns as f64 / 1e9;
-    let mut rec = Record::Timeout {
-        test: None,
-        phase: Some(phase.as_str().to_owned()),
-        limit_s,
-        elapsed_s: elapsed_ns as f64 / 1e9,
-        source: SOURCE_BLACKBOX.to_owned(),
-        fatal: true,
-        wall_ns: wall_ns(),
-    };
     let sink = SINKS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .find(|(id, _)| *id == by)
         .and_then(|(_, w)| w.upgrade());
-    let mut where_ = String::from("an unknown test");
     if let Some(sink) = sink {
         let waited_from = std::time::Instant::now();
-        loop {
-            match sink.try_lock() {
-                Ok(mut r) => {
-                    r.record_timeout(&mut rec);
-                    if let Record::Timeout { test: Some(t), .. } = &rec {
-                        where_.clone_from(t);
-                    }
-                    break;
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    p.into_inner().record_timeout(&mut rec);
-                    break;
-                }
+        // Until someone recorded it: this thread, or the test's, which holds the recorder
+        // when it ended the test at the last instant (and then waits for the end).
+        while !RECORDED.load(Ordering::Acquire) && waited_from.elapsed() < LOCK_WAIT {
+            let mut r = match sink.try_lock() {
+                Ok(r) => r,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {
-                    if waited_from.elapsed() > LOCK_WAIT {
-                        break;
-                    }
                     std::thread::sleep(Duration::from_millis(5));
+                    continue;
                 }
+            };
+            if RECORDED
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                r.record_timeout(&mut timeout_record(now));
             }
+            break;
         }
     }
+    let where_ = FIRED_TEST
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_else(|| "an unknown test".into());
+    let limit_s = LIMIT_NS.load(Ordering::Relaxed) as f64 / 1e9;
+    let phase = match PHASE.load(Ordering::Relaxed) {
+        0 => Phase::Setup,
+        1 => Phase::Call,
+        _ => Phase::Teardown,
+    };
     let line = format!(
         "{where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
          ending process {} with status {TIMEOUT_EXIT_STATUS}",

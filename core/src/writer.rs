@@ -141,6 +141,7 @@ impl Recorder {
         if let Record::Timeout { test, .. } = rec {
             test.clone_from(&self.current_test);
         }
+        watchdog::note_fired_test(self.current_test.as_deref());
         self.in_transaction = false;
         if let Some(w) = self.writer.as_mut() {
             w.rollback();
@@ -261,6 +262,18 @@ impl Recorder {
         self.record_encoded(record)
     }
 
+    /// Disarms the watchdog if this recorder armed it. When it fires for the running test
+    /// already (the test ends at the last instant), records the timeout unless the watchdog
+    /// did, and waits for the watchdog to end the process: one report, as a timeout.
+    fn disarm(&mut self) {
+        if self.limits.armed.take().is_some() && !watchdog::disarm(self.id) {
+            if let Some(mut rec) = watchdog::fired_record() {
+                self.record_timeout(&mut rec);
+            }
+            watchdog::wait_for_the_end();
+        }
+    }
+
     /// The phase of the running test that runs now (after the reports recorded so far).
     fn running_phase(&self) -> Option<Phase> {
         self.current_test.as_ref()?;
@@ -359,9 +372,7 @@ impl Recorder {
             Some(&ns) => ns,
             None => self.limits.default_ns,
         };
-        if self.limits.armed.take().is_some() {
-            watchdog::disarm(self.id);
-        }
+        self.disarm();
         if limit > 0 {
             if let Record::TestStart { mono_ns, .. } = rec {
                 watchdog::arm(self.id, mono_ns, limit).map_err(|e| Error::Io {
@@ -409,9 +420,7 @@ impl Recorder {
 
     /// Records a [`Record::TestEnd`] and clears the running test.
     pub fn end_test(&mut self, nodeid: &str) -> Result<()> {
-        if self.limits.armed.take().is_some() {
-            watchdog::disarm(self.id);
-        }
+        self.disarm();
         self.limits.external = None;
         let rec = Record::TestEnd {
             nodeid: nodeid.to_owned(),
@@ -429,9 +438,7 @@ impl Recorder {
     /// Commits and marks the segment closed cleanly (a reader then knows this process
     /// ended on purpose). The lock is held until the recorder is dropped.
     pub fn close(&mut self) -> Result<()> {
-        if self.limits.armed.take().is_some() {
-            watchdog::disarm(self.id);
-        }
+        self.disarm();
         self.in_transaction = false;
         match self.writer.as_mut() {
             Some(w) if !w.is_inherited() => w.close(),
@@ -442,9 +449,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if self.limits.armed.is_some() {
-            watchdog::disarm(self.id);
-        }
+        self.disarm();
     }
 }
 

@@ -232,6 +232,37 @@ fn a_test_that_ends_at_the_last_instant_is_reported_once_or_not_at_all() {
     assert_eq!(in_time + fired, 16);
 }
 
+/// A test that ends past its limit while its thread holds the recorder (the watchdog
+/// thread waits for it): the test's thread records the timeout itself, once, and the
+/// process ends without waiting out the watchdog's patience.
+#[test]
+fn a_late_end_while_holding_the_recorder_is_one_timeout() {
+    let _g = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_d, store, id) = run("wd-held");
+    let run_dir = store.run_path(&id).unwrap();
+    let (status, lived) = in_child(|| {
+        let r = recorder(&run_dir, 0.1);
+        let mut g = r.lock().unwrap();
+        g.start_test("t.py::test_held").unwrap();
+        sleep_ms(350);
+        // The watchdog fired meanwhile: end_test waits for the end of the process.
+        g.end_test("t.py::test_held").unwrap();
+    });
+    assert_eq!(
+        exit_status(status),
+        Some(TIMEOUT_EXIT_STATUS),
+        "{status:#x}"
+    );
+    assert!(lived < Duration::from_millis(900), "lived {lived:?}");
+    assert_eq!(timeouts(&store, &id).len(), 1);
+    let view = store.view(&id).unwrap();
+    assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
+    assert_eq!(view.crashes[0].kind, "timeout");
+    assert_eq!(view.crashes[0].nodeid.as_deref(), Some("t.py::test_held"));
+}
+
 /// A child forked in the middle of an armed test inherits neither the arming nor a
 /// thread; its own first test starts its own watchdog.
 #[test]
