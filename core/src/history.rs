@@ -1169,7 +1169,12 @@ impl History {
                     signal: row.signal,
                     exit_code: row.exit_code,
                     phase: row.phase,
-                    kind: crate::aggregate::crash_kind(row.signal, row.exit_code).into(),
+                    // The kind is not a column: a child's death says so in its detail.
+                    kind: if row.detail.starts_with("child process of ") {
+                        "child".into()
+                    } else {
+                        crate::aggregate::crash_kind(row.signal, row.exit_code).into()
+                    },
                     detail: row.detail,
                     attachments: row.attachments,
                     wall_ns: None,

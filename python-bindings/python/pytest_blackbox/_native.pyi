@@ -299,7 +299,9 @@ class RunReader:
 
     def view(self) -> dict[str, Any]:
         """Poll, then the whole run as a dict in the ``blackbox stats --json`` schema:
-        ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes`` (each with its ``kind`` and ``devices``), ``exits`` (processes that ended themselves outside a phase), ``workers``, ``problems``.
+        ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes`` (each with its ``kind``
+        and ``devices``), ``exits`` (processes that ended themselves outside a phase),
+        ``workers``, ``problems``.
         JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values.
         Built straight from the aggregate, with the cyclic GC paused meanwhile."""
 

@@ -229,6 +229,13 @@ def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process end
 # ---------------------------------------------------------------------------------------
 
 
+def _who(crash: dict[str, Any]) -> str:
+    """Where a crash happened: worker, pid and the accelerators the process had."""
+    devices = " ".join(f"{k}={v}" for k, v in (crash.get("devices") or {}).items())
+    pid = f"pid {crash['pid']}" if crash.get("pid") else ""
+    return ", ".join(x for x in (crash.get("worker"), pid, devices) if x)
+
+
 def _signal_detail(sig: int | None) -> str:
     return _native.signal_name(sig) if sig else "an unknown cause (SIGKILL or os._exit?)"
 
@@ -454,6 +461,8 @@ class BlackboxPlugin:
             return []
         lines = []
         for c in view["crashes"]:
+            if c.get("kind") == "child":
+                continue
             where = c["nodeid"] or "between tests"
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
@@ -665,7 +674,8 @@ class BlackboxPlugin:
             terminalreporter.write_line(f"blackbox: cannot read the run: {e}")
             return
         tr = terminalreporter
-        crashes = view["crashes"]
+        children = [c for c in view["crashes"] if c["kind"] == "child"]
+        crashes = [c for c in view["crashes"] if c["kind"] != "child"]
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
@@ -686,9 +696,10 @@ class BlackboxPlugin:
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
             )
-            who = ", ".join(x for x in (c["worker"], f"pid {c['pid']}" if c["pid"] else "") if x)
             phase = f" in {c['phase']}" if c["phase"] else ""
-            tr.write_line(f"CRASHED {where} ({who}): {sig}{phase}", red=True)
+            tr.write_line(f"CRASHED {where} ({_who(c)}): {sig}{phase}", red=True)
+        for c in children:
+            tr.write_line(f"blackbox: {c['detail']} ({_who(c)})")
 
     # -- end -----------------------------------------------------------------------------
 
