@@ -12,7 +12,9 @@ use blackbox_core::{Phase, Store, Value};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().expect("usage: history_build DIR [RUNS] [TESTS]");
+    let dir = args
+        .first()
+        .expect("usage: history_build DIR [RUNS] [TESTS]");
     let runs: usize = args.get(1).map_or(200, |s| s.parse().unwrap());
     let tests: usize = args.get(2).map_or(5_000, |s| s.parse().unwrap());
     let store = Store::create(dir).unwrap();
@@ -47,7 +49,11 @@ fn run_view(r: usize, n: usize) -> RunView {
     };
     let tests = (0..n)
         .map(|i| {
-            let outcome = if i % 100 == 7 && r % 2 == 1 { "failed" } else { "passed" };
+            let outcome = if i % 100 == 7 && r % 2 == 1 {
+                "failed"
+            } else {
+                "passed"
+            };
             TestView {
                 nodeid: format!("tests/test_module_{:03}.py::test_case_{i:05}", i / 50),
                 outcome: outcome.into(),
@@ -72,7 +78,9 @@ fn run_view(r: usize, n: usize) -> RunView {
         run: RunMeta {
             id: format!("20261201-{:02}{:02}00.{r:06}-beef", r / 60, r % 60),
             started_wall_ns: Some(1_796_000_000_000_000_000 + r as u64 * 60_000_000_000),
-            ended_wall_ns: Some(1_796_000_000_000_000_000 + r as u64 * 60_000_000_000 + 30_000_000_000),
+            ended_wall_ns: Some(
+                1_796_000_000_000_000_000 + r as u64 * 60_000_000_000 + 30_000_000_000,
+            ),
             exit_status: Some(0),
             host: Some("ci-runner".into()),
             pid: Some(4242),

@@ -18,7 +18,7 @@ BLACKBOX = str(Path(sys.executable).with_name("blackbox"))
 
 #: A suite whose round number (round.txt) decides: one test flips outcome, one crashes
 #: pytest itself every other run (last, so the others ran), one gets 3x slower from round 3.
-SUITE = '''
+SUITE = """
 import os, time, pathlib
 ROUND = int(pathlib.Path(__file__).with_name("round.txt").read_text())
 
@@ -34,7 +34,7 @@ def test_gets_slower():
 def test_zz_crashes_every_other_run():
     if ROUND % 2 == 1:
         os.abort()
-'''
+"""
 
 FLIPS = "test_suite.py::test_flips"
 CRASHES = "test_suite.py::test_zz_crashes_every_other_run"
@@ -180,10 +180,17 @@ def pytest_unconfigure(config):
     monkeypatch.delenv("KILL_AT_END")
     assert run(pytester, "-q").ret == 0
     s = store(pytester)
-    folded = [r["id"] for r in json.loads(cli("flaky", "--json", "--last", "100", cwd=pytester.path).stdout)["runs"]]
+    folded = [
+        r["id"]
+        for r in json.loads(cli("flaky", "--json", "--last", "100", cwd=pytester.path).stdout)[
+            "runs"
+        ]
+    ]
     assert sorted(folded) == s.runs(), "every run in history once"
     for r in s.runs():
-        h = json.loads(cli("history", "test_many.py::test_n[1499]", "--json", cwd=pytester.path).stdout)
+        h = json.loads(
+            cli("history", "test_many.py::test_n[1499]", "--json", cwd=pytester.path).stdout
+        )
         assert all(x["outcome"] == "passed" for x in h["runs"]), (r, h)
 
 

@@ -60,7 +60,10 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
     };
     let target_history = target.history_path();
     let mut held: BTreeSet<String> = if target_history.exists() {
-        History::open(&target_history)?.run_ids()?.into_iter().collect()
+        History::open(&target_history)?
+            .run_ids()?
+            .into_iter()
+            .collect()
     } else {
         BTreeSet::new()
     };
@@ -77,12 +80,19 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
         }
         let mut follower = Follower::new(&id, &from);
         if follower.any_writer_alive() {
-            done.skipped.push(format!("{}: a process still writes to this run; combine it once its session ended", from.display()));
+            done.skipped.push(format!(
+                "{}: a process still writes to this run; combine it once its session ended",
+                from.display()
+            ));
             continue;
         }
         let view = follower.view(&mut crate::aggregate::Aggregate::default());
         if !view.problems.is_empty() {
-            done.skipped.push(format!("{}: damaged, not combined: {}", from.display(), view.problems.join("; ")));
+            done.skipped.push(format!(
+                "{}: damaged, not combined: {}",
+                from.display(),
+                view.problems.join("; ")
+            ));
             continue;
         }
         copy_run(&from, target.root(), &id, &done.shard)?;
@@ -104,7 +114,8 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
             Ok(())
         })();
         if let Err(e) = imported {
-            done.skipped.push(format!("{}: not combined: {e}", source_history.display()));
+            done.skipped
+                .push(format!("{}: not combined: {e}", source_history.display()));
         }
     }
     Ok(done)
@@ -144,7 +155,8 @@ fn copy_run(from: &Path, root: &Path, id: &str, shard: &str) -> Result<()> {
     }
     let shard_file = tmp.join(SHARD_FILE);
     if !shard_file.exists() {
-        std::fs::write(&shard_file, format!("{shard}\n")).map_err(|e| Error::io(&shard_file, "writing", e))?;
+        std::fs::write(&shard_file, format!("{shard}\n"))
+            .map_err(|e| Error::io(&shard_file, "writing", e))?;
     }
     let to = root.join(id);
     std::fs::rename(&tmp, &to).map_err(|e| Error::io(&to, "creating", e))

@@ -452,17 +452,28 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
 /// before it). Skips `except` (the caller's own run), folders with a live writer (a session
 /// still going), and folders older than every run in history (pruned there, or kept out by
 /// the size cap). Returns what each fold did, oldest first.
-pub fn fold_missing(store: &Store, except: Option<&str>, opts: &FoldOptions) -> Result<Vec<FoldStats>> {
+pub fn fold_missing(
+    store: &Store,
+    except: Option<&str>,
+    opts: &FoldOptions,
+) -> Result<Vec<FoldStats>> {
     let path = store.history_path();
     let held: BTreeSet<String> = if path.exists() {
-        History::open(&path)?.with_wait(opts.wait).run_ids()?.into_iter().collect()
+        History::open(&path)?
+            .with_wait(opts.wait)
+            .run_ids()?
+            .into_iter()
+            .collect()
     } else {
         BTreeSet::new()
     };
     let oldest = held.first().cloned();
     let mut done = Vec::new();
     for id in store.runs()? {
-        if held.contains(&id) || Some(id.as_str()) == except || oldest.as_ref().is_some_and(|o| id < *o) {
+        if held.contains(&id)
+            || Some(id.as_str()) == except
+            || oldest.as_ref().is_some_and(|o| id < *o)
+        {
             continue;
         }
         if crate::snapshot::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
@@ -496,8 +507,7 @@ pub(crate) fn fold_rows(path: &Path, rows: &Rows, opts: &FoldOptions) -> Result<
         ..FoldStats::default()
     };
     guarded(path, || {
-        let (mut db, attempts, waited) =
-            open_retrying(path, opts.wait, opts.on_busy, open_write)?;
+        let (mut db, attempts, waited) = open_retrying(path, opts.wait, opts.on_busy, open_write)?;
         stats.open_attempts = attempts;
         stats.waited = waited;
         let mut batches = Batches {
@@ -668,20 +678,20 @@ impl Rows {
         let r = &view.run;
         let run = encode_run(
             &RunRow {
-            started_wall_ns: r.started_wall_ns,
-            ended_wall_ns: r.ended_wall_ns,
-            exit_status: r.exit_status,
-            host: r.host.clone(),
-            pid: r.pid,
-            argv: r.argv.clone(),
-            rootdir: r.rootdir.clone(),
-            counts,
-            fixtures: fixtures.len() as u64,
-            crashes: crashes.len() as u64,
-            records: view.records,
-            segments: view.segments as u64,
-            problems: view.problems.clone(),
-            folded_wall_ns: crate::writer::now_wall_ns(),
+                started_wall_ns: r.started_wall_ns,
+                ended_wall_ns: r.ended_wall_ns,
+                exit_status: r.exit_status,
+                host: r.host.clone(),
+                pid: r.pid,
+                argv: r.argv.clone(),
+                rootdir: r.rootdir.clone(),
+                counts,
+                fixtures: fixtures.len() as u64,
+                crashes: crashes.len() as u64,
+                records: view.records,
+                segments: view.segments as u64,
+                problems: view.problems.clone(),
+                folded_wall_ns: crate::writer::now_wall_ns(),
             },
             &RunTail { shard },
         )?;
@@ -1401,7 +1411,10 @@ impl History {
                 .cmp(&a.history.flips())
                 .then_with(|| a.history.nodeid.cmp(&b.history.nodeid))
         });
-        Ok(FlakyReport { runs: w.runs, tests })
+        Ok(FlakyReport {
+            runs: w.runs,
+            tests,
+        })
     }
 
     /// How many tests of `current` (a run not yet folded) are flaky over it and the newest
@@ -1446,7 +1459,11 @@ impl History {
                     None => None,
                 };
                 let test = match row {
-                    Some(g) => Some(test_from_row(path, nodeid, decode(path, "tests", g.value())?)?),
+                    Some(g) => Some(test_from_row(
+                        path,
+                        nodeid,
+                        decode(path, "tests", g.value())?,
+                    )?),
                     None => None,
                 };
                 runs.push((run, test));
@@ -1488,16 +1505,17 @@ impl History {
         })?;
         let recent_n = w.runs.len() / 2;
         let mut items = Vec::new();
-        let mut judge = |kind: &'static str, name: &str, scope: Option<&str>, d: Vec<Option<f64>>| {
-            if let Some(item) = Slower::judge(&w.runs, recent_n, &d, threshold) {
-                items.push(Slower {
-                    kind,
-                    name: name.to_owned(),
-                    scope: scope.map(str::to_owned),
-                    ..item
-                });
-            }
-        };
+        let mut judge =
+            |kind: &'static str, name: &str, scope: Option<&str>, d: Vec<Option<f64>>| {
+                if let Some(item) = Slower::judge(&w.runs, recent_n, &d, threshold) {
+                    items.push(Slower {
+                        kind,
+                        name: name.to_owned(),
+                        scope: scope.map(str::to_owned),
+                        ..item
+                    });
+                }
+            };
         for (nodeid, slots) in &w.tests {
             let durations = slots
                 .iter()
@@ -1587,14 +1605,21 @@ struct Window {
 }
 
 impl Window {
-    fn read(path: &Path, txn: &redb::ReadTransaction, k: usize, skip: Option<&str>) -> Result<Window> {
+    #[allow(clippy::many_single_char_names)] // k runs, w the window, n its width, o an outcome
+    fn read(
+        path: &Path,
+        txn: &redb::ReadTransaction,
+        k: usize,
+        skip: Option<&str>,
+    ) -> Result<Window> {
         let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
         let mut w = Window {
             runs: Vec::new(),
             outcomes: Vec::new(),
             tests: BTreeMap::new(),
         };
-        let (Some(runs), Some(tests)) = (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
+        let (Some(runs), Some(tests)) =
+            (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
         else {
             return Ok(w);
         };
@@ -1604,7 +1629,8 @@ impl Window {
             }
             let (key, v) = entry.map_err(rd)?;
             if Some(key.value()) != skip {
-                w.runs.push(RunRef::new(key.value(), decode_run(path, v.value())?));
+                w.runs
+                    .push(RunRef::new(key.value(), decode_run(path, v.value())?));
             }
         }
         let n = w.runs.len();
@@ -1619,18 +1645,19 @@ impl Window {
                 let bytes = v.value();
                 let head: TestHead<'_> = postcard::from_bytes(bytes)
                     .map_err(|e| damaged(path, &format!("undecodable tests row: {e}")))?;
-                let o = match w.outcomes.iter().position(|o| o == head.outcome) {
-                    Some(o) => o,
-                    None => {
-                        w.outcomes.push(head.outcome.to_owned());
-                        w.outcomes.len() - 1
-                    }
+                let o = if let Some(known) = w.outcomes.iter().position(|o| o == head.outcome) {
+                    known
+                } else {
+                    w.outcomes.push(head.outcome.to_owned());
+                    w.outcomes.len() - 1
                 };
                 let o = u8::try_from(o).unwrap_or(u8::MAX);
                 let nodeid = key.value().1;
                 let slots = match index.get_mut(nodeid) {
                     Some(s) => s,
-                    None => index.entry(nodeid.to_owned()).or_insert_with(|| vec![None; n]),
+                    None => index
+                        .entry(nodeid.to_owned())
+                        .or_insert_with(|| vec![None; n]),
                 };
                 slots[i] = Some((o, head.duration_s));
             }
@@ -1818,8 +1845,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
-        (v[m - 1] + v[m]) / 2.0
+    Some(if v.len().is_multiple_of(2) {
+        f64::midpoint(v[m - 1], v[m])
     } else {
         v[m]
     })
@@ -1828,7 +1855,12 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 impl Slower {
     /// Compares the medians of `durations` (one per run of `runs`) over the newest
     /// `recent_n` runs and the rest.
-    fn judge(runs: &[RunRef], recent_n: usize, durations: &[Option<f64>], threshold: f64) -> Option<Slower> {
+    fn judge(
+        runs: &[RunRef],
+        recent_n: usize,
+        durations: &[Option<f64>],
+        threshold: f64,
+    ) -> Option<Slower> {
         let side = |range: std::ops::Range<usize>| -> (Vec<f64>, Vec<String>) {
             range
                 .filter_map(|i| Some((durations.get(i).copied()??, runs[i].id.clone())))
@@ -1972,8 +2004,17 @@ impl Rows {
         let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
         let upper = after(run_id);
         let runs = read_table(path, txn, RUNS)?;
-        let Some(run) = runs.as_ref().map(|t| t.get(run_id)).transpose().map_err(rd)?.flatten() else {
-            return Err(Error::History(format!("no run {run_id:?} in {}", path.display())));
+        let Some(run) = runs
+            .as_ref()
+            .map(|t| t.get(run_id))
+            .transpose()
+            .map_err(rd)?
+            .flatten()
+        else {
+            return Err(Error::History(format!(
+                "no run {run_id:?} in {}",
+                path.display()
+            )));
         };
         let (row, mut tail) = decode_run(path, run.value())?;
         tail.shard.get_or_insert_with(|| shard.to_owned());
@@ -1988,19 +2029,27 @@ impl Rows {
             for e in t.range((run_id, "")..(upper.as_str(), "")).map_err(rd)? {
                 let (k, v) = e.map_err(rd)?;
                 let _: TestRow = decode(path, "tests", v.value())?;
-                rows.tests.push((k.value().1.to_owned(), v.value().to_vec()));
+                rows.tests
+                    .push((k.value().1.to_owned(), v.value().to_vec()));
             }
         }
         if let Some(t) = read_table(path, txn, FIXTURES)? {
-            for e in t.range((run_id, "", "")..(upper.as_str(), "", "")).map_err(rd)? {
+            for e in t
+                .range((run_id, "", "")..(upper.as_str(), "", ""))
+                .map_err(rd)?
+            {
                 let (k, v) = e.map_err(rd)?;
                 let _: FixtureRow = decode(path, "fixtures", v.value())?;
                 let (_, name, scope) = k.value();
-                rows.fixtures.push((name.to_owned(), scope.to_owned(), v.value().to_vec()));
+                rows.fixtures
+                    .push((name.to_owned(), scope.to_owned(), v.value().to_vec()));
             }
         }
         if let Some(t) = read_table(path, txn, CRASHES)? {
-            for e in t.range((run_id, 0u32)..(upper.as_str(), 0u32)).map_err(rd)? {
+            for e in t
+                .range((run_id, 0u32)..(upper.as_str(), 0u32))
+                .map_err(rd)?
+            {
                 let (_, v) = e.map_err(rd)?;
                 let _: CrashRow = decode(path, "crashes", v.value())?;
                 rows.crashes.push(v.value().to_vec());
@@ -2013,7 +2062,13 @@ impl Rows {
 /// Copies run `run_id` from history `source` into the history file `target`, naming its
 /// shard `shard` unless it has one (what `blackbox combine` does for runs whose folders the
 /// source store no longer has).
-pub fn import_run(source: &History, target: &Path, run_id: &str, shard: &str, opts: &FoldOptions) -> Result<FoldStats> {
+pub fn import_run(
+    source: &History,
+    target: &Path,
+    run_id: &str,
+    shard: &str,
+    opts: &FoldOptions,
+) -> Result<FoldStats> {
     let rows = source.read(|txn| Rows::read(&source.path, txn, run_id, shard))?;
     fold_rows(target, &rows, opts)
 }

@@ -953,7 +953,9 @@ fn a_fold_killed_at_any_point_is_folded_by_the_next_session() {
         // The next session: folds what history misses, exactly once.
         let folded = blackbox_core::history::fold_missing(&store, None, &quiet()).unwrap();
         assert!(folded.len() <= 1, "round {round}: {folded:?}");
-        assert!(blackbox_core::history::fold_missing(&store, None, &quiet()).unwrap().is_empty());
+        assert!(blackbox_core::history::fold_missing(&store, None, &quiet())
+            .unwrap()
+            .is_empty());
         let h = History::of_store(&store).unwrap();
         let mut listed: Vec<String> = h.runs().unwrap().into_iter().map(|r| r.id).collect();
         listed.sort();
@@ -962,7 +964,12 @@ fn a_fold_killed_at_any_point_is_folded_by_the_next_session() {
         let crashes = (0..=round).filter(|r| r % 3 == 0).count() as u64 + 1;
         assert_eq!(
             raw_counts(h.path()),
-            [ids.len() as u64, 40 + 400 * (ids.len() as u64 - 1), ids.len() as u64, crashes],
+            [
+                ids.len() as u64,
+                40 + 400 * (ids.len() as u64 - 1),
+                ids.len() as u64,
+                crashes
+            ],
             "round {round}: no row twice, none left over"
         );
     }
@@ -1001,5 +1008,8 @@ fn the_size_cap_prunes_the_oldest_runs() {
     expect.reverse();
     assert_eq!(kept, expect, "the oldest go first");
     assert_eq!(raw_counts(h.path())[1], 1_000 * kept.len() as u64);
-    eprintln!("1 MiB cap, 1,000-test runs: {} kept, {compacted} compactions", kept.len());
+    eprintln!(
+        "1 MiB cap, 1,000-test runs: {} kept, {compacted} compactions",
+        kept.len()
+    );
 }

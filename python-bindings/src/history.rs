@@ -19,7 +19,11 @@ fn open(store_dir: &PathBuf) -> blackbox_core::Result<History> {
 #[pyfunction]
 #[pyo3(signature = (store_dir, last = 20))]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
-pub fn history_flaky(py: Python<'_>, store_dir: PathBuf, last: usize) -> PyResult<Bound<'_, PyAny>> {
+pub fn history_flaky(
+    py: Python<'_>,
+    store_dir: PathBuf,
+    last: usize,
+) -> PyResult<Bound<'_, PyAny>> {
     let j = py
         .detach(|| open(&store_dir)?.flaky_report(last).map(|r| r.to_json()))
         .or_raise(py)?;
@@ -37,7 +41,11 @@ pub fn history_test<'py>(
     last: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let j = py
-        .detach(|| open(&store_dir)?.test_runs(nodeid, last).map(|r| r.to_json()))
+        .detach(|| {
+            open(&store_dir)?
+                .test_runs(nodeid, last)
+                .map(|r| r.to_json())
+        })
         .or_raise(py)?;
     json_to_py(py, &j)
 }
@@ -53,7 +61,11 @@ pub fn history_slower(
     threshold: f64,
 ) -> PyResult<Bound<'_, PyAny>> {
     let j = py
-        .detach(|| open(&store_dir)?.slower(last, threshold).map(|r| r.to_json()))
+        .detach(|| {
+            open(&store_dir)?
+                .slower(last, threshold)
+                .map(|r| r.to_json())
+        })
         .or_raise(py)?;
     json_to_py(py, &j)
 }
@@ -96,7 +108,11 @@ pub fn history_flaky_note(
 /// `blackbox combine`: merges store `source` into `target`; what it did, as a dict.
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
-pub fn combine_store(py: Python<'_>, target: PathBuf, source: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+pub fn combine_store(
+    py: Python<'_>,
+    target: PathBuf,
+    source: PathBuf,
+) -> PyResult<Bound<'_, PyDict>> {
     let done = py
         .detach(|| {
             let target = Store::create(&target)?;

@@ -520,7 +520,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             Key::Last => {
                 let v = text()?;
                 inv.last = Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    usage(format!("{spelled} takes a number of runs (1 or more), not {v:?}"))
+                    usage(format!(
+                        "{spelled} takes a number of runs (1 or more), not {v:?}"
+                    ))
                 })?);
             }
             Key::Threshold => {
@@ -585,7 +587,11 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
     inv.args = rest.map(str::to_owned).collect();
     let wanted = match command {
         Command::History => Some((1, 1, "the test: blackbox history NODEID")),
-        Command::Combine => Some((1, usize::MAX, "the stores to merge: blackbox combine --dir TARGET SOURCE...")),
+        Command::Combine => Some((
+            1,
+            usize::MAX,
+            "the stores to merge: blackbox combine --dir TARGET SOURCE...",
+        )),
         _ => None,
     };
     match wanted {

@@ -96,7 +96,10 @@ pub(crate) fn flaky(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             Cell::new(t.history.ran().to_string()),
             Cell::new(n("passed").to_string()),
             Cell::new((n("failed") + n("error")).to_string()),
-            Cell::styled(n("crashed").to_string(), (n("crashed") > 0).then_some(Style::Red)),
+            Cell::styled(
+                n("crashed").to_string(),
+                (n("crashed") > 0).then_some(Style::Red),
+            ),
             Cell::new(t.history.flips().to_string()),
             Cell::new(flip),
             Cell::new(strip(t.history.points.iter().map(|p| p.outcome.as_deref()))),
@@ -166,7 +169,10 @@ pub(crate) fn history(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 Cell::styled(&t.outcome, Style::of_outcome(&t.outcome)),
                 Cell::new(duration(t.duration_s)),
                 Cell::new(t.worker.clone().unwrap_or_else(|| "-".into())),
-                Cell::new(t.signal.map_or_else(|| "-".into(), crate::aggregate::signal_name)),
+                Cell::new(
+                    t.signal
+                        .map_or_else(|| "-".into(), crate::aggregate::signal_name),
+                ),
                 Cell::new(host),
                 Cell::new(shard),
             ],
@@ -195,7 +201,12 @@ pub(crate) fn slower(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         )?;
         return Ok(EXIT_OK);
     }
-    let ids = |runs: &[RunRef]| runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
+    let ids = |runs: &[RunRef]| {
+        runs.iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     writeln!(
         cx.out,
         "{} slower by more than {threshold}x: the newest {} runs ({}) against the {} before ({})",
@@ -227,7 +238,11 @@ pub(crate) fn slower(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             Cell::new(duration(s.baseline_median_s)),
             Cell::new(duration(s.recent_median_s)),
             Cell::styled(
-                if s.ratio.is_finite() { format!("{:.1}x", s.ratio) } else { "new".into() },
+                if s.ratio.is_finite() {
+                    format!("{:.1}x", s.ratio)
+                } else {
+                    "new".into()
+                },
                 Some(Style::Red),
             ),
         ]);

@@ -72,7 +72,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("blackbox_history_keep", HELP_HISTORY, default="200")
     group.addoption(
-        "--blackbox-history-max-mb", type=float, default=None, metavar="MB", help=HELP_HISTORY_MAX_MB
+        "--blackbox-history-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help=HELP_HISTORY_MAX_MB,
     )
     parser.addini("blackbox_history_max_mb", HELP_HISTORY_MAX_MB, default="256")
 
@@ -587,7 +591,9 @@ class BlackboxPlugin:
             + (f" on {len(workers)} workers" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
-        note = self._safely(_native.history_flaky_note, str(self.session.store_dir), view["run"]["id"])
+        note = self._safely(
+            _native.history_flaky_note, str(self.session.store_dir), view["run"]["id"]
+        )
         if note:
             tr.write_line(note, yellow=True)
         fixtures = view["fixtures"][:5]
