@@ -450,8 +450,8 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
 /// Folds every run folder of `store` that history does not hold yet: runs whose session
 /// died before or during its fold (a fold killed at any point leaves the history as it was
 /// before it). Skips `except` (the caller's own run), folders with a live writer (a session
-/// still going), and folders older than every run in history (pruned there, or kept out by
-/// the size cap). Returns what each fold did, oldest first.
+/// still going), and, once history holds `keep` runs, folders older than all of them
+/// (pruned there). Returns what each fold did, oldest first.
 pub fn fold_missing(
     store: &Store,
     except: Option<&str>,
@@ -467,7 +467,8 @@ pub fn fold_missing(
     } else {
         BTreeSet::new()
     };
-    let oldest = held.first().cloned();
+    // An older folder is one pruning removed, when history is full.
+    let oldest = held.first().cloned().filter(|_| held.len() >= opts.keep.max(1));
     let mut done = Vec::new();
     for id in store.runs()? {
         if held.contains(&id)
