@@ -52,7 +52,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="blackbox_timeout",
         help=HELP_TIMEOUT,
     )
-    parser.addini("blackbox_timeout", HELP_TIMEOUT, type="float", default=0.0)
+    if pytest.version_tuple >= (8, 4):  # typed ini values; before, `seconds` converts
+        parser.addini("blackbox_timeout", HELP_TIMEOUT, type="float", default=0.0)
+    else:
+        parser.addini("blackbox_timeout", HELP_TIMEOUT, default="0")
 
 
 def seconds(value: object, where: str) -> float:
