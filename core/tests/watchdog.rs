@@ -84,6 +84,30 @@ fn run(tag: &str) -> (TempDir, Store, String) {
     (dir, store, id)
 }
 
+/// One scenario's run, and the lock that keeps the scenarios one at a time.
+struct Scenario {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    _dir: TempDir,
+    store: Store,
+    id: String,
+    run_dir: std::path::PathBuf,
+}
+
+fn scenario(tag: &str) -> Scenario {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (dir, store, id) = run(tag);
+    let run_dir = store.run_path(&id).unwrap();
+    Scenario {
+        _serial: serial,
+        _dir: dir,
+        store,
+        id,
+        run_dir,
+    }
+}
+
 fn timeouts(store: &Store, id: &str) -> Vec<Record> {
     store
         .snapshot(id)
@@ -100,11 +124,8 @@ fn sleep_ms(ms: u64) {
 
 #[test]
 fn a_hung_test_is_recorded_and_its_process_ended() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-fire");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-fire");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, lived) = in_child(|| {
         let r = recorder(&run_dir, 0.3);
         let mut g = r.lock().unwrap();
@@ -140,11 +161,8 @@ fn a_hung_test_is_recorded_and_its_process_ended() {
 
 #[test]
 fn tests_in_time_and_a_fixture_setup_hang() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-intime");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-intime");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
         let r = recorder(&run_dir, 0.25);
         let mut g = r.lock().unwrap();
@@ -237,11 +255,8 @@ fn a_test_that_ends_at_the_last_instant_is_reported_once_or_not_at_all() {
 /// process ends without waiting out the watchdog's patience.
 #[test]
 fn a_late_end_while_holding_the_recorder_is_one_timeout() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-held");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-held");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, lived) = in_child(|| {
         let r = recorder(&run_dir, 0.1);
         let mut g = r.lock().unwrap();
@@ -267,11 +282,8 @@ fn a_late_end_while_holding_the_recorder_is_one_timeout() {
 /// thread; its own first test starts its own watchdog.
 #[test]
 fn fork_in_an_armed_test() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-fork");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-fork");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
         let r = recorder(&run_dir, 0.4);
         r.lock().unwrap().start_test("t.py::test_forks").unwrap();
@@ -324,11 +336,8 @@ fn fork_in_an_armed_test() {
 /// signal) is not ended again as a timeout.
 #[test]
 fn a_dying_process_is_not_ended_as_a_timeout() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-dying");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-dying");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
         let r = recorder(&run_dir, 0.1);
         let mut g = r.lock().unwrap();
@@ -364,11 +373,8 @@ fn a_dying_process_is_not_ended_as_a_timeout() {
 /// past it (the `thread` method) are recorded as timeouts with its limit.
 #[test]
 fn pytest_timeout_limits_are_recorded() {
-    let _g = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_d, store, id) = run("wd-pt");
-    let run_dir = store.run_path(&id).unwrap();
+    let sc = scenario("wd-pt");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
         let r = Recorder::new(&run_dir, Role::Main, None, Durability::Process).into_shared();
         let mut g = r.lock().unwrap();
