@@ -127,7 +127,7 @@ fn a_hung_test_is_recorded_and_its_process_ended() {
     let sc = scenario("wd-fire");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, lived) = in_child(|| {
-        let r = recorder(&run_dir, 0.3);
+        let r = recorder(run_dir, 0.3);
         let mut g = r.lock().unwrap();
         g.start_test("t.py::test_hangs").unwrap();
         g.record(&phase("t.py::test_hangs", Phase::Setup)).unwrap();
@@ -141,7 +141,7 @@ fn a_hung_test_is_recorded_and_its_process_ended() {
         "{status:#x}"
     );
     assert!(lived < Duration::from_millis(2300), "lived {lived:?}");
-    let view: RunView = store.view(&id).unwrap();
+    let view: RunView = store.view(id).unwrap();
     assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
     let c = &view.crashes[0];
     assert_eq!(c.kind, "timeout");
@@ -164,7 +164,7 @@ fn tests_in_time_and_a_fixture_setup_hang() {
     let sc = scenario("wd-intime");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
-        let r = recorder(&run_dir, 0.25);
+        let r = recorder(run_dir, 0.25);
         let mut g = r.lock().unwrap();
         for i in 0..200 {
             let n = format!("t.py::test_{i}");
@@ -189,7 +189,7 @@ fn tests_in_time_and_a_fixture_setup_hang() {
         Some(TIMEOUT_EXIT_STATUS),
         "{status:#x}"
     );
-    let view = store.view(&id).unwrap();
+    let view = store.view(id).unwrap();
     assert_eq!(view.tests.len(), 201);
     assert_eq!(
         view.tests.iter().filter(|t| t.outcome == "passed").count(),
@@ -200,7 +200,7 @@ fn tests_in_time_and_a_fixture_setup_hang() {
         view.crashes[0].detail,
         "timed out after 0.25 s in setup (blackbox_timeout)"
     );
-    assert_eq!(timeouts(&store, &id).len(), 1);
+    assert_eq!(timeouts(store, id).len(), 1);
 }
 
 /// Tests that end right around their limit: each is either in time (no record, the
@@ -258,7 +258,7 @@ fn a_late_end_while_holding_the_recorder_is_one_timeout() {
     let sc = scenario("wd-held");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, lived) = in_child(|| {
-        let r = recorder(&run_dir, 0.1);
+        let r = recorder(run_dir, 0.1);
         let mut g = r.lock().unwrap();
         g.start_test("t.py::test_held").unwrap();
         sleep_ms(350);
@@ -271,8 +271,8 @@ fn a_late_end_while_holding_the_recorder_is_one_timeout() {
         "{status:#x}"
     );
     assert!(lived < Duration::from_millis(900), "lived {lived:?}");
-    assert_eq!(timeouts(&store, &id).len(), 1);
-    let view = store.view(&id).unwrap();
+    assert_eq!(timeouts(store, id).len(), 1);
+    let view = store.view(id).unwrap();
     assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
     assert_eq!(view.crashes[0].kind, "timeout");
     assert_eq!(view.crashes[0].nodeid.as_deref(), Some("t.py::test_held"));
@@ -285,7 +285,7 @@ fn fork_in_an_armed_test() {
     let sc = scenario("wd-fork");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
-        let r = recorder(&run_dir, 0.4);
+        let r = recorder(run_dir, 0.4);
         r.lock().unwrap().start_test("t.py::test_forks").unwrap();
         assert!(watchdog::armed() && watchdog::thread_running());
         let (grandchild, _) = in_child_then(
@@ -316,7 +316,7 @@ fn fork_in_an_armed_test() {
         );
     });
     assert_eq!(exit_status(status), Some(0), "{status:#x}");
-    let view = store.view(&id).unwrap();
+    let view = store.view(id).unwrap();
     let mut hung: Vec<_> = view
         .crashes
         .iter()
@@ -339,7 +339,7 @@ fn a_dying_process_is_not_ended_as_a_timeout() {
     let sc = scenario("wd-dying");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
-        let r = recorder(&run_dir, 0.1);
+        let r = recorder(run_dir, 0.1);
         let mut g = r.lock().unwrap();
         g.start_test("t.py::test_exits").unwrap();
         g.record(&Record::Exit {
@@ -355,9 +355,9 @@ fn a_dying_process_is_not_ended_as_a_timeout() {
         unsafe { libc::_exit(3) };
     });
     assert_eq!(exit_status(status), Some(3), "{status:#x}");
-    assert!(timeouts(&store, &id).is_empty());
+    assert!(timeouts(store, id).is_empty());
     let (status, _) = in_child(|| {
-        let r = recorder(&run_dir, 0.1);
+        let r = recorder(run_dir, 0.1);
         let mut g = r.lock().unwrap();
         g.start_test("t.py::test_interrupted").unwrap();
         // The session ends in the middle of the test (KeyboardInterrupt, pytest.exit).
@@ -366,7 +366,7 @@ fn a_dying_process_is_not_ended_as_a_timeout() {
         sleep_ms(400);
     });
     assert_eq!(exit_status(status), Some(0), "{status:#x}");
-    assert!(timeouts(&store, &id).is_empty());
+    assert!(timeouts(store, id).is_empty());
 }
 
 /// pytest-timeout's timer: a failed call past its limit (the `signal` method) and an exit
@@ -376,7 +376,7 @@ fn pytest_timeout_limits_are_recorded() {
     let sc = scenario("wd-pt");
     let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
     let (status, _) = in_child(|| {
-        let r = Recorder::new(&run_dir, Role::Main, None, Durability::Process).into_shared();
+        let r = Recorder::new(run_dir, Role::Main, None, Durability::Process).into_shared();
         let mut g = r.lock().unwrap();
         g.external_timer("t.py::test_signal", Some(0.05));
         g.start_test("t.py::test_signal").unwrap();
@@ -405,7 +405,7 @@ fn pytest_timeout_limits_are_recorded() {
         unsafe { libc::_exit(1) };
     });
     assert_eq!(exit_status(status), Some(1), "{status:#x}");
-    let view = store.view(&id).unwrap();
+    let view = store.view(id).unwrap();
     let outcome = |n: &str| {
         let t = view.tests.iter().find(|t| t.nodeid == n).unwrap();
         (
