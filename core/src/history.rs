@@ -468,7 +468,10 @@ pub fn fold_missing(
         BTreeSet::new()
     };
     // An older folder is one pruning removed, when history is full.
-    let oldest = held.first().cloned().filter(|_| held.len() >= opts.keep.max(1));
+    let oldest = held
+        .first()
+        .cloned()
+        .filter(|_| held.len() >= opts.keep.max(1));
     let mut done = Vec::new();
     for id in store.runs()? {
         if held.contains(&id)
