@@ -40,7 +40,8 @@ pub mod store;
 pub mod writer;
 
 pub use aggregate::{
-    signal_name, Aggregate, CrashView, FixtureStats, RunMeta, RunView, TestView, WorkerView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
+    WorkerView,
 };
 pub use error::{Error, Result};
 pub use history::{
