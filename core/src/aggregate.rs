@@ -1654,6 +1654,115 @@ mod tests {
         );
     }
 
+    /// Which dead processes are crashes: only those that ran a test of their own and died
+    /// in it; an exit after the running test's report is no crash; a child of a test that
+    /// died of a signal is that test's child, and the test keeps its outcome.
+    #[test]
+    fn only_a_test_of_its_own_makes_a_crash() {
+        let mut agg = Aggregate::default();
+        let process = |pid, role| Record::Process {
+            pid,
+            ppid: 1,
+            role,
+            worker: Some("gw1".into()),
+            wall_ns: 0,
+        };
+        let start = |nodeid: &str| Record::TestStart {
+            nodeid: nodeid.into(),
+            mono_ns: 10,
+        };
+        let call = |nodeid: &str, outcome: &str| Record::TestPhase {
+            nodeid: nodeid.into(),
+            phase: Phase::Call,
+            outcome: outcome.into(),
+            duration_s: 0.1,
+            mono_ns: 20,
+            report: None,
+        };
+        // 0: a worker whose reporting hook ended it after t.py::fails's failed call report.
+        agg.apply(0, 0, &process(10, Role::Worker));
+        agg.apply(0, 0, &start("t.py::fails"));
+        agg.apply(0, 0, &call("t.py::fails", "failed"));
+        agg.apply(
+            0,
+            0,
+            &Record::IntentionalExit {
+                test: Some("t.py::fails".into()),
+                phase: Some(Phase::Call),
+                code: 1,
+                wall_ns: 0,
+            },
+        );
+        // 1: its replacement, which ran nothing and was shut down.
+        agg.apply(1, 0, &process(11, Role::Worker));
+        // 2: a child of t.py::forks that ended with os._exit(0) in the test's call.
+        agg.apply(2, 0, &process(12, Role::Forked));
+        agg.apply(
+            2,
+            0,
+            &Record::Exit {
+                test: Some("t.py::forks".into()),
+                code: 0,
+                wall_ns: 0,
+            },
+        );
+        // 3: a child of t.py::forks that died of SIGSEGV (its crash mark names the test).
+        agg.apply(3, 0, &process(13, Role::Forked));
+        // 4: the worker that ran t.py::forks, which passed.
+        agg.apply(4, 0, &process(14, Role::Worker));
+        agg.apply(4, 0, &start("t.py::forks"));
+        agg.apply(4, 0, &call("t.py::forks", "passed"));
+        agg.apply(
+            4,
+            0,
+            &Record::TestEnd {
+                nodeid: "t.py::forks".into(),
+                mono_ns: 30,
+            },
+        );
+        let mut segs: Vec<SegmentStatus> = (10..15).map(dead_segment).collect();
+        segs[3].crash = Some(crate::segment::CrashMark {
+            signal: 11,
+            wall_ns: 5,
+            test: Some("t.py::forks".into()),
+        });
+        segs[4].closed_cleanly = true;
+        let v = agg.view("r", &segs);
+        let kinds: Vec<_> = v
+            .crashes
+            .iter()
+            .map(|c| (c.kind.as_str(), c.nodeid.as_deref(), c.pid))
+            .collect();
+        assert_eq!(kinds, vec![("child", Some("t.py::forks"), Some(13))]);
+        assert_eq!(
+            v.crashes[0].detail,
+            "child process of t.py::forks died of SIGSEGV"
+        );
+        let outcomes: Vec<_> = v
+            .tests
+            .iter()
+            .map(|t| (t.nodeid.as_str(), t.outcome.as_str(), t.crashed))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                ("t.py::fails", "failed", false),
+                ("t.py::forks", "passed", false)
+            ]
+        );
+        assert_eq!(
+            v.exits,
+            vec![ExitView {
+                nodeid: Some("t.py::fails".into()),
+                phase: Some(Phase::Call),
+                code: 1,
+                worker: Some("gw1".into()),
+                pid: Some(10),
+            }]
+        );
+        assert!(v.workers.iter().all(|w| w.crashes == 0), "{:?}", v.workers);
+    }
+
     #[test]
     fn observer_crash_and_dead_segment_merge_into_one() {
         let mut agg = Aggregate::default();
