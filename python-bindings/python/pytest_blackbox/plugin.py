@@ -770,25 +770,6 @@ class BlackboxPlugin:
             self._safely(_native.fold_missing, store, self.session.run_id, keep, max_mb)
 
 
-class _CrashTeardowns:
-    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
-    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
-
-    NAME = "blackbox-crash-teardowns"
-
-    def __init__(self, plugin: BlackboxPlugin) -> None:
-        self.plugin = plugin
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.plugin._crash_reports:
-            self.plugin.crash_teardown(report)
-
-
-def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
-    return next((p for p in _plugins if p.session is session), None)
-
-
 # ---------------------------------------------------------------------------------------
 # The per-test and per-fixture work: public hooks, each one native call.
 # ---------------------------------------------------------------------------------------
@@ -922,8 +903,8 @@ def _report_from_data(config: pytest.Config, data: dict[str, Any]) -> Any:
 
 
 class _CrashTeardowns:
-    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
-    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
+    """Registered in a parent that may log crash reports (``expect_crash_reports``): after
+    each, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
 
     NAME = "blackbox-crash-teardowns"
 
