@@ -31,6 +31,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod error;
 pub mod history;
+pub mod private;
 pub mod record;
 pub mod segment;
 pub mod snapshot;
@@ -50,5 +51,5 @@ pub use segment::{
     SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
-pub use store::{is_run_id, Store};
+pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};
