@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use blackbox_core::history::FoldOptions;
 use blackbox_core::segment::{
     FrameChunk, ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH,
     READ_WINDOW,
@@ -801,7 +802,7 @@ fn child() {
             rec.close().unwrap();
             let fh = store.run_path(&run).unwrap().join("faulthandler-1.txt");
             blackbox_core::private::create_file(&fh).unwrap();
-            blackbox_core::history::fold_run(&store, &run, &Default::default()).unwrap();
+            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
             ack(&format!("SEG {}", rec.segment_path().unwrap().display()));
         }
         "truncate_open" => {
@@ -989,7 +990,8 @@ fn a_store_or_history_of_another_user_is_refused_by_name() {
         File::create(&history).unwrap();
         std::os::unix::fs::chown(&history, Some(owner), Some(owner)).unwrap();
         std::fs::set_permissions(&history, std::fs::Permissions::from_mode(mode)).unwrap();
-        let e = blackbox_core::history::fold_run(&store, &run, &Default::default()).unwrap_err();
+        let e =
+            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
         refusal(&e, &history, &words);
         assert_eq!(
             std::fs::metadata(&history).unwrap().len(),
@@ -999,7 +1001,7 @@ fn a_store_or_history_of_another_user_is_refused_by_name() {
         std::fs::remove_file(&history).unwrap();
     }
     // Ours and private: folded, and then 0600.
-    blackbox_core::history::fold_run(&store, &run, &Default::default()).unwrap();
+    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
     assert_eq!(
         std::fs::metadata(&history).unwrap().permissions().mode() & 0o777,
         0o600
@@ -1042,7 +1044,7 @@ fn another_user_reads_nothing_of_a_store() {
     })
     .unwrap();
     rec.close().unwrap();
-    blackbox_core::history::fold_run(&store, &run, &Default::default()).unwrap();
+    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
     let seg = rec.segment_path().unwrap().to_owned();
     for path in [seg.as_path(), store.history_path().as_path(), store.root()] {
         let out = std::process::Command::new("setpriv")
@@ -1106,7 +1108,7 @@ fn a_planted_link_fifo_or_foreign_file_in_place_of_a_store_file_is_refused_by_na
     // history.redb as a symlink to a file of ours: refused, the file untouched.
     std::os::unix::fs::symlink(&victim, store.history_path()).unwrap();
     let run = store.latest().unwrap();
-    let e = blackbox_core::history::fold_run(&store, &run, &Default::default()).unwrap_err();
+    let e = blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
     assert!(
         e.to_string().contains("history.redb") && e.to_string().contains("symlink"),
         "{e}"
