@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import _native, _runtime, _settings
-from .errors import BlackboxError, BlackboxWarning
+from .errors import BlackboxError, BlackboxWarning, StoreFullError, StoreRefusedError
 
 if TYPE_CHECKING:
     from .store import Summary
@@ -149,8 +149,10 @@ def record_property(record_property: Any, request: pytest.FixtureRequest) -> Any
             plain = plugin.session.recorder.record(
                 name, value, request.node.nodeid, key_as_str=True
             )
-        except BlackboxError as e:  # a full store: junitxml still gets the property
-            _store_error(e)
+        except BlackboxError as e:
+            if not _is_store_failure(e):
+                raise  # about the value (too large, ...): as record() raises it
+            _store_error(e)  # a full store: junitxml still gets the property
             plain = value
         key = name if isinstance(name, str) else str(name)
         request.node.user_properties.append((key, plain))
@@ -238,6 +240,11 @@ def _read_text(path: Path, limit: int = 64 * 1024) -> str:
             return f.read(limit)
     except OSError:
         return ""
+
+
+def _is_store_failure(e: BlackboxError) -> bool:
+    """Whether ``e`` is about the store (full, refused, an I/O error), not about a value."""
+    return isinstance(e, (StoreFullError, StoreRefusedError)) or type(e) is BlackboxError
 
 
 def _store_error(e: BlackboxError) -> None:
