@@ -1197,8 +1197,8 @@ fn first_of_class(class: &str) -> bool {
 /// `first_of_class` for the plugin's own warnings of store errors (the class name of the
 /// exception), so that the native and the Python side say it once between them.
 #[pyfunction]
-fn first_store_error(class: &str) -> bool {
-    first_of_class(class)
+fn first_store_error(kind: &str) -> bool {
+    first_of_class(kind)
 }
 
 /// A store error where raising would break the run: one `BlackboxWarning` per class of
