@@ -1181,8 +1181,11 @@ impl History {
                     signal: row.signal,
                     exit_code: row.exit_code,
                     phase: row.phase,
+                    kind: crate::aggregate::crash_kind(row.signal, row.exit_code).into(),
                     detail: row.detail,
                     attachments: row.attachments,
+                    wall_ns: None,
+                    devices: Vec::new(),
                 });
             }
             Ok(out)
