@@ -235,6 +235,19 @@ fn damaged_open(path: &Path) -> blackbox_core::Damage {
     }
 }
 
+/// A store at `root` (created), a new run in it and a recorder of that run.
+fn new_run(root: &Path, role: Role) -> (Store, String, Recorder) {
+    let store = Store::create(root).unwrap();
+    let run = store.new_run().unwrap();
+    let rec = Recorder::new(
+        store.run_path(&run).unwrap(),
+        role,
+        None,
+        Durability::Process,
+    );
+    (store, run, rec)
+}
+
 fn records_of(b: &ReadBatch) -> Vec<Record> {
     b.records.iter().map(|(_, r)| r.clone()).collect()
 }
@@ -790,14 +803,7 @@ fn child() {
             let umask = u32::from_str_radix(&std::env::var("BBX_UMASK").unwrap(), 8).unwrap();
             // SAFETY: umask only changes this process's creation mask.
             unsafe { libc::umask(umask as libc::mode_t) };
-            let store = Store::create(dir.join("store")).unwrap();
-            let run = store.new_run().unwrap();
-            let mut rec = Recorder::new(
-                store.run_path(&run).unwrap(),
-                Role::Main,
-                None,
-                Durability::Process,
-            );
+            let (store, run, mut rec) = new_run(&dir.join("store"), Role::Main);
             rec.start_test("t.py::x").unwrap();
             rec.close().unwrap();
             let fh = store.run_path(&run).unwrap().join("faulthandler-1.txt");
@@ -881,14 +887,7 @@ fn every_file_of_the_store_is_0600_in_0700_folders_whatever_the_umask() {
 fn a_segment_of_a_passing_forked_child_takes_8_kib() {
     use std::os::unix::fs::MetadataExt;
     let tmp = TempDir::new("small");
-    let store = Store::create(tmp.path().join("store")).unwrap();
-    let run = store.new_run().unwrap();
-    let mut rec = Recorder::new(
-        store.run_path(&run).unwrap(),
-        Role::Forked,
-        None,
-        Durability::Process,
-    );
+    let (_store, _run, mut rec) = new_run(&tmp.path().join("store"), Role::Forked);
     // What a pytest-forked child of a passing test writes: its start, three phase
     // reports of a few hundred bytes, its end.
     rec.start_test("test_p.py::test_a[0]").unwrap();
@@ -972,14 +971,7 @@ fn a_store_or_history_of_another_user_is_refused_by_name() {
     // history.redb pre-created by another user (empty, 0666: the trap), or ours
     // but writable by others: no fold writes into it.
     std::os::unix::fs::chown(&root, Some(0), Some(0)).unwrap();
-    let store = Store::create(&root).unwrap();
-    let run = store.new_run().unwrap();
-    let mut rec = Recorder::new(
-        store.run_path(&run).unwrap(),
-        Role::Main,
-        None,
-        Durability::Process,
-    );
+    let (store, run, mut rec) = new_run(&root, Role::Main);
     rec.start_test("t.py::secret").unwrap();
     rec.close().unwrap();
     let history = store.history_path();
@@ -1028,14 +1020,7 @@ fn another_user_reads_nothing_of_a_store() {
     let tmp = TempDir::new("nobody-reads");
     // Reachable by anyone down to the store (as a checkout under /tmp would be).
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let store = Store::create(tmp.path().join("store")).unwrap();
-    let run = store.new_run().unwrap();
-    let mut rec = Recorder::new(
-        store.run_path(&run).unwrap(),
-        Role::Main,
-        None,
-        Durability::Process,
-    );
+    let (store, run, mut rec) = new_run(&tmp.path().join("store"), Role::Main);
     rec.record(&Record::PropertySet {
         test: None,
         key: "token".into(),
