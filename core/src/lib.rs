@@ -29,6 +29,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod combine;
 pub mod error;
 pub mod history;
 pub mod private;
@@ -44,7 +45,8 @@ pub use aggregate::{
 };
 pub use error::{Error, Result};
 pub use history::{
-    fold_run, fold_view, FoldOptions, FoldStats, History, HistoryRun, HistoryTest, TestHistory,
+    fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
+    HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
 };
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{

@@ -61,7 +61,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn store(&self) -> Result<Store, Failure> {
+    pub(super) fn store(&self) -> Result<Store, Failure> {
         Ok(Store::open(&self.store_dir)?)
     }
 
@@ -70,7 +70,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// A JSON object, one key a line and one list item a line (see [`write_doc`]).
-    fn json(&mut self, value: &Json) -> Result<(), Failure> {
+    pub(super) fn json(&mut self, value: &Json) -> Result<(), Failure> {
         let parts: Vec<(&str, Part<'_>)> = match value {
             Json::Object(map) => map
                 .iter()
@@ -84,7 +84,7 @@ impl<'a> Ctx<'a> {
         write_doc(self.out, parts)
     }
 
-    fn warn(&mut self, line: &str) -> Result<(), Failure> {
+    pub(super) fn warn(&mut self, line: &str) -> Result<(), Failure> {
         writeln!(self.err, "blackbox: warning: {}", clean(line))?;
         Ok(())
     }
@@ -151,6 +151,10 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Command::Runs => runs(cx),
         Command::Check => check(cx),
         Command::Report => report(cx),
+        Command::Flaky => super::history::flaky(cx),
+        Command::History => super::history::history(cx),
+        Command::Slower => super::history::slower(cx),
+        Command::Combine => super::history::combine(cx),
         Command::Help | Command::Version => unreachable!("handled before a store is opened"),
     }
 }

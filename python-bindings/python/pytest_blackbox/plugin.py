@@ -42,6 +42,9 @@ HELP_HISTORY = (
     "Runs kept in the store's history.redb, which each finished run is folded into "
     "(default 200; 0: do not fold)."
 )
+HELP_HISTORY_MAX_MB = (
+    "Size cap of history.redb in MiB: past it the oldest runs are pruned (default 256)."
+)
 
 #: How often a parent reads its run while the run goes on (``RunReader.follow``).
 FOLLOW_INTERVAL_S = 0.2
@@ -77,11 +80,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=HELP_HISTORY,
     )
     parser.addini("blackbox_history_keep", HELP_HISTORY, type="int", default=200)
+    group.addoption(
+        "--blackbox-history-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help=HELP_HISTORY_MAX_MB,
+    )
+    parser.addini("blackbox_history_max_mb", HELP_HISTORY_MAX_MB, default="256")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
     value = config.getoption(name.replace("-", "_"), None)
     return value if value is not None else config.getini(name.replace("-", "_"))
+
+
+def _history_max_mb(config: pytest.Config) -> float:
+    value = _option(config, "blackbox-history-max-mb")
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:
+        raise pytest.UsageError(f"blackbox_history_max_mb = {value!r}: use a size in MiB above 0")
+    return mb
 
 
 def _store_dir(config: pytest.Config) -> Path:
@@ -109,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # help is shown whatever the settings say
     else:
         settings = _settings.validate(config)  # a bad setting: a usage error, now
+        _history_max_mb(config)
         if not settings.records:
             return
         if any(config.getoption(name, False) for name in NO_RUN_OPTIONS):
@@ -246,6 +269,13 @@ def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process end
 # ---------------------------------------------------------------------------------------
 # The per-session plugin
 # ---------------------------------------------------------------------------------------
+
+
+def _who(crash: dict[str, Any]) -> str:
+    """Where a crash happened: worker, pid and the accelerators the process had."""
+    devices = " ".join(f"{k}={v}" for k, v in (crash.get("devices") or {}).items())
+    pid = f"pid {crash['pid']}" if crash.get("pid") else ""
+    return ", ".join(x for x in (crash.get("worker"), pid, devices) if x)
 
 
 def _signal_detail(sig: int | None) -> str:
@@ -484,6 +514,8 @@ class BlackboxPlugin:
             return []
         lines = []
         for c in view["crashes"]:
+            if c.get("kind") == "child":
+                continue
             where = c["nodeid"] or "between tests"
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
@@ -695,7 +727,8 @@ class BlackboxPlugin:
             terminalreporter.write_line(f"blackbox: cannot read the run: {e}")
             return
         tr = terminalreporter
-        crashes = view["crashes"]
+        children = [c for c in view["crashes"] if c["kind"] == "child"]
+        crashes = [c for c in view["crashes"] if c["kind"] != "child"]
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
@@ -703,6 +736,11 @@ class BlackboxPlugin:
             + (f" on {len(workers)} workers" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
+        note = self._safely(
+            _native.history_flaky_note, str(self.session.store_dir), view["run"]["id"]
+        )
+        if note:
+            tr.write_line(note, yellow=True)
         fixtures = view["fixtures"][:5]
         if fixtures:
             parts = [
@@ -716,9 +754,10 @@ class BlackboxPlugin:
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
             )
-            who = ", ".join(x for x in (c["worker"], f"pid {c['pid']}" if c["pid"] else "") if x)
             phase = f" in {c['phase']}" if c["phase"] else ""
-            tr.write_line(f"CRASHED {where} ({who}): {sig}{phase}", red=True)
+            tr.write_line(f"CRASHED {where} ({_who(c)}): {sig}{phase}", red=True)
+        for c in children:
+            tr.write_line(f"blackbox: {c['detail']} ({_who(c)})")
 
     # -- end -----------------------------------------------------------------------------
 
@@ -757,7 +796,10 @@ class BlackboxPlugin:
         """Folds the run ``reader`` reads into history.redb (off the per-record path)."""
         keep = int(_option(self.config, "blackbox-history-keep") or 0)
         if keep > 0:
-            self._safely(reader.fold_history, str(self.session.store_dir), keep)
+            store, max_mb = str(self.session.store_dir), _history_max_mb(self.config)
+            self._safely(reader.fold_history, store, keep, 60.0, max_mb)
+            # And any run whose session died before or during its fold.
+            self._safely(_native.fold_missing, store, self.session.run_id, keep, max_mb)
 
 
 class _CrashTeardowns:

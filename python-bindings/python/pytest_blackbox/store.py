@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from .errors import NoStoreError, NoSuchRunError
 __all__ = [
     "CrashInfo",
     "FixtureInfo",
+    "History",
     "Run",
     "Store",
     "Summary",
@@ -70,6 +71,10 @@ class FixtureInfo:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
+def _has_default(f: Any) -> bool:
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
 @dataclass(frozen=True)
 class CrashInfo:
     """A process that died in (or between) tests."""
@@ -83,10 +88,16 @@ class CrashInfo:
     phase: str | None
     detail: str
     attachments: list[str] = field(default_factory=list)
+    #: ``signal``, ``exit``, ``killed`` (no handler ran: SIGKILL, the OOM killer) or
+    #: ``child`` (a process the test forked died; the test itself did not).
+    kind: str = "killed"
+    #: The accelerator variables the dead process had (``CUDA_VISIBLE_DEVICES``...).
+    devices: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CrashInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = cls.__dataclass_fields__
+        return cls(**{k: d.get(k) for k in fields if k in d or not _has_default(fields[k])})
 
     @property
     def traceback(self) -> str | None:
@@ -110,10 +121,13 @@ class WorkerInfo:
     tests: int
     crashes: int
     alive: bool
+    #: The accelerator variables its processes had (``CUDA_VISIBLE_DEVICES``...).
+    devices: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = cls.__dataclass_fields__
+        return cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]
 
 
 class Summary:
@@ -127,6 +141,10 @@ class Summary:
         self.timed = [FixtureInfo.from_json(f) for f in view["timed"]]
         self.crashes = [CrashInfo.from_json(c) for c in view["crashes"]]
         self.workers = [WorkerInfo.from_json(w) for w in view["workers"]]
+        #: Processes that ended themselves (``os._exit``) between tests or after a test's
+        #: report was made: no crash. Dicts with ``nodeid``, ``phase``, ``code``,
+        #: ``worker``, ``pid``.
+        self.exits: list[dict[str, Any]] = view.get("exits", [])
         self.problems: list[str] = view.get("problems", [])
 
     @property
@@ -224,6 +242,32 @@ class Run(Summary):
         )
 
 
+class History:
+    """A store's ``history.redb`` (every finished run is folded into it): the same answers
+    as ``blackbox flaky``, ``history NODEID`` and ``slower`` with ``--json`` (docs/cli.md
+    has the schema)."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+
+    def flaky(self, last: int = 20) -> dict[str, Any]:
+        """Tests that both passed and failed within the newest ``last`` runs: ``runs``
+        (looked at, newest first) and ``tests`` (outcome counts, last flip, crashes, strip)."""
+        return _native.history_flaky(str(self.store_dir), last)
+
+    def test(self, nodeid: str, last: int = 20) -> dict[str, Any]:
+        """``nodeid`` in each of the newest ``last`` runs: outcome, duration, worker, crash."""
+        return _native.history_test(str(self.store_dir), nodeid, last)
+
+    def slower(self, last: int = 20, threshold: float = 1.5) -> dict[str, Any]:
+        """Tests and fixtures whose median duration grew more than ``threshold`` times from
+        the older half of the newest ``last`` runs to the newer half."""
+        return _native.history_slower(str(self.store_dir), last, threshold)
+
+    def __repr__(self) -> str:
+        return f"History({str(self.store_dir)!r})"
+
+
 class Store:
     """A store directory: ``Store()`` is ``$BLACKBOX_DIR`` or ``./.blackbox``."""
 
@@ -251,6 +295,11 @@ class Store:
         if not runs:
             raise NoStoreError(f"the store {self.path} holds no run yet")
         return self.run(runs[-1])
+
+    @property
+    def history(self) -> History:
+        """The store's history across runs (``history.redb``)."""
+        return History(self.path)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.runs())
