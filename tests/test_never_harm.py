@@ -274,6 +274,8 @@ def test_a_history_of_another_user_is_refused_and_the_run_goes_on(
         (["-o", "blackbox_keep=-2"], ["blackbox_keep", "0 or more"]),
         (["-o", "blackbox_history_keep=abc"], ["blackbox_history_keep", "whole number"]),
         (["--blackbox-history-keep=-1"], ["--blackbox-history-keep", "0 or more"]),
+        (["-o", "blackbox_history_max_mb=0"], ["blackbox_history_max_mb", "above 0"]),
+        (["--blackbox-history-max-mb=abc"], ["--blackbox-history-max-mb", "abc"]),
         (["-o", "blackbox_durability=fast"], ["blackbox_durability", "process or system"]),
         (["--blackbox-durability=fast"], ["--blackbox-durability", "process", "system"]),
         (["-o", "blackbox=maybe"], ["blackbox", "on or off", "require"]),
