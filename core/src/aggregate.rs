@@ -1396,12 +1396,14 @@ struct ValueJson<'a>(&'a Value);
 
 impl serde::Serialize for ValueJson<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if let Some((tag, text)) = self.0.json_tagged() {
+            return ser.collect_map([(tag, text)]);
+        }
         match self.0 {
             Value::None => ser.serialize_unit(),
             Value::Bool(b) => ser.serialize_bool(*b),
             Value::Int(i) => ser.serialize_i64(*i),
-            Value::Float(f) if f.is_finite() => ser.serialize_f64(*f),
-            Value::Float(f) => ser.serialize_str(&f.to_string()),
+            Value::Float(f) => ser.serialize_f64(*f),
             Value::Str(s) | Value::BigInt(s) => ser.serialize_str(s),
             Value::Bytes(b) => ser.collect_seq(b),
             Value::List(items) => ser.collect_seq(items.iter().map(ValueJson)),

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod combine;
 pub mod error;
 pub mod history;
+pub mod private;
 pub mod process;
 pub mod record;
 pub mod segment;
@@ -54,5 +55,5 @@ pub use segment::{
     EncodeRecord, SegmentReader, SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
-pub use store::{is_run_id, Store};
+pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};

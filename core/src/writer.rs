@@ -100,6 +100,9 @@ impl Recorder {
             self.info_written = false;
         }
         if self.writer.is_none() {
+            // One lstat per process: a run folder swapped for a link or another user's
+            // folder since the run began is not written into.
+            crate::private::check_dir(&self.run_dir, "run folder", false)?;
             let mut w = SegmentWriter::create(&self.run_dir, self.durability)?;
             // SAFETY of getppid: always succeeds.
             let ppid = unsafe { libc::getppid() } as u32;
