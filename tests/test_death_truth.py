@@ -96,9 +96,23 @@ def test_passes(i):
 """
 
 
-@pytest.mark.parametrize("segfault", [False, True], ids=["exits", "exits_and_segfault"])
-def test_exit_after_a_failed_report_is_no_crash(pytester: pytest.Pytester, segfault: bool) -> None:
-    pytester.makeconftest(EXIT_AFTER_FAILURE_CONFTEST)
+@pytest.mark.parametrize(
+    ("segfault", "before_xdist_sends"),
+    [(False, False), (True, False), (False, True)],
+    ids=["exits", "exits_and_segfault", "exits_before_xdist_sends"],
+)
+def test_exit_after_a_failed_report_is_no_crash(
+    pytester: pytest.Pytester, segfault: bool, before_xdist_sends: bool
+) -> None:
+    conftest = EXIT_AFTER_FAILURE_CONFTEST
+    if before_xdist_sends:
+        # The hook runs before xdist's own, which never sends the report: the controller
+        # gets it from the store.
+        conftest = conftest.replace(
+            "def pytest_runtest_logreport",
+            "@pytest.hookimpl(tryfirst=True)\ndef pytest_runtest_logreport",
+        ).replace("import os", "import os, pytest")
+    pytester.makeconftest(conftest)
     suite = FIVE_AND_FIVE
     if segfault:
         suite += "\ndef test_segfaults():\n    ctypes.string_at(0)\n"

@@ -369,6 +369,8 @@ struct SegAcc {
     /// OOM kill count when the first test started.
     devices: Vec<(String, String)>,
     memory_cgroup: Option<(String, Option<u64>)>,
+    /// (monotonic, wall) clocks read together at its first test.
+    clocks: Option<(u64, u64)>,
 }
 
 /// Incremental fold of a run's records.
@@ -393,8 +395,8 @@ pub struct Aggregate {
     /// crash of that process.
     attachments: Vec<(Option<String>, String, String, usize)>,
     exits: Vec<(Option<String>, i32, usize)>,
-    /// (test, timeout, segment)
-    timeouts: Vec<(Option<String>, TimeoutView, usize)>,
+    /// (test, timeout, segment, when: Unix ns)
+    timeouts: Vec<(Option<String>, TimeoutView, usize, u64)>,
     records: u64,
 }
 
@@ -662,10 +664,13 @@ impl Aggregate {
                 env,
                 memory_cgroup,
                 oom_kills,
+                mono_ns,
+                wall_ns,
             } => {
                 let s = self.seg(seg);
                 s.devices = env;
                 s.memory_cgroup = memory_cgroup.map(|c| (c, oom_kills));
+                s.clocks = Some((mono_ns, wall_ns));
             }
             Record::Attachment { test, kind, path } => {
                 self.attachments.push((test, kind, path, seg));
@@ -677,7 +682,7 @@ impl Aggregate {
                 elapsed_s,
                 source,
                 fatal,
-                ..
+                wall_ns,
             } => self.timeouts.push((
                 test,
                 TimeoutView {
@@ -688,6 +693,7 @@ impl Aggregate {
                     fatal,
                 },
                 seg,
+                wall_ns,
             )),
         }
     }
@@ -918,9 +924,10 @@ impl Aggregate {
         for e in &self.exits {
             exit_of_seg.entry(e.2).or_insert(e);
         }
-        let mut timeout_of_seg: HashMap<usize, &TimeoutView> = HashMap::new();
-        for (_, t, seg) in self.timeouts.iter().filter(|t| t.1.fatal) {
-            timeout_of_seg.entry(*seg).or_insert(t);
+        // A process's fatal timeout, and when it came (its test's time runs to it).
+        let mut timeout_of_seg: HashMap<usize, (&TimeoutView, u64)> = HashMap::new();
+        for (_, t, seg, wall_ns) in self.timeouts.iter().filter(|t| t.1.fatal) {
+            timeout_of_seg.entry(*seg).or_insert((t, *wall_ns));
         }
         let mut exits = Vec::new();
         for (seg, s) in self.segs.iter().enumerate() {
@@ -938,7 +945,9 @@ impl Aggregate {
                 continue;
             }
             let exit = exit_of_seg.get(&seg).copied();
-            let timeout = timeout_of_seg.get(&seg).copied();
+            let (timeout, timed_out_at) = timeout_of_seg
+                .get(&seg)
+                .map_or((None, None), |&(t, at)| (Some(t), Some(at)));
             let mark = st.crash.as_ref();
             let open = s
                 .open_test
@@ -1029,7 +1038,7 @@ impl Aggregate {
                 attachments: Vec::new(),
                 timeout: timeout.cloned(),
                 kind: kind.into(),
-                wall_ns: mark.map(|m| m.wall_ns),
+                wall_ns: mark.map(|m| m.wall_ns).or(timed_out_at),
                 devices: s.devices.clone(),
             });
         }
@@ -1076,7 +1085,7 @@ impl Aggregate {
             c.attachments = files;
         }
         let mut timeout_of: HashMap<&str, &TimeoutView> = HashMap::new();
-        for (test, t, _) in &self.timeouts {
+        for (test, t, _, _) in &self.timeouts {
             if let Some(n) = test.as_deref() {
                 timeout_of.entry(n).or_insert(t);
             }
@@ -1087,10 +1096,19 @@ impl Aggregate {
                 crash_of.entry(n).or_insert(i);
             }
         }
-        // A dead test's time runs to its last sign of life: its last record, or its death.
-        let wall_to_mono = {
-            let (mono, wall) = (crate::writer::now_mono_ns(), crate::writer::now_wall_ns());
-            move |w: u64| (w + mono).saturating_sub(wall)
+        // A dead test's time runs to its last sign of life: its last record, or its death
+        // (a wall-clock time, placed on the monotonic clock by the dead process's own
+        // reading of both).
+        let clocks_of: HashMap<u32, (u64, u64)> = self
+            .segs
+            .iter()
+            .filter_map(|s| Some((s.pid?, s.clocks?)))
+            .collect();
+        let died_mono = |c: &CrashView| -> u64 {
+            match (c.wall_ns, c.pid.and_then(|p| clocks_of.get(&p))) {
+                (Some(w), Some(&(mono, wall))) => (w + mono).saturating_sub(wall),
+                _ => 0,
+            }
         };
 
         // Tests, in the order they started: CLOCK_MONOTONIC is one clock for every process
@@ -1153,7 +1171,7 @@ impl Aggregate {
             let reported: f64 = phases(t).map(|(_, a)| a.duration_s).sum();
             let duration_s = match (crash, t.started_in.iter().map(|(_, m)| m).min()) {
                 (Some(c), Some(start)) => {
-                    let died = c.wall_ns.map_or(0, wall_to_mono).max(t.last_mono);
+                    let died = died_mono(c).max(t.last_mono);
                     reported.max(died.saturating_sub(start) as f64 / 1e9)
                 }
                 _ => reported,
@@ -1469,12 +1487,14 @@ struct ValueJson<'a>(&'a Value);
 
 impl serde::Serialize for ValueJson<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if let Some((tag, text)) = self.0.json_tagged() {
+            return ser.collect_map([(tag, text)]);
+        }
         match self.0 {
             Value::None => ser.serialize_unit(),
             Value::Bool(b) => ser.serialize_bool(*b),
             Value::Int(i) => ser.serialize_i64(*i),
-            Value::Float(f) if f.is_finite() => ser.serialize_f64(*f),
-            Value::Float(f) => ser.serialize_str(&f.to_string()),
+            Value::Float(f) => ser.serialize_f64(*f),
             Value::Str(s) | Value::BigInt(s) => ser.serialize_str(s),
             Value::Bytes(b) => ser.collect_seq(b),
             Value::List(items) => ser.collect_seq(items.iter().map(ValueJson)),
@@ -1742,6 +1762,115 @@ mod tests {
                 "b.py::w1_fourth"
             ]
         );
+    }
+
+    /// Which dead processes are crashes: only those that ran a test of their own and died
+    /// in it; an exit after the running test's report is no crash; a child of a test that
+    /// died of a signal is that test's child, and the test keeps its outcome.
+    #[test]
+    fn only_a_test_of_its_own_makes_a_crash() {
+        let mut agg = Aggregate::default();
+        let process = |pid, role| Record::Process {
+            pid,
+            ppid: 1,
+            role,
+            worker: Some("gw1".into()),
+            wall_ns: 0,
+        };
+        let start = |nodeid: &str| Record::TestStart {
+            nodeid: nodeid.into(),
+            mono_ns: 10,
+        };
+        let call = |nodeid: &str, outcome: &str| Record::TestPhase {
+            nodeid: nodeid.into(),
+            phase: Phase::Call,
+            outcome: outcome.into(),
+            duration_s: 0.1,
+            mono_ns: 20,
+            report: None,
+        };
+        // 0: a worker whose reporting hook ended it after t.py::fails's failed call report.
+        agg.apply(0, 0, &process(10, Role::Worker));
+        agg.apply(0, 0, &start("t.py::fails"));
+        agg.apply(0, 0, &call("t.py::fails", "failed"));
+        agg.apply(
+            0,
+            0,
+            &Record::IntentionalExit {
+                test: Some("t.py::fails".into()),
+                phase: Some(Phase::Call),
+                code: 1,
+                wall_ns: 0,
+            },
+        );
+        // 1: its replacement, which ran nothing and was shut down.
+        agg.apply(1, 0, &process(11, Role::Worker));
+        // 2: a child of t.py::forks that ended with os._exit(0) in the test's call.
+        agg.apply(2, 0, &process(12, Role::Forked));
+        agg.apply(
+            2,
+            0,
+            &Record::Exit {
+                test: Some("t.py::forks".into()),
+                code: 0,
+                wall_ns: 0,
+            },
+        );
+        // 3: a child of t.py::forks that died of SIGSEGV (its crash mark names the test).
+        agg.apply(3, 0, &process(13, Role::Forked));
+        // 4: the worker that ran t.py::forks, which passed.
+        agg.apply(4, 0, &process(14, Role::Worker));
+        agg.apply(4, 0, &start("t.py::forks"));
+        agg.apply(4, 0, &call("t.py::forks", "passed"));
+        agg.apply(
+            4,
+            0,
+            &Record::TestEnd {
+                nodeid: "t.py::forks".into(),
+                mono_ns: 30,
+            },
+        );
+        let mut segs: Vec<SegmentStatus> = (10..15).map(dead_segment).collect();
+        segs[3].crash = Some(crate::segment::CrashMark {
+            signal: 11,
+            wall_ns: 5,
+            test: Some("t.py::forks".into()),
+        });
+        segs[4].closed_cleanly = true;
+        let v = agg.view("r", &segs);
+        let kinds: Vec<_> = v
+            .crashes
+            .iter()
+            .map(|c| (c.kind.as_str(), c.nodeid.as_deref(), c.pid))
+            .collect();
+        assert_eq!(kinds, vec![("child", Some("t.py::forks"), Some(13))]);
+        assert_eq!(
+            v.crashes[0].detail,
+            "child process of t.py::forks died of SIGSEGV"
+        );
+        let outcomes: Vec<_> = v
+            .tests
+            .iter()
+            .map(|t| (t.nodeid.as_str(), t.outcome.as_str(), t.crashed))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                ("t.py::fails", "failed", false),
+                ("t.py::forks", "passed", false)
+            ]
+        );
+        assert_eq!(
+            v.exits,
+            vec![ExitView {
+                nodeid: Some("t.py::fails".into()),
+                phase: Some(Phase::Call),
+                code: 1,
+                worker: Some("gw1".into()),
+                pid: Some(10),
+            }]
+        );
+        assert!(v.workers.iter().all(|w| w.crashes == 0), "{:?}", v.workers);
     }
 
     #[test]

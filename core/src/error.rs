@@ -45,6 +45,13 @@ pub enum Error {
     NoRuns { store: PathBuf },
     /// Something that must be a directory is not (or is a symlink to something else).
     NotADirectory { path: PathBuf },
+    /// A path of the store is not private to this user (owned by another, writable by
+    /// others, a symlink or a FIFO where a file should be): it is not written.
+    Refused {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
     /// A transaction is open: commit or roll back before this call.
     TransactionOpen,
     /// A record could not be encoded.
@@ -112,6 +119,11 @@ impl fmt::Display for Error {
             Error::NotADirectory { path } => write!(
                 f,
                 "{} is not a directory; remove it or choose another store directory",
+                path.display()
+            ),
+            Error::Refused { path, problem, fix } => write!(
+                f,
+                "refusing to record into {}: {problem}; {fix}",
                 path.display()
             ),
             Error::TransactionOpen => write!(f, "a transaction is open; commit or roll it back first"),

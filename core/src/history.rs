@@ -996,9 +996,14 @@ fn open_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens (creating it if missing) for a fold.
+/// Opens (creating it if missing) for a fold: only a file of this user that others cannot
+/// write ([`crate::private::check_file`]); the refusal comes back as an I/O error of kind
+/// `PermissionDenied` carrying the [`Error::Refused`], which [`open_error`] unwraps.
 fn open_write(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
-    builder().create_with_backend(redb::backends::FileBackend::new(open_file(path, true)?)?)
+    let file = open_file(path, true)?;
+    crate::private::check_file(&file, path)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+    builder().create_with_backend(redb::backends::FileBackend::new(file)?)
 }
 
 /// Opens read-only; fails with `RepairAborted` when a writer died mid-fold.
@@ -1055,6 +1060,13 @@ fn is_busy(e: &redb::DatabaseError) -> bool {
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
     match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.get_ref().is_some_and(<dyn std::error::Error + Send + Sync>::is::<Error>) =>
+        {
+            *io.into_inner()
+                .and_then(|inner| inner.downcast::<Error>().ok())
+                .expect("an Error inside, checked")
+        }
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::NotFound => Error::History(format!(
             "no history at {} yet; it is written when a session ends (the plugin folds each run in)",
             path.display()

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod combine;
 pub mod error;
 pub mod history;
+pub mod private;
 pub mod process;
 pub mod record;
 pub mod segment;
@@ -41,7 +42,8 @@ pub mod watchdog;
 pub mod writer;
 
 pub use aggregate::{
-    signal_name, Aggregate, CrashView, FixtureStats, RunMeta, RunView, TestView, WorkerView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
+    WorkerView,
 };
 pub use error::{Error, Result};
 pub use history::{
@@ -54,6 +56,6 @@ pub use segment::{
     EncodeRecord, SegmentReader, SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
-pub use store::{is_run_id, Store};
+pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use watchdog::TIMEOUT_EXIT_STATUS;
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};

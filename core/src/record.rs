@@ -27,17 +27,38 @@ pub enum Value {
     BigInt(String),
 }
 
+/// The JSON key of a float JSON has no number for (`{"$float": "nan"}`, `"inf"`, `"-inf"`).
+pub const JSON_FLOAT_TAG: &str = "$float";
+/// The JSON key of an integer outside the i64 range (`{"$int": "<decimal digits>"}`).
+pub const JSON_INT_TAG: &str = "$int";
+
 impl Value {
-    /// The value as JSON (bytes become a list of numbers; a big int its decimal text).
+    /// The tag and text of a value that JSON has no number for, which JSON output writes as
+    /// a one-key object (docs/cli.md): a non-finite float as `{"$float": "nan"}` (or
+    /// `"inf"`, `"-inf"`), an integer outside the i64 range as `{"$int": "<digits>"}`.
+    pub fn json_tagged(&self) -> Option<(&'static str, std::borrow::Cow<'_, str>)> {
+        match self {
+            Value::Float(f) if f.is_nan() => Some((JSON_FLOAT_TAG, "nan".into())),
+            Value::Float(f) if f.is_infinite() => {
+                Some((JSON_FLOAT_TAG, if *f > 0.0 { "inf" } else { "-inf" }.into()))
+            }
+            Value::BigInt(s) => Some((JSON_INT_TAG, s.as_str().into())),
+            _ => None,
+        }
+    }
+
+    /// The value as JSON: bytes become a list of numbers; a value JSON has no number for
+    /// becomes a one-key object ([`json_tagged`](Self::json_tagged)).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
+        if let Some((tag, text)) = self.json_tagged() {
+            return serde_json::json!({ tag: text });
+        }
         match self {
             Value::None => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => {
-                serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number)
-            }
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) | Value::BigInt(s) => J::String(s.clone()),
             Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
             Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
@@ -229,11 +250,15 @@ pub enum Record {
     },
     /// What the process was given, as it stood when its first test started: the
     /// accelerator selection variables that were set (`CUDA_VISIBLE_DEVICES`, ...), and its
-    /// memory cgroup (a directory under /sys/fs/cgroup) with the OOM kills it had counted.
+    /// memory cgroup (a directory under /sys/fs/cgroup) with the OOM kills it had counted;
+    /// with both clocks read at that moment, so a reader can place a wall-clock time (a
+    /// parent's crash record) on the monotonic clock of the records.
     ProcessInfo {
         env: Vec<(String, String)>,
         memory_cgroup: Option<String>,
         oom_kills: Option<u64>,
+        mono_ns: u64,
+        wall_ns: u64,
     },
     /// A test ran past its time limit: written by the watchdog thread of the process that
     /// ran it (`blackbox_timeout`), or when pytest-timeout ended it (`pytest-timeout`).
@@ -486,7 +511,11 @@ impl Record {
                 env,
                 memory_cgroup,
                 oom_kills,
+                mono_ns,
+                wall_ns,
             } => json!({
+                "mono_ns": mono_ns,
+                "wall_ns": wall_ns,
                 "env": env
                     .iter()
                     .map(|(k, v)| (k.clone(), J::String(v.clone())))
@@ -548,6 +577,48 @@ mod tests {
         assert_eq!(n, buf.len());
         assert_eq!(Record::decode(&buf).unwrap(), rec);
         assert!(rec.encode_into(&mut [0u8; 4]).is_none());
+    }
+
+    #[test]
+    fn values_json_has_no_number_for_are_tagged_objects() {
+        let big = "1606938044258990275541962092341162602522202993782792835301376";
+        let v = Value::List(vec![
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::BigInt(big.into()),
+            Value::BigInt(format!("-{big}")),
+            Value::Float(1.5),
+            Value::Str("nan".into()),
+        ]);
+        assert_eq!(
+            v.to_json(),
+            serde_json::json!([
+                {"$float": "nan"}, {"$float": "inf"}, {"$float": "-inf"},
+                {"$int": big}, {"$int": format!("-{big}")}, 1.5, "nan"
+            ])
+        );
+        // Stored as values: they read back as the float and the integer they were.
+        let rec = Record::PropertySet {
+            test: None,
+            key: "k".into(),
+            value: v.clone(),
+            mono_ns: 1,
+        };
+        let mut buf = vec![0u8; rec.encoded_len()];
+        rec.encode_into(&mut buf).unwrap();
+        let Record::PropertySet { value, .. } = Record::decode(&buf).unwrap() else {
+            panic!("kind changed")
+        };
+        let Value::List(items) = value else { panic!() };
+        assert!(matches!(items[0], Value::Float(f) if f.is_nan()));
+        assert_eq!(
+            items[1..],
+            match &v {
+                Value::List(l) => &l[1..],
+                _ => unreachable!(),
+            }[..]
+        );
     }
 
     #[test]

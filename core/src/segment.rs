@@ -57,8 +57,10 @@ pub const FRAME_HEADER: usize = 8;
 pub const MAX_RECORD: usize = 64 << 20;
 /// Address space reserved for one segment; a segment never grows past it.
 pub const MAX_SEGMENT: u64 = 16 << 30;
-/// Bytes reserved on disk when a segment is created.
-const INITIAL_SIZE: u64 = 64 << 10;
+/// Bytes reserved on disk when a segment is created: the header and one page of frames,
+/// which holds what a pytest-forked child of a passing test writes (about 1.2 KiB), so such
+/// a child leaves 8 KiB behind. Larger writers double it from there.
+pub const INITIAL_SIZE: u64 = 8 << 10;
 /// Growth beyond this size goes in steps of this size instead of doubling.
 const MAX_GROWTH_STEP: u64 = 64 << 20;
 /// The writer fills reserved pages ahead of its tail with zeros by `pwritev` (see
@@ -829,6 +831,9 @@ impl SegmentWriter {
             fd: file.as_raw_fd(),
             fd_slot,
         };
+        // Exactly 0600: the umask may have taken the owner's bits away.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| Error::io(&tmp, "setting the mode of", e))?;
         // Nobody else can have it yet (O_EXCL): this only fails on filesystems without flock.
         file.try_lock()
             .map_err(|e| Error::io(&tmp, "locking segment", io::Error::other(e.to_string())))?;
@@ -1737,17 +1742,7 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
         }
     }
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::NotADirectory {
-        path: path.to_owned(),
-    })?;
-    // SAFETY: mkdir with a NUL-terminated path.
-    if unsafe { libc::mkdir(c.as_ptr(), 0o700) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(Error::io(path, "creating", e));
-        }
-    }
-    Ok(())
+    crate::private::make_dir(path).map(|_| ())
 }
 
 /// Opens a directory without following a symlink in its place (for listing run folders).

@@ -4,11 +4,16 @@ use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Aggregate, RunView};
 use crate::error::{Error, Result};
+use crate::private;
 use crate::segment::{create_private_dir, open_dir_nofollow, wall_ns};
 use crate::snapshot::{Follower, Snapshot};
 
 /// The file the controller folds finished runs into.
 pub const HISTORY_FILE: &str = "history.redb";
+
+/// What the store writes into its own `.gitignore`, as pytest does for `.pytest_cache`:
+/// nothing in it belongs in version control.
+pub const GITIGNORE: &str = "# Created by pytest-blackbox automatically.\n*\n";
 
 /// A store directory. Cheap to clone; holds no open file.
 #[derive(Debug, Clone)]
@@ -34,10 +39,15 @@ impl Store {
         }
     }
 
-    /// Opens a store, creating its directory (mode 0700) when missing.
+    /// Opens a store to write into, creating its directory (mode 0700) and its
+    /// `.gitignore` when missing. A store directory that is not private to this user
+    /// (owned by another, writable by others without the sticky bit) is refused with
+    /// [`Error::Refused`]; see [`crate::private`].
     pub fn create(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
         create_private_dir(root)?;
+        private::check_dir(root, "store directory", true)?;
+        private::create_new_file(&root.join(".gitignore"), GITIGNORE.as_bytes())?;
         Store::open(root)
     }
 
@@ -50,15 +60,13 @@ impl Store {
     }
 
     /// Starts a run: a new folder (mode 0700) whose name sorts by start time. Returns its id.
+    /// The folder is always a new one (never something already at that name).
     pub fn new_run(&self) -> Result<String> {
         for _ in 0..16 {
             let id = new_run_id();
-            let path = self.root.join(&id);
-            if path.exists() {
-                continue;
+            if private::make_dir(&self.root.join(&id))? {
+                return Ok(id);
             }
-            create_private_dir(&path)?;
-            return Ok(id);
         }
         Err(Error::io(
             &self.root,
@@ -150,6 +158,34 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// Removes the empty attachment files of the run folder `run_dir` (a `faulthandler-<pid>.txt`
+/// that no crash wrote to): every regular file there of this user that is empty and is not
+/// a segment. Returns the paths removed. Call it when the run's processes are done: a live
+/// process's empty file may still receive its traceback.
+pub fn remove_empty_attachments(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut removed = Vec::new();
+    let me = private::euid();
+    for entry in std::fs::read_dir(run_dir).map_err(|e| Error::io(run_dir, "listing", e))? {
+        let entry = entry.map_err(|e| Error::io(run_dir, "listing", e))?;
+        let name = entry.file_name();
+        if crate::segment::is_segment_name(&name) || name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        // symlink_metadata: a link is never followed, nor removed (it is not ours to judge).
+        let Ok(m) = entry.metadata() else { continue };
+        if m.is_file() && m.len() == 0 && m.uid() == me {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, "removing", e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether `s` looks like a run id (`YYYYMMDD-HHMMSS.uuuuuu-xxxx`, UTC start time to the

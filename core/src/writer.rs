@@ -219,6 +219,9 @@ impl Recorder {
             self.info_written = false;
         }
         if self.writer.is_none() {
+            // One lstat per process: a run folder swapped for a link or another user's
+            // folder since the run began is not written into.
+            crate::private::check_dir(&self.run_dir, "run folder", false)?;
             let mut w = SegmentWriter::create(&self.run_dir, self.durability)?;
             // SAFETY of getppid: always succeeds.
             let ppid = unsafe { libc::getppid() } as u32;
@@ -362,6 +365,8 @@ impl Recorder {
                 env: crate::process::device_env(),
                 oom_kills: cgroup.as_deref().and_then(crate::process::oom_kills),
                 memory_cgroup: cgroup.map(|p| p.to_string_lossy().into_owned()),
+                mono_ns: monotonic_ns(),
+                wall_ns: wall_ns(),
             };
             self.record(&info)?;
         }

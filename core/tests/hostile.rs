@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use blackbox_core::history::FoldOptions;
 use blackbox_core::segment::{
     FrameChunk, ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH,
     READ_WINDOW,
@@ -232,6 +233,19 @@ fn damaged_open(path: &Path) -> blackbox_core::Damage {
         }
         other => panic!("{}: expected damage, got {other:?}", path.display()),
     }
+}
+
+/// A store at `root` (created), a new run in it and a recorder of that run.
+fn new_run(root: &Path, role: Role) -> (Store, String, Recorder) {
+    let store = Store::create(root).unwrap();
+    let run = store.new_run().unwrap();
+    let rec = Recorder::new(
+        store.run_path(&run).unwrap(),
+        role,
+        None,
+        Durability::Process,
+    );
+    (store, run, rec)
 }
 
 fn records_of(b: &ReadBatch) -> Vec<Record> {
@@ -786,17 +800,15 @@ fn child() {
     let dir = PathBuf::from(std::env::var("BBX_DIR").unwrap());
     match role.as_str() {
         "modes" => {
+            let umask = u32::from_str_radix(&std::env::var("BBX_UMASK").unwrap(), 8).unwrap();
             // SAFETY: umask only changes this process's creation mask.
-            unsafe { libc::umask(0) };
-            let store = Store::create(dir.join("store")).unwrap();
-            let run = store.new_run().unwrap();
-            let mut rec = Recorder::new(
-                store.run_path(&run).unwrap(),
-                Role::Main,
-                None,
-                Durability::Process,
-            );
+            unsafe { libc::umask(umask as libc::mode_t) };
+            let (store, run, mut rec) = new_run(&dir.join("store"), Role::Main);
             rec.start_test("t.py::x").unwrap();
+            rec.close().unwrap();
+            let fh = store.run_path(&run).unwrap().join("faulthandler-1.txt");
+            blackbox_core::private::create_file(&fh).unwrap();
+            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
             ack(&format!("SEG {}", rec.segment_path().unwrap().display()));
         }
         "truncate_open" => {
@@ -829,29 +841,303 @@ fn child() {
 }
 
 #[test]
-fn segments_are_0600_in_0700_folders_whatever_the_umask() {
-    let tmp = TempDir::new("modes");
-    let mut s = spawn(
-        "child",
-        "modes",
-        &[("BBX_DIR", tmp.path().display().to_string())],
-        &tmp.path().join("c.log"),
+fn every_file_of_the_store_is_0600_in_0700_folders_whatever_the_umask() {
+    for umask in ["0", "022", "077", "777"] {
+        let tmp = TempDir::new("modes");
+        let mut s = spawn(
+            "child",
+            "modes",
+            &[
+                ("BBX_DIR", tmp.path().display().to_string()),
+                ("BBX_UMASK", umask.to_owned()),
+            ],
+            &tmp.path().join("c.log"),
+        );
+        let seg = PathBuf::from(s.expect_ack("SEG ").strip_prefix("SEG ").unwrap());
+        assert!(s.wait().success(), "umask {umask}: {}", s.log_text());
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let store = tmp.path().join("store");
+        let run = seg.parent().unwrap();
+        for (path, want) in [
+            (seg.clone(), 0o600),
+            (run.join("faulthandler-1.txt"), 0o600),
+            (run.to_owned(), 0o700),
+            (store.clone(), 0o700),
+            (store.join("history.redb"), 0o600),
+            (store.join(".gitignore"), 0o600),
+        ] {
+            assert_eq!(mode(&path), want, "umask {umask}: {}", path.display());
+        }
+        assert!(std::fs::symlink_metadata(&seg)
+            .unwrap()
+            .file_type()
+            .is_file());
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().nlink(),
+            1,
+            "the temporary name is gone"
+        );
+        // The store keeps itself out of version control, as .pytest_cache does.
+        let ignore = std::fs::read_to_string(store.join(".gitignore")).unwrap();
+        assert_eq!(ignore.lines().last(), Some("*"), "{ignore}");
+    }
+}
+
+#[test]
+fn a_segment_of_a_passing_forked_child_takes_8_kib() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new("small");
+    let (_store, _run, mut rec) = new_run(&tmp.path().join("store"), Role::Forked);
+    // What a pytest-forked child of a passing test writes: its start, three phase
+    // reports of a few hundred bytes, its end.
+    rec.start_test("test_p.py::test_a[0]").unwrap();
+    for i in 0..3 {
+        rec.record(&Record::PropertySet {
+            test: Some("test_p.py::test_a[0]".into()),
+            key: format!("report{i}"),
+            value: Value::Str("x".repeat(300)),
+            mono_ns: i,
+        })
+        .unwrap();
+    }
+    rec.end_test("test_p.py::test_a[0]").unwrap();
+    let seg = rec.segment_path().unwrap().to_owned();
+    let m = std::fs::metadata(&seg).unwrap();
+    assert_eq!(m.len(), blackbox_core::segment::INITIAL_SIZE);
+    assert!(m.len() <= 8 << 10 && m.blocks() * 512 <= 8 << 10, "{m:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A store another user can reach: refused by name, with the fix. Tests that need a second
+// user (uid 65534, `nobody`) or chown need root and say so when they skip.
+// ---------------------------------------------------------------------------------------
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid always succeeds.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: needs root (chown to a second user, uid {NOBODY})");
+    }
+    root
+}
+
+fn refusal(e: &Error, path: &Path, words: &str) {
+    let shown = e.to_string();
+    assert!(
+        matches!(e, Error::Refused { .. })
+            && shown.contains(&path.display().to_string())
+            && shown.contains(words),
+        "{shown}"
     );
-    let seg = PathBuf::from(s.expect_ack("SEG ").strip_prefix("SEG ").unwrap());
-    assert!(s.wait().success(), "{}", s.log_text());
-    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode(&seg), 0o600, "segment");
-    assert_eq!(mode(seg.parent().unwrap()), 0o700, "run folder");
-    assert_eq!(mode(&tmp.path().join("store")), 0o700, "store");
-    assert!(std::fs::symlink_metadata(&seg)
-        .unwrap()
-        .file_type()
-        .is_file());
+}
+
+#[test]
+fn a_store_directory_writable_by_others_is_refused_unless_sticky() {
+    let tmp = TempDir::new("shared");
+    let root = tmp.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    for mode in [0o777, 0o775, 0o757] {
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = Store::create(&root).unwrap_err();
+        refusal(&e, &root, "writable by other users");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+    }
+    assert!(!root.join(".gitignore").exists(), "nothing written into it");
+    // A sticky folder (as /tmp): others may create, never rename or remove ours.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let store = Store::create(&root).unwrap();
+    assert!(store.new_run().is_ok());
+    // The user's own 0755 store is theirs to choose.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Store::create(&root).is_ok());
+}
+
+#[test]
+fn a_store_or_history_of_another_user_is_refused_by_name() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new("foreign-owner");
+    let root = tmp.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    std::os::unix::fs::chown(&root, Some(NOBODY), Some(NOBODY)).unwrap();
+    let e = Store::create(&root).unwrap_err();
+    refusal(&e, &root, &format!("owned by uid {NOBODY}"));
+    assert!(e.to_string().contains("store directory of your own"), "{e}");
+    assert!(!root.join(".gitignore").exists());
+
+    // history.redb pre-created by another user (empty, 0666: the trap), or ours
+    // but writable by others: no fold writes into it.
+    std::os::unix::fs::chown(&root, Some(0), Some(0)).unwrap();
+    let (store, run, mut rec) = new_run(&root, Role::Main);
+    rec.start_test("t.py::secret").unwrap();
+    rec.close().unwrap();
+    let history = store.history_path();
+    for (owner, mode, words) in [
+        (NOBODY, 0o666, format!("owned by uid {NOBODY}")),
+        (0, 0o666, "writable by other users".to_owned()),
+    ] {
+        File::create(&history).unwrap();
+        std::os::unix::fs::chown(&history, Some(owner), Some(owner)).unwrap();
+        std::fs::set_permissions(&history, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e =
+            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
+        refusal(&e, &history, &words);
+        assert_eq!(
+            std::fs::metadata(&history).unwrap().len(),
+            0,
+            "written into"
+        );
+        std::fs::remove_file(&history).unwrap();
+    }
+    // Ours and private: folded, and then 0600.
+    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
     assert_eq!(
-        std::fs::metadata(&seg).unwrap().nlink(),
-        1,
-        "the temporary name is gone"
+        std::fs::metadata(&history).unwrap().permissions().mode() & 0o777,
+        0o600
     );
+
+    // A run folder handed to another user's writer (a worker told the path) is not
+    // written into by it, and vice versa: the folder must be the writer's own.
+    std::os::unix::fs::chown(store.run_path(&run).unwrap(), Some(NOBODY), None).unwrap();
+    let mut rec = Recorder::new(
+        store.run_path(&run).unwrap(),
+        Role::Worker,
+        Some("gw0".into()),
+        Durability::Process,
+    );
+    let e = rec.start_test("t.py::x").unwrap_err();
+    refusal(&e, &store.run_path(&run).unwrap(), "owned by uid");
+}
+
+#[test]
+fn another_user_reads_nothing_of_a_store() {
+    if !is_root() {
+        return;
+    }
+    let tmp = TempDir::new("nobody-reads");
+    // Reachable by anyone down to the store (as a checkout under /tmp would be).
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, run, mut rec) = new_run(&tmp.path().join("store"), Role::Main);
+    rec.record(&Record::PropertySet {
+        test: None,
+        key: "token".into(),
+        value: Value::Str("s3cret-value".into()),
+        mono_ns: 1,
+    })
+    .unwrap();
+    rec.close().unwrap();
+    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
+    let seg = rec.segment_path().unwrap().to_owned();
+    for path in [seg.as_path(), store.history_path().as_path(), store.root()] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(path)
+            .output()
+            .expect("setpriv (util-linux) runs");
+        assert!(
+            !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("s3cret"),
+            "{}: {out:?}",
+            path.display()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+                || String::from_utf8_lossy(&out.stderr).contains("Is a directory"),
+            "{}: {out:?}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_planted_link_fifo_or_foreign_file_in_place_of_a_store_file_is_refused_by_name() {
+    let tmp = TempDir::new("planted-files");
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run_dir = store.run_path(&store.new_run().unwrap()).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+
+    // An attachment (faulthandler-<pid>.txt): a symlink, a FIFO, a hard link.
+    let link = run_dir.join("faulthandler-11.txt");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    refusal(
+        &blackbox_core::private::create_file(&link).unwrap_err(),
+        &link,
+        "a symbolic link",
+    );
+    let fifo = run_dir.join("faulthandler-12.txt");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    refusal(
+        &blackbox_core::private::create_file(&fifo).unwrap_err(),
+        &fifo,
+        "a FIFO",
+    );
+    let hard = run_dir.join("faulthandler-13.txt");
+    std::fs::hard_link(&victim, &hard).unwrap();
+    refusal(
+        &blackbox_core::private::create_file(&hard).unwrap_err(),
+        &hard,
+        "2 links",
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // A file of our own from an earlier process of the same pid is reused, emptied.
+    let old = run_dir.join("faulthandler-14.txt");
+    std::fs::write(&old, b"old").unwrap();
+    blackbox_core::private::create_file(&old).unwrap();
+    assert_eq!(std::fs::read(&old).unwrap(), b"");
+
+    // history.redb as a symlink to a file of ours: refused, the file untouched.
+    std::os::unix::fs::symlink(&victim, store.history_path()).unwrap();
+    let run = store.latest().unwrap();
+    let e = blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("history.redb") && e.to_string().contains("symlink"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    // The .gitignore: what is there (a link here) is neither followed nor replaced.
+    let root2 = tmp.path().join("store2");
+    std::fs::create_dir(&root2).unwrap();
+    std::os::unix::fs::symlink(&victim, root2.join(".gitignore")).unwrap();
+    Store::create(&root2).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    // A run folder swapped for a symlink (to a folder of ours) after the run began: the
+    // writer that opens its segment there refuses it by name.
+    let real = tmp.path().join("real-run");
+    std::fs::create_dir(&real).unwrap();
+    let swapped = store.root().join("20990101-000000.000000-abcd");
+    std::os::unix::fs::symlink(&real, &swapped).unwrap();
+    let mut rec = Recorder::new(&swapped, Role::Worker, None, Durability::Process);
+    refusal(
+        &rec.start_test("t.py::x").unwrap_err(),
+        &swapped,
+        "a symbolic link",
+    );
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+}
+
+#[test]
+fn empty_attachments_are_removed_and_nothing_else() {
+    let tmp = TempDir::new("tidy");
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run_dir = store.run_path(&store.new_run().unwrap()).unwrap();
+    let (seg, _) = written(&run_dir, 3);
+    let empty = run_dir.join("faulthandler-1.txt");
+    let full = run_dir.join("faulthandler-2.txt");
+    std::fs::write(&empty, b"").unwrap();
+    std::fs::write(&full, b"Fatal Python error").unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, b"").unwrap();
+    std::os::unix::fs::symlink(&outside, run_dir.join("faulthandler-3.txt")).unwrap();
+    let removed = blackbox_core::remove_empty_attachments(&run_dir).unwrap();
+    assert_eq!(removed, vec![empty.clone()]);
+    assert!(!empty.exists() && full.exists() && seg.exists() && outside.exists());
 }
 
 #[test]

@@ -141,6 +141,26 @@ fn child() {
     install_crash_handler().unwrap();
     // A second install must not chain the handler to itself.
     install_crash_handler().unwrap();
+    if role == "abort_echo" {
+        // What faulthandler would have written, and the user's stderr: the handler copies
+        // the one to the other, then writes its line.
+        use std::os::fd::IntoRawFd;
+        let source = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(run_dir.join("fh.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut &source, b"Fatal Python error: Aborted\n  File x\n")
+            .unwrap();
+        let target = std::fs::File::create(run_dir.join("stderr.txt")).unwrap();
+        blackbox_core::set_crash_echo(
+            source.into_raw_fd(),
+            target.into_raw_fd(),
+            Some("its story: blackbox crashes --dir D"),
+        );
+    }
     let mut rec = Recorder::new(&run_dir, Role::Main, None, Durability::Process);
     rec.start_test(NODEID).unwrap();
     ack(&format!("READY {}", rec.segment_path().unwrap().display()));
@@ -159,7 +179,7 @@ fn child() {
             segfault()
         }
         // SAFETY: abort never returns.
-        "abort" | "abort_chained" => unsafe { libc::abort() },
+        "abort" | "abort_chained" | "abort_echo" => unsafe { libc::abort() },
         other => panic!("unknown child role {other}"),
     }
 }
@@ -231,6 +251,32 @@ fn a_real_segfault_is_marked_and_still_kills() {
 #[test]
 fn abort_is_marked_and_still_kills() {
     assert!(crash_child("abort", libc::SIGABRT).is_empty());
+}
+
+#[test]
+fn a_dying_process_shows_the_traceback_and_one_line_on_the_users_stderr() {
+    let tmp = TempDir::new("sig-echo");
+    let store = Store::create(tmp.path().join("store")).unwrap();
+    let run = store.new_run().unwrap();
+    let run_dir = store.run_path(&run).unwrap();
+    let mut s = spawn(
+        CHILD_TEST,
+        "abort_echo",
+        &[("BBX_RUN", run_dir.display().to_string())],
+        &tmp.path().join("c.log"),
+    );
+    s.expect_ack("READY ");
+    let pid = s.child.id();
+    let st = s.wait();
+    assert_eq!(st.signal(), Some(libc::SIGABRT), "{}", describe(st));
+    let shown = std::fs::read_to_string(run_dir.join("stderr.txt")).unwrap();
+    assert_eq!(
+        shown,
+        format!(
+            "Fatal Python error: Aborted\n  File x\nblackbox: {NODEID} crashed with SIGABRT \
+             (pid {pid}); its story: blackbox crashes --dir D\n"
+        )
+    );
 }
 
 #[test]

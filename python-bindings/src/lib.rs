@@ -36,6 +36,7 @@ fn error_class(e: &blackbox_core::Error) -> &'static str {
         E::Damaged(_) | E::UnsupportedVersion { .. } => "DamagedStoreError",
         E::NoStore { .. } | E::NoRuns { .. } => "NoStoreError",
         E::NoSuchRun { .. } => "NoSuchRunError",
+        E::Refused { .. } => "StoreRefusedError",
         E::TransactionOpen => "TransactionError",
         _ => "BlackboxError",
     }
@@ -1085,9 +1086,33 @@ fn phase_record(
     rec
 }
 
-/// A store error where raising would break the run: one `BlackboxWarning`, or, where
-/// warnings are errors, one line on stderr.
+/// The error classes this process has warned about (see `store_warning`).
+static STORE_WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Whether this is the first store error of class `class` in this process: a full disk
+/// fails every later write too, and the user needs to hear it once.
+fn first_of_class(class: &str) -> bool {
+    let mut warned = lock(&STORE_WARNED);
+    if warned.iter().any(|c| c == class) {
+        return false;
+    }
+    warned.push(class.to_owned());
+    true
+}
+
+/// `first_of_class` for the plugin's own warnings of store errors (the class name of the
+/// exception), so that the native and the Python side say it once between them.
+#[pyfunction]
+fn first_store_error(kind: &str) -> bool {
+    first_of_class(kind)
+}
+
+/// A store error where raising would break the run: one `BlackboxWarning` per class of
+/// error and process, or, where warnings are errors, one line on stderr.
 fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
+    if !first_of_class(error_class(e)) {
+        return;
+    }
     let msg = format!("blackbox: {e}");
     if let Some(cls) = warning_class(py) {
         let text = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
@@ -1902,12 +1927,16 @@ fn json_f64(py: Python<'_>, f: f64) -> Bound<'_, PyAny> {
     }
 }
 
-/// `Value::to_json` as Python: bytes as a list of ints, big ints as str, non-finite floats
-/// as their text, dict keys sorted (of two equal keys the later wins).
+/// `Value::to_json` as Python: bytes as a list of ints, a non-finite float or a big int as
+/// its one-key object (`{"$float": "nan"}`, `{"$int": "<digits>"}`), dict keys sorted (of
+/// two equal keys the later wins).
 fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    if let Some((tag, text)) = v.json_tagged() {
+        let d = PyDict::new(py);
+        d.set_item(tag, text.as_ref())?;
+        return Ok(d.into_any());
+    }
     Ok(match v {
-        Value::Float(f) if !f.is_finite() => PyString::new(py, &f.to_string()).into_any(),
-        Value::BigInt(s) => PyString::new(py, s).into_any(),
         Value::Bytes(b) => PyList::new(py, b.iter().copied())?.into_any(),
         Value::List(items) => {
             let l = PyList::empty(py);
@@ -2606,6 +2635,24 @@ fn cli_main(py: Python<'_>, argv: Vec<String>, is_tty: Option<bool>) -> i32 {
     })
 }
 
+/// Creates the attachment file `path` (a run folder's `faulthandler-<pid>.txt`) for
+/// writing: mode 0600, never through a symlink, refusing a FIFO or another user's file
+/// there. Returns its descriptor, which the caller owns.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn create_private_file(py: Python<'_>, path: PathBuf) -> PyResult<i32> {
+    use std::os::fd::IntoRawFd;
+    let file = blackbox_core::private::create_file(&path).or_raise(py)?;
+    Ok(file.into_raw_fd())
+}
+
+/// Removes the empty attachment files of a run folder; returns the paths removed.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn remove_empty_attachments(py: Python<'_>, run_dir: PathBuf) -> PyResult<Vec<PathBuf>> {
+    blackbox_core::remove_empty_attachments(&run_dir).or_raise(py)
+}
+
 /// Removes all but the newest `keep` run folders (never one with a live writer).
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
@@ -2681,6 +2728,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(create_private_file, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_empty_attachments, m)?)?;
+    m.add_function(wrap_pyfunction!(first_store_error, m)?)?;
     m.add_function(wrap_pyfunction!(fold_history, m)?)?;
     m.add_function(wrap_pyfunction!(history_brief, m)?)?;
     history::register(m)?;

@@ -14,7 +14,7 @@ use super::table::{
 };
 use super::{Env, Failure};
 use crate::aggregate::{
-    signal_name, Aggregate, CrashView, FixtureStats, RunView, TestJson, TestView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunView, TestJson, TestView,
 };
 use crate::error::Error;
 use crate::segment::{is_segment_name, Damage, SegmentReader, HEADER_SIZE};
@@ -499,6 +499,10 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             (
                 "crashes",
                 Part::Many(Box::new(view.crashes.iter().map(CrashView::to_json))),
+            ),
+            (
+                "exits",
+                Part::Many(Box::new(view.exits.iter().map(ExitView::to_json))),
             ),
             (
                 "fixtures",

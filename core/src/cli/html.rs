@@ -120,9 +120,11 @@ fn test_duration(t: &TestView) -> String {
 }
 
 fn value_text(v: &crate::Value) -> String {
-    let text = match v {
-        crate::Value::Str(s) => s.clone(),
-        other => other.to_json().to_string(),
+    let text = match (v, v.json_tagged()) {
+        (crate::Value::Str(s), _) => s.clone(),
+        // nan, inf, -inf and the digits of a big int: what Python would print.
+        (_, Some((_, text))) => text.into_owned(),
+        (other, None) => other.to_json().to_string(),
     };
     if text.chars().count() > TIP_VALUE_CHARS {
         let mut cut: String = text.chars().take(TIP_VALUE_CHARS).collect();

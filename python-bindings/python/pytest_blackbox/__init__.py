@@ -21,6 +21,7 @@ from .errors import (
     NotRecordingError,
     RecordTooLargeError,
     StoreFullError,
+    StoreRefusedError,
     TransactionError,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "Run",
     "Store",
     "StoreFullError",
+    "StoreRefusedError",
     "Summary",
     "TestInfo",
     "TransactionError",

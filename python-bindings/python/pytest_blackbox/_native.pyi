@@ -428,6 +428,20 @@ def prune_runs(store_dir: _PathLike, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` run folders, never one a live process still
     writes; returns the ids removed."""
 
+def create_private_file(path: _PathLike) -> int:
+    """Create ``path`` (an attachment of a run folder) for writing, mode 0600 whatever the
+    umask, never through a symlink; a FIFO, a hard link or another user's file there is
+    refused (:class:`pytest_blackbox.StoreRefusedError`). Returns the descriptor (the
+    caller owns it)."""
+
+def remove_empty_attachments(run_dir: _PathLike) -> list[Path]:
+    """Remove the empty attachment files of a run folder (a ``faulthandler-<pid>.txt`` no
+    crash wrote to); returns the paths removed."""
+
+def first_store_error(kind: str) -> bool:
+    """Whether this process has not yet warned of a store error of class ``kind`` (and
+    notes that it now has): a store problem is one warning, not one per write."""
+
 def install_crash_handler() -> None:
     """Install the async-signal-safe handler of fatal signals (SIGSEGV, SIGABRT, SIGBUS,
     SIGFPE, SIGILL) that marks this process's segment with the signal, the time and the

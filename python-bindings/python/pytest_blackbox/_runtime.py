@@ -86,21 +86,96 @@ def require() -> Session:
     return s
 
 
+class _PropertyIndex:
+    """Where record() and append() find a key in an item's ``user_properties``: the first
+    entry of each key, and the first whose value is a list, kept up to date as the list
+    grows, so that mirroring costs the same however many keys and values the test already
+    has. Others append to the list too (the stock ``record_property``, a user): their
+    entries are indexed when next seen; a list changed in any other way is indexed again
+    from scratch."""
+
+    __slots__ = ("first", "first_list", "ours", "props", "seen")
+
+    def __init__(self, props: list[Any]) -> None:
+        self.props = props
+        self.first: dict[Any, int] = {}
+        self.first_list: dict[Any, int] = {}
+        #: The list of each (key, [values]) entry this index made: nobody else holds it,
+        #: so an append extends it where it is.
+        self.ours: dict[Any, list[Any]] = {}
+        self.seen = 0
+
+    def _catch_up(self) -> None:
+        props = self.props
+        if len(props) < self.seen:
+            self.__init__(props)  # type: ignore[misc]  # shrunk: start again
+        for i in range(self.seen, len(props)):
+            k, v = props[i]
+            try:
+                self.first.setdefault(k, i)
+                if isinstance(v, list):
+                    self.first_list.setdefault(k, i)
+            except TypeError:  # a key someone else put there that is not hashable
+                continue
+        self.seen = len(props)
+
+    def find(self, key: Any, *, list_only: bool) -> int | None:
+        self._catch_up()
+        i = (self.first_list if list_only else self.first).get(key)
+        if i is not None and (
+            self.props[i][0] != key or (list_only and not isinstance(self.props[i][1], list))
+        ):
+            self.__init__(self.props)  # type: ignore[misc]  # changed under us
+            return self.find(key, list_only=list_only)
+        return i
+
+    def put(self, i: int, key: Any, value: Any) -> None:
+        """``props[i] = (key, value)`` (``i == len(props)``: append), indexed."""
+        props = self.props
+        if i == len(props):
+            props.append((key, value))
+            self._catch_up()
+        else:
+            was_list = isinstance(props[i][1], list)
+            props[i] = (key, value)
+            if was_list and not isinstance(value, list) and self.first_list.get(key) == i:
+                self.__init__(props)  # type: ignore[misc]  # a later list may be first now
+        self.ours.pop(key, None)
+
+
+_INDEX: Any = None
+
+
+def _index(item: Any) -> _PropertyIndex:
+    global _INDEX
+    if _INDEX is None:
+        import pytest
+
+        _INDEX = pytest.StashKey[_PropertyIndex]()
+    props = item.user_properties
+    index = item.stash.get(_INDEX, None)
+    if index is None or index.props is not props:
+        index = _PropertyIndex(props)
+        item.stash[_INDEX] = index
+    return index
+
+
 def set_user_property(item: Any, key: str, value: Any) -> None:
     """Mirror a record() into item.user_properties (last write of a key wins)."""
-    props = item.user_properties
-    for i, (k, _) in enumerate(props):
-        if k == key:
-            props[i] = (key, value)
-            return
-    props.append((key, value))
+    index = _index(item)
+    i = index.find(key, list_only=False)
+    index.put(len(index.props) if i is None else i, key, value)
 
 
 def append_user_property(item: Any, key: str, value: Any) -> None:
-    """Mirror an append() into item.user_properties as one (key, [values]) entry."""
-    props = item.user_properties
-    for i, (k, v) in enumerate(props):
-        if k == key and isinstance(v, list):
-            props[i] = (key, [*v, value])
-            return
-    props.append((key, [value]))
+    """Mirror an append() into item.user_properties as one (key, [values]) entry. The
+    list this makes is extended in place by the appends after it (a report made before
+    holds the same list, as it holds the same item)."""
+    index = _index(item)
+    i = index.find(key, list_only=True)
+    if i is not None and index.props[i][1] is index.ours.get(key):
+        index.props[i][1].append(value)
+        return
+    values = [value] if i is None else [*index.props[i][1], value]
+    index.put(len(index.props) if i is None else i, key, values)
+    index.ours[key] = values

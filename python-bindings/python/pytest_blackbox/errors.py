@@ -12,6 +12,7 @@ __all__ = [
     "NotRecordingError",
     "RecordTooLargeError",
     "StoreFullError",
+    "StoreRefusedError",
     "TransactionError",
 ]
 
@@ -22,6 +23,11 @@ class BlackboxError(Exception):
 
 class StoreFullError(BlackboxError, OSError):
     """The disk (or a quota or file-size limit) has no room; what was committed is kept."""
+
+
+class StoreRefusedError(BlackboxError, PermissionError):
+    """A path of the store is not private to this user (owned by another, writable by
+    others, a symlink or FIFO where a file should be): nothing is written there."""
 
 
 class RecordTooLargeError(BlackboxError, ValueError):

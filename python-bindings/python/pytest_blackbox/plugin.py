@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _native, _runtime, _timeout
-from .errors import BlackboxError, BlackboxWarning
+from . import _native, _runtime, _settings, _timeout
+from .errors import BlackboxError, BlackboxWarning, StoreFullError, StoreRefusedError
 
 if TYPE_CHECKING:
     from .store import Summary
 
-HELP_ENABLE = "Record the run with pytest-blackbox: on (default) or off."
+HELP_ENABLE = (
+    "Record the run with pytest-blackbox: on (default), off, or require (a store that "
+    "cannot record, full or read-only or not private, is then a usage error, not a warning)."
+)
 HELP_DIR = "Store directory of pytest-blackbox (default: $BLACKBOX_DIR, else <rootdir>/.blackbox)."
 HELP_DURABILITY = (
     "process (default: survives the death of any process) or system (msync per commit: "
@@ -54,7 +57,7 @@ NO_RUN_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("blackbox", "crash-safe flight recorder (pytest-blackbox)")
-    group.addoption("--blackbox", choices=("on", "off"), default=None, help=HELP_ENABLE)
+    group.addoption("--blackbox", choices=("on", "off", "require"), default=None, help=HELP_ENABLE)
     parser.addini("blackbox", HELP_ENABLE, default="on")
     group.addoption("--blackbox-dir", default=None, metavar="DIR", help=HELP_DIR)
     parser.addini("blackbox_dir", HELP_DIR, default="")
@@ -65,12 +68,18 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         help=HELP_DURABILITY,
     )
     parser.addini("blackbox_durability", HELP_DURABILITY, default="process")
-    group.addoption("--blackbox-keep", type=int, default=None, metavar="N", help=HELP_KEEP)
-    parser.addini("blackbox_keep", HELP_KEEP, default="20")
     group.addoption(
-        "--blackbox-history-keep", type=int, default=None, metavar="N", help=HELP_HISTORY
+        "--blackbox-keep", type=_settings.count, default=None, metavar="N", help=HELP_KEEP
     )
-    parser.addini("blackbox_history_keep", HELP_HISTORY, default="200")
+    parser.addini("blackbox_keep", HELP_KEEP, type="int", default=20)
+    group.addoption(
+        "--blackbox-history-keep",
+        type=_settings.count,
+        default=None,
+        metavar="N",
+        help=HELP_HISTORY,
+    )
+    parser.addini("blackbox_history_keep", HELP_HISTORY, type="int", default=200)
     group.addoption(
         "--blackbox-history-max-mb",
         type=float,
@@ -85,13 +94,6 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 def _option(config: pytest.Config, name: str) -> Any:
     value = config.getoption(name.replace("-", "_"), None)
     return value if value is not None else config.getini(name.replace("-", "_"))
-
-
-def _enabled(config: pytest.Config) -> bool:
-    value = str(_option(config, "blackbox")).strip().lower()
-    if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
-        raise pytest.UsageError(f"blackbox = {value!r}: use on or off")
-    return value in ("on", "true", "1", "yes")
 
 
 def _history_max_mb(config: pytest.Config) -> float:
@@ -122,14 +124,24 @@ def _store_dir(config: pytest.Config) -> Path:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
+    settings = None
     if workerinput is not None:
         if "blackbox_run_dir" not in workerinput:
             return  # the controller does not record: neither do we
-    elif not _enabled(config):
+    elif config.getoption("help", False):
+        return  # help is shown whatever the settings say
+    else:
+        settings = _settings.validate(config)  # a bad setting: a usage error, now
+        _history_max_mb(config)
+        if not settings.records:
+            return
+        if any(config.getoption(name, False) for name in NO_RUN_OPTIONS):
+            return  # --collect-only, --fixtures, --help...: nothing runs, nothing to record
+    try:
+        plugin = BlackboxPlugin(config)
+    except BlackboxError as e:  # the store cannot record: the tests run all the same
+        _settings.store_unusable(settings, e)
         return
-    elif any(config.getoption(name, False) for name in NO_RUN_OPTIONS):
-        return  # --collect-only, --fixtures, --help...: nothing runs, nothing to record
-    plugin = BlackboxPlugin(config)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "blackbox-session")
 
@@ -159,7 +171,15 @@ def record_property(record_property: Any, request: pytest.FixtureRequest) -> Any
     def record_func(name: str, value: object) -> None:
         # junitxml str()s a name that is not a str: so does the store, noting it in the
         # one warning that the value's conversion may give.
-        plain = plugin.session.recorder.record(name, value, request.node.nodeid, key_as_str=True)
+        try:
+            plain = plugin.session.recorder.record(
+                name, value, request.node.nodeid, key_as_str=True
+            )
+        except BlackboxError as e:
+            if not _is_store_failure(e):
+                raise  # about the value (too large, ...): as record() raises it
+            _store_error(e)  # a full store: junitxml still gets the property
+            plain = value
         key = name if isinstance(name, str) else str(name)
         request.node.user_properties.append((key, plain))
 
@@ -282,9 +302,16 @@ def _read_text(path: Path, limit: int = 64 * 1024) -> str:
         return ""
 
 
+def _is_store_failure(e: BlackboxError) -> bool:
+    """Whether ``e`` is about the store (full, refused, an I/O error), not about a value."""
+    return isinstance(e, (StoreFullError, StoreRefusedError)) or type(e) is BlackboxError
+
+
 def _store_error(e: BlackboxError) -> None:
-    """A store error never breaks the run: it becomes one warning (or, where warnings are
-    errors, one line on stderr: a hook must not raise)."""
+    """A store error never breaks the run: it becomes one warning per kind of error and
+    process (or, where warnings are errors, one line on stderr: a hook must not raise)."""
+    if not _native.first_store_error(type(e).__name__):
+        return
     msg = f"blackbox: {e}"
     try:
         warnings.warn(msg, BlackboxWarning, stacklevel=3)
@@ -330,23 +357,30 @@ class BlackboxPlugin:
             durability = workerinput["blackbox_durability"]
         else:
             store_dir = _store_dir(config)
-            durability = str(_option(config, "blackbox-durability"))
-            if durability not in ("process", "system"):
-                raise pytest.UsageError(
-                    f"blackbox_durability = {durability!r}: use process or system"
-                )
-            _history_max_mb(config)  # validated at configure
-            try:
-                run_id, run_dir_s = _native.new_run(str(store_dir))
-            except BlackboxError as e:
-                raise pytest.UsageError(f"pytest-blackbox cannot create its store: {e}") from e
+            durability = str(_option(config, "blackbox-durability")).strip().lower()
+            # A store that cannot be created, or refused: pytest_configure's to handle.
+            run_id, run_dir_s = _native.new_run(str(store_dir))
             run_dir = Path(run_dir_s)
             dist = config.getoption("dist", "no")
             is_controller = dist not in (None, "no") and not config.getoption("collectonly")
             role, worker = ("controller" if is_controller else "main"), None
         self.session = _runtime.Session(store_dir, run_id, run_dir, role, worker, durability)
-        _runtime.push(self.session)
         self.is_parent = role in ("main", "controller")
+        if self.is_parent:
+            # The run's first write, before anything of this session is installed: a store
+            # that cannot take it (full) leaves nothing behind but this empty folder. The
+            # host name as socket.gethostname() gives it, without importing socket.
+            try:
+                self.session.recorder.run_start(
+                    [str(a) for a in sys.argv], str(config.rootpath), os.uname().nodename
+                )
+            except BlackboxError:
+                with contextlib.suppress(OSError):
+                    for leftover in run_dir.iterdir():
+                        leftover.unlink()
+                    run_dir.rmdir()
+                raise
+        _runtime.push(self.session)
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
         self._fh_file: Any = None
@@ -355,10 +389,6 @@ class BlackboxPlugin:
         #: Whether this session reads its run on a thread while it goes on (parents only).
         self.follows = False
         if self.is_parent:
-            # The host name as socket.gethostname() gives it, without importing socket.
-            self.session.recorder.run_start(
-                [str(a) for a in sys.argv], str(config.rootpath), os.uname().nodename
-            )
             self.previous_notes = self._previous_run_notes()
         _plugins.append(self)
         #: The user's stderr, before pytest captures it (as pytest's faulthandler plugin
@@ -411,12 +441,12 @@ class BlackboxPlugin:
             return
         path = self.session.run_dir / f"faulthandler-{os.getpid()}.txt"
         try:
-            # Read back by the crash handler (set_crash_echo): read-write. Never through a
-            # symlink, and private to its owner whatever the umask.
-            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fh = os.fdopen(os.open(path, flags, 0o600), "w+")  # kept open for the process's life
-        except OSError as e:
-            warnings.warn(f"blackbox: cannot open {path}: {e}", BlackboxWarning, stacklevel=2)
+            # Read back by the crash handler (set_crash_echo): read-write. 0600 whatever
+            # the umask, never through a planted symlink, nor into a FIFO or another's file.
+            fd = _native.create_private_file(str(path))
+            fh = os.fdopen(fd, "w+")  # kept open for the process's life
+        except (OSError, BlackboxError) as e:
+            _store_error(e if isinstance(e, BlackboxError) else BlackboxError(f"{path}: {e}"))
             return
         if self._fh_file is not None:
             # Ours, or our parent's inherited through fork() (this process's own copy of the
@@ -767,6 +797,8 @@ class BlackboxPlugin:
                 pm.unregister(helper)
         self._restore_faulthandler()
         if self.is_parent:
+            # The run's processes are done: a traceback file no crash wrote to goes.
+            self._safely(_native.remove_empty_attachments, str(s.run_dir))
             # From the reader the terminal summary read: only what came since is read.
             self._fold(s.reader())
             keep = int(_option(self.config, "blackbox-keep") or 0)
@@ -781,25 +813,6 @@ class BlackboxPlugin:
             self._safely(reader.fold_history, store, keep, 60.0, max_mb)
             # And any run whose session died before or during its fold.
             self._safely(_native.fold_missing, store, self.session.run_id, keep, max_mb)
-
-
-class _CrashTeardowns:
-    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
-    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
-
-    NAME = "blackbox-crash-teardowns"
-
-    def __init__(self, plugin: BlackboxPlugin) -> None:
-        self.plugin = plugin
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.plugin._crash_reports:
-            self.plugin.crash_teardown(report)
-
-
-def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
-    return next((p for p in _plugins if p.session is session), None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -935,8 +948,8 @@ def _report_from_data(config: pytest.Config, data: dict[str, Any]) -> Any:
 
 
 class _CrashTeardowns:
-    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
-    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
+    """Registered in a parent that may log crash reports (``expect_crash_reports``): after
+    each, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
 
     NAME = "blackbox-crash-teardowns"
 
