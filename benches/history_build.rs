@@ -62,6 +62,7 @@ fn run_view(r: usize, n: usize) -> RunView {
                 pid: Some(4242 + (i % 2) as u32),
                 crashed: false,
                 signal: None,
+                timeout: None,
                 phases: vec![
                     phase(Phase::Setup, "passed", 0.0001),
                     phase(Phase::Call, outcome, 0.001),
