@@ -31,9 +31,11 @@ pub mod aggregate;
 pub mod cli;
 pub mod error;
 pub mod history;
+pub mod locate;
 pub mod record;
 pub mod segment;
 pub mod snapshot;
+pub mod stock;
 pub mod store;
 pub mod writer;
 
@@ -44,6 +46,7 @@ pub use error::{Error, Result};
 pub use history::{
     fold_run, fold_view, FoldOptions, FoldStats, History, HistoryRun, HistoryTest, TestHistory,
 };
+pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
     install_crash_handler, mark_crash, process_id, Damage, Durability, EncodeRecord, SegmentReader,

@@ -33,8 +33,8 @@ fn error_class(e: &blackbox_core::Error) -> &'static str {
         E::StoreFull { .. } | E::SegmentFull { .. } => "StoreFullError",
         E::RecordTooLarge { .. } => "RecordTooLargeError",
         E::Damaged(_) | E::UnsupportedVersion { .. } => "DamagedStoreError",
-        E::NoStore { .. } | E::NoRuns { .. } => "NoStoreError",
-        E::NoSuchRun { .. } => "NoSuchRunError",
+        E::NoStore { .. } | E::NoRuns { .. } | E::NoStoreFound { .. } => "NoStoreError",
+        E::NoSuchRun { .. } | E::AmbiguousRun { .. } => "NoSuchRunError",
         E::TransactionOpen => "TransactionError",
         _ => "BlackboxError",
     }
@@ -2100,10 +2100,20 @@ fn view_to_py<'py>(
     }
     out.set_item(intern!(py, "crashes"), crashes)?;
     let cut = |n: usize| brief.map_or(n, |b| b.min(n));
-    out.set_item(
-        intern!(py, "fixtures"),
-        fixtures_py(py, &v.fixtures[..cut(v.fixtures.len())])?,
-    )?;
+    if let Some(n) = brief {
+        // The summary's "slowest fixtures": pytest's own left out (blackbox_core::stock).
+        let test_time = blackbox_core::stock::test_time(v);
+        let shown: Vec<blackbox_core::FixtureStats> = v
+            .fixtures
+            .iter()
+            .filter(|f| blackbox_core::stock::is_shown(f, test_time, false))
+            .take(n)
+            .cloned()
+            .collect();
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &shown)?)?;
+    } else {
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &v.fixtures)?)?;
+    }
     if brief.is_some() {
         let mut outcomes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         for t in &v.tests {
@@ -2146,6 +2156,7 @@ fn view_to_py<'py>(
         let d = PyDict::new(py);
         d.set_item(intern!(py, "alive"), w.alive)?;
         d.set_item(intern!(py, "crashes"), w.crashes)?;
+        d.set_item(intern!(py, "forked"), w.forked)?;
         d.set_item(intern!(py, "id"), &w.id)?;
         d.set_item(intern!(py, "pids"), &w.pids)?;
         d.set_item(intern!(py, "tests"), w.tests)?;
@@ -2516,6 +2527,33 @@ fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
 }
 
+/// The store a reader uses: `given`, else `$BLACKBOX_DIR`, else the nearest `.blackbox`
+/// upward from `cwd` (or the `blackbox_dir` ini of a pytest config there): the CLI's rule.
+#[pyfunction]
+#[pyo3(signature = (given = None, cwd = None))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn find_store(py: Python<'_>, given: Option<PathBuf>, cwd: Option<PathBuf>) -> PyResult<PathBuf> {
+    let cwd = match cwd {
+        Some(c) => c,
+        None => std::env::current_dir().map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("no current directory: {e}"))
+        })?,
+    };
+    let env = std::env::var_os("BLACKBOX_DIR").map(PathBuf::from);
+    blackbox_core::find_store(given.as_deref(), env.as_deref(), &cwd)
+        .map(|(p, _)| p)
+        .or_raise(py)
+}
+
+/// The run `wanted` names in a store: its id or a unique start of it (`--run`'s rule).
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn resolve_run(py: Python<'_>, store_dir: PathBuf, wanted: &str) -> PyResult<String> {
+    Store::open(&store_dir)
+        .and_then(|s| s.resolve_run(Some(wanted)))
+        .or_raise(py)
+}
+
 /// The folder of run `id` of a store.
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
@@ -2699,6 +2737,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
+    m.add_function(wrap_pyfunction!(find_store, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_run, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(fold_history, m)?)?;
     m.add_function(wrap_pyfunction!(history_brief, m)?)?;

@@ -19,6 +19,8 @@ pub enum Command {
     Runs,
     Check,
     Report,
+    /// `show NODEID`: one test's whole story.
+    Show,
     /// `help [COMMAND]`, `--help`, or no command at all.
     #[default]
     Help,
@@ -27,11 +29,12 @@ pub enum Command {
 
 impl Command {
     /// The commands that read a store, in the order `--help` lists them.
-    pub const READERS: [Command; 8] = [
+    pub const READERS: [Command; 9] = [
         Command::Stats,
         Command::Tests,
         Command::Fixtures,
         Command::Crashes,
+        Command::Show,
         Command::Runs,
         Command::Dump,
         Command::Check,
@@ -48,6 +51,7 @@ impl Command {
             Command::Runs => "runs",
             Command::Check => "check",
             Command::Report => "report",
+            Command::Show => "show",
             Command::Help => "help",
             Command::Version => "version",
         }
@@ -80,6 +84,9 @@ impl Command {
             }
             Command::Report => {
                 "write a self-contained HTML report: timeline, slowest fixtures, crashes"
+            }
+            Command::Show => {
+                "one test's whole story: phases, properties, fixtures, crash, worker, history"
             }
             Command::Help => "show help for a command",
             Command::Version => "show the version",
@@ -125,6 +132,12 @@ impl Command {
                 "Writes one self-contained HTML file (no network access when opened): a timeline\n\
                                 per worker with a bar per test, the slowest fixtures and the crash list.\n\
                                 --html - writes it to standard output."
+            }
+            Command::Show => {
+                "Shows one test: NODEID is its nodeid or a part of it that only one test has.\n\
+                              Its phases with outcome and duration, its properties, the fixtures it set up\n\
+                              with their times, its crash or timeout with the end of the traceback (--full:\n\
+                              all of it), its worker and pid, and its outcomes in the runs history.redb keeps."
             }
             Command::Help => "`blackbox help COMMAND` shows the options of COMMAND.",
             Command::Version => "Prints the version of blackbox.",
@@ -174,6 +187,14 @@ pub struct Invocation {
     pub limit: Option<usize>,
     pub outcomes: Vec<String>,
     pub color: ColorChoice,
+    /// `--wide`: tables cut nothing, whatever the terminal's width.
+    pub wide: bool,
+    /// `--all`: pytest's own fixtures too.
+    pub all: bool,
+    /// `--full`: whole tracebacks.
+    pub full: bool,
+    /// `show NODEID`: the test named.
+    pub nodeid: Option<String>,
 }
 
 /// A command line that does not parse: exit status 2.
@@ -211,6 +232,9 @@ enum Key {
     Limit,
     Outcome,
     Color,
+    Wide,
+    All,
+    Full,
     Help,
     Version,
 }
@@ -237,6 +261,7 @@ const DATA: &[Command] = &[
     C::Runs,
     C::Check,
     C::Report,
+    C::Show,
 ];
 
 const OPTS: &[Opt] = &[
@@ -245,7 +270,7 @@ const OPTS: &[Opt] = &[
         long: "dir",
         short: None,
         value: Some("DIR"),
-        help: "the store directory (default: $BLACKBOX_DIR, else ./.blackbox)",
+        help: "the store directory (default: $BLACKBOX_DIR, else the nearest .blackbox upward)",
         commands: DATA,
     },
     Opt {
@@ -254,7 +279,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: Some("ID"),
         help: "the run to read: its id or a unique start of it (default: the latest)",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report, C::Show],
     },
     Opt {
         key: Key::Json,
@@ -262,7 +287,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: None,
         help: "print JSON (schema: docs/cli.md) instead of a table",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Show],
     },
     Opt {
         key: Key::Jsonl,
@@ -303,6 +328,30 @@ const OPTS: &[Opt] = &[
         value: Some("WHEN"),
         help: "auto (default: when stdout is a terminal and NO_COLOR is unset), always or never",
         commands: DATA,
+    },
+    Opt {
+        key: Key::Wide,
+        long: "wide",
+        short: None,
+        value: None,
+        help: "cut nothing: tables as wide as their widest cell, whatever the terminal",
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Runs, C::Show],
+    },
+    Opt {
+        key: Key::All,
+        long: "all",
+        short: None,
+        value: None,
+        help: "list pytest's own fixtures (tmp_path, request, ...) too, however fast",
+        commands: &[C::Stats, C::Fixtures],
+    },
+    Opt {
+        key: Key::Full,
+        long: "full",
+        short: None,
+        value: None,
+        help: "whole tracebacks, not their last frames",
+        commands: &[C::Crashes, C::Show],
     },
     Opt {
         key: Key::Help,
@@ -463,6 +512,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
                     }
                 }
             }
+            Key::Wide => inv.wide = true,
+            Key::All => inv.all = true,
+            Key::Full => inv.full = true,
             Key::Help | Key::Version => {}
         }
         given.push((o.key, spelled));
@@ -499,6 +551,16 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
         message,
         command: Some(command),
     };
+    if command == Command::Show {
+        match rest.next() {
+            Some(n) => inv.nodeid = Some(n.to_owned()),
+            None => {
+                return Err(in_command(
+                    "`show` needs the test: blackbox show NODEID (or a part of it)".into(),
+                ))
+            }
+        }
+    }
     if let Some(extra) = rest.next() {
         return Err(in_command(format!(
             "unexpected argument {extra:?} after `{command}`"
@@ -589,7 +651,8 @@ pub fn help(topic: Option<Command>) -> String {
                 push_opt(&mut s, o);
             }
             s.push_str(
-                "\nThe store is --dir, else $BLACKBOX_DIR, else ./.blackbox; the run is the latest\n\
+                "\nThe store is --dir, else $BLACKBOX_DIR, else the nearest .blackbox from here upward\n\
+                 (or the blackbox_dir ini value of a pytest config there); the run is the latest\n\
                  unless --run names one. Exit status: 0 ok, 1 error (or damage found by `check`),\n\
                  2 usage. `blackbox help COMMAND` shows a command's options.\n",
             );
@@ -603,6 +666,9 @@ pub fn help(topic: Option<Command>) -> String {
                 .filter(|o| o.key != Key::Version)
                 .collect();
             let mut usage = format!("usage: blackbox {c}");
+            if c == Command::Show {
+                usage.push_str(" NODEID");
+            }
             for o in &opts {
                 match (o.key, o.value) {
                     (Key::Help, _) => {}

@@ -25,9 +25,13 @@ __all__ = [
 
 
 def default_store_dir() -> Path:
-    """``$BLACKBOX_DIR``, else ``./.blackbox``."""
-    env = os.environ.get("BLACKBOX_DIR")
-    return Path(env) if env else Path.cwd() / ".blackbox"
+    """The store as pytest finds its rootdir (the CLI's rule, in the core): ``$BLACKBOX_DIR``,
+    else the nearest ``.blackbox`` from the current directory upward (or the ``blackbox_dir``
+    ini value of a pytest config file on the way), else ``./.blackbox``."""
+    try:
+        return Path(_native.find_store())
+    except NoStoreError:
+        return Path.cwd() / ".blackbox"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class WorkerInfo:
     tests: int
     crashes: int
     alive: bool
+    #: Of ``pids``, the children forked (pytest-forked) to run a test.
+    forked: int = 0
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
@@ -225,7 +231,9 @@ class Run(Summary):
 
 
 class Store:
-    """A store directory: ``Store()`` is ``$BLACKBOX_DIR`` or ``./.blackbox``."""
+    """A store directory. ``Store()`` finds it as ``blackbox`` does: ``$BLACKBOX_DIR``, else
+    the nearest ``.blackbox`` upward from the current directory (or the ``blackbox_dir`` ini
+    value of a pytest config file on the way)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_dir()
@@ -240,9 +248,16 @@ class Store:
         return _native.list_runs(str(self.path))
 
     def run(self, run_id: str) -> Run:
-        """Run ``run_id``."""
-        if run_id not in self.runs():
-            raise NoSuchRunError(f"no run {run_id!r} in {self.path}; Store.runs() lists them")
+        """Run ``run_id``: its id, or a start of it that only one run has (as ``--run``)."""
+        self.runs()  # a missing store: NoStoreError, with what to do
+        try:
+            run_id = _native.resolve_run(str(self.path), run_id)
+        except NoSuchRunError as e:
+            if not str(e).startswith("no run "):
+                raise  # several runs start with it: the message names them
+            raise NoSuchRunError(
+                f"no run {run_id!r} in {self.path}; Store.runs() lists them"
+            ) from None
         return Run(Path(_native.run_path(str(self.path), run_id)))
 
     def latest(self) -> Run:
