@@ -698,14 +698,16 @@ fn slowest(h: &mut String, view: &RunView) {
 
 fn fixtures(h: &mut String, view: &RunView) {
     h.push_str("<section id=\"fixtures\"><h2>Slowest fixtures</h2>");
+    let test_time = crate::stock::test_time(view);
     let mut all: Vec<(&FixtureStats, bool)> = view
         .fixtures
         .iter()
+        .filter(|f| crate::stock::is_shown(f, test_time, false))
         .map(|f| (f, false))
         .chain(view.timed.iter().map(|f| (f, true)))
         .collect();
     if all.is_empty() {
-        h.push_str("<p class=\"empty\">No fixture timings were recorded.</p></section>\n");
+        h.push_str("<p class=\"empty\">No fixture timings were recorded (pytest's own fixtures are left out: <code>blackbox fixtures --all</code> lists them).</p></section>\n");
         return;
     }
     all.sort_by(|a, b| {
@@ -782,7 +784,11 @@ fn crashes(h: &mut String, view: &RunView) {
         let mut facts = vec![
             format!(
                 "<b class=\"outcome o-crashed\">{}</b>",
-                esc(&c.signal.map_or_else(|| "no signal".into(), signal_name))
+                esc(&match (c.signal, c.exit_code) {
+                    (Some(sig), _) => signal_name(sig),
+                    (None, Some(code)) => format!("exit status {code}"),
+                    (None, None) => "no signal".into(),
+                })
             ),
             format!("worker {}", esc(c.worker.as_deref().unwrap_or("main"))),
         ];
