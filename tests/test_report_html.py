@@ -267,9 +267,10 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
     # Badges: outcomes once each, no "1 crash" beside "2 crashed"; counts in plain English.
     chips = [c.text for c in find(By.CSS_SELECTOR, ".chips .chip")]
     assert chips == ["4 tests", "1 passed", "1 failed", "2 crashed"], chips
-    assert "python -m pytest -p no:cacheprovider --forked" in browser.find_element(
-        By.TAG_NAME, "header"
-    ).text
+    assert (
+        "python -m pytest -p no:cacheprovider --forked"
+        in browser.find_element(By.TAG_NAME, "header").text
+    )
 
     # The crash section: each crash with the end of its traceback inline.
     crashes = find(By.CSS_SELECTOR, "#crashes .crash")
@@ -294,9 +295,10 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
     assert "input_shape = [1,3,224,224]" in rows["test_suite.py::test_fail"].text
     strip = segv_row.find_elements(By.CSS_SELECTOR, ".strip i")
     assert [s.get_attribute("class") for s in strip] == ["o-crashed", "o-crashed"]
-    assert [s.get_attribute("class") for s in rows["test_suite.py::test_fail"].find_elements(
-        By.CSS_SELECTOR, ".strip i"
-    )] == ["o-failed", "o-failed"]
+    assert [
+        s.get_attribute("class")
+        for s in rows["test_suite.py::test_fail"].find_elements(By.CSS_SELECTOR, ".strip i")
+    ] == ["o-failed", "o-failed"]
 
     # One lane for the main process, with the forked children's tests on it.
     lanes = [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-label")]
@@ -329,7 +331,9 @@ def test_a_report_of_5000_tests_is_small_and_renders_fast(
     start = time.perf_counter()
     browser.get(page.as_uri())  # returns once the page has loaded
     loaded = time.perf_counter() - start
-    bars = browser.execute_script("return document.querySelectorAll('#timeline-svg rect.bar').length")
+    bars = browser.execute_script(
+        "return document.querySelectorAll('#timeline-svg rect.bar').length"
+    )
     print(f"5,000-test report: {size / 1e6:.2f} MB, loaded in {loaded:.2f} s")
     assert bars == 5002
     assert size < 2_000_000, size

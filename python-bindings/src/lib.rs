@@ -2008,6 +2008,11 @@ fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>>
 
 fn props_json_py<'py>(py: Python<'py>, pairs: &[(String, Value)]) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    if let [(k, x)] = pairs {
+        // Most tests record one key or none: no sort needed.
+        d.set_item(k, value_json_py(py, x)?)?;
+        return Ok(d);
+    }
     let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
     for (k, x) in sorted {
@@ -2044,12 +2049,12 @@ fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<
     d.set_item(intern!(py, "crashed"), t.crashed)?;
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
-    d.set_item(intern!(py, "outcome"), &t.outcome)?;
+    d.set_item(intern!(py, "outcome"), outcome_str(py, &t.outcome))?;
     let phases = PyList::empty(py);
     for p in &t.phases {
         let pd = PyDict::new(py);
         pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
-        pd.set_item(intern!(py, "outcome"), &p.outcome)?;
+        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
         pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
         phases.append(pd)?;
     }
@@ -2063,6 +2068,19 @@ fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<
     )?;
     d.set_item(intern!(py, "worker"), &t.worker)?;
     Ok(d)
+}
+
+/// An outcome as a Python str: the common ones interned (one object for 20,000 tests).
+fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString> {
+    match o {
+        "passed" => intern!(py, "passed").clone(),
+        "failed" => intern!(py, "failed").clone(),
+        "skipped" => intern!(py, "skipped").clone(),
+        "error" => intern!(py, "error").clone(),
+        "crashed" => intern!(py, "crashed").clone(),
+        "unknown" => intern!(py, "unknown").clone(),
+        other => PyString::new(py, other),
+    }
 }
 
 fn phase_str(py: Python<'_>, p: Phase) -> &Bound<'_, PyString> {
@@ -2410,6 +2428,17 @@ impl PyRunReader {
             .iter()
             .map(|(k, v)| Ok((k.clone(), value_to_py(py, v)?)))
             .collect()
+    }
+
+    /// The merged properties of `nodeid` as a dict (no poll): `properties` without the
+    /// list of pairs in between, for `Run.properties`.
+    fn properties_dict<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Bound<'py, PyDict>> {
+        let props = self.state(py)?.agg.properties(nodeid);
+        let d = PyDict::new(py);
+        for (k, v) in &props {
+            d.set_item(k, value_to_py(py, v)?)?;
+        }
+        Ok(d)
     }
 
     /// The recorded phase reports of `nodeid`: (phase, serialized report or None) (no poll).

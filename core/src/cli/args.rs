@@ -175,6 +175,7 @@ pub const OUTCOMES: [&str; 8] = [
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[allow(clippy::struct_excessive_bools)] // one per flag of the command line
 pub struct Invocation {
     pub command: Command,
     /// For [`Command::Help`]: the command to explain, if one was named.

@@ -2,6 +2,7 @@
 //! (the end of a traceback, inline).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -139,7 +140,7 @@ pub(crate) fn crash_sentence(c: &CrashView) -> String {
     let mut s = c.detail.clone();
     if let Some(code) = c.exit_code {
         if !s.contains(&format!("status {code}")) {
-            s.push_str(&format!(" (exit status {code})"));
+            let _ = write!(s, " (exit status {code})");
         }
     }
     if s.is_empty() {
@@ -532,7 +533,10 @@ mod tests {
 
     #[test]
     fn other_text_keeps_its_last_lines() {
-        let text: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let text = (0..20)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let tb = traceback_of(&text, false);
         assert_eq!(tb.lines.last().map(String::as_str), Some("line 19"));
         assert_eq!(tb.hidden + tb.lines.len(), 20);

@@ -255,7 +255,7 @@ pub fn command_line(argv: &[String]) -> String {
     let head = match (program, parent) {
         ("__main__.py", Some(pkg)) => format!("python -m {pkg}"),
         ("-c", _) => "python -c …".to_owned(),
-        (p, _) if p.is_empty() => first.clone(),
+        ("", _) => first.clone(),
         (p, _) => p.to_owned(),
     };
     let mut out = head;

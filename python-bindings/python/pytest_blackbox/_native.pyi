@@ -326,6 +326,9 @@ class RunReader:
         their setups take more than 1% of the run's test time. Cheap to call at the end of
         long runs."""
 
+    def properties_dict(self, nodeid: str) -> dict[str, Any]:
+        """:meth:`properties` as a dict (of two equal keys the later wins). Does not poll."""
+
     def properties(self, nodeid: str) -> list[tuple[str, Any]]:
         """The properties of ``nodeid`` as (key, value) pairs with their exact values:
         ``record`` keys (last write wins) and ``append`` keys (a list in time order). Does
