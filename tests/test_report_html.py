@@ -18,11 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import crashing_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -38,9 +39,18 @@ CRASH_RED = "rgb(217, 45, 32)"
 pytestmark = pytest.mark.chromium
 
 
-def _run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str | Path, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BLACKBOX_DIR"}
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -177,65 +187,17 @@ def test_report_renders_every_test_as_a_bar_with_details_on_hover(
     assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
 
 
-FORKED_SUITE = """
-import ctypes, os, time
-import pytest
-from pytest_blackbox import record
-
-@pytest.fixture
-def db():
-    return 1
-
-def test_ok(db, record_property):
-    record_property("pcc", 0.99)
-    time.sleep(0.2)
-
-def test_segv(db, record_property):
-    record("model", "resnet50")
-    record_property("pcc", 0.5)
-    ctypes.string_at(0)
-
-def test_exit():
-    os._exit(3)
-
-def test_fail():
-    record("input_shape", [1, 3, 224, 224])
-    assert 1 == 2
-"""
-
-
 @pytest.fixture(scope="module")
 def forked_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The report of the second of two `--forked` sessions (history.redb holds both)."""
     if not BLACKBOX.exists():
         pytest.skip(f"{BLACKBOX} is not built: run `make develop`")
     root = tmp_path_factory.mktemp("forked-report")
-    (root / "test_suite.py").write_text(FORKED_SUITE)
-    (root / "pytest.ini").write_text("[pytest]\n")
-    env = {k: v for k, v in os.environ.items() if k != "BLACKBOX_DIR"}
-    for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--forked"],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert "INTERNALERROR" not in done.stdout + done.stderr, done.stdout
+    crashing_sessions(root, "--forked")
     page = root / "report.html"
-    made = subprocess.run(
-        [str(BLACKBOX), "report", "--html", str(page)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    made = _run(BLACKBOX, "report", "--html", page, cwd=root)
     assert made.returncode == 0 and made.stderr == "", made.stderr
-    assert "4 tests, 2 crashes" in made.stdout
+    assert "5 tests, 2 crashes" in made.stdout
     return page
 
 
@@ -266,7 +228,7 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
 
     # Badges: outcomes once each, no "1 crash" beside "2 crashed"; counts in plain English.
     chips = [c.text for c in find(By.CSS_SELECTOR, ".chips .chip")]
-    assert chips == ["4 tests", "1 passed", "1 failed", "2 crashed"], chips
+    assert chips == ["5 tests", "2 passed", "1 failed", "2 crashed"], chips
     assert (
         "python -m pytest -p no:cacheprovider --forked"
         in browser.find_element(By.TAG_NAME, "header").text
@@ -284,7 +246,7 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
 
     # Slowest tests, properties of failed and crashed tests in sight, recent runs.
     slow = find(By.CSS_SELECTOR, "#slowest tbody tr")
-    assert len(slow) == 4 and "test_ok" in slow[0].text
+    assert len(slow) == 5 and "test_ok" in slow[0].text
     rows = {
         r.find_element(By.CSS_SELECTOR, "td.id").text: r
         for r in find(By.CSS_SELECTOR, "#not-passed tbody tr")
@@ -303,8 +265,8 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
     # One lane for the main process, with the forked children's tests on it.
     lanes = [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-label")]
     assert lanes == ["main"]
-    assert [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-sub")] == ["4 forked"]
-    assert len(find(By.CSS_SELECTOR, "#timeline-svg rect.bar")) == 4
+    assert [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-sub")] == ["5 forked"]
+    assert len(find(By.CSS_SELECTOR, "#timeline-svg rect.bar")) == 5
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report-forked.png"

@@ -21,40 +21,10 @@ from typing import Any
 
 import pytest
 
-from conftest import no_internal_error, run
+from conftest import LONG_ID as LONG
+from conftest import crashing_sessions, no_internal_error, run
 
 BLACKBOX = str(Path(sys.executable).with_name("blackbox"))
-LONG = "x" * 150
-
-SUITE = f"""
-import ctypes, os, time
-import pytest
-from pytest_blackbox import record
-
-@pytest.fixture
-def db():
-    time.sleep(0.05)
-    return 1
-
-def test_ok(db, record_property):
-    record_property("pcc", 0.99)
-    time.sleep(1.5)
-
-def test_segv(db, record_property, tmp_path):
-    record("model", "resnet50")
-    record_property("pcc", 0.5)
-    ctypes.string_at(0)
-
-def test_exit():
-    os._exit(3)
-
-def test_fail():
-    assert 1 == 2
-
-@pytest.mark.parametrize("name", ["{LONG}"], ids=["{LONG}"])
-def test_long(name):
-    pass
-"""
 
 
 def cli(*args: str, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,23 +47,8 @@ def ok(*args: str, cwd: Path, columns: int | None = None) -> str:
 def forked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One `--forked` session, run twice (history.redb then holds two runs)."""
     root = tmp_path_factory.mktemp("forked")
-    (root / "test_suite.py").write_text(SUITE)
-    (root / "pytest.ini").write_text("[pytest]\n")
     (root / "sub" / "deeper").mkdir(parents=True)
-    results = []
-    for _ in range(2):
-        results.append(
-            subprocess.run(
-                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--forked", "-rA"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-        )
-    out = results[-1].stdout + results[-1].stderr
-    assert "INTERNALERROR" not in out, out
+    out = crashing_sessions(root, "--forked", "-rA")
     view = json.loads(ok("stats", "--json", cwd=root / "sub" / "deeper"))
     return {"root": root, "sub": root / "sub" / "deeper", "out": out, "view": view}
 
