@@ -181,23 +181,32 @@ def test_long(name):
 """
 
 
+def run_pytest(cwd: Path, *args: str) -> tuple[int, str]:
+    """A pytest session in a subprocess, out of reach of this session's settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "BLACKBOX_")) and k != "PYTHONBREAKPOINT"
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in output, output
+    return proc.returncode, output
+
+
 def crashing_sessions(root: Path, *args: str, times: int = 2) -> str:
     """CRASHING_SUITE in ``root`` (its own rootdir), run ``times`` times with ``args``;
     the last session's output."""
     (root / "test_suite.py").write_text(CRASHING_SUITE)
     (root / "pytest.ini").write_text("[pytest]\n")
-    env = {k: v for k, v in os.environ.items() if k != "BLACKBOX_DIR"}
     out = ""
     for _ in range(times):
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        out = done.stdout + done.stderr
-        assert "INTERNALERROR" not in out, out
+        _, out = run_pytest(root, *args)
     return out
