@@ -99,17 +99,34 @@ def test_nested_sessions_inside_an_xdist_run(pytester: pytest.Pytester) -> None:
 def test_two_pytest_main_calls_make_two_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_one="""
+        import os, types
+
+        import _pytest.fixtures
+        import _pytest.runner
+        import pytest_forked
         from pytest_blackbox import _runtime, record
 
         def test_x():
             record("n", 1)
             # The session reads its run on a thread of its own while it goes on.
             assert _runtime.active().reader().following
+            # It records through hooks: pytest's functions are pytest's own.
+            for f in (
+                _pytest.fixtures.call_fixture_func,
+                _pytest.runner.call_and_report,
+                pytest_forked.forked_run_report,
+            ):
+                assert isinstance(f, types.FunctionType), f
+            assert _pytest.runner.call_and_report.__module__ == "_pytest.runner"
+            assert pytest_forked.forked_run_report.__module__ == "pytest_forked"
+            # os._exit is wrapped while it records (to tell an exit from a kill).
+            assert os._exit.__module__ == "pytest_blackbox.plugin"
         """
     )
     script = pytester.makepyfile(
         driver="""
         import os
+        import posix
 
         import _pytest.fixtures
         import _pytest.runner
@@ -122,9 +139,10 @@ def test_two_pytest_main_calls_make_two_runs(pytester: pytest.Pytester) -> None:
             assert pytest.main(["-q", "-p", "no:cacheprovider", "test_one.py"]) == 0
             # The session's follow thread ended with it.
             assert len(os.listdir("/proc/self/task")) == threads
-            # The plugin's native wrappers are in place only while a session records.
+            # Nothing of pytest's is replaced, and os._exit is put back after the session.
             assert _pytest.fixtures.call_fixture_func is pytests_own[0]
             assert _pytest.runner.call_and_report is pytests_own[1]
+            assert os._exit is posix._exit
         store = Store(".blackbox")
         runs = store.runs()
         assert len(runs) == 2, runs

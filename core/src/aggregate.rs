@@ -86,6 +86,26 @@ pub struct CrashView {
     pub detail: String,
     /// Files in the run folder for this crash (faulthandler output).
     pub attachments: Vec<String>,
+    /// How the process ended: `signal` (a fatal signal its handler saw, or that a parent
+    /// read), `exit` (`os._exit` in the middle of a test), `killed` (no handler ran:
+    /// SIGKILL, the OOM killer, power loss) or `child` (a process the test forked died: the
+    /// test itself did not; `nodeid` names it, and it is not counted as crashed).
+    pub kind: String,
+    /// When it died (Unix ns), where known.
+    pub wall_ns: Option<u64>,
+    /// The accelerator variables the dead process had (see [`crate::process`]).
+    pub devices: Vec<(String, String)>,
+}
+
+/// A process that ended itself (`os._exit`) outside any phase of a test: no crash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitView {
+    /// The test whose report came last before the exit; `None` between tests.
+    pub nodeid: Option<String>,
+    pub phase: Option<Phase>,
+    pub code: i32,
+    pub worker: Option<String>,
+    pub pid: Option<u32>,
 }
 
 /// One xdist worker (or the main process), over all its processes: the children it
@@ -100,6 +120,8 @@ pub struct WorkerView {
     pub alive: bool,
     /// Of `pids`, the children forked to run a test.
     pub forked: u64,
+    /// The accelerator variables its processes had (the first process that set any).
+    pub devices: Vec<(String, String)>,
 }
 
 /// Everything [`Aggregate::view`] derives.
@@ -113,6 +135,8 @@ pub struct RunView {
     /// Calls timed with the `timed` decorator, slowest total first.
     pub timed: Vec<FixtureStats>,
     pub crashes: Vec<CrashView>,
+    /// Processes that ended themselves between tests or after a test's report.
+    pub exits: Vec<ExitView>,
     pub workers: Vec<WorkerView>,
     /// Damaged or unreadable segments, as "path: at offset N: reason".
     pub problems: Vec<String>,
@@ -308,6 +332,12 @@ struct SegAcc {
     last_test: Option<u32>,
     /// Likewise the last fixture (index into `fixtures`).
     last_fixture: Option<u32>,
+    /// The last [`Record::IntentionalExit`]: (test, phase, code).
+    intentional_exit: Option<(Option<String>, Option<Phase>, i32)>,
+    /// From [`Record::ProcessInfo`]: the accelerator variables, the memory cgroup and its
+    /// OOM kill count when the first test started.
+    devices: Vec<(String, String)>,
+    memory_cgroup: Option<(String, Option<u64>)>,
 }
 
 /// Incremental fold of a run's records.
@@ -573,8 +603,9 @@ impl Aggregate {
                 exit_code,
                 phase,
                 detail,
-                ..
+                wall_ns,
             } => {
+                let kind = crash_kind((signal != 0).then_some(signal), exit_code);
                 self.crashes.push(CrashView {
                     nodeid: test,
                     worker,
@@ -584,9 +615,24 @@ impl Aggregate {
                     phase,
                     detail,
                     attachments: Vec::new(),
+                    kind: kind.into(),
+                    wall_ns: Some(wall_ns),
+                    devices: Vec::new(),
                 });
             }
             Record::Exit { test, code, .. } => self.exits.push((test, code, seg)),
+            Record::IntentionalExit {
+                test, phase, code, ..
+            } => self.seg(seg).intentional_exit = Some((test, phase, code)),
+            Record::ProcessInfo {
+                env,
+                memory_cgroup,
+                oom_kills,
+            } => {
+                let s = self.seg(seg);
+                s.devices = env;
+                s.memory_cgroup = memory_cgroup.map(|c| (c, oom_kills));
+            }
             Record::Attachment { test, kind, path } => {
                 self.attachments.push((test, kind, path, seg));
             }
@@ -797,6 +843,10 @@ impl Aggregate {
                     x.pid = x.pid.or(c.pid);
                     x.worker = x.worker.clone().or(c.worker);
                     x.phase = x.phase.clone().or(c.phase);
+                    x.wall_ns = x.wall_ns.or(c.wall_ns);
+                    if x.devices.is_empty() {
+                        x.devices = c.devices;
+                    }
                     if x.detail.is_empty() {
                         x.detail = c.detail;
                     }
@@ -811,33 +861,93 @@ impl Aggregate {
         for e in &self.exits {
             exit_of_seg.entry(e.2).or_insert(e);
         }
+        let mut exits = Vec::new();
         for (seg, s) in self.segs.iter().enumerate() {
             let Some(st) = status(seg) else { continue };
+            if let Some((test, phase, code)) = &s.intentional_exit {
+                exits.push(ExitView {
+                    nodeid: test.clone(),
+                    phase: *phase,
+                    code: *code,
+                    worker: s.worker.clone(),
+                    pid: s.pid.or(Some(st.pid)),
+                });
+            }
             if st.alive || st.closed_cleanly {
                 continue;
             }
             let exit = exit_of_seg.get(&seg).copied();
             let mark = st.crash.as_ref();
-            let test = s
+            let open = s
                 .open_test
-                .map(|i| self.tests[i as usize].nodeid.to_string())
-                .or_else(|| mark.and_then(|m| m.test.clone()));
-            if test.is_none() && mark.is_none() && exit.is_none() {
-                // Died between tests without a word: still a crash of that process, unless
-                // it is a forked child that ran no test (nothing to attribute).
-                if s.role == Some(Role::Forked) || s.role.is_none() {
+                .map(|i| self.tests[i as usize].nodeid.to_string());
+            if s.tests == 0 {
+                // This process started no test of its own: a replacement xdist worker that
+                // ran nothing, a child a test forked (multiprocessing, os.fork). Its end is
+                // no crash of a test; a child that died of a signal, or without a word
+                // (no exit of its own), is told as a child of the test it ran in.
+                let inherited = mark
+                    .and_then(|m| m.test.clone())
+                    .or_else(|| exit.and_then(|e| e.0.clone()))
+                    .or_else(|| st.current_test.clone());
+                let child = matches!(s.role, Some(Role::Forked) | None);
+                if !child || exit.is_some() || s.intentional_exit.is_some() || inherited.is_none() {
+                    if mark.is_none() || child {
+                        continue;
+                    }
+                } else {
+                    let x = inherited.unwrap_or_default();
+                    let how = mark.map_or_else(
+                        || "died without a signal handler running (SIGKILL?)".to_owned(),
+                        |m| format!("died of {}", signal_name(m.signal)),
+                    );
+                    merge(CrashView {
+                        detail: format!("child process of {x} {how}"),
+                        nodeid: Some(x),
+                        worker: s.worker.clone(),
+                        pid: s.pid.or(Some(st.pid)),
+                        signal: mark.map(|m| m.signal),
+                        exit_code: None,
+                        phase: None,
+                        attachments: Vec::new(),
+                        kind: "child".into(),
+                        wall_ns: mark.map(|m| m.wall_ns),
+                        devices: s.devices.clone(),
+                    });
                     continue;
                 }
+            }
+            if let Some((test, _, _)) = &s.intentional_exit {
+                // It ended itself between tests, or after its running test's last report
+                // was made: that report is the test's outcome.
+                if test.is_none() || *test == open {
+                    continue;
+                }
+            }
+            let test = open.clone().or_else(|| mark.and_then(|m| m.test.clone()));
+            if test.is_none() && mark.is_none() && exit.is_none() && s.role == Some(Role::Forked) {
+                continue; // a forked child that ran its test and went (nothing to attribute)
             }
             let phase = match s.open_phase {
                 None => "setup",
                 Some(Phase::Setup) => "call",
                 Some(Phase::Call | Phase::Teardown) => "teardown",
             };
-            let detail = match (mark, exit) {
-                (Some(m), _) => format!("killed by {}", signal_name(m.signal)),
-                (None, Some((_, code, _))) => format!("exited with status {code} during the test"),
-                (None, None) => "process died without a signal handler running (SIGKILL, os._exit or power loss)".into(),
+            let oom = mark.is_none() && exit.is_none() && oom_killed(s);
+            let (kind, detail) = match (mark, exit) {
+                (Some(m), _) => ("signal", format!("killed by {}", signal_name(m.signal))),
+                (None, Some((_, code, _))) => {
+                    ("exit", format!("exited with status {code} during the test"))
+                }
+                (None, None) if oom => (
+                    "killed",
+                    "killed by the OOM killer (its memory cgroup counted an oom_kill)".into(),
+                ),
+                (None, None) => (
+                    "killed",
+                    "process died without a signal handler running (SIGKILL, os._exit or power loss)"
+                        .into(),
+                ),
             };
             merge(CrashView {
                 nodeid: test,
@@ -848,7 +958,18 @@ impl Aggregate {
                 phase: s.open_test.as_ref().map(|_| phase.to_owned()),
                 detail,
                 attachments: Vec::new(),
+                kind: kind.into(),
+                wall_ns: mark.map(|m| m.wall_ns),
+                devices: s.devices.clone(),
             });
+        }
+        // Devices of the processes observers' crash records name.
+        for c in &mut crashes {
+            if c.devices.is_empty() {
+                if let Some(s) = self.segs.iter().find(|s| c.pid.is_some() && s.pid == c.pid) {
+                    c.devices.clone_from(&s.devices);
+                }
+            }
         }
         let mut attachments_of: HashMap<&str, Vec<String>> = HashMap::new();
         let mut process_files: HashMap<u32, Vec<String>> = HashMap::new();
@@ -886,10 +1007,15 @@ impl Aggregate {
         }
         let mut crash_of: HashMap<&str, usize> = HashMap::new();
         for (i, c) in crashes.iter().enumerate() {
-            if let Some(n) = c.nodeid.as_deref() {
+            if let Some(n) = c.nodeid.as_deref().filter(|_| c.kind != "child") {
                 crash_of.entry(n).or_insert(i);
             }
         }
+        // A dead test's time runs to its last sign of life: its last record, or its death.
+        let wall_to_mono = {
+            let (mono, wall) = (crate::writer::now_mono_ns(), crate::writer::now_wall_ns());
+            move |w: u64| (w + mono).saturating_sub(wall)
+        };
 
         // Tests, in the order they started: CLOCK_MONOTONIC is one clock for every process
         // of a host, while records come segment by segment. A test never started sorts by
@@ -943,10 +1069,18 @@ impl Aggregate {
                 .map(|a| a.seg)
                 .or_else(|| t.started_in.last().map(|(s, _)| s))
                 .or_else(|| phases(t).next().map(|(_, a)| a.seg));
+            let reported: f64 = phases(t).map(|(_, a)| a.duration_s).sum();
+            let duration_s = match (crash, t.started_in.iter().map(|(_, m)| m).min()) {
+                (Some(c), Some(start)) => {
+                    let died = c.wall_ns.map_or(0, wall_to_mono).max(t.last_mono);
+                    reported.max(died.saturating_sub(start) as f64 / 1e9)
+                }
+                _ => reported,
+            };
             tests.push(TestView {
                 nodeid: nodeid.to_owned(),
                 outcome: outcome.to_owned(),
-                duration_s: phases(t).map(|(_, a)| a.duration_s).sum(),
+                duration_s,
                 worker: crash
                     .and_then(|c| c.worker.clone())
                     .or_else(|| main_seg.and_then(seg_worker)),
@@ -988,7 +1122,11 @@ impl Aggregate {
                 crashes: 0,
                 alive: false,
                 forked: 0,
+                devices: Vec::new(),
             });
+            if w.devices.is_empty() {
+                w.devices.clone_from(&s.devices);
+            }
             if let Some(pid) = s.pid.or_else(|| status(seg).map(|x| x.pid)) {
                 key_of_pid.insert(pid, key);
                 // One segment per forked test: a set keeps this linear.
@@ -1010,7 +1148,7 @@ impl Aggregate {
                 w.tests += 1;
             }
         }
-        for c in &crashes {
+        for c in crashes.iter().filter(|c| c.kind != "child") {
             if let Some(w) = workers.get_mut(&key_of(c.worker.as_deref(), c.pid)) {
                 w.crashes += 1;
             }
@@ -1030,6 +1168,7 @@ impl Aggregate {
             fixtures: sorted_stats(self.fixtures.iter().map(|(n, s, a)| stats(n, s, a))),
             timed: sorted_stats(self.timed.iter().map(|(n, a)| stats(n, "timed", a))),
             crashes,
+            exits,
             workers: workers.into_values().collect(),
             problems: segments
                 .iter()
@@ -1039,6 +1178,26 @@ impl Aggregate {
             records: self.records,
         }
     }
+}
+
+/// The [`CrashView::kind`] of a death an observer saw: a signal (SIGKILL: `killed`), an
+/// exit status, or nothing known (`killed`).
+pub(crate) fn crash_kind(signal: Option<i32>, exit_code: Option<i32>) -> &'static str {
+    match (signal, exit_code) {
+        (Some(libc::SIGKILL), _) | (None, None) => "killed",
+        (Some(_), _) => "signal",
+        (None, Some(_)) => "exit",
+    }
+}
+
+/// Whether the OOM killer killed in the segment's memory cgroup since its first test
+/// started (the cgroup's `oom_kill` count grew): the likely end of a process that died
+/// without a signal handler running.
+fn oom_killed(s: &SegAcc) -> bool {
+    s.memory_cgroup.as_ref().is_some_and(|(dir, before)| {
+        crate::process::oom_kills(std::path::Path::new(dir))
+            .is_some_and(|now| now > before.unwrap_or(0))
+    })
 }
 
 /// The worker a segment belongs to: its xdist id, or its role outside xdist; a forked child
@@ -1161,6 +1320,7 @@ impl RunView {
             "fixtures": self.fixtures.iter().map(FixtureStats::to_json).collect::<Vec<_>>(),
             "timed": self.timed.iter().map(FixtureStats::to_json).collect::<Vec<_>>(),
             "crashes": self.crashes.iter().map(CrashView::to_json).collect::<Vec<_>>(),
+            "exits": self.exits.iter().map(ExitView::to_json).collect::<Vec<_>>(),
             "workers": self.workers.iter().map(WorkerView::to_json).collect::<Vec<_>>(),
             "problems": self.problems,
         })
@@ -1284,8 +1444,31 @@ impl CrashView {
             "phase": self.phase,
             "detail": self.detail,
             "attachments": self.attachments,
+            "kind": self.kind,
+            "devices": devices_json(&self.devices),
         })
     }
+}
+
+impl ExitView {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "nodeid": self.nodeid,
+            "phase": self.phase.map(Phase::as_str),
+            "code": self.code,
+            "worker": self.worker,
+            "pid": self.pid,
+        })
+    }
+}
+
+fn devices_json(devices: &[(String, String)]) -> Json {
+    Json::Object(
+        devices
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+    )
 }
 
 impl WorkerView {
@@ -1297,6 +1480,7 @@ impl WorkerView {
             "crashes": self.crashes,
             "alive": self.alive,
             "forked": self.forked,
+            "devices": devices_json(&self.devices),
         })
     }
 }

@@ -1169,8 +1169,16 @@ impl History {
                     signal: row.signal,
                     exit_code: row.exit_code,
                     phase: row.phase,
+                    // The kind is not a column: a child's death says so in its detail.
+                    kind: if row.detail.starts_with("child process of ") {
+                        "child".into()
+                    } else {
+                        crate::aggregate::crash_kind(row.signal, row.exit_code).into()
+                    },
                     detail: row.detail,
                     attachments: row.attachments,
+                    wall_ns: None,
+                    devices: Vec::new(),
                 });
             }
             Ok(out)

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod error;
 pub mod history;
 pub mod locate;
+pub mod process;
 pub mod record;
 pub mod segment;
 pub mod snapshot;
@@ -49,8 +50,8 @@ pub use history::{
 pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
-    install_crash_handler, mark_crash, process_id, Damage, Durability, EncodeRecord, SegmentReader,
-    SegmentWriter,
+    install_crash_handler, mark_crash, process_id, set_crash_echo, Damage, Durability,
+    EncodeRecord, SegmentReader, SegmentWriter,
 };
 pub use snapshot::{Follower, SegmentStatus, Snapshot};
 pub use store::{is_run_id, Store};

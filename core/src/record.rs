@@ -214,6 +214,24 @@ pub enum Record {
         kind: String,
         path: String,
     },
+    /// The process ended itself (`os._exit`) outside any phase of a test: between tests
+    /// (`test` is `None`), or after the report of `phase` of `test` was made (a reporting
+    /// hook that exits to get a clean device, say). The reports it made are whole, so this
+    /// is no crash; [`Record::Exit`] is the exit in the middle of a phase.
+    IntentionalExit {
+        test: Option<String>,
+        phase: Option<Phase>,
+        code: i32,
+        wall_ns: u64,
+    },
+    /// What the process was given, as it stood when its first test started: the
+    /// accelerator selection variables that were set (`CUDA_VISIBLE_DEVICES`, ...), and its
+    /// memory cgroup (a directory under /sys/fs/cgroup) with the OOM kills it had counted.
+    ProcessInfo {
+        env: Vec<(String, String)>,
+        memory_cgroup: Option<String>,
+        oom_kills: Option<u64>,
+    },
 }
 
 /// A record of one of the kinds a test run writes most (test start, phase and end,
@@ -277,6 +295,8 @@ impl Record {
             Record::Crash { .. } => "crash",
             Record::Exit { .. } => "exit",
             Record::Attachment { .. } => "attachment",
+            Record::IntentionalExit { .. } => "intentional_exit",
+            Record::ProcessInfo { .. } => "process_info",
         }
     }
 
@@ -292,8 +312,12 @@ impl Record {
             | Record::Timed { test, .. }
             | Record::Crash { test, .. }
             | Record::Exit { test, .. }
-            | Record::Attachment { test, .. } => test.as_deref(),
-            Record::Process { .. } | Record::RunStart { .. } | Record::RunEnd { .. } => None,
+            | Record::Attachment { test, .. }
+            | Record::IntentionalExit { test, .. } => test.as_deref(),
+            Record::Process { .. }
+            | Record::RunStart { .. }
+            | Record::RunEnd { .. }
+            | Record::ProcessInfo { .. } => None,
         }
     }
 
@@ -426,6 +450,29 @@ impl Record {
             Record::Attachment { test, kind, path } => {
                 json!({"test": test, "attachment_kind": kind, "path": path})
             }
+            Record::IntentionalExit {
+                test,
+                phase,
+                code,
+                wall_ns,
+            } => json!({
+                "test": test,
+                "phase": phase.map(Phase::as_str),
+                "code": code,
+                "wall_ns": wall_ns,
+            }),
+            Record::ProcessInfo {
+                env,
+                memory_cgroup,
+                oom_kills,
+            } => json!({
+                "env": env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                    .collect::<serde_json::Map<String, J>>(),
+                "memory_cgroup": memory_cgroup,
+                "oom_kills": oom_kills,
+            }),
         };
         if let J::Object(map) = &mut obj {
             map.insert("kind".into(), self.kind().into());

@@ -324,6 +324,9 @@ extern "C" fn on_fatal_signal(
         // again so the process dies the way it would have.
         unsafe {
             if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
+                // The process dies now: show the user what faulthandler wrote, as it would
+                // have shown without us (see `set_crash_echo`).
+                echo_crash(sig, base);
                 libc::signal(sig, libc::SIG_DFL);
                 libc::raise(sig);
                 return;
@@ -350,6 +353,123 @@ extern "C" fn on_fatal_signal(
             // the writer's process, which clears it before unmapping.
             unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).store(0, Ordering::Release) };
         }
+    }
+}
+
+/// Where a dying process shows its traceback: faulthandler writes it into the run folder
+/// (`ECHO_SOURCE`), and the crash handler copies it to the descriptor the user's stderr
+/// was (`ECHO_TARGET`), so the terminal shows what it shows without the recorder. -1: none.
+static ECHO_SOURCE: AtomicI32 = AtomicI32::new(-1);
+static ECHO_TARGET: AtomicI32 = AtomicI32::new(-1);
+/// The end of the one line the crash handler writes after the traceback (a leaked
+/// `Box<[u8]>`, never freed: a handler may read it at any moment), or null for no line.
+static ECHO_NOTE: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Makes the crash handler, when a fatal signal kills this process, copy the file open as
+/// `source` (faulthandler's output, from its start) to `target` (a descriptor of the
+/// user's stderr, duplicated before pytest captured it), then write one line to `target`:
+/// `blackbox: <test> crashed with <signal> (pid <pid>); <note>`, when `note` is given.
+/// Descriptors are the caller's, kept open for the process's life; -1 turns it off.
+/// A forked child inherits the setting (and the descriptors).
+pub fn set_crash_echo(source: i32, target: i32, note: Option<&str>) {
+    let note = note.map(|n| Box::into_raw(Box::new(n.as_bytes().to_vec())));
+    ECHO_SOURCE.store(source, Ordering::Relaxed);
+    ECHO_TARGET.store(target, Ordering::Relaxed);
+    // The old note is leaked on purpose: a handler on another thread may be reading it.
+    ECHO_NOTE.store(note.unwrap_or(std::ptr::null_mut()), Ordering::Release);
+}
+
+/// # Safety
+/// Async-signal-safe (pread, write, getpid); `base` is null or a live header mapping.
+unsafe fn echo_crash(sig: i32, base: *mut u8) {
+    let (source, target) = (
+        ECHO_SOURCE.load(Ordering::Relaxed),
+        ECHO_TARGET.load(Ordering::Relaxed),
+    );
+    if target < 0 {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    if source >= 0 {
+        let mut off: libc::off_t = 0;
+        loop {
+            // SAFETY: reads into the stack buffer we own.
+            let n = unsafe { libc::pread(source, buf.as_mut_ptr().cast(), buf.len(), off) };
+            if n <= 0 {
+                break;
+            }
+            write_all(target, &buf[..n as usize]);
+            off += n as libc::off_t;
+        }
+    }
+    let note = ECHO_NOTE.load(Ordering::Acquire);
+    if note.is_null() {
+        return;
+    }
+    write_all(target, b"blackbox: ");
+    let mut wrote_test = false;
+    if !base.is_null() {
+        // SAFETY: the caller's; the slot holds at most TEST_SLOT bytes.
+        unsafe {
+            let len =
+                (hdr_u32(base, OFF_CRASH_TEST_LEN).load(Ordering::Relaxed) as usize).min(TEST_SLOT);
+            if len > 0 {
+                write_all(
+                    target,
+                    std::slice::from_raw_parts(base.add(OFF_CRASH_TEST), len),
+                );
+                wrote_test = true;
+            }
+        }
+    }
+    if !wrote_test {
+        write_all(target, b"pytest (between tests)");
+    }
+    write_all(target, b" crashed with ");
+    write_all(target, fatal_signal_name(sig));
+    write_all(target, b" (pid ");
+    // SAFETY: getpid is async-signal-safe.
+    let pid = unsafe { libc::getpid() };
+    write_all(target, decimal(pid as u64, &mut buf));
+    write_all(target, b"); ");
+    // SAFETY: a non-null note is a leaked Box, never freed.
+    write_all(target, unsafe { &*note });
+    write_all(target, b"\n");
+}
+
+fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writes from a slice we borrow.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// `n` in decimal, in the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The name of a fatal signal, without allocating.
+fn fatal_signal_name(sig: i32) -> &'static [u8] {
+    match sig {
+        libc::SIGSEGV => b"SIGSEGV",
+        libc::SIGABRT => b"SIGABRT",
+        libc::SIGBUS => b"SIGBUS",
+        libc::SIGFPE => b"SIGFPE",
+        libc::SIGILL => b"SIGILL",
+        _ => b"a fatal signal",
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::record::{Record, Role};
+use crate::record::{Phase, Record, Role};
 use crate::segment::{monotonic_ns, wall_ns, Durability, EncodeRecord, SegmentWriter};
 
 /// Records into one run from one process.
@@ -24,6 +24,10 @@ pub struct Recorder {
     writer: Option<SegmentWriter>,
     in_transaction: bool,
     current_test: Option<String>,
+    /// The last phase of `current_test` whose report was recorded ([`Recorder::phase_done`]).
+    last_phase: Option<Phase>,
+    /// Whether this segment has its [`Record::ProcessInfo`] (written at its first test).
+    info_written: bool,
 }
 
 impl Recorder {
@@ -42,6 +46,8 @@ impl Recorder {
             writer: None,
             in_transaction: false,
             current_test: None,
+            last_phase: None,
+            info_written: false,
         }
     }
 
@@ -91,6 +97,7 @@ impl Recorder {
             self.writer = None;
             self.in_transaction = false;
             self.role = Role::Forked;
+            self.info_written = false;
         }
         if self.writer.is_none() {
             let mut w = SegmentWriter::create(&self.run_dir, self.durability)?;
@@ -175,17 +182,60 @@ impl Recorder {
 
     /// Sets the running test (kept in the segment header for the crash handler and for
     /// readers) and, when `Some`, records a [`Record::TestStart`].
+    ///
+    /// The first test of a segment also records the process's [`Record::ProcessInfo`]
+    /// (its accelerator variables as a conftest left them, its memory cgroup).
     pub fn start_test(&mut self, nodeid: &str) -> Result<()> {
         self.current_test = Some(nodeid.to_owned());
+        self.last_phase = None;
         let rec = Record::TestStart {
             nodeid: nodeid.to_owned(),
             mono_ns: monotonic_ns(),
         };
         self.record(&rec)?;
+        if !self.info_written {
+            self.info_written = true;
+            let cgroup = crate::process::memory_cgroup();
+            let info = Record::ProcessInfo {
+                env: crate::process::device_env(),
+                oom_kills: cgroup.as_deref().and_then(crate::process::oom_kills),
+                memory_cgroup: cgroup.map(|p| p.to_string_lossy().into_owned()),
+            };
+            self.record(&info)?;
+        }
         if let Some(w) = self.writer.as_mut() {
             w.set_current_test(Some(nodeid));
         }
         Ok(())
+    }
+
+    /// Notes that the report of `phase` of the running test was recorded: an exit from now
+    /// until the next phase starts comes after that report ([`Recorder::exit`]).
+    pub fn phase_done(&mut self, phase: Phase) {
+        self.last_phase = Some(phase);
+    }
+
+    /// Records how this process ends itself with status `code` (`os._exit`): a
+    /// [`Record::Exit`] when a test is in the middle of a phase (the test dies with the
+    /// process), else a [`Record::IntentionalExit`]: between tests, or, when
+    /// `after_report`, from a hook that runs after the last recorded phase's report was
+    /// made (its reports are whole).
+    pub fn exit(&mut self, code: i32, after_report: bool) -> Result<()> {
+        let wall_ns = wall_ns();
+        let rec = match self.current_test.clone() {
+            Some(test) if !after_report => Record::Exit {
+                test: Some(test),
+                code,
+                wall_ns,
+            },
+            test => Record::IntentionalExit {
+                phase: test.as_ref().and(self.last_phase),
+                test,
+                code,
+                wall_ns,
+            },
+        };
+        self.record(&rec)
     }
 
     /// Records a [`Record::TestEnd`] and clears the running test.
@@ -196,6 +246,7 @@ impl Recorder {
         };
         self.record(&rec)?;
         self.current_test = None;
+        self.last_phase = None;
         if let Some(w) = self.writer.as_mut() {
             w.set_current_test(None);
         }

@@ -782,11 +782,15 @@ fn parse_phase(p: &str) -> PyResult<Phase> {
 // Writing
 // ---------------------------------------------------------------------------------------
 
-/// Times one fixture: its setup from the timer's creation until `FixtureCall` has called
-/// the fixture function; its teardown through two calls as a finalizer of the fixture (the
-/// first, added after the setup, runs before the fixture's own teardown; the second, added
-/// before, runs after it). Each record names the test this process runs at that moment. A
-/// store error becomes a warning: a finalizer that raised would fail the test's teardown.
+/// Times one fixture, for the plugin's `pytest_fixture_setup` hook wrapper: its setup from
+/// the timer's creation ([`PyTestHooks::fixture_starts`]) until [`setup_done`]; its
+/// teardown through two calls as a finalizer of the fixture (`FixtureDef.addfinalizer`):
+/// the first, added after the setup, runs before the fixture's own teardown; the second,
+/// added before it, runs after. Each record names the test this process runs at that
+/// moment. A store error becomes a warning: a finalizer that raised would fail the
+/// test's teardown.
+///
+/// [`setup_done`]: PyFixtureTimer::setup_done
 #[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
 struct PyFixtureTimer {
     recorder: Py<PyRecorder>,
@@ -823,6 +827,15 @@ impl PyFixtureTimer {
 
 #[pymethods]
 impl PyFixtureTimer {
+    /// The fixture's setup is over (it raised or not): records it and adds the timer as
+    /// the finalizer that starts the teardown.
+    fn setup_done(slf: &Bound<'_, Self>, fixturedef: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().finish(py, true);
+        fixturedef.call_method1(intern!(py, "addfinalizer"), (slf,))?;
+        Ok(())
+    }
+
     /// As a finalizer: the first call starts the teardown, the second records it.
     fn __call__(&self, py: Python<'_>) {
         let calls = {
@@ -839,107 +852,11 @@ impl PyFixtureTimer {
     }
 }
 
-/// pytest's `_pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs)`, which runs
-/// a fixture function, with the fixture's setup and teardown timed into the innermost
-/// session of this process when that is the fixture's own pytest session. One native call
-/// per fixture setup, where a `pytest_fixture_setup` hook wrapper was a generator, two
-/// Python finalizer registrations and three calls.
-#[pyclass(module = "pytest_blackbox._native", name = "FixtureCall", frozen)]
-struct PyFixtureCall {
-    /// pytest's own `call_fixture_func`.
-    #[pyo3(get)]
-    original: Py<PyAny>,
-    /// Fixture functions not to time (the pseudo-fixture of each `parametrize` argument).
-    skip: Py<PyAny>,
-    /// Each fixture definition's scope name (`FixtureDef.scope` is a Python property).
-    scopes: Py<PyDict>,
-}
-
-impl PyFixtureCall {
-    /// The timer of this setup, registered as the fixture's finalizer; `None` where
-    /// nothing is timed.
-    fn start<'py>(
-        &self,
-        py: Python<'py>,
-        request: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyFixtureTimer>, Bound<'py, PyAny>)>> {
-        let Ok(item) = request.getattr(intern!(py, "_pyfuncitem")) else {
-            return Ok(None);
-        };
-        let Some(hooks) = PyTestHooks::of_item(py, &item)? else {
-            return Ok(None);
-        };
-        let fixturedef = request.getattr(intern!(py, "_fixturedef"))?;
-        if fixturedef
-            .getattr(intern!(py, "func"))?
-            .is(self.skip.bind(py))
-        {
-            return Ok(None);
-        }
-        let name = fixturedef.getattr(intern!(py, "argname"))?;
-        let scopes = self.scopes.bind(py);
-        let scope = if let Some(scope) = scopes.get_item(&fixturedef)? {
-            scope
-        } else {
-            let scope = fixturedef.getattr(intern!(py, "scope"))?;
-            scopes.set_item(&fixturedef, &scope)?;
-            scope
-        };
-        let timer = Bound::new(
-            py,
-            PyFixtureTimer {
-                recorder: hooks.get().recorder.clone_ref(py),
-                name: nodeid_of(name.cast::<PyString>()?),
-                scope: nodeid_of(scope.cast::<PyString>()?),
-                state: Mutex::new((Some(std::time::Instant::now()), 0)),
-            },
-        )?;
-        // pytest's `addfinalizer` appends to `_finalizers` (8.0 to 9.2): the list itself,
-        // where there is one, saves two Python calls per fixture.
-        let add = match fixturedef.getattr(intern!(py, "_finalizers")) {
-            Ok(list) if list.is_exact_instance_of::<PyList>() => {
-                list.getattr(intern!(py, "append"))?
-            }
-            _ => fixturedef.getattr(intern!(py, "addfinalizer"))?,
-        };
-        add.call1((&timer,))?;
-        Ok(Some((timer, add)))
-    }
-}
-
-#[pymethods]
-impl PyFixtureCall {
-    #[new]
-    fn new(py: Python<'_>, original: Py<PyAny>, skip: Py<PyAny>) -> Self {
-        PyFixtureCall {
-            original,
-            skip,
-            scopes: PyDict::new(py).unbind(),
-        }
-    }
-
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        fixturefunc: &Bound<'py, PyAny>,
-        request: &Bound<'py, PyAny>,
-        kwargs: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let timer = self.start(py, request)?;
-        let result = self.original.bind(py).call1((fixturefunc, request, kwargs));
-        if let Some((timer, add)) = timer {
-            // A setup that raised is timed too; the teardown timer is added either way,
-            // as pytest runs a fixture's finalizers when its setup failed.
-            timer.get().finish(py, true);
-            add.call1((&timer,))?;
-        }
-        result
-    }
-}
-
-/// What one pytest session records of its tests: their start and their phase reports,
-/// into `recorder`, with the running test kept in `session` (`current_item`,
-/// `current_nodeid`). `PhaseCall` drives it; Python only makes it (as `session.hooks`).
+/// What one pytest session records of the tests this process runs: their start and their
+/// phase reports, into `recorder`, with the running test kept in `session`
+/// (`current_item`, `current_nodeid`, for `record()`); and its fixtures' times. The
+/// plugin's hooks call it (`pytest_runtest_setup`, a `pytest_runtest_makereport` and a
+/// `pytest_fixture_setup` wrapper), one native call each.
 #[pyclass(module = "pytest_blackbox._native", name = "TestHooks", frozen)]
 struct PyTestHooks {
     recorder: Py<PyRecorder>,
@@ -952,31 +869,15 @@ struct PyTestHooks {
     /// child) is stored whole, for its parent.
     session_pid: u32,
     seen_pid: std::sync::atomic::AtomicU32,
+    /// `skip(func)`: whether not to time the fixture function `func` (asked once per
+    /// fixture definition).
+    skip: Py<PyAny>,
+    /// Each fixture definition's scope name (`FixtureDef.scope` is a Python property), or
+    /// `None` for one not timed.
+    scopes: Py<PyDict>,
 }
 
 impl PyTestHooks {
-    /// The hooks of the innermost recording session of this process, where `item` (a
-    /// test) belongs to that session's own pytest run: not an item of a nested session
-    /// with the plugin off, nor anything while only `start_run()` records (no hooks).
-    fn of_item<'py>(
-        py: Python<'py>,
-        item: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyTestHooks>>> {
-        let sessions = runtime(py)?.sessions.bind(py);
-        let n = sessions.len();
-        if n == 0 {
-            return Ok(None);
-        }
-        let hooks = sessions.get_item(n - 1)?.getattr(intern!(py, "hooks"))?;
-        let Ok(hooks) = hooks.cast_into::<PyTestHooks>() else {
-            return Ok(None);
-        };
-        let own = item
-            .getattr(intern!(py, "config"))
-            .is_ok_and(|c| c.is(hooks.get().config.bind(py)));
-        Ok(own.then_some(hooks))
-    }
-
     fn set_current(
         &self,
         py: Python<'_>,
@@ -986,6 +887,52 @@ impl PyTestHooks {
         let session = self.session.bind(py);
         session.setattr(intern!(py, "current_item"), item)?;
         session.setattr(intern!(py, "current_nodeid"), nodeid)
+    }
+
+    /// The scope to record `fixturedef` under, or `None` when it is not timed.
+    fn fixture_scope<'py>(
+        &self,
+        py: Python<'py>,
+        fixturedef: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let scopes = self.scopes.bind(py);
+        if let Some(scope) = scopes.get_item(fixturedef)? {
+            return Ok((!scope.is_none()).then_some(scope));
+        }
+        let func = fixturedef.getattr(intern!(py, "func"))?;
+        let skipped = self.skip.bind(py).call1((&func,))?.is_truthy()?;
+        let scope = if skipped {
+            py.None().into_bound(py)
+        } else {
+            fixturedef.getattr(intern!(py, "scope"))?
+        };
+        scopes.set_item(fixturedef, &scope)?;
+        Ok((!scope.is_none()).then_some(scope))
+    }
+}
+
+#[pymethods]
+impl PyTestHooks {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        recorder: Py<PyRecorder>,
+        session: Py<PyAny>,
+        config: Py<PyAny>,
+        on_new_process: Py<PyAny>,
+        session_pid: u32,
+        skip: Py<PyAny>,
+    ) -> Self {
+        PyTestHooks {
+            recorder,
+            session,
+            config,
+            on_new_process,
+            session_pid,
+            seen_pid: std::sync::atomic::AtomicU32::new(std::process::id()),
+            skip,
+            scopes: PyDict::new(py).unbind(),
+        }
     }
 
     /// `item` starts (before its setup).
@@ -1005,14 +952,21 @@ impl PyTestHooks {
         Ok(())
     }
 
-    /// Records `report`, a phase report of the running test `nodeid`; its teardown ends
-    /// the test.
+    /// Records `report`, the phase report pytest just made for `item`, when `item` is the
+    /// running test; its teardown ends the test.
     fn record_phase(
         &self,
         py: Python<'_>,
-        nodeid: &Bound<'_, PyAny>,
+        item: &Bound<'_, PyAny>,
         report: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let session = self.session.bind(py);
+        if !session.getattr(intern!(py, "current_item"))?.is(item) {
+            return Ok(());
+        }
+        // The nodeid kept at the test's start (`report.nodeid` is a Python property on
+        // pytest 9.2).
+        let nodeid = session.getattr(intern!(py, "current_nodeid"))?;
         let when = report.getattr(intern!(py, "when"))?;
         let phase = match when.cast::<PyString>().ok().and_then(utf8_of) {
             Some("setup") => Phase::Setup,
@@ -1025,7 +979,7 @@ impl PyTestHooks {
         let duration_s: f64 = report.getattr(intern!(py, "duration"))?.extract()?;
         // A forked child's parent rebuilds its reports from the store (a forked child is
         // the only writer whose pid is not its session's); elsewhere only failures are
-        // worth the serialization.
+        // worth the serialization (the xdist controller recovers a dead worker's).
         let data = if utf8_of(outcome) == Some("failed")
             || blackbox_core::process_id() != self.session_pid
         {
@@ -1045,6 +999,7 @@ impl PyTestHooks {
         let done = {
             let mut r = lock(&recorder.inner);
             r.record(&rec).and_then(|()| {
+                r.phase_done(phase);
                 if phase == Phase::Teardown {
                     r.end_test(&text_of(nodeid))
                 } else {
@@ -1061,80 +1016,30 @@ impl PyTestHooks {
         }
         Ok(())
     }
-}
 
-#[pymethods]
-impl PyTestHooks {
-    #[new]
-    fn new(
-        recorder: Py<PyRecorder>,
-        session: Py<PyAny>,
-        config: Py<PyAny>,
-        on_new_process: Py<PyAny>,
-        session_pid: u32,
-    ) -> Self {
-        PyTestHooks {
-            recorder,
-            session,
-            config,
-            on_new_process,
-            session_pid,
-            seen_pid: std::sync::atomic::AtomicU32::new(std::process::id()),
-        }
-    }
-}
-
-/// pytest's `_pytest.runner.call_and_report(item, when, log=True, **kwds)`, which runs one
-/// phase of a test and makes its report (in every process that runs tests: the main one,
-/// xdist workers, pytest-forked children), with the test's start recorded before its setup
-/// and each phase's report after it is made, into the innermost session of this process
-/// when that is the test's own pytest session. One native call per phase, where four hook
-/// implementations a test (`pytest_runtest_setup` and three `pytest_runtest_logreport`)
-/// each cost pluggy's dispatch and a Python frame.
-#[pyclass(module = "pytest_blackbox._native", name = "PhaseCall", frozen)]
-struct PyPhaseCall {
-    /// pytest's own `call_and_report`.
-    #[pyo3(get)]
-    original: Py<PyAny>,
-}
-
-#[pymethods]
-impl PyPhaseCall {
-    #[new]
-    fn new(original: Py<PyAny>) -> Self {
-        PyPhaseCall { original }
-    }
-
-    #[pyo3(signature = (item, when, log = None, **kwds))]
-    fn __call__<'py>(
+    /// A fixture's setup starts: its timer, added as the finalizer that ends its teardown
+    /// (the plugin hands it back through `FixtureTimer.setup_done`); `None` for what is
+    /// not timed.
+    fn fixture_starts<'py>(
         &self,
         py: Python<'py>,
-        item: &Bound<'py, PyAny>,
-        when: &Bound<'py, PyAny>,
-        log: Option<&Bound<'py, PyAny>>,
-        kwds: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let hooks = PyTestHooks::of_item(py, item)?;
-        if let Some(h) = &hooks {
-            if when.cast::<PyString>().ok().and_then(utf8_of) == Some("setup") {
-                h.get().start(py, item)?;
-            }
-        }
-        let original = self.original.bind(py);
-        let report = match log {
-            Some(log) => original.call((item, when, log), kwds)?,
-            None => original.call((item, when), kwds)?,
+        fixturedef: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyFixtureTimer>>> {
+        let Some(scope) = self.fixture_scope(py, fixturedef)? else {
+            return Ok(None);
         };
-        if let Some(h) = hooks {
-            // The report of `item` while it is the running test: its nodeid is the one
-            // kept at its start (`report.nodeid` is a Python property on pytest 9.2).
-            let session = h.get().session.bind(py);
-            if session.getattr(intern!(py, "current_item"))?.is(item) {
-                let nodeid = session.getattr(intern!(py, "current_nodeid"))?;
-                h.get().record_phase(py, &nodeid, &report)?;
-            }
-        }
-        Ok(report)
+        let name = fixturedef.getattr(intern!(py, "argname"))?;
+        let timer = Bound::new(
+            py,
+            PyFixtureTimer {
+                recorder: self.recorder.clone_ref(py),
+                name: nodeid_of(name.cast::<PyString>()?),
+                scope: nodeid_of(scope.cast::<PyString>()?),
+                state: Mutex::new((Some(std::time::Instant::now()), 0)),
+            },
+        )?;
+        fixturedef.call_method1(intern!(py, "addfinalizer"), (&timer,))?;
+        Ok(Some(timer))
     }
 }
 
@@ -1372,16 +1277,13 @@ impl PyRecorder {
         )
     }
 
-    #[pyo3(signature = (test, code))]
-    fn exit(&self, py: Python<'_>, test: Option<String>, code: i32) -> PyResult<()> {
-        self.put(
-            py,
-            &Record::Exit {
-                test,
-                code,
-                wall_ns: now_wall_ns(),
-            },
-        )
+    /// Records how this process ends itself with status `code` (`os._exit`):
+    /// `after_report` when a reporting hook ends it after the running test's last report
+    /// was made (not a crash); see `Recorder::exit` in core.
+    #[pyo3(signature = (code, after_report))]
+    fn exit(&self, py: Python<'_>, code: i32, after_report: bool) -> PyResult<()> {
+        let done = lock(&self.inner).exit(code, after_report);
+        done.or_raise(py)
     }
 
     #[pyo3(signature = (test, kind, path))]
@@ -2114,9 +2016,22 @@ fn view_to_py<'py>(
             c.signal.map(blackbox_core::signal_name),
         )?;
         d.set_item(intern!(py, "worker"), &c.worker)?;
+        d.set_item(intern!(py, "kind"), &c.kind)?;
+        d.set_item(intern!(py, "devices"), pairs_dict(py, &c.devices)?)?;
         crashes.append(d)?;
     }
     out.set_item(intern!(py, "crashes"), crashes)?;
+    let exits = PyList::empty(py);
+    for e in &v.exits {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "nodeid"), &e.nodeid)?;
+        d.set_item(intern!(py, "phase"), e.phase.map(Phase::as_str))?;
+        d.set_item(intern!(py, "code"), e.code)?;
+        d.set_item(intern!(py, "worker"), &e.worker)?;
+        d.set_item(intern!(py, "pid"), e.pid)?;
+        exits.append(d)?;
+    }
+    out.set_item(intern!(py, "exits"), exits)?;
     let cut = |n: usize| brief.map_or(n, |b| b.min(n));
     if let Some(n) = brief {
         // The summary's "slowest fixtures": pytest's own left out (blackbox_core::stock).
@@ -2178,10 +2093,19 @@ fn view_to_py<'py>(
         d.set_item(intern!(py, "id"), &w.id)?;
         d.set_item(intern!(py, "pids"), &w.pids)?;
         d.set_item(intern!(py, "tests"), w.tests)?;
+        d.set_item(intern!(py, "devices"), pairs_dict(py, &w.devices)?)?;
         workers.append(d)?;
     }
     out.set_item(intern!(py, "workers"), workers)?;
     Ok(out)
+}
+
+fn pairs_dict<'py>(py: Python<'py>, pairs: &[(String, String)]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in pairs {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
 }
 
 struct ReaderState {
@@ -2736,6 +2660,15 @@ fn install_crash_handler() -> PyResult<()> {
         .map_err(|e| PyValueError::new_err(format!("cannot install the crash handler: {e}")))
 }
 
+/// When a fatal signal kills this process, the crash handler copies the file open as
+/// `source` (faulthandler's) to `target` (the user's stderr) and writes one line ending
+/// in `note`, if given (`blackbox_core::set_crash_echo`). -1 turns it off.
+#[pyfunction]
+#[pyo3(signature = (source, target, note = None))]
+fn set_crash_echo(source: i32, target: i32, note: Option<&str>) {
+    blackbox_core::set_crash_echo(source, target, note);
+}
+
 /// Marks this process's newest segment as crashed by `signal` (what the handler does).
 #[pyfunction]
 fn mark_crash(signal: i32) -> bool {
@@ -2755,9 +2688,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecorder>()?;
     m.add_class::<PyRunReader>()?;
     m.add_class::<PyFixtureTimer>()?;
-    m.add_class::<PyFixtureCall>()?;
     m.add_class::<PyTestHooks>()?;
-    m.add_class::<PyPhaseCall>()?;
     m.add_function(wrap_pyfunction!(to_plain, m)?)?;
     m.add_function(wrap_pyfunction!(property_bytes, m)?)?;
     add_fastcall(m, c"record", RECORD_DOC, package_record)?;
@@ -2774,6 +2705,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(install_crash_handler, m)?)?;
     m.add_function(wrap_pyfunction!(mark_crash, m)?)?;
+    m.add_function(wrap_pyfunction!(set_crash_echo, m)?)?;
     m.add_function(wrap_pyfunction!(signal_name, m)?)?;
     Ok(())
 }

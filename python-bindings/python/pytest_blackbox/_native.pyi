@@ -150,8 +150,11 @@ class Recorder:
         (and xdist ``worker``), and died of ``signal`` (0: none known) or with
         ``exit_code``; ``detail`` is a line for people."""
 
-    def exit(self, test: str | None, code: int) -> None:
-        """An intentional ``os._exit(code)`` in ``test``, recorded just before it happens."""
+    def exit(self, code: int, after_report: bool) -> None:
+        """``os._exit(code)``, recorded just before it happens: in the middle of the running
+        test's phase (its death), or, when ``after_report`` (a reporting hook ends the
+        process after the test's last report was made) or between tests, an intentional
+        exit that is no crash."""
 
     def attachment(self, test: str | None, kind: str, path: str) -> None:
         """A file that belongs to ``test`` (``kind="faulthandler"``: where a fatal signal's
@@ -204,40 +207,27 @@ class Recorder:
         """Whether a transaction is open."""
 
 class FixtureTimer:
-    """Times one fixture for the plugin (made by :class:`FixtureCall`, not from Python):
-    its setup is recorded when the fixture function returns or raises. Added twice as the
-    fixture's finalizer, before and after its setup, it is called around the fixture's own
-    teardown: the first call starts the teardown, the second records it. Each record names
-    the test this process runs at that moment; a store error becomes a
-    :class:`BlackboxWarning`, never an exception (a finalizer that raised would fail the
-    test's teardown)."""
+    """Times one fixture for the plugin's ``pytest_fixture_setup`` wrapper (made by
+    :meth:`TestHooks.fixture_starts`, not from Python): its setup until
+    :meth:`setup_done`. Added twice as the fixture's finalizer (``FixtureDef.addfinalizer``),
+    before and after its setup, it is called around the fixture's own teardown: the first
+    call starts the teardown, the second records it. Each record names the test this
+    process runs at that moment; a store error becomes a :class:`BlackboxWarning`, never an
+    exception (a finalizer that raised would fail the test's teardown)."""
+
+    def setup_done(self, fixturedef: Any) -> None:
+        """The setup is over (it raised or not): records it and adds the timer as the
+        finalizer that starts the teardown."""
 
     def __call__(self) -> None:
         """As a finalizer: the first call starts the teardown, the second records it."""
 
-class FixtureCall:
-    """pytest's ``_pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs)``, with
-    the fixture's setup and teardown timed (see :class:`FixtureTimer`) into the innermost
-    session of this process when that is the fixture's own pytest session (its ``config``);
-    otherwise the original call alone. The plugin puts it in place of pytest's while a
-    session records."""
-
-    def __new__(cls, original: Callable[..., Any], skip: object) -> FixtureCall:
-        """Wraps ``original``; fixtures whose ``func`` is ``skip`` (the pseudo-fixture of a
-        ``parametrize`` argument) are not timed."""
-
-    @property
-    def original(self) -> Callable[..., Any]:
-        """pytest's own function."""
-
-    def __call__(self, fixturefunc: Callable[..., Any], request: Any, kwargs: Any) -> Any:
-        """Runs the fixture function as pytest's ``call_fixture_func`` does, timed."""
-
 class TestHooks:
-    """What one pytest session records of its tests, driven by :class:`PhaseCall`: a
-    test's start (before its setup) and its phase reports, into ``recorder``, with the
-    running test kept in ``session.current_item`` and ``session.current_nodeid``. A store
-    error becomes a :class:`BlackboxWarning`. The plugin keeps it as ``session.hooks``."""
+    """What one pytest session records of the tests this process runs, for the plugin's
+    hooks (one native call each): a test's start (before its setup), its phase reports,
+    into ``recorder``, with the running test kept in ``session.current_item`` and
+    ``session.current_nodeid``; and its fixtures' times. A store error becomes a
+    :class:`BlackboxWarning`. The plugin keeps it as ``session.hooks``."""
 
     def __new__(
         cls,
@@ -246,29 +236,24 @@ class TestHooks:
         config: Any,
         on_new_process: Callable[[], object],
         session_pid: int,
+        skip: Callable[[Any], bool],
     ) -> TestHooks:
         """``on_new_process`` is called before the first test of a process other than the
         last one seen (a forked child); a phase report made in a process other than
         ``session_pid``, or a failed one, is stored whole (``pytest_report_to_serializable``
-        of ``config``), for the parent that rebuilds it."""
+        of ``config``), for the parent that rebuilds it. ``skip(func)`` tells, once per
+        fixture definition, whether its function is not timed."""
 
-class PhaseCall:
-    """pytest's ``_pytest.runner.call_and_report(item, when, log=True, **kwds)``, which runs
-    one phase of a test and makes its report, with the test's start recorded before its
-    setup and each report after it is made (see :class:`TestHooks`), into the innermost
-    session of this process when that is the item's own pytest session (its ``config``);
-    otherwise the original call alone. The plugin puts it in place of pytest's while a
-    session records."""
+    def start(self, item: Any) -> None:
+        """``item`` starts (``pytest_runtest_setup``, before its setup)."""
 
-    def __new__(cls, original: Callable[..., Any]) -> PhaseCall:
-        """Wraps ``original``."""
+    def record_phase(self, item: Any, report: Any) -> None:
+        """Records ``report``, the phase report pytest just made for ``item``, when it is
+        the running test (``pytest_runtest_makereport``); its teardown ends the test."""
 
-    @property
-    def original(self) -> Callable[..., Any]:
-        """pytest's own function."""
-
-    def __call__(self, item: Any, when: str, log: bool = True, **kwds: Any) -> Any:
-        """Runs the phase as pytest's ``call_and_report`` does, recorded."""
+    def fixture_starts(self, fixturedef: Any) -> FixtureTimer | None:
+        """A fixture's setup starts (``pytest_fixture_setup``): its timer, already added as
+        the finalizer that ends its teardown; ``None`` when it is not timed."""
 
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since
@@ -314,7 +299,9 @@ class RunReader:
 
     def view(self) -> dict[str, Any]:
         """Poll, then the whole run as a dict in the ``blackbox stats --json`` schema:
-        ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes``, ``workers``, ``problems``.
+        ``run``, ``tests``, ``fixtures``, ``timed``, ``crashes`` (each with its ``kind``
+        and ``devices``), ``exits`` (processes that ended themselves outside a phase),
+        ``workers``, ``problems``.
         JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values.
         Built straight from the aggregate, with the cyclic GC paused meanwhile."""
 
@@ -422,6 +409,13 @@ def install_crash_handler() -> None:
     running test, then calls the handler installed before it (Python's faulthandler, say)
     or the default action. Safe to call again. Raises ``ValueError`` when the handler
     cannot be installed."""
+
+def set_crash_echo(source: int, target: int, note: str | None = None) -> None:
+    """When a fatal signal kills this process, the crash handler copies the file open as
+    descriptor ``source`` (faulthandler's output, from its start) to ``target`` (the user's
+    stderr, duplicated before pytest captured it) and then writes one line,
+    ``blackbox: <test> crashed with <signal> (pid <pid>); <note>``, when ``note`` is given.
+    -1 turns it off."""
 
 def mark_crash(signal: int) -> bool:
     """Mark this process's newest segment as crashed by ``signal``, as the handler does;

@@ -2,18 +2,20 @@
 
 Every process that runs tests (the main process, xdist workers, pytest-forked children)
 records test starts, phase reports, properties and fixture timings into its own segment of
-the run. Parent processes (the pytest-forked parent, the xdist controller) read what a dead
-child recorded and put it into the reports pytest and junitxml see.
+the run, through pytest's public hooks (``_TestRecording``). Parent processes (the
+pytest-forked parent, the xdist controller) read what a dead child recorded and put it into
+the reports pytest and junitxml see (``_ForkedReports``, ``pytest_handlecrashitem``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import faulthandler
-import functools
 import os
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,11 +44,9 @@ HELP_HISTORY = (
 FOLLOW_INTERVAL_S = 0.2
 
 PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
-try:
-    from _pytest.python import get_direct_param_fixture_func as _direct_param_func
-except ImportError:  # pragma: no cover - other pytest versions
-    _direct_param_func = object()
 PHASES = ("setup", "call", "teardown")
+#: Options that make pytest show something and run no test: no run is recorded for them.
+NO_RUN_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -104,6 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
             return  # the controller does not record: neither do we
     elif not _enabled(config):
         return
+    elif any(config.getoption(name, False) for name in NO_RUN_OPTIONS):
+        return  # --collect-only, --fixtures, --help...: nothing runs, nothing to record
     plugin = BlackboxPlugin(config)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "blackbox-session")
@@ -192,23 +194,46 @@ def blackbox(request: pytest.FixtureRequest) -> BoundRecorder:
 
 
 # ---------------------------------------------------------------------------------------
-# os._exit: record an intentional exit in the middle of a test before it happens.
+# os._exit: how a test process ends itself is recorded before it happens, while a session
+# records (put back when the last one ends): an exit in the middle of a test is its death,
+# one from a reporting hook after the test's report was made (a suite that exits for a
+# clean device) or between tests is no crash.
 # ---------------------------------------------------------------------------------------
 
 _real_os_exit = os._exit
+#: Hooks that run after a report is made: an exit inside them comes after that report.
+_REPORTING_HOOKS = frozenset(
+    ("pytest_runtest_logreport", "pytest_runtest_makereport", "pytest_runtest_logfinish")
+)
+
+
+def _in_reporting_hook() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name in _REPORTING_HOOKS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process ends here
     s = _runtime.active()
-    if s is not None and s.current_nodeid is not None:
+    if s is not None:
         with contextlib.suppress(Exception):  # exiting anyway
-            s.recorder.exit(s.current_nodeid, int(code))
+            s.recorder.exit(int(code), _in_reporting_hook())
     _real_os_exit(code)
 
 
 # ---------------------------------------------------------------------------------------
 # The per-session plugin
 # ---------------------------------------------------------------------------------------
+
+
+def _who(crash: dict[str, Any]) -> str:
+    """Where a crash happened: worker, pid and the accelerators the process had."""
+    devices = " ".join(f"{k}={v}" for k, v in (crash.get("devices") or {}).items())
+    pid = f"pid {crash['pid']}" if crash.get("pid") else ""
+    return ", ".join(x for x in (crash.get("worker"), pid, devices) if x)
 
 
 def _signal_detail(sig: int | None) -> str:
@@ -306,19 +331,30 @@ class BlackboxPlugin:
             )
             self.previous_notes = self._previous_run_notes()
         _plugins.append(self)
+        #: The user's stderr, before pytest captures it (as pytest's faulthandler plugin
+        #: keeps it): where a dying process's traceback goes, as it would without us.
+        try:
+            self._stderr_dup = os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2)
+        except (OSError, ValueError):
+            self._stderr_dup = None
         self._capture_fatal_signals()
-        #: What _native.PhaseCall records of this session's tests.
+        #: What the hooks of _TestRecording record of this session's tests.
         self.session.hooks = _native.TestHooks(
             self.session.recorder,
             self.session,
             config,
             self._capture_fatal_signals,
             self.session.pid,
+            _not_timed,
         )
         if os._exit is not _os_exit_recording:
             os._exit = _os_exit_recording
-        _install_forked_bridge()
-        _install_native_calls()
+        pm = config.pluginmanager
+        if role != "controller":
+            pm.register(_TestRecording(self.session.hooks), _TestRecording.NAME)
+        else:
+            pm.register(_DistReports(self), _DistReports.NAME)
+            self.expect_crash_reports()
         # Last, so that nothing above can fail with the thread running: at the run's end
         # (terminal summary, history) only the last records are left to read. Not in a
         # parent that forks for each test (pytest-forked): the thread would be stopped for
@@ -345,7 +381,10 @@ class BlackboxPlugin:
             return
         path = self.session.run_dir / f"faulthandler-{os.getpid()}.txt"
         try:
-            fh = open(path, "w")  # noqa: SIM115 - kept open for the process's life
+            # Read back by the crash handler (set_crash_echo): read-write. Never through a
+            # symlink, and private to its owner whatever the umask.
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fh = os.fdopen(os.open(path, flags, 0o600), "w+")  # kept open for the process's life
         except OSError as e:
             warnings.warn(f"blackbox: cannot open {path}: {e}", BlackboxWarning, stacklevel=2)
             return
@@ -362,10 +401,25 @@ class BlackboxPlugin:
         faulthandler.disable()
         _native.install_crash_handler()
         faulthandler.enable(file=fh, all_threads=True)
+        self._echo_crashes()
+
+    def _echo_crashes(self) -> None:
+        """A fatal signal's traceback goes to the user's stderr too, as faulthandler's
+        does without the plugin; where the crash kills pytest (the main process), one more
+        line names the test and where its story is."""
+        if self._stderr_dup is None or self._fh_file is None:
+            return
+        note = (
+            f"its story: blackbox crashes --dir {self.session.store_dir}"
+            if self.session.role == "main" and os.getpid() == self.session.pid
+            else None
+        )
+        _native.set_crash_echo(self._fh_file.fileno(), self._stderr_dup, note)
 
     def _restore_faulthandler(self) -> None:
         if self._fh_file is None or self._fh_pid != os.getpid():
             return
+        _native.set_crash_echo(-1, -1, None)
         faulthandler.disable()
         outer = _runtime.active()
         plugin = _plugin_of(outer)
@@ -374,8 +428,14 @@ class BlackboxPlugin:
         else:
             with contextlib.suppress(AttributeError, ValueError, OSError):
                 faulthandler.enable(file=sys.__stderr__ or sys.stderr, all_threads=True)
+        if plugin is not None and plugin._fh_file is not None and plugin._fh_pid == os.getpid():
+            plugin._echo_crashes()
         self._fh_file.close()
         self._fh_file = None
+        if self._stderr_dup is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stderr_dup)
+            self._stderr_dup = None
 
     # -- previous runs -------------------------------------------------------------------
 
@@ -406,6 +466,8 @@ class BlackboxPlugin:
             return []
         lines = []
         for c in view["crashes"]:
+            if c.get("kind") == "child":
+                continue
             where = c["nodeid"] or "between tests"
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
@@ -429,6 +491,20 @@ class BlackboxPlugin:
             return []
         where = f"blackbox: recording run {self.session.run_id} in {self.session.store_dir}"
         return [where, *self.previous_notes]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Where the header is not shown (-q, --no-header), the news of a dead previous
+        run still is: one line."""
+        config = self.config
+        if not self.previous_notes or not (
+            config.get_verbosity() < 0 or config.getoption("no_header", False)
+        ):
+            return
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            more = len(self.previous_notes) - 1
+            tr.write_line(self.previous_notes[0] + (f" (and {more} more)" if more else ""))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -456,10 +532,37 @@ class BlackboxPlugin:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
-        """xdist controller: a worker died running ``crashitem``."""
-        gateway = getattr(getattr(report, "node", None), "gateway", None)
-        worker = getattr(gateway, "id", None)
-        self.fill_crash_report(report, crashitem, worker=worker, child_pid=None)
+        """xdist controller: a worker died running ``crashitem``. xdist logs ``report``
+        after this hook: a crash report, or, when the worker ended itself after the test's
+        reports were made (``os._exit`` from a reporting hook), a passing teardown that
+        closes the test for junitxml, so pytest counts the test once."""
+        node = getattr(report, "node", None)
+        worker = getattr(getattr(node, "gateway", None), "id", None)
+        reader = self.session.reader()
+        reader.poll()
+        view = reader.brief(0)
+        dist = self.config.pluginmanager.get_plugin(_DistReports.NAME)
+        if dist is not None:
+            dist.deliver_missing(reader, crashitem, worker, node)
+        exits = [
+            e for e in view["exits"] if e["nodeid"] == crashitem and e["worker"] in (None, worker)
+        ]
+        if exits:
+            report.when = "teardown"
+            report.outcome = "passed"
+            report.longrepr = None
+            report.user_properties = list(reader.properties(crashitem))
+            return
+        pids = next((w["pids"] for w in view["workers"] if w["id"] == worker), [])
+        status = _exit_status(pids[0]) if pids else None
+        self.fill_crash_report(
+            report,
+            crashitem,
+            worker=worker,
+            child_pid=pids[0] if pids else None,
+            signal_hint=status[0] if status else None,
+            exit_code=status[1] if status else None,
+        )
 
     def fill_crash_report(
         self,
@@ -473,24 +576,27 @@ class BlackboxPlugin:
         exit_code: int | None = None,
     ) -> None:
         """Put what the dead process recorded into ``report``: properties, the phase that
-        died, the signal and the Python traceback; and record the crash."""
+        died, how it died and the Python traceback; and record the crash."""
         reader = self.session.reader()
         # The dead process's own account: its segment (crash mark, running test, an
-        # os._exit record), as the aggregate reads it.
+        # os._exit record, its memory cgroup), as the aggregate reads it.
         died: dict[str, Any] = {}
         for c in reader.brief(0)["crashes"]:
-            if c["nodeid"] != nodeid or c["pid"] == os.getpid():
+            if c["nodeid"] != nodeid or c["pid"] == os.getpid() or c["kind"] == "child":
                 continue
             if worker is not None and c["worker"] not in (None, worker):
                 continue
             died = c
-        pid = child_pid or died.get("pid")
+        pid = died.get("pid") or child_pid
         signal = signal_hint or died.get("signal")
         if phases_done is None:
             phases_done = [(p, None) for p, _ in reader.phase_reports(nodeid)]
         done = [p for p, _ in phases_done]
         dying = next((p for p in PHASES if p not in done), "teardown")
-        if signal:
+        if "OOM killer" in died.get("detail", ""):
+            how = "was killed by the OOM killer (SIGKILL)"
+            signal = signal or 9
+        elif signal:
             how = f"crashed with {_native.signal_name(signal)}"
         elif died.get("exit_code") is not None:
             exit_code = died["exit_code"]
@@ -502,8 +608,11 @@ class BlackboxPlugin:
         outcomes = {p: r.get("outcome", "passed") for p, r in phases_done if isinstance(r, dict)}
         story = ", ".join(f"{p} {outcomes.get(p, 'passed')}" for p in done)
         line = (f"{story}, " if story else "") + f"{dying} {how}"
+        devices = " ".join(f"{k}={v}" for k, v in (died.get("devices") or {}).items())
         who = ", ".join(
-            x for x in (f"worker {worker}" if worker else "", f"pid {pid}" if pid else "") if x
+            x
+            for x in (f"worker {worker}" if worker else "", f"pid {pid}" if pid else "", devices)
+            if x
         )
         props = reader.properties(nodeid)
         text = [
@@ -519,9 +628,7 @@ class BlackboxPlugin:
         if dying in PHASES:
             report.when = dying
         self._crash_reports.add(id(report))
-        pm = self.config.pluginmanager
-        if not pm.has_plugin(_CrashTeardowns.NAME):
-            pm.register(_CrashTeardowns(self), _CrashTeardowns.NAME)
+        self.expect_crash_reports()
         self._safely(
             self.session.recorder.crash,
             nodeid,
@@ -532,6 +639,13 @@ class BlackboxPlugin:
             dying,
             line,
         )
+
+    def expect_crash_reports(self) -> None:
+        """Registers ``_CrashTeardowns``: before the hook call that logs a crash report
+        (a plugin registered during a hook call misses that call)."""
+        pm = self.config.pluginmanager
+        if not pm.has_plugin(_CrashTeardowns.NAME):
+            pm.register(_CrashTeardowns(self), _CrashTeardowns.NAME)
 
     def crash_teardown(self, report: pytest.TestReport) -> None:
         """After a crash report ``fill_crash_report`` filled, a passing teardown report
@@ -565,7 +679,8 @@ class BlackboxPlugin:
             terminalreporter.write_line(f"blackbox: cannot read the run: {e}")
             return
         tr = terminalreporter
-        crashes = view["crashes"]
+        children = [c for c in view["crashes"] if c["kind"] == "child"]
+        crashes = [c for c in view["crashes"] if c["kind"] != "child"]
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
@@ -586,9 +701,10 @@ class BlackboxPlugin:
             sig = c["signal_name"] or (
                 f"exit status {c['exit_code']}" if c["exit_code"] is not None else "no signal"
             )
-            who = ", ".join(x for x in (c["worker"], f"pid {c['pid']}" if c["pid"] else "") if x)
             phase = f" in {c['phase']}" if c["phase"] else ""
-            tr.write_line(f"CRASHED {where} ({who}): {sig}{phase}", red=True)
+            tr.write_line(f"CRASHED {where} ({_who(c)}): {sig}{phase}", red=True)
+        for c in children:
+            tr.write_line(f"blackbox: {c['detail']} ({_who(c)})")
 
     # -- end -----------------------------------------------------------------------------
 
@@ -601,12 +717,18 @@ class BlackboxPlugin:
         _runtime.pop(s)
         if self in _plugins:
             _plugins.remove(self)
-        if not _plugins:
-            _uninstall_native_calls()
+        if not _plugins and os._exit is _os_exit_recording:
+            os._exit = _real_os_exit
         pm = self.config.pluginmanager
-        crash_teardowns = pm.get_plugin(_CrashTeardowns.NAME)
-        if crash_teardowns is not None:
-            pm.unregister(crash_teardowns)
+        for name in (
+            _CrashTeardowns.NAME,
+            _TestRecording.NAME,
+            _DistReports.NAME,
+            _ForkedReports.NAME,
+        ):
+            helper = pm.get_plugin(name)
+            if helper is not None:
+                pm.unregister(helper)
         self._restore_faulthandler()
         if self.is_parent:
             # From the reader the terminal summary read: only what came since is read.
@@ -642,125 +764,226 @@ def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
 
 
 # ---------------------------------------------------------------------------------------
-# The per-test and per-fixture work, without a hook: while a session records, two functions
-# of pytest (8.0 to 9.2) are native wrappers of themselves.
-# - _pytest.runner.call_and_report(item, when, log=True, **kwds) runs each phase of a test
-#   and makes its report, in every process that runs tests (the main one, xdist workers,
-#   pytest-forked children): _native.PhaseCall records the test's start before its setup
-#   and each report as it is made.
-# - _pytest.fixtures.call_fixture_func(fixturefunc, request, kwargs) runs each fixture
-#   function: _native.FixtureCall times its setup and, by a finalizer added before and
-#   after the fixture's own, its teardown.
-# Each records into the innermost session of the process when that is the item's own
-# pytest session. Hooks did the same (pytest_runtest_setup and three
-# pytest_runtest_logreport a test, a pytest_fixture_setup wrapper per fixture), each call
-# paying pluggy's dispatch and Python frames (benches/python/README.md has the figures).
+# The per-test and per-fixture work: public hooks, each one native call.
 # ---------------------------------------------------------------------------------------
 
-#: (module, function, what goes unrecorded without it, its native wrapper of the original)
-_NATIVE_CALLS: tuple[tuple[str, str, str, Any], ...] = (
-    ("_pytest.runner", "call_and_report", "phases of tests are", _native.PhaseCall),
-    (
-        "_pytest.fixtures",
-        "call_fixture_func",
-        "fixtures are",
-        lambda original: _native.FixtureCall(original, _direct_param_func),
-    ),
-)
+
+def _not_timed(func: Any) -> bool:
+    """Fixture functions whose setup is not timed (asked once per fixture definition): the
+    pseudo-fixture pytest makes for each direct ``parametrize`` argument, and this plugin's
+    own ``record_property``, which requests the stock one (timed itself)."""
+    name = getattr(func, "__name__", "")
+    module = getattr(func, "__module__", "")
+    return (name, module) in (
+        ("get_direct_param_fixture_func", "_pytest.python"),
+        ("record_property", __name__),
+    )
 
 
-def _install_native_calls() -> None:
-    import importlib
+class _TestRecording:
+    """In every process that runs tests (not the xdist controller): each test's start, each
+    phase's report the moment pytest made it (before any reporting hook runs, so a process
+    that ends itself in one loses nothing), and every fixture's setup and teardown time."""
 
-    for module_name, name, what, wrap in _NATIVE_CALLS:
-        module = importlib.import_module(module_name)
-        current = getattr(module, name, None)
-        if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
-            continue
-        if current is None:  # pragma: no cover - a pytest without it (none from 8.0 to 9.2)
-            warnings.warn(
-                f"blackbox: this pytest has no {module_name}.{name}: {what} not recorded "
-                "(pytest 8.0 to 9.2 have it)",
-                BlackboxWarning,
-                stacklevel=2,
-            )
-            continue
-        setattr(module, name, wrap(current))
+    NAME = "blackbox-tests"
+
+    def __init__(self, hooks: _native.TestHooks) -> None:
+        self.hooks = hooks
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.hooks.start(item)
+
+    # Outermost: the report as every other wrapper (xfail's, say) left it.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        report = yield
+        self.hooks.record_phase(item, report)
+        return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        timer = self.hooks.fixture_starts(fixturedef)
+        if timer is None:
+            return (yield)
+        try:
+            return (yield)
+        finally:
+            timer.setup_done(fixturedef)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """pytest-forked runs these tests in children: this process, their parent, hands
+        pytest the reports they made where pytest-forked could not."""
+        config = session.config
+        if not config.pluginmanager.has_plugin("pytest_forked"):
+            return
+        forked = bool(config.getoption("forked", False)) or any(
+            item.get_closest_marker("forked") for item in session.items
+        )
+        plugin = config.stash.get(PLUGIN_KEY, None)
+        if (
+            forked
+            and plugin is not None
+            and not config.pluginmanager.has_plugin(_ForkedReports.NAME)
+        ):
+            config.pluginmanager.register(_ForkedReports(plugin), _ForkedReports.NAME)
+            plugin.expect_crash_reports()
 
 
-def _uninstall_native_calls() -> None:
-    import importlib
+def _exit_status(pid: int, wait_s: float = 2.0) -> tuple[int | None, int | None] | None:
+    """(signal, exit status) of this process's dead child ``pid`` (an xdist popen worker),
+    read without reaping it (``WNOWAIT``: execnet still waits for it); None when it is not
+    our child or has not ended within ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError):
+            return None
+        if info is not None:
+            if info.si_code == os.CLD_EXITED:
+                return None, info.si_status
+            return info.si_status, None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
 
-    for module_name, name, _, _ in _NATIVE_CALLS:
-        module = importlib.import_module(module_name)
-        current = getattr(module, name, None)
-        if isinstance(current, (_native.PhaseCall, _native.FixtureCall)):
-            setattr(module, name, current.original)
+
+class _DistReports:
+    """The xdist controller: which phase reports of each worker's current test arrived, so
+    that when a worker dies the reports it recorded but could not send are delivered (from
+    the store) before its crash is handled."""
+
+    NAME = "blackbox-dist"
+
+    def __init__(self, plugin: BlackboxPlugin) -> None:
+        self.plugin = plugin
+        #: worker id -> (nodeid, phases logged)
+        self.seen: dict[str, tuple[str, set[str]]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        worker = getattr(report, "worker_id", None) or getattr(
+            getattr(getattr(report, "node", None), "gateway", None), "id", None
+        )
+        if worker is None:
+            return
+        current = self.seen.get(worker)
+        if current is None or current[0] != report.nodeid:
+            current = (report.nodeid, set())
+            self.seen[worker] = current
+        current[1].add(report.when)
+
+    def deliver_missing(
+        self, reader: _native.RunReader, nodeid: str, worker: str | None, node: Any
+    ) -> None:
+        seen = self.seen.get(worker or "", ("", set()))
+        logged = seen[1] if seen[0] == nodeid else set()
+        config = self.plugin.config
+        for phase, data in reader.phase_reports(nodeid):
+            if phase in logged or not isinstance(data, dict):
+                continue
+            rep = _report_from_data(config, data)
+            if rep is not None:
+                rep.node = node
+                config.hook.pytest_runtest_logreport(report=rep)
+
+
+def _report_from_data(config: pytest.Config, data: dict[str, Any]) -> Any:
+    if isinstance(data.get("longrepr"), list):
+        # A skip's (path, lineno, reason): the store keeps sequences as lists.
+        data["longrepr"] = tuple(data["longrepr"])
+    return config.hook.pytest_report_from_serializable(config=config, data=data)
+
+
+class _CrashTeardowns:
+    """Registered in a parent once it filled a crash report (``fill_crash_report``): after
+    that report, logs a passing teardown report (``BlackboxPlugin.crash_teardown``)."""
+
+    NAME = "blackbox-crash-teardowns"
+
+    def __init__(self, plugin: BlackboxPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.plugin._crash_reports:
+            self.plugin.crash_teardown(report)
+
+
+def _plugin_of(session: _runtime.Session | None) -> BlackboxPlugin | None:
+    return next((p for p in _plugins if p.session is session), None)
 
 
 # ---------------------------------------------------------------------------------------
-# pytest-forked: give the parent the child's true reports
+# pytest-forked: the parent hands pytest the child's true reports
 # ---------------------------------------------------------------------------------------
 
 _EXIT_RE = re.compile(r"CRASHED with signal (\d+)|EXITED with status (\d+)")
 
 
-def _install_forked_bridge() -> None:
-    try:
-        import pytest_forked
-    except ImportError:
-        return
-    original = pytest_forked.forked_run_report
-    if getattr(original, "_blackbox", False):
-        return
+class _ForkedReports:
+    """The parent of pytest-forked's children. When a child did not hand its reports back
+    (it crashed, or, on pytest 9.2, pytest-forked's ``marshal`` could not serialize them),
+    pytest-forked logs one report of its own (``when == "???"``, "CRASHED with signal N"
+    or "EXITED with status N"). The store has the child's true reports: that report becomes
+    the first of them, in place, before any other plugin sees it, and the rest follow when
+    pytest-forked ends the test (``pytest_runtest_logfinish``). A crash adds its own report
+    with the phase that died, the child's properties and its traceback. No function of
+    pytest-forked is replaced: its reports pass through these two public hooks."""
 
-    @functools.wraps(original)
-    def forked_run_report(item: pytest.Item) -> list[Any]:
-        reports = original(item)
-        plugin = item.config.stash.get(PLUGIN_KEY, None)
-        if plugin is None:
-            return reports
-        return _fix_forked_reports(plugin, item, reports)
+    NAME = "blackbox-forked"
 
-    forked_run_report._blackbox = True  # type: ignore[attr-defined]
-    pytest_forked.forked_run_report = forked_run_report
+    def __init__(self, plugin: BlackboxPlugin) -> None:
+        self.plugin = plugin
+        self.pending: dict[str, list[Any]] = {}
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when in PHASES or report.nodeid in self.pending:
+            return
+        reports = self.true_reports(report)
+        first, rest = reports[0], reports[1:]
+        if first is not report:
+            report.__dict__.clear()
+            report.__dict__.update(first.__dict__)
+            crashes = self.plugin._crash_reports
+            if id(first) in crashes:  # the crash report is this one now
+                crashes.discard(id(first))
+                crashes.add(id(report))
+        self.pending[report.nodeid] = rest
 
-def _fix_forked_reports(plugin: BlackboxPlugin, item: pytest.Item, reports: list[Any]) -> list[Any]:
-    """pytest-forked gives one report when the child did not hand its reports back: it
-    crashed, or (pytest 9.2) its marshal could not serialize them. The store has the
-    child's true reports; a crash gets the phase that died, properties and traceback."""
-    if not (len(reports) == 1 and reports[0].when not in PHASES):
-        return reports
-    fallback = reports[0]
-    config = item.config
-    reader = plugin.session.reader()
-    reader.poll()
-    true_reports = []
-    phases_done = []
-    for phase, data in reader.phase_reports(item.nodeid):
-        if isinstance(data, dict):
-            if isinstance(data.get("longrepr"), list):
-                # A skip's (path, lineno, reason): the store keeps sequences as lists.
-                data["longrepr"] = tuple(data["longrepr"])
-            rep = config.hook.pytest_report_from_serializable(config=config, data=data)
-            if rep is not None:
-                true_reports.append(rep)
-                phases_done.append((phase, data))
-    done = {r.when for r in true_reports}
-    finished = "teardown" in done
-    if finished:
-        return true_reports
-    m = _EXIT_RE.search(str(fallback.longrepr or ""))
-    signal = int(m.group(1)) if m and m.group(1) else None
-    exit_code = int(m.group(2)) if m and m.group(2) else None
-    plugin.fill_crash_report(
-        fallback,
-        item.nodeid,
-        worker=plugin.session.worker,
-        child_pid=None,
-        phases_done=phases_done,
-        signal_hint=signal,
-        exit_code=exit_code,
-    )
-    return [*true_reports, fallback]
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        for rep in self.pending.pop(nodeid, ()):
+            self.plugin.config.hook.pytest_runtest_logreport(report=rep)
+
+    def true_reports(self, fallback: pytest.TestReport) -> list[Any]:
+        """The reports to log in place of pytest-forked's ``fallback``."""
+        plugin = self.plugin
+        config = plugin.config
+        reader = plugin.session.reader()
+        reader.poll()
+        nodeid = fallback.nodeid
+        true_reports = []
+        phases_done = []
+        for phase, data in reader.phase_reports(nodeid):
+            if isinstance(data, dict):
+                rep = _report_from_data(config, data)
+                if rep is not None:
+                    true_reports.append(rep)
+                    phases_done.append((phase, data))
+        if any(r.when == "teardown" for r in true_reports):
+            return true_reports
+        crash = copy.copy(fallback)
+        crash.sections = list(fallback.sections)
+        m = _EXIT_RE.search(str(fallback.longrepr or ""))
+        plugin.fill_crash_report(
+            crash,
+            nodeid,
+            worker=plugin.session.worker,
+            child_pid=None,
+            phases_done=phases_done,
+            signal_hint=int(m.group(1)) if m and m.group(1) else None,
+            exit_code=int(m.group(2)) if m and m.group(2) else None,
+        )
+        return [*true_reports, crash]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,10 @@ class FixtureInfo:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
+def _has_default(f: Any) -> bool:
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
 @dataclass(frozen=True)
 class CrashInfo:
     """A process that died in (or between) tests."""
@@ -105,10 +109,16 @@ class CrashInfo:
     phase: str | None
     detail: str
     attachments: list[str] = field(default_factory=list)
+    #: ``signal``, ``exit``, ``killed`` (no handler ran: SIGKILL, the OOM killer) or
+    #: ``child`` (a process the test forked died; the test itself did not).
+    kind: str = "killed"
+    #: The accelerator variables the dead process had (``CUDA_VISIBLE_DEVICES``...).
+    devices: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CrashInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = cls.__dataclass_fields__
+        return cls(**{k: d.get(k) for k in fields if k in d or not _has_default(fields[k])})
 
     @property
     def traceback(self) -> str | None:
@@ -134,10 +144,13 @@ class WorkerInfo:
     alive: bool
     #: Of ``pids``, the children forked (pytest-forked) to run a test.
     forked: int = 0
+    #: The accelerator variables its processes had (``CUDA_VISIBLE_DEVICES``...).
+    devices: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        fields = cls.__dataclass_fields__
+        return cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]
 
 
 class Summary:
@@ -151,6 +164,10 @@ class Summary:
         self.timed = [FixtureInfo.from_json(f) for f in view["timed"]]
         self.crashes = [CrashInfo.from_json(c) for c in view["crashes"]]
         self.workers = [WorkerInfo.from_json(w) for w in view["workers"]]
+        #: Processes that ended themselves (``os._exit``) between tests or after a test's
+        #: report was made: no crash. Dicts with ``nodeid``, ``phase``, ``code``,
+        #: ``worker``, ``pid``.
+        self.exits: list[dict[str, Any]] = view.get("exits", [])
         self.problems: list[str] = view.get("problems", [])
 
     @property
