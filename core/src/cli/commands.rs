@@ -489,6 +489,12 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 Part::Many(Box::new(view.crashes.iter().map(CrashView::to_json))),
             ),
             (
+                "exits",
+                Part::Many(Box::new(
+                    view.exits.iter().map(crate::aggregate::ExitView::to_json),
+                )),
+            ),
+            (
                 "fixtures",
                 Part::Many(Box::new(view.fixtures.iter().map(FixtureStats::to_json))),
             ),
