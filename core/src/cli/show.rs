@@ -286,10 +286,11 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     warn_damage(cx, &id, statuses.iter().filter_map(|s| s.damage.as_ref()))?;
     let wanted = cx.inv.nodeid.clone().unwrap_or_default();
     let t = find_test(&view, &wanted)?;
+    // The death of the test's own process (a child the test forked dying is not its crash).
     let crash = view
         .crashes
         .iter()
-        .find(|c| c.nodeid.as_deref() == Some(t.nodeid.as_str()));
+        .find(|c| c.nodeid.as_deref() == Some(t.nodeid.as_str()) && c.kind != "child");
     let fixtures = fixtures_of(t, &statuses);
     let history = test_history(&store, &t.nodeid, HISTORY_RUNS);
     let tb = crash.and_then(|c| traceback(c, cx.inv.full));
