@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 VENV91 := $(CURDIR)/.venv-pytest91
+VENV80 := $(CURDIR)/.venv-pytest80
 VPY := $(VENV)/bin/python
 # Caches stay inside the checkout.
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
@@ -10,7 +11,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 # Keep builds lean on small machines.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all demo test test-rust test-python test-pytest91 bench lint fuzz develop system-deps clean
+.PHONY: all demo test test-rust test-python test-pytest91 test-pytest80 bench lint fuzz develop system-deps clean
 
 all: develop
 
@@ -24,6 +25,11 @@ $(VENV)/.installed: requirements-dev.txt
 $(VENV91)/.installed: requirements-pytest91.txt
 	$(PYTHON) -m venv $(VENV91)
 	$(VENV91)/bin/python -m pip install -q -r requirements-pytest91.txt
+	touch $@
+
+$(VENV80)/.installed: requirements-pytest80.txt
+	$(PYTHON) -m venv $(VENV80)
+	$(VENV80)/bin/python -m pip install -q -r requirements-pytest80.txt
 	touch $@
 
 ## Build the extension (release) and install pytest-blackbox into .venv (editable).
@@ -46,7 +52,7 @@ demo: develop
 	bash examples/demo/run.sh $(VPY)
 
 ## Everything CI checks.
-test: test-rust test-python test-pytest91
+test: test-rust test-python test-pytest91 test-pytest80
 
 test-rust:
 	cargo test -p blackbox-core --release
@@ -58,6 +64,11 @@ test-python: develop system-deps
 test-pytest91: develop $(VENV91)/.installed
 	VIRTUAL_ENV=$(VENV91) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
 	$(VENV91)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider
+
+## The same on the lowest pytest pyproject allows (8.0.0).
+test-pytest80: develop $(VENV80)/.installed
+	VIRTUAL_ENV=$(VENV80) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
+	$(VENV80)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider
 
 ## Criterion benches of the core and Python peers; results in benches/results/.
 bench: develop
@@ -75,4 +86,4 @@ fuzz:
 	bash fuzz/run.sh 60
 
 clean:
-	rm -rf target .venv .venv-pytest91 .cache
+	rm -rf target .venv .venv-pytest91 .venv-pytest80 .cache

@@ -338,6 +338,8 @@ struct SegAcc {
     /// OOM kill count when the first test started.
     devices: Vec<(String, String)>,
     memory_cgroup: Option<(String, Option<u64>)>,
+    /// (monotonic, wall) clocks read together at its first test.
+    clocks: Option<(u64, u64)>,
 }
 
 /// Incremental fold of a run's records.
@@ -628,10 +630,13 @@ impl Aggregate {
                 env,
                 memory_cgroup,
                 oom_kills,
+                mono_ns,
+                wall_ns,
             } => {
                 let s = self.seg(seg);
                 s.devices = env;
                 s.memory_cgroup = memory_cgroup.map(|c| (c, oom_kills));
+                s.clocks = Some((mono_ns, wall_ns));
             }
             Record::Attachment { test, kind, path } => {
                 self.attachments.push((test, kind, path, seg));
@@ -1011,10 +1016,19 @@ impl Aggregate {
                 crash_of.entry(n).or_insert(i);
             }
         }
-        // A dead test's time runs to its last sign of life: its last record, or its death.
-        let wall_to_mono = {
-            let (mono, wall) = (crate::writer::now_mono_ns(), crate::writer::now_wall_ns());
-            move |w: u64| (w + mono).saturating_sub(wall)
+        // A dead test's time runs to its last sign of life: its last record, or its death
+        // (a wall-clock time, placed on the monotonic clock by the dead process's own
+        // reading of both).
+        let clocks_of: HashMap<u32, (u64, u64)> = self
+            .segs
+            .iter()
+            .filter_map(|s| Some((s.pid?, s.clocks?)))
+            .collect();
+        let died_mono = |c: &CrashView| -> u64 {
+            match (c.wall_ns, c.pid.and_then(|p| clocks_of.get(&p))) {
+                (Some(w), Some(&(mono, wall))) => (w + mono).saturating_sub(wall),
+                _ => 0,
+            }
         };
 
         // Tests, in the order they started: CLOCK_MONOTONIC is one clock for every process
@@ -1072,7 +1086,7 @@ impl Aggregate {
             let reported: f64 = phases(t).map(|(_, a)| a.duration_s).sum();
             let duration_s = match (crash, t.started_in.iter().map(|(_, m)| m).min()) {
                 (Some(c), Some(start)) => {
-                    let died = c.wall_ns.map_or(0, wall_to_mono).max(t.last_mono);
+                    let died = died_mono(c).max(t.last_mono);
                     reported.max(died.saturating_sub(start) as f64 / 1e9)
                 }
                 _ => reported,

@@ -64,7 +64,7 @@
 //! # Ok::<(), blackbox_core::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -85,6 +85,8 @@ pub const DEFAULT_KEEP: usize = 200;
 pub const DEFAULT_BATCH: usize = 5_000;
 /// How long a fold (or a read) waits for another process to close `history.redb`.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// The size `history.redb` is kept under unless told otherwise (256 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -114,6 +116,24 @@ struct RunRow {
     segments: u64,
     problems: Vec<String>,
     folded_wall_ns: u64,
+}
+
+/// Written after a [`RunRow`] in the same value (appended in layout 1 without a version
+/// bump: readers of older files find no tail, and older readers never look past the row).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RunTail {
+    /// The CI shard the run came from (`blackbox combine` names it after its source).
+    shard: Option<String>,
+}
+
+/// The first fields of a [`TestRow`], borrowed: what the cross-run queries need, decoded
+/// without allocating (postcard decodes a prefix of the fields and ignores the rest).
+#[derive(Debug, Deserialize)]
+struct TestHead<'a> {
+    #[allow(dead_code)] // present to skip the field
+    seq: u32,
+    outcome: &'a str,
+    duration_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +226,8 @@ pub struct HistoryRun {
     pub problems: Vec<String>,
     /// When it was folded (Unix ns).
     pub folded_wall_ns: u64,
+    /// The CI shard it came from, when `blackbox combine` brought it in.
+    pub shard: Option<String>,
 }
 
 /// One test of one run as the history keeps it.
@@ -322,6 +344,7 @@ impl HistoryRun {
             "segments": self.segments,
             "problems": self.problems,
             "folded": self.folded_wall_ns as f64 / 1e9,
+            "shard": self.shard,
         })
     }
 }
@@ -355,6 +378,10 @@ pub struct FoldOptions {
     pub batch: usize,
     /// How long to wait for another process to close `history.redb` before failing.
     pub wait: Duration,
+    /// When the file grows past this many bytes, the oldest runs are pruned until the rest
+    /// takes at most three quarters of it, and the file is compacted (0: no size cap). The
+    /// newest run always stays.
+    pub max_bytes: u64,
     /// Called after every commit with the fold's progress so far (for progress output).
     pub on_commit: Option<fn(&FoldStats)>,
     /// Called each time `history.redb` was found open in another process, with the number
@@ -368,6 +395,7 @@ impl Default for FoldOptions {
             keep: DEFAULT_KEEP,
             batch: DEFAULT_BATCH,
             wait: DEFAULT_WAIT,
+            max_bytes: DEFAULT_MAX_BYTES,
             on_commit: None,
             on_busy: None,
         }
@@ -393,6 +421,9 @@ pub struct FoldStats {
     pub rows_deleted: u64,
     /// Transactions committed; the last one durable.
     pub commits: u32,
+    /// The file was past [`FoldOptions::max_bytes`]: old runs were pruned (listed in
+    /// `pruned`) and the file compacted.
+    pub compacted: bool,
     /// Times `history.redb` was opened before it was free (1: at once).
     pub open_attempts: u32,
     /// Time spent waiting for another process to close `history.redb`.
@@ -405,24 +436,82 @@ pub struct FoldStats {
 pub fn fold_run(store: &Store, run_id: &str, opts: &FoldOptions) -> Result<FoldStats> {
     let started = Instant::now();
     let view = store.view(run_id)?;
-    let mut stats = fold_view(&store.history_path(), &view, opts)?;
+    let shard = read_shard(&store.run_path(run_id)?);
+    let mut stats = fold_rows(&store.history_path(), &Rows::encode(&view, shard)?, opts)?;
     stats.elapsed = started.elapsed();
     Ok(stats)
 }
 
 /// Folds an already built view of a run into the history file `path` (created if missing).
 pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<FoldStats> {
+    fold_rows(path, &Rows::encode(view, None)?, opts)
+}
+
+/// Folds every run folder of `store` that history does not hold yet: runs whose session
+/// died before or during its fold (a fold killed at any point leaves the history as it was
+/// before it). Skips `except` (the caller's own run), folders with a live writer (a session
+/// still going), and, once history holds `keep` runs, folders older than all of them
+/// (pruned there). Returns what each fold did, oldest first.
+pub fn fold_missing(
+    store: &Store,
+    except: Option<&str>,
+    opts: &FoldOptions,
+) -> Result<Vec<FoldStats>> {
+    let path = store.history_path();
+    let held: BTreeSet<String> = if path.exists() {
+        History::open(&path)?
+            .with_wait(opts.wait)
+            .run_ids()?
+            .into_iter()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    // An older folder is one pruning removed, when history is full.
+    let oldest = held
+        .first()
+        .cloned()
+        .filter(|_| held.len() >= opts.keep.max(1));
+    let mut done = Vec::new();
+    for id in store.runs()? {
+        if held.contains(&id)
+            || Some(id.as_str()) == except
+            || oldest.as_ref().is_some_and(|o| id < *o)
+        {
+            continue;
+        }
+        if crate::snapshot::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
+            continue;
+        }
+        done.push(fold_run(store, &id, opts)?);
+    }
+    Ok(done)
+}
+
+/// The file in a run folder naming the CI shard the run came from (`blackbox combine`
+/// writes it into the folders it copies).
+pub const SHARD_FILE: &str = "shard";
+
+/// The shard a run folder came from, if `blackbox combine` brought it in.
+pub fn read_shard(run_dir: &Path) -> Option<String> {
+    let file = open_file(&run_dir.join(SHARD_FILE), false).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+pub(crate) fn fold_rows(path: &Path, rows: &Rows, opts: &FoldOptions) -> Result<FoldStats> {
     let started = Instant::now();
-    let rows = Rows::encode(view)?;
     let mut stats = FoldStats {
-        run_id: view.run.id.clone(),
+        run_id: rows.run_id.clone(),
         tests: rows.tests.len(),
         fixtures: rows.fixtures.len(),
         crashes: rows.crashes.len(),
         ..FoldStats::default()
     };
     guarded(path, || {
-        let (db, attempts, waited) = open_retrying(path, opts.wait, opts.on_busy, open_write)?;
+        let (mut db, attempts, waited) = open_retrying(path, opts.wait, opts.on_busy, open_write)?;
         stats.open_attempts = attempts;
         stats.waited = waited;
         let mut batches = Batches {
@@ -434,8 +523,9 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
             stats: &mut stats,
             path,
         };
-        fold_into(&mut batches, &rows, opts.keep.max(1))?;
+        fold_into(&mut batches, Some(rows), opts.keep.max(1))?;
         drop(batches);
+        cap_size(&mut db, path, opts, &mut stats)?;
         db.close()
             .map_err(|e| redb_error(path, "closing", e.into()))
     })?;
@@ -443,7 +533,78 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
     Ok(stats)
 }
 
-struct Rows {
+/// When the file is larger than [`FoldOptions::max_bytes`], prunes the oldest runs until
+/// what is left takes at most three quarters of it, and compacts the file to that size.
+fn cap_size(
+    db: &mut redb::Database,
+    path: &Path,
+    opts: &FoldOptions,
+    stats: &mut FoldStats,
+) -> Result<()> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if opts.max_bytes == 0 || len <= opts.max_bytes {
+        return Ok(());
+    }
+    let st = |e: redb::StorageError| redb_error(path, "reading", e.into());
+    // Rows of each run, newest first, and the bytes the live pages take.
+    let (sizes, used) = {
+        let txn = db
+            .begin_write()
+            .map_err(|e| redb_error(path, "starting a transaction on", e.into()))?;
+        let db_stats = txn.stats().map_err(st)?;
+        let used = db_stats.allocated_pages() * db_stats.page_size() as u64;
+        let mut sizes: Vec<u64> = Vec::new();
+        {
+            let runs = txn
+                .open_table(RUNS)
+                .map_err(|e| redb_error(path, "opening a table of", e.into()))?;
+            for entry in runs.iter().map_err(st)?.rev() {
+                let (_, v) = entry.map_err(st)?;
+                let (row, _) = decode_run(path, v.value())?;
+                sizes.push(row.counts.tests + row.fixtures + row.crashes + 1);
+            }
+        }
+        txn.abort()
+            .map_err(|e| redb_error(path, "ending a transaction on", e.into()))?;
+        (sizes, used)
+    };
+    let rows: u64 = sizes.iter().sum();
+    let per_row = used as f64 / rows.max(1) as f64;
+    let target = opts.max_bytes as f64 * 0.75;
+    let mut keep = 0;
+    let mut total = 0.0;
+    for n in &sizes {
+        total += *n as f64 * per_row;
+        if keep > 0 && total > target {
+            break;
+        }
+        keep += 1;
+    }
+    if keep < sizes.len() {
+        let mut pruning = FoldStats::default();
+        let mut batches = Batches {
+            db,
+            txn: None,
+            ops: 0,
+            batch: opts.batch.max(1),
+            on_commit: None,
+            stats: &mut pruning,
+            path,
+        };
+        fold_into(&mut batches, None, keep)?;
+        drop(batches);
+        stats.pruned.extend(pruning.pruned);
+        stats.rows_deleted += pruning.rows_deleted;
+        stats.commits += pruning.commits;
+    }
+    // Freed pages are reused by later folds; compaction gives them back to the disk.
+    db.compact()
+        .map_err(|e| Error::History(format!("compacting {}: {e}", path.display())))?;
+    stats.compacted = true;
+    Ok(())
+}
+
+pub(crate) struct Rows {
     run_id: String,
     run: Vec<u8>,
     tests: Vec<(String, Vec<u8>)>,
@@ -456,7 +617,7 @@ fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>> {
 }
 
 impl Rows {
-    fn encode(view: &RunView) -> Result<Rows> {
+    fn encode(view: &RunView, shard: Option<String>) -> Result<Rows> {
         if !crate::store::is_run_id(&view.run.id) {
             return Err(Error::History(format!(
                 "{:?} is not a run id; nothing was folded",
@@ -519,22 +680,25 @@ impl Rows {
             })
             .collect::<Result<Vec<_>>>()?;
         let r = &view.run;
-        let run = encode(&RunRow {
-            started_wall_ns: r.started_wall_ns,
-            ended_wall_ns: r.ended_wall_ns,
-            exit_status: r.exit_status,
-            host: r.host.clone(),
-            pid: r.pid,
-            argv: r.argv.clone(),
-            rootdir: r.rootdir.clone(),
-            counts,
-            fixtures: fixtures.len() as u64,
-            crashes: crashes.len() as u64,
-            records: view.records,
-            segments: view.segments as u64,
-            problems: view.problems.clone(),
-            folded_wall_ns: crate::writer::now_wall_ns(),
-        })?;
+        let run = encode_run(
+            &RunRow {
+                started_wall_ns: r.started_wall_ns,
+                ended_wall_ns: r.ended_wall_ns,
+                exit_status: r.exit_status,
+                host: r.host.clone(),
+                pid: r.pid,
+                argv: r.argv.clone(),
+                rootdir: r.rootdir.clone(),
+                counts,
+                fixtures: fixtures.len() as u64,
+                crashes: crashes.len() as u64,
+                records: view.records,
+                segments: view.segments as u64,
+                problems: view.problems.clone(),
+                folded_wall_ns: crate::writer::now_wall_ns(),
+            },
+            &RunTail { shard },
+        )?;
         Ok(Rows {
             run_id: r.id.clone(),
             run,
@@ -614,9 +778,11 @@ fn after(run: &str) -> String {
     format!("{run}\0")
 }
 
-fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
+/// Writes `rows` (when given) and prunes to the newest `keep` runs, in batches, the run's
+/// listing last.
+fn fold_into(b: &mut Batches<'_>, rows: Option<&Rows>, keep: usize) -> Result<()> {
     let path = b.path;
-    let run_id = rows.run_id.as_str();
+    let run_id = rows.map_or("", |r| r.run_id.as_str());
     let st = |e: redb::StorageError| redb_error(path, "reading", e.into());
     let tb = |e: redb::TableError| redb_error(path, "opening a table of", e.into());
 
@@ -632,10 +798,12 @@ fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
         ids
     };
     let mut all: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
-    all.insert(run_id);
+    if rows.is_some() {
+        all.insert(run_id);
+    }
     let kept: BTreeSet<&str> = all.iter().rev().take(keep).copied().collect();
-    b.stats.replaced = existing.iter().any(|id| id == run_id);
-    b.stats.kept = kept.contains(run_id);
+    b.stats.replaced = rows.is_some() && existing.iter().any(|id| id == run_id);
+    b.stats.kept = rows.is_some() && kept.contains(run_id);
     b.stats.pruned = all
         .iter()
         .filter(|id| !kept.contains(**id))
@@ -643,7 +811,11 @@ fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
         .collect();
     // Rows of these runs stay; every other row (the folded run's old rows, pruned runs,
     // leftovers of a failed fold) goes.
-    let stay: BTreeSet<&str> = kept.iter().copied().filter(|id| *id != run_id).collect();
+    let stay: BTreeSet<&str> = kept
+        .iter()
+        .copied()
+        .filter(|id| rows.is_none() || *id != run_id)
+        .collect();
 
     // 1. Unlist the folded run and the pruned runs first.
     let unlist: Vec<&str> = existing
@@ -753,7 +925,7 @@ fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
             }
         }};
     }
-    if b.stats.kept {
+    if let (true, Some(rows)) = (b.stats.kept, rows) {
         insert_all!(TESTS, &rows.tests, _i, (nodeid, v) => ((run_id, nodeid.as_str()), v.as_slice()));
         insert_all!(FIXTURES, &rows.fixtures, _i, (name, scope, v) => ((run_id, name.as_str(), scope.as_str()), v.as_slice()));
         insert_all!(CRASHES, &rows.crashes, i, v => ((run_id, u32::try_from(i).unwrap_or(u32::MAX)), v.as_slice()));
@@ -763,7 +935,7 @@ fn fold_into(b: &mut Batches<'_>, rows: &Rows, keep: usize) -> Result<()> {
     {
         let kept = b.stats.kept;
         let txn = b.txn()?;
-        if kept {
+        if let (true, Some(rows)) = (kept, rows) {
             let mut runs = txn.open_table(RUNS).map_err(tb)?;
             runs.insert(run_id, rows.run.as_slice()).map_err(st)?;
         }
@@ -1058,7 +1230,7 @@ impl History {
                 .rev()
             {
                 let (k, v) = entry.map_err(|e| redb_error(path, "reading", e.into()))?;
-                out.push(run_from_row(k.value(), decode(path, "runs", v.value())?));
+                out.push(run_from_row(k.value(), decode_run(path, v.value())?));
             }
             Ok(out)
         })
@@ -1086,22 +1258,7 @@ impl History {
             {
                 let (k, v) = entry.map_err(|e| redb_error(path, "reading", e.into()))?;
                 let row: TestRow = decode(path, "tests", v.value())?;
-                let properties = serde_json::from_str(&row.properties)
-                    .map_err(|e| damaged(path, &format!("properties are not JSON: {e}")))?;
-                out.push((
-                    row.seq,
-                    HistoryTest {
-                        nodeid: k.value().1.to_owned(),
-                        outcome: row.outcome,
-                        duration_s: row.duration_s,
-                        worker: row.worker,
-                        pid: row.pid,
-                        crashed: row.crashed,
-                        signal: row.signal,
-                        phases: row.phases,
-                        properties,
-                    },
-                ));
+                out.push((row.seq, test_from_row(path, k.value().1, row)?));
             }
             out.sort_by_key(|(seq, _)| *seq);
             Ok(out.into_iter().map(|(_, t)| t).collect())
@@ -1206,7 +1363,7 @@ impl History {
             {
                 let (key, v) = entry.map_err(|e| redb_error(path, "reading", e.into()))?;
                 let run_id = key.value();
-                let run: RunRow = decode(path, "runs", v.value())?;
+                let (run, _) = decode_run(path, v.value())?;
                 let test: Option<TestRow> = match &tests {
                     Some(t) => match t
                         .get((run_id, nodeid))
@@ -1235,61 +1392,559 @@ impl History {
     /// runs, with its outcomes there (as [`History::test_history`] gives them); most flips
     /// first, then by nodeid. One pass over those runs' tests.
     pub fn flaky(&self, k: usize) -> Result<Vec<TestHistory>> {
+        let w = self.read(|txn| Window::read(&self.path, txn, k, None))?;
+        let mut out: Vec<TestHistory> = w
+            .tests
+            .iter()
+            .map(|(nodeid, slots)| w.trend(nodeid, slots))
+            .filter(TestHistory::is_flaky)
+            .collect();
+        out.sort_by(|a, b| {
+            b.flips()
+                .cmp(&a.flips())
+                .then_with(|| a.nodeid.cmp(&b.nodeid))
+        });
+        Ok(out)
+    }
+
+    /// What `blackbox flaky` prints: the newest `k` runs, and every test that both passed
+    /// and failed (or errored, or crashed) within them, most flips first.
+    pub fn flaky_report(&self, k: usize) -> Result<FlakyReport> {
+        let w = self.read(|txn| Window::read(&self.path, txn, k, None))?;
+        let mut tests: Vec<FlakyTest> = w
+            .tests
+            .iter()
+            .map(|(nodeid, slots)| FlakyTest::new(&w.trend(nodeid, slots)))
+            .filter(|t| t.history.is_flaky())
+            .collect();
+        tests.sort_by(|a, b| {
+            b.history
+                .flips()
+                .cmp(&a.history.flips())
+                .then_with(|| a.history.nodeid.cmp(&b.history.nodeid))
+        });
+        Ok(FlakyReport {
+            runs: w.runs,
+            tests,
+        })
+    }
+
+    /// How many tests of `current` (a run not yet folded) are flaky over it and the newest
+    /// `k - 1` runs in history, and over how many runs that is. For the terminal summary.
+    pub fn flaky_in(&self, current: &RunView, k: usize) -> Result<(usize, usize)> {
+        let w = self.read(|txn| {
+            Window::read(&self.path, txn, k.saturating_sub(1), Some(&current.run.id))
+        })?;
+        let mut flaky = 0;
+        for t in &current.tests {
+            let (mut passed, mut failed) = (t.outcome == "passed", is_failure(&t.outcome));
+            if let Some(slots) = w.tests.get(&t.nodeid) {
+                for (o, _) in slots.iter().flatten() {
+                    passed |= w.outcomes[usize::from(*o)] == "passed";
+                    failed |= is_failure(&w.outcomes[usize::from(*o)]);
+                }
+            }
+            flaky += usize::from(passed && failed);
+        }
+        Ok((flaky, w.runs.len() + 1))
+    }
+
+    /// `nodeid` in each of the newest `k` runs, newest first: the whole row where it ran,
+    /// `None` where it did not.
+    pub fn test_runs(&self, nodeid: &str, k: usize) -> Result<TestRuns> {
         let path = self.path.as_path();
         let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
         self.read(|txn| {
-            let (Some(runs), Some(tests)) =
-                (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
-            else {
-                return Ok(Vec::new());
+            let mut runs = Vec::new();
+            let Some(table) = read_table(path, txn, RUNS)? else {
+                return Ok(TestRuns {
+                    nodeid: nodeid.to_owned(),
+                    runs,
+                });
             };
-            let mut newest: Vec<(String, Option<u64>)> = Vec::new();
-            for entry in runs.iter().map_err(rd)?.rev().take(k) {
+            let tests = read_table(path, txn, TESTS)?;
+            for entry in table.iter().map_err(rd)?.rev().take(k) {
                 let (key, v) = entry.map_err(rd)?;
-                let run: RunRow = decode(path, "runs", v.value())?;
-                newest.push((key.value().to_owned(), run.started_wall_ns));
+                let run = RunRef::new(key.value(), decode_run(path, v.value())?);
+                let row = match &tests {
+                    Some(t) => t.get((run.id.as_str(), nodeid)).map_err(rd)?,
+                    None => None,
+                };
+                let test = match row {
+                    Some(g) => Some(test_from_row(
+                        path,
+                        nodeid,
+                        decode(path, "tests", g.value())?,
+                    )?),
+                    None => None,
+                };
+                runs.push((run, test));
             }
-            // nodeid -> (outcome, duration) per run of `newest`
-            let mut seen: BTreeMap<String, Vec<Option<(String, f64)>>> = BTreeMap::new();
-            for (i, (run_id, _)) in newest.iter().enumerate() {
-                let upper = after(run_id);
-                for entry in tests
-                    .range((run_id.as_str(), "")..(upper.as_str(), ""))
-                    .map_err(rd)?
-                {
-                    let (key, v) = entry.map_err(rd)?;
-                    let row: TestRow = decode(path, "tests", v.value())?;
-                    let slots = seen
-                        .entry(key.value().1.to_owned())
-                        .or_insert_with(|| vec![None; newest.len()]);
-                    slots[i] = Some((row.outcome, row.duration_s));
-                }
-            }
-            let mut out: Vec<TestHistory> = seen
-                .into_iter()
-                .map(|(nodeid, slots)| TestHistory {
-                    nodeid,
-                    points: newest
-                        .iter()
-                        .zip(slots)
-                        .map(|((run_id, started), slot)| TrendPoint {
-                            run_id: run_id.clone(),
-                            started_wall_ns: *started,
-                            duration_s: slot.as_ref().map(|s| s.1),
-                            outcome: slot.map(|s| s.0),
-                        })
-                        .collect(),
-                })
-                .filter(TestHistory::is_flaky)
-                .collect();
-            out.sort_by(|a, b| {
-                b.flips()
-                    .cmp(&a.flips())
-                    .then_with(|| a.nodeid.cmp(&b.nodeid))
-            });
-            Ok(out)
+            Ok(TestRuns {
+                nodeid: nodeid.to_owned(),
+                runs,
+            })
         })
     }
+
+    /// Tests and fixtures whose median duration grew by more than `threshold` times (and by
+    /// at least [`SLOWER_MIN_DELTA_S`]) from the older half of the newest `k` runs to the
+    /// newer half. A test counts only in runs where it passed; a fixture by its mean setup.
+    pub fn slower(&self, k: usize, threshold: f64) -> Result<SlowerReport> {
+        let path = self.path.as_path();
+        let (w, fixtures) = self.read(|txn| {
+            let w = Window::read(path, txn, k, None)?;
+            let mut fixtures: HashMap<(String, String), Vec<Option<f64>>> = HashMap::new();
+            if let Some(table) = read_table(path, txn, FIXTURES)? {
+                let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+                for (i, run) in w.runs.iter().enumerate() {
+                    let upper = after(&run.id);
+                    for entry in table
+                        .range((run.id.as_str(), "", "")..(upper.as_str(), "", ""))
+                        .map_err(rd)?
+                    {
+                        let (key, v) = entry.map_err(rd)?;
+                        let (_, name, scope) = key.value();
+                        let row: FixtureRow = decode(path, "fixtures", v.value())?;
+                        fixtures
+                            .entry((name.to_owned(), scope.to_owned()))
+                            .or_insert_with(|| vec![None; w.runs.len()])[i] =
+                            (row.setups > 0).then_some(row.mean_s);
+                    }
+                }
+            }
+            Ok((w, fixtures))
+        })?;
+        let recent_n = w.runs.len() / 2;
+        let mut items = Vec::new();
+        let mut judge =
+            |kind: &'static str, name: &str, scope: Option<&str>, d: Vec<Option<f64>>| {
+                if let Some(item) = Slower::judge(&w.runs, recent_n, &d, threshold) {
+                    items.push(Slower {
+                        kind,
+                        name: name.to_owned(),
+                        scope: scope.map(str::to_owned),
+                        ..item
+                    });
+                }
+            };
+        for (nodeid, slots) in &w.tests {
+            let durations = slots
+                .iter()
+                .map(|s| s.and_then(|(o, d)| (w.outcomes[usize::from(o)] == "passed").then_some(d)))
+                .collect();
+            judge("test", nodeid, None, durations);
+        }
+        for ((name, scope), durations) in fixtures {
+            judge("fixture", &name, Some(&scope), durations);
+        }
+        items.sort_by(|a, b| {
+            b.ratio
+                .total_cmp(&a.ratio)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let (recent, baseline) = w.runs.split_at(recent_n);
+        Ok(SlowerReport {
+            threshold,
+            recent: recent.to_vec(),
+            baseline: baseline.to_vec(),
+            items,
+        })
+    }
+
+    /// The ids of every run in history, oldest first (keys only).
+    pub fn run_ids(&self) -> Result<Vec<String>> {
+        let path = self.path.as_path();
+        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+        self.read(|txn| {
+            let Some(runs) = read_table(path, txn, RUNS)? else {
+                return Ok(Vec::new());
+            };
+            let mut ids = Vec::new();
+            for entry in runs.iter().map_err(rd)? {
+                ids.push(entry.map_err(rd)?.0.value().to_owned());
+            }
+            Ok(ids)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Across runs: what `blackbox flaky`, `history NODEID` and `slower` print.
+
+/// A slower test or fixture must have grown by at least this much (seconds), so that the
+/// jitter of a test taking microseconds is not a slowdown.
+pub const SLOWER_MIN_DELTA_S: f64 = 0.01;
+
+/// A run as the cross-run answers name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRef {
+    pub id: String,
+    pub started_wall_ns: Option<u64>,
+    pub host: Option<String>,
+    pub shard: Option<String>,
+}
+
+impl RunRef {
+    fn new(id: &str, (row, tail): (RunRow, RunTail)) -> RunRef {
+        RunRef {
+            id: id.to_owned(),
+            started_wall_ns: row.started_wall_ns,
+            host: row.host,
+            shard: tail.shard,
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({
+            "id": self.id,
+            "started": self.started_wall_ns.map(|n| n as f64 / 1e9),
+            "host": self.host,
+            "shard": self.shard,
+        })
+    }
+}
+
+/// The newest runs and, per test, its (outcome, duration) in each: read once, decoding only
+/// the head of each row.
+struct Window {
+    /// Newest first.
+    runs: Vec<RunRef>,
+    /// Outcome names, indexed by the `u8` of a slot.
+    outcomes: Vec<String>,
+    /// nodeid -> one slot per run of `runs`.
+    tests: BTreeMap<String, Vec<Option<(u8, f64)>>>,
+}
+
+impl Window {
+    #[allow(clippy::many_single_char_names)] // k runs, w the window, n its width, o an outcome
+    fn read(
+        path: &Path,
+        txn: &redb::ReadTransaction,
+        k: usize,
+        skip: Option<&str>,
+    ) -> Result<Window> {
+        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+        let mut w = Window {
+            runs: Vec::new(),
+            outcomes: Vec::new(),
+            tests: BTreeMap::new(),
+        };
+        let (Some(runs), Some(tests)) =
+            (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
+        else {
+            return Ok(w);
+        };
+        for entry in runs.iter().map_err(rd)?.rev() {
+            if w.runs.len() >= k {
+                break;
+            }
+            let (key, v) = entry.map_err(rd)?;
+            if Some(key.value()) != skip {
+                w.runs
+                    .push(RunRef::new(key.value(), decode_run(path, v.value())?));
+            }
+        }
+        let n = w.runs.len();
+        let mut index: HashMap<String, Vec<Option<(u8, f64)>>> = HashMap::new();
+        for (i, run) in w.runs.iter().enumerate() {
+            let upper = after(&run.id);
+            for entry in tests
+                .range((run.id.as_str(), "")..(upper.as_str(), ""))
+                .map_err(rd)?
+            {
+                let (key, v) = entry.map_err(rd)?;
+                let bytes = v.value();
+                let head: TestHead<'_> = postcard::from_bytes(bytes)
+                    .map_err(|e| damaged(path, &format!("undecodable tests row: {e}")))?;
+                let o = if let Some(known) = w.outcomes.iter().position(|o| o == head.outcome) {
+                    known
+                } else {
+                    w.outcomes.push(head.outcome.to_owned());
+                    w.outcomes.len() - 1
+                };
+                let o = u8::try_from(o).unwrap_or(u8::MAX);
+                let nodeid = key.value().1;
+                let slots = match index.get_mut(nodeid) {
+                    Some(s) => s,
+                    None => index
+                        .entry(nodeid.to_owned())
+                        .or_insert_with(|| vec![None; n]),
+                };
+                slots[i] = Some((o, head.duration_s));
+            }
+        }
+        w.tests = index.into_iter().collect();
+        Ok(w)
+    }
+
+    fn trend(&self, nodeid: &str, slots: &[Option<(u8, f64)>]) -> TestHistory {
+        TestHistory {
+            nodeid: nodeid.to_owned(),
+            points: self
+                .runs
+                .iter()
+                .zip(slots)
+                .map(|(run, slot)| TrendPoint {
+                    run_id: run.id.clone(),
+                    started_wall_ns: run.started_wall_ns,
+                    outcome: slot.map(|(o, _)| self.outcomes[usize::from(o)].clone()),
+                    duration_s: slot.map(|(_, d)| d),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A change of a test's verdict (passed, or failed/error/crashed) between two consecutive
+/// runs in which it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flip {
+    /// The newer of the two runs: where the new outcome showed first.
+    pub run_id: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// One flaky test of [`History::flaky_report`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlakyTest {
+    /// Its outcome in each run looked at, newest first.
+    pub history: TestHistory,
+    /// Runs per outcome.
+    pub outcomes: BTreeMap<String, usize>,
+    pub last_flip: Option<Flip>,
+    /// The runs in which it crashed, newest first.
+    pub crashed_runs: Vec<String>,
+}
+
+impl FlakyTest {
+    fn new(history: &TestHistory) -> FlakyTest {
+        let mut outcomes = BTreeMap::new();
+        for o in history.outcomes() {
+            *outcomes.entry(o.to_owned()).or_insert(0) += 1;
+        }
+        let judged: Vec<(&str, &str)> = history
+            .points
+            .iter()
+            .filter_map(|p| Some((p.run_id.as_str(), p.outcome.as_deref()?)))
+            .filter(|(_, o)| *o == "passed" || is_failure(o))
+            .collect();
+        let last_flip = judged
+            .windows(2)
+            .find(|w| (w[0].1 == "passed") != (w[1].1 == "passed"))
+            .map(|w| Flip {
+                run_id: w[0].0.to_owned(),
+                from: w[1].1.to_owned(),
+                to: w[0].1.to_owned(),
+            });
+        FlakyTest {
+            outcomes,
+            last_flip,
+            crashed_runs: history
+                .points
+                .iter()
+                .filter(|p| p.outcome.as_deref() == Some("crashed"))
+                .map(|p| p.run_id.clone())
+                .collect(),
+            history: history.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        let h = &self.history;
+        json!({
+            "nodeid": h.nodeid,
+            "ran": h.ran(),
+            "outcomes": self.outcomes,
+            "flips": h.flips(),
+            "last_flip": self.last_flip.as_ref().map(|f| json!({"run": f.run_id, "from": f.from, "to": f.to})),
+            "crashed": self.crashed_runs.len(),
+            "crashed_runs": self.crashed_runs,
+            "strip": h.points.iter().map(|p| p.outcome.as_deref()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// What `blackbox flaky` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlakyReport {
+    /// The runs looked at, newest first.
+    pub runs: Vec<RunRef>,
+    pub tests: Vec<FlakyTest>,
+}
+
+impl FlakyReport {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "runs": self.runs.iter().map(RunRef::to_json).collect::<Vec<_>>(),
+            "tests": self.tests.iter().map(FlakyTest::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// One test in each of the newest runs ([`History::test_runs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRuns {
+    pub nodeid: String,
+    /// Newest first; `None` where the test did not run.
+    pub runs: Vec<(RunRef, Option<HistoryTest>)>,
+}
+
+impl TestRuns {
+    /// The same runs as a [`TestHistory`] (outcomes and durations only).
+    pub fn trend(&self) -> TestHistory {
+        TestHistory {
+            nodeid: self.nodeid.clone(),
+            points: self
+                .runs
+                .iter()
+                .map(|(r, t)| TrendPoint {
+                    run_id: r.id.clone(),
+                    started_wall_ns: r.started_wall_ns,
+                    outcome: t.as_ref().map(|t| t.outcome.clone()),
+                    duration_s: t.as_ref().map(|t| t.duration_s),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        let trend = self.trend();
+        json!({
+            "nodeid": self.nodeid,
+            "ran": trend.ran(),
+            "passes": trend.passes(),
+            "failures": trend.failures(),
+            "flips": trend.flips(),
+            "flaky": trend.is_flaky(),
+            "runs": self.runs.iter().map(|(r, t)| {
+                let mut j = r.to_json();
+                j["run"] = j["id"].take();
+                if let Json::Object(m) = &mut j {
+                    m.remove("id");
+                }
+                let test = t.as_ref().map(HistoryTest::to_json);
+                for key in ["outcome", "duration_s", "worker", "pid", "crashed", "signal", "signal_name", "phases"] {
+                    j[key] = test.as_ref().map_or(Json::Null, |t| t[key].clone());
+                }
+                j
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A test or fixture that got slower ([`History::slower`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slower {
+    /// `test` or `fixture`.
+    pub kind: &'static str,
+    /// The nodeid, or the fixture's name.
+    pub name: String,
+    /// A fixture's scope (`timed` for `@timed` functions).
+    pub scope: Option<String>,
+    pub baseline_median_s: f64,
+    pub recent_median_s: f64,
+    pub ratio: f64,
+    /// The runs whose durations were compared, newest first.
+    pub baseline_runs: Vec<String>,
+    pub recent_runs: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        f64::midpoint(v[m - 1], v[m])
+    } else {
+        v[m]
+    })
+}
+
+impl Slower {
+    /// Compares the medians of `durations` (one per run of `runs`) over the newest
+    /// `recent_n` runs and the rest.
+    fn judge(
+        runs: &[RunRef],
+        recent_n: usize,
+        durations: &[Option<f64>],
+        threshold: f64,
+    ) -> Option<Slower> {
+        let side = |range: std::ops::Range<usize>| -> (Vec<f64>, Vec<String>) {
+            range
+                .filter_map(|i| Some((durations.get(i).copied()??, runs[i].id.clone())))
+                .unzip()
+        };
+        let (recent, recent_runs) = side(0..recent_n);
+        let (baseline, baseline_runs) = side(recent_n..runs.len());
+        let (r, b) = (median(recent)?, median(baseline)?);
+        let ratio = if b > 0.0 { r / b } else { f64::INFINITY };
+        (ratio > threshold && r - b >= SLOWER_MIN_DELTA_S).then(|| Slower {
+            kind: "test",
+            name: String::new(),
+            scope: None,
+            baseline_median_s: b,
+            recent_median_s: r,
+            ratio,
+            baseline_runs,
+            recent_runs,
+        })
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({
+            "kind": self.kind,
+            "name": self.name,
+            "scope": self.scope,
+            "baseline_median_s": self.baseline_median_s,
+            "recent_median_s": self.recent_median_s,
+            "ratio": if self.ratio.is_finite() { json!(self.ratio) } else { Json::Null },
+            "baseline_runs": self.baseline_runs,
+            "recent_runs": self.recent_runs,
+        })
+    }
+}
+
+/// What `blackbox slower` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowerReport {
+    pub threshold: f64,
+    /// The newer half of the runs looked at, newest first.
+    pub recent: Vec<RunRef>,
+    /// The older half.
+    pub baseline: Vec<RunRef>,
+    /// Slowest growth first.
+    pub items: Vec<Slower>,
+}
+
+impl SlowerReport {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "threshold": self.threshold,
+            "recent": self.recent.iter().map(RunRef::to_json).collect::<Vec<_>>(),
+            "baseline": self.baseline.iter().map(RunRef::to_json).collect::<Vec<_>>(),
+            "slower": self.items.iter().map(Slower::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn test_from_row(path: &Path, nodeid: &str, row: TestRow) -> Result<HistoryTest> {
+    let properties = serde_json::from_str(&row.properties)
+        .map_err(|e| damaged(path, &format!("properties are not JSON: {e}")))?;
+    Ok(HistoryTest {
+        nodeid: nodeid.to_owned(),
+        outcome: row.outcome,
+        duration_s: row.duration_s,
+        worker: row.worker,
+        pid: row.pid,
+        crashed: row.crashed,
+        signal: row.signal,
+        phases: row.phases,
+        properties,
+    })
 }
 
 fn get_run(path: &Path, txn: &redb::ReadTransaction, run_id: &str) -> Result<Option<HistoryRun>> {
@@ -1300,7 +1955,7 @@ fn get_run(path: &Path, txn: &redb::ReadTransaction, run_id: &str) -> Result<Opt
         .get(run_id)
         .map_err(|e| redb_error(path, "reading", e.into()))?
     {
-        Some(v) => Ok(Some(run_from_row(run_id, decode(path, "runs", v.value())?))),
+        Some(v) => Ok(Some(run_from_row(run_id, decode_run(path, v.value())?))),
         None => Ok(None),
     }
 }
@@ -1315,7 +1970,7 @@ fn require_run(path: &Path, txn: &redb::ReadTransaction, run_id: &str) -> Result
     Ok(())
 }
 
-fn run_from_row(id: &str, r: RunRow) -> HistoryRun {
+fn run_from_row(id: &str, (r, tail): (RunRow, RunTail)) -> HistoryRun {
     HistoryRun {
         id: id.to_owned(),
         started_wall_ns: r.started_wall_ns,
@@ -1332,5 +1987,118 @@ fn run_from_row(id: &str, r: RunRow) -> HistoryRun {
         segments: r.segments,
         problems: r.problems,
         folded_wall_ns: r.folded_wall_ns,
+        shard: tail.shard,
     }
+}
+
+/// A `runs` value: the row, then (in files written since shards exist) its tail.
+fn decode_run(path: &Path, bytes: &[u8]) -> Result<(RunRow, RunTail)> {
+    let (row, rest) = postcard::take_from_bytes::<RunRow>(bytes)
+        .map_err(|e| damaged(path, &format!("undecodable runs row: {e}")))?;
+    let tail = if rest.is_empty() {
+        RunTail::default()
+    } else {
+        decode(path, "runs", rest)?
+    };
+    Ok((row, tail))
+}
+
+fn encode_run(row: &RunRow, tail: &RunTail) -> Result<Vec<u8>> {
+    let mut bytes = encode(row)?;
+    bytes.extend(encode(tail)?);
+    Ok(bytes)
+}
+
+impl Rows {
+    /// The rows of run `run_id` as history file `path` holds them, its shard set to `shard`
+    /// unless it has one already (for `blackbox combine`).
+    fn read(path: &Path, txn: &redb::ReadTransaction, run_id: &str, shard: &str) -> Result<Rows> {
+        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+        let upper = after(run_id);
+        let runs = read_table(path, txn, RUNS)?;
+        let Some(run) = runs
+            .as_ref()
+            .map(|t| t.get(run_id))
+            .transpose()
+            .map_err(rd)?
+            .flatten()
+        else {
+            return Err(Error::History(format!(
+                "no run {run_id:?} in {}",
+                path.display()
+            )));
+        };
+        let (row, mut tail) = decode_run(path, run.value())?;
+        tail.shard.get_or_insert_with(|| shard.to_owned());
+        let mut rows = Rows {
+            run_id: run_id.to_owned(),
+            run: encode_run(&row, &tail)?,
+            tests: Vec::new(),
+            fixtures: Vec::new(),
+            crashes: Vec::new(),
+        };
+        if let Some(t) = read_table(path, txn, TESTS)? {
+            for e in t.range((run_id, "")..(upper.as_str(), "")).map_err(rd)? {
+                let (k, v) = e.map_err(rd)?;
+                let _: TestRow = decode(path, "tests", v.value())?;
+                rows.tests
+                    .push((k.value().1.to_owned(), v.value().to_vec()));
+            }
+        }
+        if let Some(t) = read_table(path, txn, FIXTURES)? {
+            for e in t
+                .range((run_id, "", "")..(upper.as_str(), "", ""))
+                .map_err(rd)?
+            {
+                let (k, v) = e.map_err(rd)?;
+                let _: FixtureRow = decode(path, "fixtures", v.value())?;
+                let (_, name, scope) = k.value();
+                rows.fixtures
+                    .push((name.to_owned(), scope.to_owned(), v.value().to_vec()));
+            }
+        }
+        if let Some(t) = read_table(path, txn, CRASHES)? {
+            for e in t
+                .range((run_id, 0u32)..(upper.as_str(), 0u32))
+                .map_err(rd)?
+            {
+                let (_, v) = e.map_err(rd)?;
+                let _: CrashRow = decode(path, "crashes", v.value())?;
+                rows.crashes.push(v.value().to_vec());
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Copies run `run_id` from history `source` into the history file `target`, naming its
+/// shard `shard` unless it has one (what `blackbox combine` does for runs whose folders the
+/// source store no longer has).
+pub fn import_run(
+    source: &History,
+    target: &Path,
+    run_id: &str,
+    shard: &str,
+    opts: &FoldOptions,
+) -> Result<FoldStats> {
+    let rows = source.read(|txn| Rows::read(&source.path, txn, run_id, shard))?;
+    fold_rows(target, &rows, opts)
+}
+
+/// The terminal summary's line about run `run_id` (not yet folded): how many of its tests
+/// are flaky over it and the newest `k - 1` runs in history, and the command that lists
+/// them; `None` when none is, or the store has no history yet.
+pub fn flaky_note(store: &Store, run_id: &str, k: usize) -> Result<Option<String>> {
+    let path = store.history_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let history = History::open(&path)?;
+    let (flaky, runs) = history.flaky_in(&store.view(run_id)?, k)?;
+    Ok((flaky > 0).then(|| {
+        format!(
+            "{flaky} flaky over the last {runs} runs: blackbox flaky --dir {}",
+            store.root().display()
+        )
+    }))
 }

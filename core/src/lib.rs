@@ -29,6 +29,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod combine;
 pub mod error;
 pub mod history;
 pub mod locate;
@@ -41,11 +42,13 @@ pub mod store;
 pub mod writer;
 
 pub use aggregate::{
-    signal_name, Aggregate, CrashView, FixtureStats, RunMeta, RunView, TestView, WorkerView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
+    WorkerView,
 };
 pub use error::{Error, Result};
 pub use history::{
-    fold_run, fold_view, FoldOptions, FoldStats, History, HistoryRun, HistoryTest, TestHistory,
+    fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
+    HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
 };
 pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};

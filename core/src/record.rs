@@ -226,11 +226,15 @@ pub enum Record {
     },
     /// What the process was given, as it stood when its first test started: the
     /// accelerator selection variables that were set (`CUDA_VISIBLE_DEVICES`, ...), and its
-    /// memory cgroup (a directory under /sys/fs/cgroup) with the OOM kills it had counted.
+    /// memory cgroup (a directory under /sys/fs/cgroup) with the OOM kills it had counted;
+    /// with both clocks read at that moment, so a reader can place a wall-clock time (a
+    /// parent's crash record) on the monotonic clock of the records.
     ProcessInfo {
         env: Vec<(String, String)>,
         memory_cgroup: Option<String>,
         oom_kills: Option<u64>,
+        mono_ns: u64,
+        wall_ns: u64,
     },
 }
 
@@ -465,7 +469,11 @@ impl Record {
                 env,
                 memory_cgroup,
                 oom_kills,
+                mono_ns,
+                wall_ns,
             } => json!({
+                "mono_ns": mono_ns,
+                "wall_ns": wall_ns,
                 "env": env
                     .iter()
                     .map(|(k, v)| (k.clone(), J::String(v.clone())))

@@ -200,6 +200,8 @@ impl Recorder {
                 env: crate::process::device_env(),
                 oom_kills: cgroup.as_deref().and_then(crate::process::oom_kills),
                 memory_cgroup: cgroup.map(|p| p.to_string_lossy().into_owned()),
+                mono_ns: monotonic_ns(),
+                wall_ns: wall_ns(),
             };
             self.record(&info)?;
         }

@@ -350,7 +350,18 @@ fn fold_reads_back_exact_values() {
             (&v.nodeid, &v.outcome, v.duration_s, v.pid, &v.worker)
         );
     }
-    assert_eq!(view.crashes, crashes);
+    // Less the time of death and the devices, which history does not keep.
+    let kept: Vec<_> = view
+        .crashes
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.wall_ns = None;
+            c.devices.clear();
+            c
+        })
+        .collect();
+    assert_eq!(kept, crashes);
 
     let trend = h.test_history(b, 10).unwrap();
     assert_eq!(trend.points.len(), 1);
@@ -818,6 +829,14 @@ fn child_process() {
             .unwrap();
             unreachable!("aborted on the second commit");
         }
+        "fold-missing" => {
+            let opts = FoldOptions {
+                batch: 25,
+                ..quiet()
+            };
+            blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+            say("DONE");
+        }
         "abort-after-fold" => {
             fold_run(&store, &run, &quiet()).unwrap();
             std::process::abort();
@@ -899,4 +918,109 @@ fn a_crash_mid_fold_leaves_the_history_as_it_was() {
     assert!(!child.wait().unwrap().success());
     assert_eq!(h.tests(&c).unwrap().len(), 30);
     assert_eq!(raw_counts(h.path()), [3, 150, 3, 1]);
+}
+
+#[test]
+fn a_fold_killed_at_any_point_is_folded_by_the_next_session() {
+    const ROUNDS: usize = 50;
+    let dir = TempDir::new("kill");
+    let store = Store::create(&dir.0).unwrap();
+    let first = store.new_run().unwrap();
+    write_run(&store, &first, 40, false);
+    fold_run(&store, &first, &quiet()).unwrap();
+    // How long a child's fold of one run takes, to spread the kills over it.
+    let probe = store.new_run().unwrap();
+    write_run(&store, &probe, 400, true);
+    let (mut child, mut stdin, mut out) = spawn_child("fold-missing", &store, &probe);
+    expect_line(&mut out, "READY");
+    let t = Instant::now();
+    stdin.write_all(b"go\n").unwrap();
+    expect_line(&mut out, "DONE");
+    let fold_time = t.elapsed();
+    assert!(child.wait().unwrap().success());
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let (mut killed_before_done, mut done_before_kill) = (0, 0);
+    let mut ids = vec![first.clone(), probe.clone()];
+    for round in 0..ROUNDS {
+        let id = store.new_run().unwrap();
+        write_run(&store, &id, 400, round % 3 == 0);
+        ids.push(id.clone());
+        let (mut child, mut stdin, mut out) = spawn_child("fold-missing", &store, &id);
+        expect_line(&mut out, "READY");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = fold_time.mul_f64((seed % 1000) as f64 / 800.0);
+        stdin.write_all(b"go\n").unwrap();
+        std::thread::sleep(delay);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let status = child.wait().unwrap();
+        if status.success() {
+            done_before_kill += 1;
+        } else {
+            killed_before_done += 1;
+        }
+        // The next session: folds what history misses, exactly once.
+        let folded = blackbox_core::history::fold_missing(&store, None, &quiet()).unwrap();
+        assert!(folded.len() <= 1, "round {round}: {folded:?}");
+        assert!(blackbox_core::history::fold_missing(&store, None, &quiet())
+            .unwrap()
+            .is_empty());
+        let h = History::of_store(&store).unwrap();
+        let mut listed: Vec<String> = h.runs().unwrap().into_iter().map(|r| r.id).collect();
+        listed.sort();
+        assert_eq!(listed, ids, "round {round}: every run in history once");
+        assert_eq!(h.tests(&id).unwrap().len(), 400, "round {round}");
+        let crashes = (0..=round).filter(|r| r % 3 == 0).count() as u64 + 1;
+        assert_eq!(
+            raw_counts(h.path()),
+            [
+                ids.len() as u64,
+                40 + 400 * (ids.len() as u64 - 1),
+                ids.len() as u64,
+                crashes
+            ],
+            "round {round}: no row twice, none left over"
+        );
+    }
+    eprintln!(
+        "{ROUNDS} rounds, fold of a 400-test run {fold_time:?}: killed mid-way {killed_before_done}, \
+         finished before the kill {done_before_kill}"
+    );
+    assert!(killed_before_done >= 5, "the kills must land inside folds");
+}
+
+#[test]
+fn the_size_cap_prunes_the_oldest_runs() {
+    let dir = TempDir::new("cap");
+    let store = Store::create(&dir.0).unwrap();
+    let opts = FoldOptions {
+        max_bytes: 1 << 20,
+        ..quiet()
+    };
+    let mut ids = Vec::new();
+    let mut compacted = 0;
+    for _ in 0..12 {
+        let id = store.new_run().unwrap();
+        write_run(&store, &id, 1_000, false);
+        let s = fold_run(&store, &id, &opts).unwrap();
+        compacted += usize::from(s.compacted);
+        ids.push(id);
+        let len = std::fs::metadata(store.history_path()).unwrap().len();
+        assert!(len <= (1 << 20) + (600 << 10), "{len} bytes");
+    }
+    assert!(compacted >= 1);
+    let h = History::of_store(&store).unwrap();
+    let kept: Vec<String> = h.runs().unwrap().into_iter().map(|r| r.id).collect();
+    assert!(kept.len() < 12 && !kept.is_empty(), "{}", kept.len());
+    assert_eq!(kept[0], ids[11], "the newest stays");
+    let mut expect: Vec<String> = ids[12 - kept.len()..].to_vec();
+    expect.reverse();
+    assert_eq!(kept, expect, "the oldest go first");
+    assert_eq!(raw_counts(h.path())[1], 1_000 * kept.len() as u64);
+    eprintln!(
+        "1 MiB cap, 1,000-test runs: {} kept, {compacted} compactions",
+        kept.len()
+    );
 }

@@ -2,6 +2,7 @@
 //! only; the logic lives in the core crate. Docs live in `_native.pyi`.
 
 mod encode;
+mod history;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -2392,7 +2393,7 @@ impl PyRunReader {
 
     /// Folds this run, as read so far plus a poll, into `<store>/history.redb`: what
     /// `fold_history` does, from this reader's aggregate instead of a second full read.
-    #[pyo3(signature = (store_dir, keep = 200, wait_s = 60.0))]
+    #[pyo3(signature = (store_dir, keep = 200, wait_s = 60.0, max_mb = 256.0))]
     #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
     fn fold_history<'py>(
         &self,
@@ -2400,8 +2401,9 @@ impl PyRunReader {
         store_dir: PathBuf,
         keep: usize,
         wait_s: f64,
+        max_mb: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let opts = fold_options(keep, wait_s);
+        let opts = fold_options(keep, wait_s, max_mb);
         self.usable(py)?;
         let stats = py
             .detach(|| {
@@ -2519,7 +2521,7 @@ fn run_path(py: Python<'_>, store_dir: PathBuf, id: &str) -> PyResult<PathBuf> {
 /// Folds run `run_id` into `<store>/history.redb` (keeping the newest `keep` runs there),
 /// waiting up to `wait_s` seconds for another process to close it. Returns what it did.
 #[pyfunction]
-#[pyo3(signature = (store_dir, run_id, keep = 200, wait_s = 60.0))]
+#[pyo3(signature = (store_dir, run_id, keep = 200, wait_s = 60.0, max_mb = 256.0))]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn fold_history<'py>(
     py: Python<'py>,
@@ -2527,8 +2529,9 @@ fn fold_history<'py>(
     run_id: &str,
     keep: usize,
     wait_s: f64,
+    max_mb: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = fold_options(keep, wait_s);
+    let opts = fold_options(keep, wait_s, max_mb);
     let stats = py
         .detach(|| {
             Store::open(&store_dir)
@@ -2597,9 +2600,10 @@ fn history_brief<'py>(
     Ok(Some(d))
 }
 
-fn fold_options(keep: usize, wait_s: f64) -> blackbox_core::history::FoldOptions {
+fn fold_options(keep: usize, wait_s: f64, max_mb: f64) -> blackbox_core::history::FoldOptions {
     blackbox_core::history::FoldOptions {
         keep: keep.max(1),
+        max_bytes: (max_mb.max(0.0) * 1_048_576.0) as u64,
         wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
         ..blackbox_core::history::FoldOptions::default()
     }
@@ -2702,6 +2706,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(fold_history, m)?)?;
     m.add_function(wrap_pyfunction!(history_brief, m)?)?;
+    history::register(m)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(install_crash_handler, m)?)?;
     m.add_function(wrap_pyfunction!(mark_crash, m)?)?;

@@ -21,6 +21,10 @@ pub enum Command {
     Report,
     /// `show NODEID`: one test's whole story.
     Show,
+    Flaky,
+    History,
+    Slower,
+    Combine,
     /// `help [COMMAND]`, `--help`, or no command at all.
     #[default]
     Help,
@@ -29,7 +33,7 @@ pub enum Command {
 
 impl Command {
     /// The commands that read a store, in the order `--help` lists them.
-    pub const READERS: [Command; 9] = [
+    pub const READERS: [Command; 13] = [
         Command::Stats,
         Command::Tests,
         Command::Fixtures,
@@ -39,6 +43,10 @@ impl Command {
         Command::Dump,
         Command::Check,
         Command::Report,
+        Command::Flaky,
+        Command::History,
+        Command::Slower,
+        Command::Combine,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +60,10 @@ impl Command {
             Command::Check => "check",
             Command::Report => "report",
             Command::Show => "show",
+            Command::Flaky => "flaky",
+            Command::History => "history",
+            Command::Slower => "slower",
+            Command::Combine => "combine",
             Command::Help => "help",
             Command::Version => "version",
         }
@@ -88,6 +100,10 @@ impl Command {
             Command::Show => {
                 "one test's whole story: phases, properties, fixtures, crash, worker, history"
             }
+            Command::Flaky => "tests that passed and failed over the last runs (history.redb)",
+            Command::History => "one test across the last runs: outcome, duration, worker, crash",
+            Command::Slower => "tests and fixtures whose median duration grew over the last runs",
+            Command::Combine => "merge stores from several machines (CI shards) into --dir",
             Command::Help => "show help for a command",
             Command::Version => "show the version",
         }
@@ -138,6 +154,28 @@ impl Command {
                               Its phases with outcome and duration, its properties, the fixtures it set up\n\
                               with their times, its crash or timeout with the end of the traceback (--full:\n\
                               all of it), its worker and pid, and its outcomes in the runs history.redb keeps."
+            }
+            Command::Flaky => {
+                "Reads history.redb (every finished run is folded into it) and lists the tests that\n\
+                 both passed and failed (or errored, or crashed) within the last --last N runs\n\
+                 (default 20): runs per outcome, the last flip, the runs it crashed in, and its\n\
+                 outcomes as a strip, newest first."
+            }
+            Command::History => {
+                "`blackbox history NODEID`: the test in each of the last --last N runs (default 20),\n\
+                 newest first: outcome, duration, worker, signal, host and shard."
+            }
+            Command::Slower => {
+                "Compares the newer half of the last --last N runs (default 20) with the older half:\n\
+                 tests (runs where they passed) and fixtures (mean setup) whose median duration grew\n\
+                 more than --threshold X times (default 1.5) and by at least 10 ms."
+            }
+            Command::Combine => {
+                "`blackbox combine --dir TARGET SOURCE...`: copies each source store's runs into\n\
+                 TARGET (created if missing) and folds them into its history, each run keeping its\n\
+                 host and naming its shard after the source (its folder, or the parent of a\n\
+                 .blackbox folder). Runs TARGET has are left alone: combining twice changes\n\
+                 nothing. A damaged input is reported by path and skipped (exit 1 once the rest is in)."
             }
             Command::Help => "`blackbox help COMMAND` shows the options of COMMAND.",
             Command::Version => "Prints the version of blackbox.",
@@ -196,6 +234,12 @@ pub struct Invocation {
     pub full: bool,
     /// `show NODEID`: the test named.
     pub nodeid: Option<String>,
+    /// `flaky`, `history`, `slower`: runs looked at (`--last N`).
+    pub last: Option<usize>,
+    /// `slower`: the growth that counts (`--threshold X`).
+    pub threshold: Option<f64>,
+    /// What follows the command: `history`'s NODEID, `combine`'s SOURCEs.
+    pub args: Vec<String>,
 }
 
 /// A command line that does not parse: exit status 2.
@@ -236,6 +280,8 @@ enum Key {
     Wide,
     All,
     Full,
+    Last,
+    Threshold,
     Help,
     Version,
 }
@@ -263,6 +309,10 @@ const DATA: &[Command] = &[
     C::Check,
     C::Report,
     C::Show,
+    C::Flaky,
+    C::History,
+    C::Slower,
+    C::Combine,
 ];
 
 const OPTS: &[Opt] = &[
@@ -288,7 +338,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: None,
         help: "print JSON (schema: docs/cli.md) instead of a table",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Show],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Show, C::Flaky, C::History, C::Slower],
     },
     Opt {
         key: Key::Jsonl,
@@ -312,7 +362,23 @@ const OPTS: &[Opt] = &[
         short: Some('n'),
         value: Some("N"),
         help: "show at most N rows (stats: per section, default 10; 0: all)",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Runs],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Runs, C::Flaky, C::Slower],
+    },
+    Opt {
+        key: Key::Last,
+        long: "last",
+        short: None,
+        value: Some("N"),
+        help: "look at the last N runs of history (default 20)",
+        commands: &[C::Flaky, C::History, C::Slower],
+    },
+    Opt {
+        key: Key::Threshold,
+        long: "threshold",
+        short: None,
+        value: Some("X"),
+        help: "slower: a median grown more than X times (default 1.5)",
+        commands: &[C::Slower],
     },
     Opt {
         key: Key::Outcome,
@@ -501,6 +567,25 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
                     inv.outcomes.push(part.to_owned());
                 }
             }
+            Key::Last => {
+                let v = text()?;
+                inv.last = Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    usage(format!(
+                        "{spelled} takes a number of runs (1 or more), not {v:?}"
+                    ))
+                })?);
+            }
+            Key::Threshold => {
+                let v = text()?;
+                inv.threshold = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x >= 1.0)
+                        .ok_or_else(|| {
+                            usage(format!("{spelled} takes a ratio of 1 or more (1.5: half as slow again), not {v:?}"))
+                        })?,
+                );
+            }
             Key::Color => {
                 inv.color = match text()?.as_str() {
                     "auto" => ColorChoice::Auto,
@@ -552,20 +637,36 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
         message,
         command: Some(command),
     };
-    if command == Command::Show {
-        match rest.next() {
-            Some(n) => inv.nodeid = Some(n.to_owned()),
-            None => {
-                return Err(in_command(
-                    "`show` needs the test: blackbox show NODEID (or a part of it)".into(),
-                ))
-            }
+    inv.args = rest.map(str::to_owned).collect();
+    let wanted = match command {
+        Command::History => Some((1, 1, "the test: blackbox history NODEID")),
+        Command::Show => Some((1, 1, "the test: blackbox show NODEID (or a part of it)")),
+        Command::Combine => Some((
+            1,
+            usize::MAX,
+            "the stores to merge: blackbox combine --dir TARGET SOURCE...",
+        )),
+        _ => None,
+    };
+    match wanted {
+        None if !inv.args.is_empty() => {
+            return Err(in_command(format!(
+                "unexpected argument {:?} after `{command}`",
+                inv.args[0]
+            )));
         }
+        Some((min, max, what)) if inv.args.len() < min || inv.args.len() > max => {
+            return Err(in_command(format!("`{command}` needs {what}")));
+        }
+        _ => {}
     }
-    if let Some(extra) = rest.next() {
-        return Err(in_command(format!(
-            "unexpected argument {extra:?} after `{command}`"
-        )));
+    if command == Command::Show {
+        inv.nodeid = inv.args.first().cloned();
+    }
+    if command == Command::Combine && inv.dir.is_none() {
+        return Err(in_command(
+            "`combine` needs the store to write: blackbox combine --dir TARGET SOURCE...".into(),
+        ));
     }
     for (key, spelled) in &given {
         let o = opt(*key);

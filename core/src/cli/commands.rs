@@ -14,7 +14,7 @@ use super::table::{
 };
 use super::{Env, Failure};
 use crate::aggregate::{
-    signal_name, Aggregate, CrashView, FixtureStats, RunView, TestJson, TestView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunView, TestJson, TestView,
 };
 use crate::error::Error;
 use crate::segment::{is_segment_name, Damage, SegmentReader, HEADER_SIZE};
@@ -67,6 +67,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// `--dir`, from the current directory (combine's target; "." when none was given).
+    pub(crate) fn given_dir(&self) -> PathBuf {
+        self.cwd
+            .join(self.given_dir.as_deref().unwrap_or_else(|| Path::new(".")))
+    }
+
     /// The store, found as pytest finds its rootdir (see [`crate::locate`]).
     pub(crate) fn store(&self) -> Result<Store, Failure> {
         let (dir, _) = crate::locate::find_store(
@@ -82,7 +88,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// A JSON object, one key a line and one list item a line (see [`write_doc`]).
-    fn json(&mut self, value: &Json) -> Result<(), Failure> {
+    pub(super) fn json(&mut self, value: &Json) -> Result<(), Failure> {
         let parts: Vec<(&str, Part<'_>)> = match value {
             Json::Object(map) => map
                 .iter()
@@ -96,7 +102,7 @@ impl<'a> Ctx<'a> {
         write_doc(self.out, parts)
     }
 
-    fn warn(&mut self, line: &str) -> Result<(), Failure> {
+    pub(super) fn warn(&mut self, line: &str) -> Result<(), Failure> {
         writeln!(self.err, "blackbox: warning: {}", clean(line))?;
         Ok(())
     }
@@ -164,6 +170,10 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Command::Check => check(cx),
         Command::Report => report(cx),
         Command::Show => super::show::show(cx),
+        Command::Flaky => super::history::flaky(cx),
+        Command::History => super::history::history(cx),
+        Command::Slower => super::history::slower(cx),
+        Command::Combine => super::history::combine(cx),
         Command::Help | Command::Version => unreachable!("handled before a store is opened"),
     }
 }
@@ -490,9 +500,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             ),
             (
                 "exits",
-                Part::Many(Box::new(
-                    view.exits.iter().map(crate::aggregate::ExitView::to_json),
-                )),
+                Part::Many(Box::new(view.exits.iter().map(ExitView::to_json))),
             ),
             (
                 "fixtures",

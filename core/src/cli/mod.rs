@@ -19,6 +19,7 @@
 
 mod args;
 mod commands;
+mod history;
 mod html;
 mod show;
 mod table;

@@ -329,7 +329,7 @@ class RunReader:
         """Setups of every fixture seen so far, in every process. Does not poll."""
 
     def fold_history(
-        self, store_dir: _PathLike, keep: int = 200, wait_s: float = 60.0
+        self, store_dir: _PathLike, keep: int = 200, wait_s: float = 60.0, max_mb: float = 256.0
     ) -> dict[str, Any]:
         """:func:`fold_history` of this run from this reader's aggregate, after a poll:
         only what was committed since the last poll is read, not the whole run again."""
@@ -384,10 +384,11 @@ def run_path(store_dir: _PathLike, id: str) -> Path:
     :class:`pytest_blackbox.NoSuchRunError`."""
 
 def fold_history(
-    store_dir: _PathLike, run_id: str, keep: int = 200, wait_s: float = 60.0
+    store_dir: _PathLike, run_id: str, keep: int = 200, wait_s: float = 60.0, max_mb: float = 256.0
 ) -> dict[str, Any]:
     """Fold run ``run_id`` into ``<store>/history.redb`` in batched commits (the last one
-    durable), keeping the newest ``keep`` runs there. Waits up to ``wait_s`` seconds while
+    durable), keeping the newest ``keep`` runs there, and the file under ``max_mb`` MiB
+    (the oldest runs pruned, the file compacted). Waits up to ``wait_s`` seconds while
     another process has the file open, then raises :class:`BlackboxError`. Returns
     ``run_id``, ``tests``, ``fixtures``, ``crashes``, ``replaced``, ``pruned``,
     ``commits`` and ``elapsed_s``."""
@@ -398,6 +399,34 @@ def history_brief(store_dir: _PathLike, run_id: str, wait_s: float = 2.0) -> dic
     read from ``<store>/history.redb`` instead of the run folder. None when the history
     does not hold the run (its pytest died before folding it, or folding is off). Waits up
     to ``wait_s`` seconds while a fold in another process holds the file."""
+
+def history_flaky(store_dir: _PathLike, last: int = 20) -> dict[str, Any]:
+    """``blackbox flaky --json`` (docs/cli.md): ``runs`` and ``tests``."""
+
+def history_test(store_dir: _PathLike, nodeid: str, last: int = 20) -> dict[str, Any]:
+    """``blackbox history NODEID --json`` (docs/cli.md)."""
+
+def history_slower(store_dir: _PathLike, last: int = 20, threshold: float = 1.5) -> dict[str, Any]:
+    """``blackbox slower --json`` (docs/cli.md)."""
+
+def fold_missing(
+    store_dir: _PathLike,
+    except_run: str | None = None,
+    keep: int = 200,
+    max_mb: float = 256.0,
+    wait_s: float = 60.0,
+) -> list[str]:
+    """Fold every run folder of the store that history does not hold (a session killed
+    before or during its fold), but ``except_run``, live runs and folders older than every
+    run in history; returns the ids folded, oldest first."""
+
+def history_flaky_note(store_dir: _PathLike, run_id: str, last: int = 20) -> str | None:
+    """The terminal summary's line: how many tests of ``run_id`` (not yet folded) are flaky
+    over it and the newest ``last - 1`` runs in history; None when none is."""
+
+def combine_store(target: _PathLike, source: _PathLike) -> dict[str, Any]:
+    """``blackbox combine --dir target source``: ``shard``, ``copied``, ``from_history``,
+    ``already``, ``skipped`` (lines naming a path and why)."""
 
 def prune_runs(store_dir: _PathLike, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` run folders, never one a live process still

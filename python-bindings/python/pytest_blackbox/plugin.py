@@ -39,6 +39,9 @@ HELP_HISTORY = (
     "Runs kept in the store's history.redb, which each finished run is folded into "
     "(default 200; 0: do not fold)."
 )
+HELP_HISTORY_MAX_MB = (
+    "Size cap of history.redb in MiB: past it the oldest runs are pruned (default 256)."
+)
 
 #: How often a parent reads its run while the run goes on (``RunReader.follow``).
 FOLLOW_INTERVAL_S = 0.2
@@ -68,6 +71,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--blackbox-history-keep", type=int, default=None, metavar="N", help=HELP_HISTORY
     )
     parser.addini("blackbox_history_keep", HELP_HISTORY, default="200")
+    group.addoption(
+        "--blackbox-history-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help=HELP_HISTORY_MAX_MB,
+    )
+    parser.addini("blackbox_history_max_mb", HELP_HISTORY_MAX_MB, default="256")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -80,6 +91,17 @@ def _enabled(config: pytest.Config) -> bool:
     if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
         raise pytest.UsageError(f"blackbox = {value!r}: use on or off")
     return value in ("on", "true", "1", "yes")
+
+
+def _history_max_mb(config: pytest.Config) -> float:
+    value = _option(config, "blackbox-history-max-mb")
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:
+        raise pytest.UsageError(f"blackbox_history_max_mb = {value!r}: use a size in MiB above 0")
+    return mb
 
 
 def _store_dir(config: pytest.Config) -> Path:
@@ -306,6 +328,7 @@ class BlackboxPlugin:
                 raise pytest.UsageError(
                     f"blackbox_durability = {durability!r}: use process or system"
                 )
+            _history_max_mb(config)  # validated at configure
             try:
                 run_id, run_dir_s = _native.new_run(str(store_dir))
             except BlackboxError as e:
@@ -688,6 +711,11 @@ class BlackboxPlugin:
             + (f" on {_counted(len(workers), 'worker', 'workers')}" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
+        note = self._safely(
+            _native.history_flaky_note, str(self.session.store_dir), view["run"]["id"]
+        )
+        if note:
+            tr.write_line(note, yellow=True)
         fixtures = view["fixtures"][:5]
         if fixtures:
             parts = [
@@ -741,7 +769,10 @@ class BlackboxPlugin:
         """Folds the run ``reader`` reads into history.redb (off the per-record path)."""
         keep = int(_option(self.config, "blackbox-history-keep") or 0)
         if keep > 0:
-            self._safely(reader.fold_history, str(self.session.store_dir), keep)
+            store, max_mb = str(self.session.store_dir), _history_max_mb(self.config)
+            self._safely(reader.fold_history, store, keep, 60.0, max_mb)
+            # And any run whose session died before or during its fold.
+            self._safely(_native.fold_missing, store, self.session.run_id, keep, max_mb)
 
 
 class _CrashTeardowns:

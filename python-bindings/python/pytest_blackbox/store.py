@@ -15,6 +15,7 @@ from .errors import NoStoreError, NoSuchRunError
 __all__ = [
     "CrashInfo",
     "FixtureInfo",
+    "History",
     "Run",
     "Store",
     "Summary",
@@ -265,6 +266,32 @@ class Run(Summary):
         )
 
 
+class History:
+    """A store's ``history.redb`` (every finished run is folded into it): the same answers
+    as ``blackbox flaky``, ``history NODEID`` and ``slower`` with ``--json`` (docs/cli.md
+    has the schema)."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+
+    def flaky(self, last: int = 20) -> dict[str, Any]:
+        """Tests that both passed and failed within the newest ``last`` runs: ``runs``
+        (looked at, newest first) and ``tests`` (outcome counts, last flip, crashes, strip)."""
+        return _native.history_flaky(str(self.store_dir), last)
+
+    def test(self, nodeid: str, last: int = 20) -> dict[str, Any]:
+        """``nodeid`` in each of the newest ``last`` runs: outcome, duration, worker, crash."""
+        return _native.history_test(str(self.store_dir), nodeid, last)
+
+    def slower(self, last: int = 20, threshold: float = 1.5) -> dict[str, Any]:
+        """Tests and fixtures whose median duration grew more than ``threshold`` times from
+        the older half of the newest ``last`` runs to the newer half."""
+        return _native.history_slower(str(self.store_dir), last, threshold)
+
+    def __repr__(self) -> str:
+        return f"History({str(self.store_dir)!r})"
+
+
 class Store:
     """A store directory. ``Store()`` finds it as ``blackbox`` does: ``$BLACKBOX_DIR``, else
     the nearest ``.blackbox`` upward from the current directory (or the ``blackbox_dir`` ini
@@ -301,6 +328,11 @@ class Store:
         if not runs:
             raise NoStoreError(f"the store {self.path} holds no run yet")
         return self.run(runs[-1])
+
+    @property
+    def history(self) -> History:
+        """The store's history across runs (``history.redb``)."""
+        return History(self.path)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.runs())
