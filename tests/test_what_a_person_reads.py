@@ -126,7 +126,7 @@ def test_show_tells_one_tests_whole_story(forked: dict[str, Any]) -> None:
     # Properties, fixtures with their times, history.
     assert "model = resnet50" in text and "pcc = 0.5" in text
     assert re.search(r"\d\S*s\s+\S+\s+function\s+db$", text, re.M), text
-    assert re.search(r"^  ☠☠  \(oldest to newest", text, re.M), text
+    assert re.search(r"^  CC  \(newest first", text, re.M), text
     assert "2 runs, 0 passes, 2 failures in the last 2 runs" in text
     full = ok("show", "test_segv", "--full", cwd=forked["sub"], columns=100)
     assert "more frames" not in full and full.count('File "') > text.count('File "')

@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 
 use super::commands::{load_id, resolve_run, warn_damage, Ctx, Loaded};
-use super::table::{
-    clean, count, duration, local_time, plural, wrap, Cell, Column, Note, Style, Table,
-};
+use super::table::{clean, count, duration, plural, wrap, Cell, Column, Note, Style, Table};
 use super::Failure;
 use crate::aggregate::{signal_name, CrashView, RunView, TestJson, TestView};
 use crate::history::{History, TestHistory};
@@ -260,18 +258,6 @@ pub(crate) fn test_history(
         .map_err(|e| e.to_string())
 }
 
-/// One character per run for an outcome: what a strip of recent outcomes shows.
-pub(crate) fn outcome_mark(outcome: Option<&str>) -> &'static str {
-    match outcome {
-        Some("passed") => "✓",
-        Some("failed" | "error") => "✗",
-        Some("crashed") => "☠",
-        Some("skipped") => "s",
-        Some(_) => "?",
-        None => "·",
-    }
-}
-
 fn value_text(v: &crate::Value) -> String {
     match v {
         crate::Value::Str(s) => s.clone(),
@@ -462,40 +448,20 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Err(why) => writeln!(cx.out, "  {}", clean(why))?,
         Ok(h) if h.points.is_empty() => writeln!(cx.out, "  no run in history.redb yet")?,
         Ok(h) => {
-            let strip: String = h
-                .points
-                .iter()
-                .rev()
-                .map(|p| outcome_mark(p.outcome.as_deref()))
-                .collect();
+            // The strip of `blackbox flaky`; `blackbox history NODEID` has a row per run.
+            let strip = super::history::strip(h.points.iter().map(|p| p.outcome.as_deref()));
             writeln!(
                 cx.out,
-                "  {strip}  (oldest to newest; ✓ passed, ✗ failed, ☠ crashed, s skipped, · did not run)"
+                "  {strip}  (newest first; P passed, F failed, E error, C crashed, s skipped, . not run)"
             )?;
             writeln!(
                 cx.out,
-                "  {}, {}, {} in the last {}",
+                "  {}, {}, {} in the last {}; `blackbox history` lists each run",
                 plural(h.ran() as u64, "run", "runs"),
                 plural(h.passes() as u64, "pass", "passes"),
                 plural(h.failures() as u64, "failure", "failures"),
                 plural(h.points.len() as u64, "run", "runs"),
             )?;
-            let mut table = Table::new(vec![
-                Column::left("RUN"),
-                Column::left("STARTED"),
-                Column::left("OUTCOME"),
-                Column::right("DURATION"),
-            ]);
-            for p in &h.points {
-                let o = p.outcome.as_deref().unwrap_or("did not run");
-                table.push(vec![
-                    Cell::new(&p.run_id),
-                    Cell::new(p.started_wall_ns.map_or_else(|| "-".into(), local_time)),
-                    Cell::styled(o, Style::of_outcome(o)),
-                    Cell::new(p.duration_s.map_or_else(|| "-".into(), duration)),
-                ]);
-            }
-            table.write(cx.out, width, 2, paint)?;
         }
     }
     Ok(0)
