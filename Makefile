@@ -16,6 +16,7 @@ export CARGO_BUILD_JOBS ?= 2
 all: develop
 
 $(VENV)/.installed: requirements-dev.txt
+	@echo "make: creating .venv and installing requirements-dev.txt"
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements-dev.txt
@@ -33,7 +34,9 @@ $(VENV80)/.installed: requirements-pytest80.txt
 
 ## Build the extension (release) and install pytest-blackbox into .venv (editable).
 develop: $(VENV)/.installed
+	@echo "make: building the extension module (release; the first build takes about 2 minutes on 2 cores)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
+	@echo "make: building the blackbox CLI (release)"
 	cargo build --release -q -p blackbox-core --bin blackbox
 
 ## Chromium for the HTML report test (Debian packages; needs root, as on CI).

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -139,3 +142,71 @@ def wait_until(cond: Any, timeout: float = 60) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+#: A test id longer than any table: what tables must cut in the middle.
+LONG_ID = "x" * 150
+
+#: A suite whose tests pass, fail, segfault and call os._exit, with properties and fixtures
+#: (the user's `db`, pytest's `record_property` and `tmp_path`): what a person reads about.
+CRASHING_SUITE = f"""
+import ctypes, os, time
+import pytest
+from pytest_blackbox import record
+
+@pytest.fixture
+def db():
+    time.sleep(0.05)
+    return 1
+
+def test_ok(db, record_property):
+    record_property("pcc", 0.99)
+    time.sleep(1.5)
+
+def test_segv(db, record_property, tmp_path):
+    record("model", "resnet50")
+    record_property("pcc", 0.5)
+    ctypes.string_at(0)
+
+def test_exit():
+    os._exit(3)
+
+def test_fail():
+    record("input_shape", [1, 3, 224, 224])
+    assert 1 == 2
+
+@pytest.mark.parametrize("name", ["{LONG_ID}"], ids=["{LONG_ID}"])
+def test_long(name):
+    pass
+"""
+
+
+def run_pytest(cwd: Path, *args: str) -> tuple[int, str]:
+    """A pytest session in a subprocess, out of reach of this session's settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "BLACKBOX_")) and k != "PYTHONBREAKPOINT"
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in output, output
+    return proc.returncode, output
+
+
+def crashing_sessions(root: Path, *args: str, times: int = 2) -> str:
+    """CRASHING_SUITE in ``root`` (its own rootdir), run ``times`` times with ``args``;
+    the last session's output."""
+    (root / "test_suite.py").write_text(CRASHING_SUITE)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    out = ""
+    for _ in range(times):
+        _, out = run_pytest(root, *args)
+    return out

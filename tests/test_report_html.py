@@ -19,8 +19,11 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from conftest import crashing_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -36,9 +39,18 @@ CRASH_RED = "rgb(217, 45, 32)"
 pytestmark = pytest.mark.chromium
 
 
-def _run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str | Path, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BLACKBOX_DIR"}
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -142,8 +154,12 @@ def test_report_renders_every_test_as_a_bar_with_details_on_hover(
     lanes = browser.find_elements(By.CSS_SELECTOR, "#timeline-svg .lane-label")
     assert [e.text for e in lanes] == ["gw0", "gw1", "gw2", "gw3", "gw4"]
     fixture_bars = browser.find_elements(By.CSS_SELECTOR, "#fixtures-svg rect.fbar")
-    assert len(fixture_bars) == min(20, len(view["fixtures"]) + len(view["timed"])) > 0
-    crash_rows = browser.find_elements(By.CSS_SELECTOR, "#crashes tbody tr")
+    # The fixtures `blackbox fixtures` lists (pytest's own left out unless they cost 1%).
+    listed = json.loads(_run(BLACKBOX, "fixtures", "--json", "--dir", sample_store).stdout)
+    assert "tmp_path" in {f["name"] for f in view["fixtures"]}
+    assert "tmp_path" not in {f["name"] for f in listed["fixtures"]}
+    assert len(fixture_bars) == min(20, len(listed["fixtures"]) + len(listed["timed"])) > 0
+    crash_rows = browser.find_elements(By.CSS_SELECTOR, "#crashes .crash")
     assert len(crash_rows) == len(view["crashes"]) == 1
     assert tests[crashed[0]]["nodeid"] in crash_rows[0].text
 
@@ -169,3 +185,118 @@ def test_report_renders_every_test_as_a_bar_with_details_on_hover(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+
+
+@pytest.fixture(scope="module")
+def forked_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the second of two `--forked` sessions (history.redb holds both)."""
+    if not BLACKBOX.exists():
+        pytest.skip(f"{BLACKBOX} is not built: run `make develop`")
+    root = tmp_path_factory.mktemp("forked-report")
+    crashing_sessions(root, "--forked")
+    page = root / "report.html"
+    made = _run(BLACKBOX, "report", "--html", page, cwd=root)
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    assert "5 tests, 2 crashes" in made.stdout
+    return page
+
+
+def _visible_in(shot_size: tuple[int, int], element: Any) -> bool:
+    r = element.rect
+    return (
+        element.is_displayed()
+        and r["width"] > 0
+        and r["height"] > 0
+        and r["x"] + r["width"] <= shot_size[0] + 1
+        and r["y"] + r["height"] <= shot_size[1] + 1
+    )
+
+
+def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    html = forked_report.read_text(encoding="utf-8")
+    assert re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html) is None
+    browser.set_window_size(1400, 1000)
+    browser.get(forked_report.as_uri())
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, min(height + 140, 6000))
+    size = tuple(browser.execute_script("return [window.innerWidth, window.innerHeight]"))
+    find = browser.find_elements
+
+    # Badges: outcomes once each, no "1 crash" beside "2 crashed"; counts in plain English.
+    chips = [c.text for c in find(By.CSS_SELECTOR, ".chips .chip")]
+    assert chips == ["5 tests", "2 passed", "1 failed", "2 crashed"], chips
+    assert (
+        "python -m pytest -p no:cacheprovider --forked"
+        in browser.find_element(By.TAG_NAME, "header").text
+    )
+
+    # The crash section: each crash with the end of its traceback inline.
+    crashes = find(By.CSS_SELECTOR, "#crashes .crash")
+    assert len(crashes) == 2
+    segv = next(c for c in crashes if "test_segv" in c.find_element(By.TAG_NAME, "h3").text)
+    tb = segv.find_element(By.CSS_SELECTOR, "pre.tb")
+    assert re.search(r'File ".*test_suite\.py", line \d+ in test_segv', tb.text), tb.text
+    assert "SIGSEGV" in segv.text and "worker main" in segv.text
+    exited = next(c for c in crashes if c is not segv)
+    assert "exited with status 3" in exited.text and "No Python traceback" in exited.text
+
+    # Slowest tests, properties of failed and crashed tests in sight, recent runs.
+    slow = find(By.CSS_SELECTOR, "#slowest tbody tr")
+    assert len(slow) == 5 and "test_ok" in slow[0].text
+    rows = {
+        r.find_element(By.CSS_SELECTOR, "td.id").text: r
+        for r in find(By.CSS_SELECTOR, "#not-passed tbody tr")
+    }
+    segv_row = rows["test_suite.py::test_segv"]
+    props = segv_row.find_element(By.CSS_SELECTOR, ".props")
+    assert "model = resnet50" in props.text and "pcc = 0.5" in props.text
+    assert "input_shape = [1,3,224,224]" in rows["test_suite.py::test_fail"].text
+    strip = segv_row.find_elements(By.CSS_SELECTOR, ".strip i")
+    assert [s.get_attribute("class") for s in strip] == ["o-crashed", "o-crashed"]
+    assert [
+        s.get_attribute("class")
+        for s in rows["test_suite.py::test_fail"].find_elements(By.CSS_SELECTOR, ".strip i")
+    ] == ["o-failed", "o-failed"]
+
+    # One lane for the main process, with the forked children's tests on it.
+    lanes = [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-label")]
+    assert lanes == ["main"]
+    assert [e.text for e in find(By.CSS_SELECTOR, "#timeline-svg .lane-sub")] == ["5 forked"]
+    assert len(find(By.CSS_SELECTOR, "#timeline-svg rect.bar")) == 5
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-forked.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    # Everything checked above is on the screenshot, not hidden or outside it.
+    for element in [*crashes, tb, props, *strip, slow[0], *find(By.CSS_SELECTOR, ".chip")]:
+        assert _visible_in(size, element), element.text
+
+
+def test_a_report_of_5000_tests_is_small_and_renders_fast(
+    browser, tmp_path: Path, sample_store: Path
+) -> None:
+    """The figures docs/cli.md gives: file size and time to load in headless Chromium."""
+    import time
+
+    store = tmp_path / ".blackbox"
+    made = _run(SAMPLE_RUN, store, "--tests", "5000", "--workers", "4")
+    assert made.returncode == 0, made.stderr
+    page = tmp_path / "report.html"
+    assert _run(BLACKBOX, "report", "--html", page, "--dir", store).returncode == 0
+    size = page.stat().st_size
+    browser.get("about:blank")
+    start = time.perf_counter()
+    browser.get(page.as_uri())  # returns once the page has loaded
+    loaded = time.perf_counter() - start
+    bars = browser.execute_script(
+        "return document.querySelectorAll('#timeline-svg rect.bar').length"
+    )
+    print(f"5,000-test report: {size / 1e6:.2f} MB, loaded in {loaded:.2f} s")
+    assert bars == 5002
+    assert size < 2_000_000, size
+    assert loaded < 2.0, loaded

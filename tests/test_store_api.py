@@ -7,15 +7,13 @@ tests below read them back. The store is made once for the module (about two sec
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from conftest import run_pytest
 from pytest_blackbox import (
     BlackboxError,
     NoStoreError,
@@ -94,26 +92,6 @@ class Finished:
     store: Path
     xdist_run: str
     plain_run: str
-
-
-def run_pytest(cwd: Path, *args: str) -> tuple[int, str]:
-    """A pytest session in a subprocess, out of reach of this session's settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "BLACKBOX_")) and k != "PYTHONBREAKPOINT"
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    assert "INTERNALERROR" not in output, output
-    return proc.returncode, output
 
 
 def run_id(output: str) -> str:

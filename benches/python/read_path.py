@@ -17,7 +17,11 @@ its outcome, duration, phases and properties; per fixture setups, total, mean an
 
 Readers alternate, each run several times on warm page caches; medians are reported.
 
-    python benches/python/read_path.py [--reps N] [--records-per-writer N]
+Then (2b) a run of 20,000 tests that each recorded one property: every test's properties
+from Python (``Store(dir).latest()``, its ``tests``, ``properties(nodeid)`` of each) against
+the same properties as JSON lines, ``json.loads`` of each line into a dict per test.
+
+    python benches/python/read_path.py [--reps N] [--records-per-writer N] [--properties-only]
 """
 
 from __future__ import annotations
@@ -319,18 +323,107 @@ def run(reps: int = 3, per_writer: int = 125_000, out: Report | None = None) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+PROPERTY_TESTS = 20_000
+
+
+def build_property_run(store: Path, jsonl: Path, n: int) -> None:
+    """A run of ``n`` tests that each recorded one property, and the same properties as a
+    JSON-lines file (one ``{"test", "key", "value"}`` object a line, as a hand-made
+    cross-process store writes them)."""
+    import pytest_blackbox
+
+    session = pytest_blackbox.start_run(store)
+    session.recorder.run_start(["pytest"], str(store), "bench")
+    with open(jsonl, "w") as f:
+        for i in range(n):
+            nodeid = f"tests/test_mod_{i // 100:03d}.py::test_case[{i % 100}]"
+            value = {"value": 0.99 - (i % 13) * 1e-3, "ok": i % 97 != 0}
+            session.recorder.record("pcc", value, nodeid)
+            f.write(json.dumps({"test": nodeid, "key": "pcc", "value": value}) + "\n")
+    session.recorder.run_end(0)
+    pytest_blackbox.stop_run(session)
+
+
+def read_properties_blackbox(store: Path) -> dict[str, dict[str, Any]]:
+    import pytest_blackbox
+
+    run = pytest_blackbox.Store(store).latest()
+    return {t.nodeid: run.properties(t.nodeid) for t in run.tests}
+
+
+def read_properties_jsonl(path: Path) -> dict[str, dict[str, Any]]:
+    loads = json.loads
+    out: dict[str, dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            r = loads(line)
+            out.setdefault(r["test"], {})[r["key"]] = r["value"]
+    return out
+
+
+def run_properties(
+    reps: int = 9, n: int = PROPERTY_TESTS, out: Report | None = None
+) -> dict[str, Any]:
+    """2b: every test's properties of a run, from Python, against a JSON-lines scan."""
+    out = out or Report()
+    tmp = Path(tempfile.mkdtemp(prefix="bb-props-"))
+    try:
+        build_property_run(tmp / "store", tmp / "props.jsonl", n)
+        readers = {
+            "blackbox: Store(dir).latest(), .tests, .properties(t) each": lambda: (
+                read_properties_blackbox(tmp / "store")
+            ),
+            "JSON lines: json.loads of each line, a dict per test": lambda: read_properties_jsonl(
+                tmp / "props.jsonl"
+            ),
+        }
+        times: dict[str, list[float]] = {k: [] for k in readers}
+        answers = {}
+        for _ in range(reps):
+            for name, fn in readers.items():
+                t = time.perf_counter()
+                got = fn()
+                times[name].append(time.perf_counter() - t)
+                answers[name] = got
+                del got
+        base = median(times["JSON lines: json.loads of each line, a dict per test"])
+        rows = [
+            [
+                name,
+                fmt_time(median(ts)),
+                f"{fmt_time(min(ts))} .. {fmt_time(max(ts))}",
+                fmt_ratio(median(ts) / base),
+            ]
+            for name, ts in times.items()
+        ]
+        out(f"2b. every test's properties of a run of {n:,} tests with one property each")
+        out(table(["reader", "median", "range", "vs JSON lines"], rows))
+        same = len({json.dumps(a, sort_keys=True) for a in answers.values()}) == 1
+        out(f"   both readers found the same properties: {same}")
+        return {"tests": n, "times": times, "same": same}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--writer", nargs=3, metavar=("RUN_DIR", "K", "RECORDS"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--records-per-writer", type=int, default=125_000)
+    ap.add_argument(
+        "--properties-only", action="store_true", help="only 2b (20,000 tests' properties)"
+    )
     a = ap.parse_args()
     if a.writer:
         run_dir, k, n = a.writer
         writer(run_dir, int(k), int(n))
         return
     os.environ.pop("BLACKBOX_DIR", None)
+    if a.properties_only:
+        run_properties()
+        return
     run(a.reps, a.records_per_writer)
+    run_properties()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def main() -> int:
         per_writer = 12_500 if a.quick else 125_000
         raw["read"] = read_path.run(reps=3, per_writer=per_writer, out=out)
         out()
+        raw["read_properties"] = read_path.run_properties(out=out)
+        out()
     if "e2e" in only:
         raw["e2e"] = e2e.run(reps=1 if a.quick else 9, tests=1000 if a.quick else 5000, out=out)
         out()

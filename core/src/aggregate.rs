@@ -142,7 +142,8 @@ impl TimeoutView {
     }
 }
 
-/// One xdist worker (or the main process), over all its processes.
+/// One xdist worker (or the main process), over all its processes: the children it
+/// forked (pytest-forked) count as its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerView {
     /// `gw0`…, or the role (`main`, `controller`) for processes outside xdist workers.
@@ -151,6 +152,8 @@ pub struct WorkerView {
     pub tests: u64,
     pub crashes: u64,
     pub alive: bool,
+    /// Of `pids`, the children forked to run a test.
+    pub forked: u64,
     /// The accelerator variables its processes had (the first process that set any).
     pub devices: Vec<(String, String)>,
 }
@@ -1204,49 +1207,60 @@ impl Aggregate {
             });
         }
 
-        // Workers.
+        // Workers (a section of its own: issue 17). A forked child belongs to the worker that
+        // forked it (`gwN`, or `main`); tests and crashes count where their process belongs.
         let mut workers: BTreeMap<String, WorkerView> = BTreeMap::new();
-        let worker_ids: std::collections::HashSet<&str> = self
-            .segs
-            .iter()
-            .filter(|s| s.role == Some(Role::Worker))
-            .filter_map(|s| s.worker.as_deref())
-            .collect();
+        let mut key_of_pid: HashMap<u32, &str> = HashMap::new();
         let mut pid_seen: std::collections::HashSet<(&str, u32)> = std::collections::HashSet::new();
+        let mut xdist_workers: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (seg, s) in self.segs.iter().enumerate() {
-            let st = status(seg);
-            let id = seg_worker_key(s).to_owned();
-            let w = workers.entry(id.clone()).or_insert_with(|| WorkerView {
-                id,
+            let key = seg_worker_key(s);
+            if s.role == Some(Role::Worker) {
+                xdist_workers.insert(key);
+            }
+            let w = workers.entry(key.to_owned()).or_insert_with(|| WorkerView {
+                id: key.to_owned(),
                 pids: Vec::new(),
                 tests: 0,
                 crashes: 0,
                 alive: false,
+                forked: 0,
                 devices: Vec::new(),
             });
             if w.devices.is_empty() {
                 w.devices.clone_from(&s.devices);
             }
-            if let Some(pid) = s.pid {
+            if let Some(pid) = s.pid.or_else(|| status(seg).map(|x| x.pid)) {
+                key_of_pid.insert(pid, key);
                 // One segment per forked test: a set keeps this linear.
-                if pid_seen.insert((seg_worker_key(s), pid)) {
+                if pid_seen.insert((key, pid)) {
                     w.pids.push(pid);
+                    w.forked += u64::from(s.role == Some(Role::Forked));
                 }
             }
-            // A forked child of a worker: its tests are the worker's own (already counted).
-            let counted_by_worker = s.role == Some(Role::Forked)
-                && s.worker.as_deref().is_some_and(|w| worker_ids.contains(w));
-            if !counted_by_worker {
-                w.tests += s.tests;
+            w.alive |= status(seg).is_some_and(|x| x.alive);
+        }
+        let key_of = |worker: Option<&str>, pid: Option<u32>| -> String {
+            pid.and_then(|p| key_of_pid.get(&p).copied())
+                .or(worker)
+                .unwrap_or("main")
+                .to_owned()
+        };
+        for t in &tests {
+            if let Some(w) = workers.get_mut(&key_of(t.worker.as_deref(), t.pid)) {
+                w.tests += 1;
             }
-            w.alive |= st.is_some_and(|x| x.alive);
         }
         for c in crashes.iter().filter(|c| c.kind != "child") {
-            let id = c.worker.clone().unwrap_or_else(|| "main".into());
-            if let Some(w) = workers.get_mut(&id) {
+            if let Some(w) = workers.get_mut(&key_of(c.worker.as_deref(), c.pid)) {
                 w.crashes += 1;
             }
         }
+        // A replacement xdist worker that ended without running a test is not a worker of
+        // the run ("9 tests on 4 workers" for `-n 2`).
+        workers.retain(|id, w| {
+            !(xdist_workers.contains(id.as_str()) && w.tests == 0 && w.crashes == 0 && !w.alive)
+        });
 
         let mut run = self.run.clone();
         id.clone_into(&mut run.id);
@@ -1289,11 +1303,14 @@ fn oom_killed(s: &SegAcc) -> bool {
     })
 }
 
-/// The worker a segment belongs to: its xdist id, or its role outside xdist.
+/// The worker a segment belongs to: its xdist id, or its role outside xdist; a forked child
+/// outside xdist belongs to `main`, which forked it.
 fn seg_worker_key(s: &SegAcc) -> &str {
-    s.worker
-        .as_deref()
-        .unwrap_or_else(|| s.role.map_or("other", Role::as_str))
+    s.worker.as_deref().unwrap_or_else(|| match s.role {
+        Some(Role::Forked) => Role::Main.as_str(),
+        Some(r) => r.as_str(),
+        None => "other",
+    })
 }
 
 fn add_time(acc: &mut TimeAcc, setup: bool, d: f64) {
@@ -1579,6 +1596,7 @@ impl WorkerView {
             "tests": self.tests,
             "crashes": self.crashes,
             "alive": self.alive,
+            "forked": self.forked,
             "devices": devices_json(&self.devices),
         })
     }

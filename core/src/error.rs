@@ -58,6 +58,14 @@ pub enum Error {
     Encode(String),
     /// `history.redb` failed.
     History(String),
+    /// No store in the directory a reader started from nor in any above it.
+    NoStoreFound { from: PathBuf },
+    /// A run id prefix that more than one run starts with.
+    AmbiguousRun {
+        id: String,
+        store: PathBuf,
+        matches: Vec<String>,
+    },
 }
 
 impl Error {
@@ -129,6 +137,20 @@ impl fmt::Display for Error {
             Error::TransactionOpen => write!(f, "a transaction is open; commit or roll it back first"),
             Error::Encode(why) => write!(f, "cannot encode record: {why}"),
             Error::History(why) => write!(f, "history.redb: {why}"),
+            Error::NoStoreFound { from } => write!(
+                f,
+                "no blackbox store (.blackbox) in {} or any directory above it; run pytest with \
+                 the plugin first, or pass --dir / set BLACKBOX_DIR",
+                from.display()
+            ),
+            Error::AmbiguousRun { id, store, matches } => write!(
+                f,
+                "run id {id:?} matches {} runs in {} ({}{}); give more of it",
+                matches.len(),
+                store.display(),
+                matches.iter().take(3).map(String::as_str).collect::<Vec<_>>().join(", "),
+                if matches.len() > 3 { ", …" } else { "" }
+            ),
         }
     }
 }

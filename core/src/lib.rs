@@ -32,11 +32,13 @@ pub mod cli;
 pub mod combine;
 pub mod error;
 pub mod history;
+pub mod locate;
 pub mod private;
 pub mod process;
 pub mod record;
 pub mod segment;
 pub mod snapshot;
+pub mod stock;
 pub mod store;
 pub mod watchdog;
 pub mod writer;
@@ -50,6 +52,7 @@ pub use history::{
     fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
     HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
 };
+pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
     install_crash_handler, mark_crash, process_id, set_crash_echo, Damage, Durability,

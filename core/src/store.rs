@@ -109,6 +109,35 @@ impl Store {
         })
     }
 
+    /// The run `wanted` names: its id, or a start of it that only one run has (what
+    /// `--run` and `Store.run()` take); `None`: the latest.
+    pub fn resolve_run(&self, wanted: Option<&str>) -> Result<String> {
+        let Some(wanted) = wanted else {
+            return self.latest();
+        };
+        let runs = self.runs()?;
+        if runs.iter().any(|r| r == wanted) {
+            return Ok(wanted.to_owned());
+        }
+        let matches: Vec<String> = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            runs.into_iter().filter(|r| r.starts_with(wanted)).collect()
+        };
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().unwrap_or_default()),
+            0 => Err(Error::NoSuchRun {
+                id: wanted.to_owned(),
+                store: self.root.clone(),
+            }),
+            _ => Err(Error::AmbiguousRun {
+                id: wanted.to_owned(),
+                store: self.root.clone(),
+                matches,
+            }),
+        }
+    }
+
     /// The folder of run `id`, which must exist.
     pub fn run_path(&self, id: &str) -> Result<PathBuf> {
         let path = self.root.join(id);

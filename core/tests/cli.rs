@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use blackbox_core::cli::{run, Env, MAX_WIDTH};
+use blackbox_core::cli::{run, Env, DEFAULT_WIDTH};
 use blackbox_core::{
     install_crash_handler, now_mono_ns, now_wall_ns, Durability, Phase, Record, Recorder, Role,
     Store, Value,
@@ -271,7 +271,7 @@ fn stats_reads_like_a_summary_and_fits_100_columns() {
     }
     for line in o.out.lines() {
         assert!(
-            line.chars().count() <= MAX_WIDTH,
+            line.chars().count() <= DEFAULT_WIDTH,
             "too wide ({}): {line}",
             line.chars().count()
         );
@@ -296,6 +296,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         no_color,
         blackbox_dir: Some(t.store()),
         columns: Some(200),
+        cwd: None,
     };
     assert!(cli_env(&env(true, false), &["stats"])
         .out
@@ -308,7 +309,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(!cli_env(&env(true, false), &["tests", "--color=never"])
         .out
         .contains('\x1b'));
-    // A wide terminal still gets at most 100 columns; a narrow one gets its width.
+    // A narrow terminal gets its width.
     let narrow = Env {
         columns: Some(60),
         ..env(false, false)

@@ -34,8 +34,8 @@ fn error_class(e: &blackbox_core::Error) -> &'static str {
         E::StoreFull { .. } | E::SegmentFull { .. } => "StoreFullError",
         E::RecordTooLarge { .. } => "RecordTooLargeError",
         E::Damaged(_) | E::UnsupportedVersion { .. } => "DamagedStoreError",
-        E::NoStore { .. } | E::NoRuns { .. } => "NoStoreError",
-        E::NoSuchRun { .. } => "NoSuchRunError",
+        E::NoStore { .. } | E::NoRuns { .. } | E::NoStoreFound { .. } => "NoStoreError",
+        E::NoSuchRun { .. } | E::AmbiguousRun { .. } => "NoSuchRunError",
         E::Refused { .. } => "StoreRefusedError",
         E::TransactionOpen => "TransactionError",
         _ => "BlackboxError",
@@ -1952,6 +1952,11 @@ fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>>
 
 fn props_json_py<'py>(py: Python<'py>, pairs: &[(String, Value)]) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    if let [(k, x)] = pairs {
+        // Most tests record one key or none: no sort needed.
+        d.set_item(k, value_json_py(py, x)?)?;
+        return Ok(d);
+    }
     let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
     for (k, x) in sorted {
@@ -1988,12 +1993,12 @@ fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<
     d.set_item(intern!(py, "crashed"), t.crashed)?;
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
-    d.set_item(intern!(py, "outcome"), &t.outcome)?;
+    d.set_item(intern!(py, "outcome"), outcome_str(py, &t.outcome))?;
     let phases = PyList::empty(py);
     for p in &t.phases {
         let pd = PyDict::new(py);
         pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
-        pd.set_item(intern!(py, "outcome"), &p.outcome)?;
+        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
         pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
         phases.append(pd)?;
     }
@@ -2019,6 +2024,19 @@ fn timeout_py<'py>(
         || Ok(py.None().into_bound(py)),
         |t| json_to_py(py, &t.to_json()),
     )
+}
+
+/// An outcome as a Python str: the common ones interned (one object for 20,000 tests).
+fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString> {
+    match o {
+        "passed" => intern!(py, "passed").clone(),
+        "failed" => intern!(py, "failed").clone(),
+        "skipped" => intern!(py, "skipped").clone(),
+        "error" => intern!(py, "error").clone(),
+        "crashed" => intern!(py, "crashed").clone(),
+        "unknown" => intern!(py, "unknown").clone(),
+        other => PyString::new(py, other),
+    }
 }
 
 fn phase_str(py: Python<'_>, p: Phase) -> &Bound<'_, PyString> {
@@ -2070,10 +2088,20 @@ fn view_to_py<'py>(
     }
     out.set_item(intern!(py, "exits"), exits)?;
     let cut = |n: usize| brief.map_or(n, |b| b.min(n));
-    out.set_item(
-        intern!(py, "fixtures"),
-        fixtures_py(py, &v.fixtures[..cut(v.fixtures.len())])?,
-    )?;
+    if let Some(n) = brief {
+        // The summary's "slowest fixtures": pytest's own left out (blackbox_core::stock).
+        let test_time = blackbox_core::stock::test_time(v);
+        let shown: Vec<blackbox_core::FixtureStats> = v
+            .fixtures
+            .iter()
+            .filter(|f| blackbox_core::stock::is_shown(f, test_time, false))
+            .take(n)
+            .cloned()
+            .collect();
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &shown)?)?;
+    } else {
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &v.fixtures)?)?;
+    }
     if brief.is_some() {
         let mut outcomes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         for t in &v.tests {
@@ -2116,6 +2144,7 @@ fn view_to_py<'py>(
         let d = PyDict::new(py);
         d.set_item(intern!(py, "alive"), w.alive)?;
         d.set_item(intern!(py, "crashes"), w.crashes)?;
+        d.set_item(intern!(py, "forked"), w.forked)?;
         d.set_item(intern!(py, "id"), &w.id)?;
         d.set_item(intern!(py, "pids"), &w.pids)?;
         d.set_item(intern!(py, "tests"), w.tests)?;
@@ -2380,6 +2409,17 @@ impl PyRunReader {
             .collect()
     }
 
+    /// The merged properties of `nodeid` as a dict (no poll): `properties` without the
+    /// list of pairs in between, for `Run.properties`.
+    fn properties_dict<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Bound<'py, PyDict>> {
+        let props = self.state(py)?.agg.properties(nodeid);
+        let d = PyDict::new(py);
+        for (k, v) in &props {
+            d.set_item(k, value_to_py(py, v)?)?;
+        }
+        Ok(d)
+    }
+
     /// The recorded phase reports of `nodeid`: (phase, serialized report or None) (no poll).
     fn phase_reports<'py>(
         &self,
@@ -2494,6 +2534,33 @@ fn new_run(py: Python<'_>, store_dir: PathBuf) -> PyResult<(String, PathBuf)> {
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
+}
+
+/// The store a reader uses: `given`, else `$BLACKBOX_DIR`, else the nearest `.blackbox`
+/// upward from `cwd` (or the `blackbox_dir` ini of a pytest config there): the CLI's rule.
+#[pyfunction]
+#[pyo3(signature = (given = None, cwd = None))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn find_store(py: Python<'_>, given: Option<PathBuf>, cwd: Option<PathBuf>) -> PyResult<PathBuf> {
+    let cwd = match cwd {
+        Some(c) => c,
+        None => std::env::current_dir().map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("no current directory: {e}"))
+        })?,
+    };
+    let env = std::env::var_os("BLACKBOX_DIR").map(PathBuf::from);
+    blackbox_core::find_store(given.as_deref(), env.as_deref(), &cwd)
+        .map(|(p, _)| p)
+        .or_raise(py)
+}
+
+/// The run `wanted` names in a store: its id or a unique start of it (`--run`'s rule).
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn resolve_run(py: Python<'_>, store_dir: PathBuf, wanted: &str) -> PyResult<String> {
+    Store::open(&store_dir)
+        .and_then(|s| s.resolve_run(Some(wanted)))
+        .or_raise(py)
 }
 
 /// The folder of run `id` of a store.
@@ -2727,6 +2794,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
+    m.add_function(wrap_pyfunction!(find_store, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_run, m)?)?;
     m.add_function(wrap_pyfunction!(prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(create_private_file, m)?)?;
     m.add_function(wrap_pyfunction!(remove_empty_attachments, m)?)?;

@@ -19,6 +19,8 @@ pub enum Command {
     Runs,
     Check,
     Report,
+    /// `show NODEID`: one test's whole story.
+    Show,
     Flaky,
     History,
     Slower,
@@ -31,11 +33,12 @@ pub enum Command {
 
 impl Command {
     /// The commands that read a store, in the order `--help` lists them.
-    pub const READERS: [Command; 12] = [
+    pub const READERS: [Command; 13] = [
         Command::Stats,
         Command::Tests,
         Command::Fixtures,
         Command::Crashes,
+        Command::Show,
         Command::Runs,
         Command::Dump,
         Command::Check,
@@ -56,6 +59,7 @@ impl Command {
             Command::Runs => "runs",
             Command::Check => "check",
             Command::Report => "report",
+            Command::Show => "show",
             Command::Flaky => "flaky",
             Command::History => "history",
             Command::Slower => "slower",
@@ -92,6 +96,9 @@ impl Command {
             }
             Command::Report => {
                 "write a self-contained HTML report: timeline, slowest fixtures, crashes"
+            }
+            Command::Show => {
+                "one test's whole story: phases, properties, fixtures, crash, worker, history"
             }
             Command::Flaky => "tests that passed and failed over the last runs (history.redb)",
             Command::History => "one test across the last runs: outcome, duration, worker, crash",
@@ -141,6 +148,12 @@ impl Command {
                 "Writes one self-contained HTML file (no network access when opened): a timeline\n\
                                 per worker with a bar per test, the slowest fixtures and the crash list.\n\
                                 --html - writes it to standard output."
+            }
+            Command::Show => {
+                "Shows one test: NODEID is its nodeid or a part of it that only one test has.\n\
+                              Its phases with outcome and duration, its properties, the fixtures it set up\n\
+                              with their times, its crash or timeout with the end of the traceback (--full:\n\
+                              all of it), its worker and pid, and its outcomes in the runs history.redb keeps."
             }
             Command::Flaky => {
                 "Reads history.redb (every finished run is folded into it) and lists the tests that\n\
@@ -200,6 +213,7 @@ pub const OUTCOMES: [&str; 8] = [
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[allow(clippy::struct_excessive_bools)] // one per flag of the command line
 pub struct Invocation {
     pub command: Command,
     /// For [`Command::Help`]: the command to explain, if one was named.
@@ -212,6 +226,14 @@ pub struct Invocation {
     pub limit: Option<usize>,
     pub outcomes: Vec<String>,
     pub color: ColorChoice,
+    /// `--wide`: tables cut nothing, whatever the terminal's width.
+    pub wide: bool,
+    /// `--all`: pytest's own fixtures too.
+    pub all: bool,
+    /// `--full`: whole tracebacks.
+    pub full: bool,
+    /// `show NODEID`: the test named.
+    pub nodeid: Option<String>,
     /// `flaky`, `history`, `slower`: runs looked at (`--last N`).
     pub last: Option<usize>,
     /// `slower`: the growth that counts (`--threshold X`).
@@ -255,6 +277,9 @@ enum Key {
     Limit,
     Outcome,
     Color,
+    Wide,
+    All,
+    Full,
     Last,
     Threshold,
     Help,
@@ -283,6 +308,7 @@ const DATA: &[Command] = &[
     C::Runs,
     C::Check,
     C::Report,
+    C::Show,
     C::Flaky,
     C::History,
     C::Slower,
@@ -295,7 +321,7 @@ const OPTS: &[Opt] = &[
         long: "dir",
         short: None,
         value: Some("DIR"),
-        help: "the store directory (default: $BLACKBOX_DIR, else ./.blackbox)",
+        help: "the store directory (default: $BLACKBOX_DIR, else the nearest .blackbox upward)",
         commands: DATA,
     },
     Opt {
@@ -304,7 +330,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: Some("ID"),
         help: "the run to read: its id or a unique start of it (default: the latest)",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report, C::Show],
     },
     Opt {
         key: Key::Json,
@@ -312,7 +338,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: None,
         help: "print JSON (schema: docs/cli.md) instead of a table",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Flaky, C::History, C::Slower],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Runs, C::Check, C::Show, C::Flaky, C::History, C::Slower],
     },
     Opt {
         key: Key::Jsonl,
@@ -369,6 +395,30 @@ const OPTS: &[Opt] = &[
         value: Some("WHEN"),
         help: "auto (default: when stdout is a terminal and NO_COLOR is unset), always or never",
         commands: DATA,
+    },
+    Opt {
+        key: Key::Wide,
+        long: "wide",
+        short: None,
+        value: None,
+        help: "cut nothing: tables as wide as their widest cell, whatever the terminal",
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Runs, C::Show],
+    },
+    Opt {
+        key: Key::All,
+        long: "all",
+        short: None,
+        value: None,
+        help: "list pytest's own fixtures (tmp_path, request, ...) too, however fast",
+        commands: &[C::Stats, C::Fixtures],
+    },
+    Opt {
+        key: Key::Full,
+        long: "full",
+        short: None,
+        value: None,
+        help: "whole tracebacks, not their last frames",
+        commands: &[C::Crashes, C::Show],
     },
     Opt {
         key: Key::Help,
@@ -548,6 +598,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
                     }
                 }
             }
+            Key::Wide => inv.wide = true,
+            Key::All => inv.all = true,
+            Key::Full => inv.full = true,
             Key::Help | Key::Version => {}
         }
         given.push((o.key, spelled));
@@ -587,6 +640,7 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
     inv.args = rest.map(str::to_owned).collect();
     let wanted = match command {
         Command::History => Some((1, 1, "the test: blackbox history NODEID")),
+        Command::Show => Some((1, 1, "the test: blackbox show NODEID (or a part of it)")),
         Command::Combine => Some((
             1,
             usize::MAX,
@@ -605,6 +659,9 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             return Err(in_command(format!("`{command}` needs {what}")));
         }
         _ => {}
+    }
+    if command == Command::Show {
+        inv.nodeid = inv.args.first().cloned();
     }
     if command == Command::Combine && inv.dir.is_none() {
         return Err(in_command(
@@ -696,7 +753,8 @@ pub fn help(topic: Option<Command>) -> String {
                 push_opt(&mut s, o);
             }
             s.push_str(
-                "\nThe store is --dir, else $BLACKBOX_DIR, else ./.blackbox; the run is the latest\n\
+                "\nThe store is --dir, else $BLACKBOX_DIR, else the nearest .blackbox from here upward\n\
+                 (or the blackbox_dir ini value of a pytest config there); the run is the latest\n\
                  unless --run names one. Exit status: 0 ok, 1 error (or damage found by `check`),\n\
                  2 usage. `blackbox help COMMAND` shows a command's options.\n",
             );
@@ -710,6 +768,9 @@ pub fn help(topic: Option<Command>) -> String {
                 .filter(|o| o.key != Key::Version)
                 .collect();
             let mut usage = format!("usage: blackbox {c}");
+            if c == Command::Show {
+                usage.push_str(" NODEID");
+            }
             for o in &opts {
                 match (o.key, o.value) {
                     (Key::Help, _) => {}

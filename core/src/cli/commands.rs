@@ -9,8 +9,8 @@ use serde_json::{json, Value as Json};
 
 use super::args::{ColorChoice, Command, Invocation};
 use super::table::{
-    clean, count, duration, local_time, plural, shorten_middle, Cell, Column, Painter, Style,
-    Table, MAX_WIDTH,
+    clean, command_line, count, duration, join_fitted, local_time, plural, Cell, Column, Note,
+    Painter, Style, Table, DEFAULT_WIDTH, MIN_WIDTH,
 };
 use super::{Env, Failure};
 use crate::aggregate::{
@@ -30,8 +30,12 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut dyn Write,
     pub err: &'a mut dyn Write,
     pub paint: Painter,
-    pub width: usize,
-    pub store_dir: PathBuf,
+    /// The width tables fit; `None` (`--wide`): cut nothing.
+    pub width: Option<usize>,
+    /// `--dir`, `$BLACKBOX_DIR`, and where the search upward starts.
+    given_dir: Option<PathBuf>,
+    env_dir: Option<PathBuf>,
+    cwd: PathBuf,
 }
 
 impl<'a> Ctx<'a> {
@@ -46,23 +50,37 @@ impl<'a> Ctx<'a> {
             ColorChoice::Never => false,
             ColorChoice::Auto => env.stdout_is_tty && !env.no_color,
         };
-        let store_dir = inv
-            .dir
-            .clone()
-            .or_else(|| env.blackbox_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(".blackbox"));
+        let width = (!inv.wide).then(|| env.columns.map_or(DEFAULT_WIDTH, |c| c.max(MIN_WIDTH)));
         Ctx {
             inv,
             out,
             err,
             paint: Painter { enabled },
-            width: env.columns.map_or(MAX_WIDTH, |c| c.clamp(40, MAX_WIDTH)),
-            store_dir,
+            width,
+            given_dir: inv.dir.clone(),
+            env_dir: env.blackbox_dir.clone(),
+            cwd: env
+                .cwd
+                .clone()
+                .or_else(|| std::env::current_dir().ok())
+                .unwrap_or_else(|| PathBuf::from(".")),
         }
     }
 
-    pub(super) fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.store_dir)?)
+    /// `--dir`, from the current directory (combine's target; "." when none was given).
+    pub(crate) fn given_dir(&self) -> PathBuf {
+        self.cwd
+            .join(self.given_dir.as_deref().unwrap_or_else(|| Path::new(".")))
+    }
+
+    /// The store, found as pytest finds its rootdir (see [`crate::locate`]).
+    pub(crate) fn store(&self) -> Result<Store, Failure> {
+        let (dir, _) = crate::locate::find_store(
+            self.given_dir.as_deref(),
+            self.env_dir.as_deref(),
+            &self.cwd,
+        )?;
+        Ok(Store::open(&dir)?)
     }
 
     fn p<'t>(&self, text: &'t str, style: Style) -> std::borrow::Cow<'t, str> {
@@ -151,6 +169,7 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Command::Runs => runs(cx),
         Command::Check => check(cx),
         Command::Report => report(cx),
+        Command::Show => super::show::show(cx),
         Command::Flaky => super::history::flaky(cx),
         Command::History => super::history::history(cx),
         Command::Slower => super::history::slower(cx),
@@ -164,42 +183,14 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 // ---------------------------------------------------------------------------------------
 
 /// The run `--run` names (its id, or a unique start of it), else the latest.
-fn resolve_run(store: &Store, wanted: Option<&str>) -> Result<String, Failure> {
-    let Some(wanted) = wanted else {
-        return Ok(store.latest()?);
-    };
-    let runs = store.runs()?;
-    if runs.iter().any(|r| r == wanted) {
-        return Ok(wanted.to_owned());
-    }
-    let matches: Vec<&String> = if wanted.is_empty() {
-        Vec::new()
-    } else {
-        runs.iter().filter(|r| r.starts_with(wanted)).collect()
-    };
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(Error::NoSuchRun {
-            id: wanted.to_owned(),
-            store: store.root().to_owned(),
-        }
-        .into()),
-        many => Err(Failure::Error(format!(
-            "run id {wanted:?} matches {} runs ({}, …); give more of it",
-            many.len(),
-            many.iter()
-                .take(3)
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+pub(crate) fn resolve_run(store: &Store, wanted: Option<&str>) -> Result<String, Failure> {
+    Ok(store.resolve_run(wanted)?)
 }
 
 /// A run read now: the view and the segments' state.
-struct Loaded {
-    view: RunView,
-    statuses: Vec<SegmentStatus>,
+pub(crate) struct Loaded {
+    pub view: RunView,
+    pub statuses: Vec<SegmentStatus>,
 }
 
 /// Fails when the run folder cannot be listed: a follower would see an empty run.
@@ -224,7 +215,7 @@ fn refuse_unsupported(statuses: &[SegmentStatus]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn load_id(store: &Store, id: &str) -> Result<Loaded, Failure> {
+pub(crate) fn load_id(store: &Store, id: &str) -> Result<Loaded, Failure> {
     let dir = store.run_path(id)?;
     list_run(&dir)?;
     let mut follower = Follower::new(id, &dir);
@@ -260,7 +251,7 @@ fn load(cx: &mut Ctx<'_>) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
-fn warn_damage<'d>(
+pub(crate) fn warn_damage<'d>(
     cx: &mut Ctx<'_>,
     id: &str,
     damage: impl Iterator<Item = &'d Damage>,
@@ -311,9 +302,16 @@ fn sorted_tests<'v>(tests: &'v [TestView], outcomes: &[String]) -> Vec<&'v TestV
     v
 }
 
-/// Fixtures and timed functions, slowest setup total first.
-fn sorted_fixtures(view: &RunView) -> Vec<&FixtureStats> {
-    let mut v: Vec<&FixtureStats> = view.fixtures.iter().chain(&view.timed).collect();
+/// Fixtures and timed functions, slowest setup total first; pytest's own fixtures only
+/// with `all` or when they cost a share of the run ([`crate::stock::is_shown`]).
+fn sorted_fixtures(view: &RunView, all: bool) -> Vec<&FixtureStats> {
+    let test_time = crate::stock::test_time(view);
+    let mut v: Vec<&FixtureStats> = view
+        .fixtures
+        .iter()
+        .chain(&view.timed)
+        .filter(|f| crate::stock::is_shown(f, test_time, all))
+        .collect();
     v.sort_by(|a, b| {
         b.total_s
             .total_cmp(&a.total_s)
@@ -363,7 +361,7 @@ fn test_table(tests: &[&TestView]) -> Table {
             } else {
                 duration(t.duration_s)
             }),
-            Cell::new(opt_str(t.worker.as_deref())),
+            Cell::new(t.worker.as_deref().unwrap_or("main")),
             Cell::new(pid_str(t.pid)),
             Cell::new(&t.nodeid),
         ]);
@@ -399,8 +397,9 @@ fn fixture_table(fixtures: &[&FixtureStats]) -> Table {
     table
 }
 
-/// Crashes, each with what happened on a line of its own.
-fn crash_table(crashes: &[&CrashView]) -> Table {
+/// Crashes, each with what happened on a line of its own: the sentence, then (with
+/// `frames`) the last frames of its traceback, else the file the traceback is in.
+fn crash_table(crashes: &[&CrashView], frames: Option<bool>) -> Table {
     let mut table = Table::new(vec![
         Column::left("SIGNAL"),
         Column::left("WORKER"),
@@ -414,23 +413,22 @@ fn crash_table(crashes: &[&CrashView]) -> Table {
                 c.cause().unwrap_or_else(|| "-".into()),
                 Some(Style::BoldRed),
             ),
-            Cell::new(opt_str(c.worker.as_deref())),
+            Cell::new(c.worker.as_deref().unwrap_or("main")),
             Cell::new(pid_str(c.pid)),
             Cell::new(opt_str(c.phase.as_deref())),
             Cell::new(c.nodeid.as_deref().unwrap_or("(between tests)")),
         ];
-        let mut note = c.detail.clone();
-        if let Some(code) = c.exit_code {
-            let _ = write!(note, " (exit status {code})");
+        let mut notes = vec![Note::Text(super::show::crash_sentence(c))];
+        let inline = frames.map(|full| super::show::traceback_notes(c, full));
+        match inline {
+            Some(tb) if !tb.is_empty() => notes.extend(tb),
+            _ => {
+                for a in super::show::attachments_with_text(c) {
+                    notes.push(Note::Text(format!("traceback: {a}")));
+                }
+            }
         }
-        for a in &c.attachments {
-            let _ = write!(note, "; see {a}");
-        }
-        if note.is_empty() {
-            table.push(row);
-        } else {
-            table.push_with_note(row, &note);
-        }
+        table.push_with_notes(row, notes);
     }
     table
 }
@@ -550,9 +548,11 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if let Some(h) = &view.run.host {
         head.push(format!("host {}", clean(h)));
     }
-    head.push(format!("{} processes", count(view.segments as u64)));
-    head.push(format!("{} records", count(view.records)));
-    writeln!(cx.out, "{}", head.join(" · "))?;
+    head.push(plural(view.segments as u64, "process", "processes"));
+    head.push(plural(view.records, "record", "records"));
+    for line in join_fitted(&head, width) {
+        writeln!(cx.out, "{line}")?;
+    }
     let mut when = Vec::new();
     if let Some(start) = view.run.started_wall_ns {
         when.push(format!("started {}", local_time(start)));
@@ -573,11 +573,10 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         }
     }
     if !view.run.argv.is_empty() {
-        when.push(clean(&view.run.argv.join(" ")).into_owned());
+        when.push(clean(&command_line(&view.run.argv)).into_owned());
     }
-    if !when.is_empty() {
-        let line = when.join(" · ");
-        writeln!(cx.out, "{}", shorten_middle(&line, width))?;
+    for line in join_fitted(&when, width) {
+        writeln!(cx.out, "{line}")?;
     }
 
     // Outcome counts, in a fixed order.
@@ -662,7 +661,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         section(cx, "slowest tests", slow.len(), total)?;
         test_table(&slow).write(cx.out, width, 2, paint)?;
     }
-    let fixtures = sorted_fixtures(&view);
+    let fixtures = sorted_fixtures(&view, cx.inv.all);
     if !fixtures.is_empty() {
         let n = fixtures.len();
         let shown: Vec<&FixtureStats> = fixtures.into_iter().take(limit).collect();
@@ -672,7 +671,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if !view.crashes.is_empty() {
         let shown: Vec<&CrashView> = view.crashes.iter().take(limit).collect();
         section(cx, "crashes", shown.len(), view.crashes.len())?;
-        crash_table(&shown).write(cx.out, width, 2, paint)?;
+        crash_table(&shown, None).write(cx.out, width, 2, paint)?;
     }
     if !view.workers.is_empty() {
         section(cx, "workers", view.workers.len(), view.workers.len())?;
@@ -769,7 +768,7 @@ fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 
 fn fixtures(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let Loaded { view, .. } = load(cx)?;
-    let all = sorted_fixtures(&view);
+    let all = sorted_fixtures(&view, cx.inv.all);
     let n = all.len();
     let shown = take(all, cx.inv.limit);
     if cx.inv.json {
@@ -822,7 +821,7 @@ fn crashes(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         writeln!(cx.out, "no crashes in run {}", view.run.id)?;
         return Ok(0);
     }
-    crash_table(&shown).write(cx.out, cx.width, 0, cx.paint)?;
+    crash_table(&shown, Some(cx.inv.full)).write(cx.out, cx.width, 0, cx.paint)?;
     if shown.len() < n {
         writeln!(
             cx.out,
@@ -1140,10 +1139,26 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         let info = reader.info();
         let path_text = path.to_string_lossy().into_owned();
         if !jsonl {
+            // A forked child ends with os._exit, never closing its segment: when its test
+            // was over (no test in the header's slot, no crash mark) it finished.
+            let forked = matches!(
+                reader.read_range(HEADER_SIZE, 1).records.first(),
+                Some((
+                    _,
+                    crate::Record::Process {
+                        role: crate::Role::Forked,
+                        ..
+                    }
+                ))
+            );
+            let finished_child =
+                forked && reader.crash_mark().is_none() && reader.current_test().is_none();
             let state = if reader.writer_alive() {
                 "writer alive"
             } else if info.closed_cleanly {
                 "closed cleanly"
+            } else if finished_child {
+                "closed (forked child, its test finished)"
             } else {
                 "writer died"
             };
@@ -1187,7 +1202,17 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 
 fn report(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let Loaded { view, .. } = load(cx)?;
-    let html = super::html::render(&view, crate::writer::now_mono_ns());
+    let store = cx.store()?;
+    let mut history = HashMap::new();
+    for nodeid in super::html::history_wanted(&view) {
+        match super::show::test_history(&store, nodeid, super::html::HISTORY_RUNS) {
+            Ok(h) => {
+                history.insert(nodeid.to_owned(), h);
+            }
+            Err(_) => break, // no history.redb (or it is busy): no strips, the rest is there
+        }
+    }
+    let html = super::html::render(&view, crate::writer::now_mono_ns(), &history);
     let target = cx.inv.html.clone().expect("the parser requires --html");
     if target.as_os_str() == "-" {
         cx.out.write_all(html.as_bytes())?;

@@ -252,7 +252,8 @@ pub(crate) fn slower(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 }
 
 pub(crate) fn combine(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
-    let target = Store::create(&cx.store_dir)?;
+    // The parser requires --dir for combine: the target is named, never searched for.
+    let target = Store::create(cx.given_dir())?;
     let mut status = EXIT_OK;
     let sources = cx.inv.args.clone();
     for source in &sources {

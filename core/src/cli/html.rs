@@ -2,13 +2,14 @@
 //! Content-Security-Policy forbids any fetch). Everything that comes from records is
 //! escaped: nodeids, properties and paths are user input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::table::{count, duration, local_time, plural, shorten_middle};
+use super::table::{command_line, count, duration, local_time, plural, shorten_middle};
 use crate::aggregate::{signal_name, FixtureStats, RunView, TestView};
+use crate::history::TestHistory;
 
 /// The timeline's and the fixture chart's coordinate width (the SVG scales to the page).
 const CHART_W: f64 = 1200.0;
@@ -22,6 +23,13 @@ const BAR_H: f64 = 16.0;
 const MIN_BAR_W: f64 = 1.5;
 const FIXTURES_SHOWN: usize = 20;
 const NOT_PASSED_SHOWN: usize = 500;
+const SLOWEST_SHOWN: usize = 20;
+/// Properties shown in a row of the failed-tests table.
+const ROW_PROPS: usize = 12;
+/// Failed and crashed tests whose recent outcomes the report looks up in history.redb.
+pub(crate) const HISTORY_TESTS: usize = 50;
+/// Runs a strip of recent outcomes shows.
+pub(crate) const HISTORY_RUNS: usize = 20;
 /// Properties shown in a tooltip, and the longest value text.
 const TIP_PROPS: usize = 24;
 const TIP_VALUE_CHARS: usize = 300;
@@ -225,6 +233,18 @@ font-size:12px;line-height:1.4;box-shadow:0 4px 16px rgba(0,0,0,.25);pointer-eve
 #tip .k{color:#98a2b3}
 #tip .o-crashed,#tip .o-failed,#tip .o-error{color:#fda29b}
 footer{margin-top:32px;color:var(--muted);font-size:12px}
+.props{margin:0;padding:0;list-style:none;font-size:12px}
+.props li{word-break:break-all}.props b{font-weight:600;color:var(--muted)}
+.strip{display:inline-flex;gap:2px;vertical-align:middle}
+.strip i{display:inline-block;width:9px;height:14px;border-radius:2px;background:var(--line)}
+.strip i.o-passed{background:var(--passed)}.strip i.o-failed{background:var(--failed)}.strip i.o-error{background:var(--error)}
+.strip i.o-skipped{background:var(--skipped)}.strip i.o-crashed{background:var(--crashed)}.strip i.o-other{background:var(--other)}
+.strip i.none{background:transparent;border:1px dashed var(--line)}
+.crash{border:1px solid var(--line);border-left:4px solid var(--crashed);border-radius:6px;padding:8px 12px;margin:10px 0;background:var(--panel)}
+.crash h3{font-size:14px;margin:0 0 4px;word-break:break-all}
+.crash p{margin:2px 0}
+pre.tb{margin:6px 0 0;padding:8px;background:#101828;color:#f2f4f7;border-radius:4px;overflow-x:auto;font-size:12px;line-height:1.4;white-space:pre}
+details summary{cursor:pointer;color:var(--muted);font-size:12px;margin-top:4px}
 "#;
 
 const SCRIPT: &str = r#"
@@ -292,8 +312,9 @@ const LEGEND: [(&str, &str); 7] = [
     ("running", "o-running"),
 ];
 
-/// The page for `view`. `now_mono_ns` ends the bars of tests still running.
-pub fn render(view: &RunView, now_mono_ns: u64) -> String {
+/// The page for `view`. `now_mono_ns` ends the bars of tests still running; `history`
+/// holds the recent outcomes (history.redb) of failed and crashed tests, by nodeid.
+pub fn render(view: &RunView, now_mono_ns: u64, history: &HashMap<String, TestHistory>) -> String {
     let mut h = String::with_capacity(64 * 1024 + view.tests.len() * 160);
     let id = esc(&view.run.id);
     let _ = write!(
@@ -304,10 +325,11 @@ pub fn render(view: &RunView, now_mono_ns: u64) -> String {
          <title>blackbox · run {id}</title><style>{STYLE}</style></head><body><main>\n"
     );
     header(&mut h, view);
-    timeline(&mut h, view, now_mono_ns);
-    not_passed(&mut h, view);
-    fixtures(&mut h, view);
     crashes(&mut h, view);
+    timeline(&mut h, view, now_mono_ns);
+    not_passed(&mut h, view, history);
+    slowest(&mut h, view);
+    fixtures(&mut h, view);
     if !view.problems.is_empty() {
         h.push_str("<section id=\"problems\"><h2>Damage</h2><p>Records before each damaged spot were read; run <code>blackbox check</code> for details.</p><ul class=\"problems\">");
         for p in &view.problems {
@@ -362,14 +384,14 @@ fn header(h: &mut String, view: &RunView) {
             ));
         }
     }
-    meta.push(format!("{} processes", count(view.segments as u64)));
-    meta.push(format!("{} records", count(view.records)));
+    meta.push(plural(view.segments as u64, "process", "processes"));
+    meta.push(plural(view.records, "record", "records"));
     let _ = write!(h, "<p class=\"meta\">{}</p>", meta.join(" · "));
     if !r.argv.is_empty() {
         let _ = write!(
             h,
             "<p class=\"meta\"><code>{}</code></p>",
-            esc(&r.argv.join(" "))
+            esc(&command_line(&r.argv))
         );
     }
     if let Some(root) = &r.rootdir {
@@ -385,8 +407,8 @@ fn header(h: &mut String, view: &RunView) {
     }
     let _ = write!(
         h,
-        "<div class=\"chips\"><span class=\"chip\">{} tests</span>",
-        count(view.tests.len() as u64)
+        "<div class=\"chips\"><span class=\"chip\">{}</span>",
+        plural(view.tests.len() as u64, "test", "tests")
     );
     for (name, class) in LEGEND {
         if let Some(n) = counts.get(name) {
@@ -397,12 +419,16 @@ fn header(h: &mut String, view: &RunView) {
             );
         }
     }
-    let crashes = view.crashes.len() as u64;
-    let _ = writeln!(
-        h,
-        "<span class=\"chip\">{}</span></div></header>",
-        esc(&plural(crashes, "crash", "crashes"))
-    );
+    // Crashed tests have their chip above; a process that died outside any test has not.
+    let between = view.crashes.iter().filter(|c| c.nodeid.is_none()).count() as u64;
+    if between > 0 {
+        let _ = write!(
+            h,
+            "<span class=\"chip\">{} between tests</span>",
+            esc(&plural(between, "process died", "processes died"))
+        );
+    }
+    h.push_str("</div></header>\n");
 }
 
 /// One lane per worker (or `main`): every test a bar from its start to its end, or to
@@ -475,14 +501,12 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
             "<rect class=\"lane-bg\" x=\"{PLOT_X}\" y=\"{y:.1}\" width=\"{PLOT_W}\" height=\"{:.1}\"/>",
             LANE_H - 2.0
         );
-        let pids: Vec<u32> = view
-            .workers
-            .iter()
-            .find(|w| &w.id == lane)
-            .map(|w| w.pids.clone())
-            .unwrap_or_default();
+        let worker = view.workers.iter().find(|w| &w.id == lane);
+        let pids: Vec<u32> = worker.map(|w| w.pids.clone()).unwrap_or_default();
+        let forked = worker.map_or(0, |w| w.forked);
         let sub = match pids.as_slice() {
             [] => String::new(),
+            _ if forked > 0 => format!("{forked} forked"),
             [one] => format!("pid {one}"),
             [first, rest @ ..] => format!("pid {first} +{}", rest.len()),
         };
@@ -520,12 +544,62 @@ fn timeline(h: &mut String, view: &RunView, now_mono_ns: u64) {
     h.push_str("</svg></div>");
     let _ = writeln!(
         h,
-        "<p class=\"meta\">Time since the first test started; {} (one per xdist worker, or <code>main</code>).</p></section>",
+        "<p class=\"meta\">Time since the first test started; {} (one per xdist worker, or <code>main</code>; a worker's forked children run on its lane).</p></section>",
         plural(lanes.len() as u64, "lane", "lanes")
     );
 }
 
-fn not_passed(h: &mut String, view: &RunView) {
+fn props_cell(t: &TestView) -> String {
+    if t.properties.is_empty() {
+        return "<span class=\"empty\">none</span>".into();
+    }
+    let mut out = String::from("<ul class=\"props\">");
+    for (k, v) in t.properties.iter().take(ROW_PROPS) {
+        let _ = write!(out, "<li><b>{}</b> = {}</li>", esc(k), esc(&value_text(v)));
+    }
+    if t.properties.len() > ROW_PROPS {
+        let _ = write!(
+            out,
+            "<li class=\"empty\">… {}</li>",
+            plural(
+                (t.properties.len() - ROW_PROPS) as u64,
+                "more property",
+                "more properties"
+            )
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+/// A strip of squares, oldest run first: the test's outcome in each of its recent runs.
+fn strip(hist: Option<&TestHistory>) -> String {
+    let Some(hist) = hist.filter(|h| !h.points.is_empty()) else {
+        return "<span class=\"empty\">-</span>".into();
+    };
+    let mut out = String::from("<span class=\"strip\">");
+    for p in hist.points.iter().rev() {
+        let (class, what) = match p.outcome.as_deref() {
+            Some(o) => (outcome_class(o).to_owned(), o.to_owned()),
+            None => ("none".to_owned(), "did not run".to_owned()),
+        };
+        let _ = write!(
+            out,
+            "<i class=\"{class}\" title=\"{}: {}\"></i>",
+            esc(&p.run_id),
+            esc(&what)
+        );
+    }
+    let _ = write!(
+        out,
+        "</span> <span class=\"meta\">{} of {}</span>",
+        count(hist.failures() as u64),
+        plural(hist.ran() as u64, "run", "runs")
+    );
+    out
+}
+
+fn not_passed(h: &mut String, view: &RunView, history: &HashMap<String, TestHistory>) {
     let rank = |o: &str| match o {
         "crashed" | "timeout" => 0,
         "unfinished" => 1,
@@ -543,7 +617,7 @@ fn not_passed(h: &mut String, view: &RunView) {
             .then_with(|| b.duration_s.total_cmp(&a.duration_s))
     });
     let n = bad.len();
-    let _ = write!(h, "<section id=\"not-passed\"><h2>Crashed, unfinished and failed ({})</h2><table><thead><tr><th>Outcome</th><th>Duration</th><th>Worker</th><th>PID</th><th>Test</th></tr></thead><tbody>", count(n as u64));
+    let _ = write!(h, "<section id=\"not-passed\"><h2>Crashed, unfinished and failed ({})</h2><table><thead><tr><th>Outcome</th><th>Duration</th><th>Worker</th><th>PID</th><th>Test</th><th>Properties</th><th>Recent runs</th></tr></thead><tbody>", count(n as u64));
     for t in bad.into_iter().take(NOT_PASSED_SHOWN) {
         let outcome = match t.signal {
             Some(s) => format!("{} ({})", t.outcome, signal_name(s)),
@@ -551,13 +625,15 @@ fn not_passed(h: &mut String, view: &RunView) {
         };
         let _ = write!(
             h,
-            "<tr><td class=\"outcome {}\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"id mono\">{}</td></tr>",
+            "<tr><td class=\"outcome {}\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"id mono\">{}</td><td class=\"mono\">{}</td><td class=\"hist\">{}</td></tr>",
             outcome_class(&t.outcome),
             esc(&outcome),
             esc(&test_duration(t)),
-            esc(t.worker.as_deref().unwrap_or("-")),
+            esc(t.worker.as_deref().unwrap_or("main")),
             t.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            esc(&t.nodeid)
+            esc(&t.nodeid),
+            props_cell(t),
+            strip(history.get(&t.nodeid)),
         );
     }
     h.push_str("</tbody></table>");
@@ -567,16 +643,73 @@ fn not_passed(h: &mut String, view: &RunView) {
     h.push_str("</section>\n");
 }
 
+/// The nodeids of the failed and crashed tests whose history the report shows.
+pub(crate) fn history_wanted(view: &RunView) -> Vec<&str> {
+    let mut bad: Vec<&TestView> = view
+        .tests
+        .iter()
+        .filter(|t| matches!(t.outcome.as_str(), "crashed" | "failed" | "error"))
+        .collect();
+    bad.sort_by_key(|t| u8::from(t.outcome != "crashed"));
+    bad.into_iter()
+        .take(HISTORY_TESTS)
+        .map(|t| t.nodeid.as_str())
+        .collect()
+}
+
+fn slowest(h: &mut String, view: &RunView) {
+    if view.tests.is_empty() {
+        return;
+    }
+    let mut slow: Vec<&TestView> = view.tests.iter().collect();
+    let by = |a: &&TestView, b: &&TestView| {
+        b.duration_s
+            .total_cmp(&a.duration_s)
+            .then_with(|| a.nodeid.cmp(&b.nodeid))
+    };
+    if slow.len() > SLOWEST_SHOWN {
+        slow.select_nth_unstable_by(SLOWEST_SHOWN, by);
+        slow.truncate(SLOWEST_SHOWN);
+    }
+    slow.sort_by(by);
+    let _ = write!(
+        h,
+        "<section id=\"slowest\"><h2>Slowest tests ({} of {})</h2><table><thead><tr><th>Duration</th><th>Outcome</th><th>Worker</th><th>Phases</th><th>Test</th></tr></thead><tbody>",
+        count(slow.len() as u64),
+        count(view.tests.len() as u64)
+    );
+    for t in slow {
+        let phases: Vec<String> = t
+            .phases
+            .iter()
+            .map(|p| format!("{} {}", p.phase.as_str(), duration(p.duration_s)))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td class=\"num\">{}</td><td class=\"outcome {}\">{}</td><td>{}</td><td>{}</td><td class=\"id mono\">{}</td></tr>",
+            esc(&test_duration(t)),
+            outcome_class(&t.outcome),
+            esc(&t.outcome),
+            esc(t.worker.as_deref().unwrap_or("main")),
+            esc(&phases.join(" · ")),
+            esc(&t.nodeid)
+        );
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
 fn fixtures(h: &mut String, view: &RunView) {
     h.push_str("<section id=\"fixtures\"><h2>Slowest fixtures</h2>");
+    let test_time = crate::stock::test_time(view);
     let mut all: Vec<(&FixtureStats, bool)> = view
         .fixtures
         .iter()
+        .filter(|f| crate::stock::is_shown(f, test_time, false))
         .map(|f| (f, false))
         .chain(view.timed.iter().map(|f| (f, true)))
         .collect();
     if all.is_empty() {
-        h.push_str("<p class=\"empty\">No fixture timings were recorded.</p></section>\n");
+        h.push_str("<p class=\"empty\">No fixture timings were recorded (pytest's own fixtures are left out: <code>blackbox fixtures --all</code> lists them).</p></section>\n");
         return;
     }
     all.sort_by(|a, b| {
@@ -639,35 +772,69 @@ fn fixtures(h: &mut String, view: &RunView) {
     h.push_str("</section>\n");
 }
 
+/// Every crash with what happened and the end of its traceback, the whole of it folded.
 fn crashes(h: &mut String, view: &RunView) {
-    h.push_str("<section id=\"crashes\"><h2>Crashes</h2>");
     if view.crashes.is_empty() {
-        h.push_str("<p class=\"empty\">No process crashed.</p></section>\n");
         return;
     }
-    h.push_str(
-        "<table><thead><tr><th>Test</th><th>Worker</th><th>PID</th><th>Signal</th><th>Phase</th><th>What happened</th></tr></thead><tbody>",
+    let _ = write!(
+        h,
+        "<section id=\"crashes\"><h2>Crashes ({})</h2>",
+        count(view.crashes.len() as u64)
     );
     for c in &view.crashes {
-        let mut detail = esc(&c.detail);
-        if let Some(code) = c.exit_code {
-            let _ = write!(detail, " (exit status {code})");
+        let mut facts = vec![
+            format!(
+                "<b class=\"outcome o-crashed\">{}</b>",
+                esc(&match (c.cause(), c.exit_code) {
+                    (Some(cause), _) => cause,
+                    (None, Some(code)) => format!("exit status {code}"),
+                    (None, None) => "no signal".into(),
+                })
+            ),
+            format!("worker {}", esc(c.worker.as_deref().unwrap_or("main"))),
+        ];
+        if let Some(pid) = c.pid {
+            facts.push(format!("pid {pid}"));
         }
-        for a in &c.attachments {
-            let _ = write!(detail, "<br><code>{}</code>", esc(a));
+        // The accelerators the process was given.
+        for (k, v) in &c.devices {
+            facts.push(format!("<span class=\"mono\">{}={}</span>", esc(k), esc(v)));
+        }
+        if let Some(p) = &c.phase {
+            facts.push(format!("in {}", esc(p)));
         }
         let _ = write!(
             h,
-            "<tr><td class=\"id mono\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{detail}</td></tr>",
+            "<div class=\"crash\"><h3 class=\"mono\">{}</h3><p>{}</p><p>{}</p>",
             esc(c.nodeid.as_deref().unwrap_or("(between tests)")),
-            esc(c.worker.as_deref().unwrap_or("-")),
-            c.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            if c.cause().is_some() { "outcome o-crashed" } else { "" },
-            esc(&c.cause().unwrap_or_else(|| "unknown".into())),
-            esc(c.phase.as_deref().unwrap_or("-")),
+            facts.join(" · "),
+            esc(&super::show::crash_sentence(c))
         );
+        if let Some(tb) = super::show::traceback(c, false) {
+            let mut shown = tb.lines.join("\n");
+            if tb.hidden > 0 {
+                let _ = write!(
+                    shown,
+                    "\n  … {}",
+                    plural(tb.hidden as u64, "more frame", "more frames")
+                );
+            }
+            let _ = write!(h, "<pre class=\"tb\">{}</pre>", esc(&shown));
+            if let Some(full) = super::show::traceback(c, true) {
+                let _ = write!(
+                    h,
+                    "<details><summary>whole traceback ({})</summary><pre class=\"tb\">{}</pre></details>",
+                    esc(&tb.path),
+                    esc(&full.lines.join("\n"))
+                );
+            }
+        } else {
+            h.push_str("<p class=\"empty\">No Python traceback was written.</p>");
+        }
+        h.push_str("</div>");
     }
-    h.push_str("</tbody></table></section>\n");
+    h.push_str("</section>\n");
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod args;
 mod commands;
 mod history;
 mod html;
+mod show;
 mod table;
 
 use std::ffi::{OsStr, OsString};
@@ -29,7 +30,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 pub use args::{help, parse, ColorChoice, Command, Invocation, UsageError, OUTCOMES};
-pub use table::{duration, shorten_middle, MAX_WIDTH};
+pub use table::{command_line, duration, shorten_middle, wrap, DEFAULT_WIDTH, MIN_WIDTH};
 
 pub const EXIT_OK: i32 = 0;
 /// An error, or damage found by `check`.
@@ -46,24 +47,30 @@ pub struct Env {
     pub no_color: bool,
     /// `BLACKBOX_DIR`: the store when `--dir` is not given.
     pub blackbox_dir: Option<PathBuf>,
-    /// The terminal's width, when known; tables never get wider than [`MAX_WIDTH`].
+    /// The width tables fit: `COLUMNS`, else the terminal's; unknown (a pipe): tables
+    /// are [`DEFAULT_WIDTH`] wide. `--wide` cuts nothing whatever this says.
     pub columns: Option<usize>,
+    /// The current directory, where the search for the store starts (`None`: the
+    /// process's own).
+    pub cwd: Option<PathBuf>,
 }
 
 impl Env {
-    /// The environment of this process: stdout's terminal, `NO_COLOR`, `BLACKBOX_DIR`.
+    /// The environment of this process: stdout's terminal, `NO_COLOR`, `BLACKBOX_DIR`,
+    /// `COLUMNS` (as pytest and most tools read it: it wins over the terminal's size).
     pub fn from_process() -> Env {
         let stdout_is_tty = io::stdout().is_terminal();
         let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let columns = set("COLUMNS")
+            .and_then(|c| c.to_str().and_then(|c| c.trim().parse::<usize>().ok()))
+            .filter(|&c| c > 0)
+            .or_else(|| stdout_is_tty.then(terminal_columns).flatten());
         Env {
             stdout_is_tty,
             no_color: set("NO_COLOR").is_some(),
             blackbox_dir: set("BLACKBOX_DIR").map(PathBuf::from),
-            columns: if stdout_is_tty {
-                terminal_columns()
-            } else {
-                None
-            },
+            columns,
+            cwd: None,
         }
     }
 }
@@ -73,10 +80,7 @@ fn terminal_columns() -> Option<usize> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: as above, on our own stdout descriptor.
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut ws) };
-    if rc == 0 && ws.ws_col > 0 {
-        return Some(usize::from(ws.ws_col));
-    }
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok())
+    (rc == 0 && ws.ws_col > 0).then(|| usize::from(ws.ws_col))
 }
 
 /// Why a command did not complete.

@@ -5,8 +5,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-/// The widest a table gets, whatever the terminal.
-pub const MAX_WIDTH: usize = 100;
+/// The width of tables when neither `COLUMNS` nor a terminal tells it (output to a pipe).
+pub const DEFAULT_WIDTH: usize = 100;
+/// Narrower terminals still get tables this wide (a shortened column needs room).
+pub const MIN_WIDTH: usize = 40;
 /// A shortened column keeps at least this many characters.
 const MIN_FLEX: usize = 16;
 const GAP: &str = "  ";
@@ -182,6 +184,105 @@ pub fn shorten_middle(s: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(head)
 }
 
+/// `text` broken at spaces into lines of at most `max` columns: a sentence keeps its end.
+/// A word longer than a line (a path) is cut in its middle.
+pub fn wrap(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word = shorten_middle(word, max);
+        let room = max.saturating_sub(width(&line) + 1);
+        // A path that does not fit the rest of the line is cut there rather than moved to
+        // a line of its own (`traceback: /run/…/faulthandler-4711.txt`).
+        if !line.is_empty() && word.contains('/') && width(&word) > room && room >= 24 {
+            word = Cow::Owned(shorten_middle(&word, room).into_owned());
+        }
+        let needed = if line.is_empty() {
+            width(&word)
+        } else {
+            width(&line) + 1 + width(&word)
+        };
+        if needed > max && !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Parts joined by ` · ` on as few lines as fit `max` columns (`None`: one line): a line
+/// breaks between parts, never inside one unless it alone is too wide (cut in its middle).
+pub fn join_fitted(parts: &[String], max: Option<usize>) -> Vec<String> {
+    const SEP: &str = " · ";
+    let Some(max) = max else {
+        return vec![parts.join(SEP)];
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for part in parts {
+        let part = shorten_middle(part, max);
+        if !line.is_empty() && width(&line) + width(SEP) + width(&part) > max {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push_str(SEP);
+        }
+        line.push_str(&part);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The command line a run was started with, as the user typed it: pytest records
+/// `sys.argv`, whose first item is the path of the program (`.../bin/pytest`) or, for
+/// `python -m pytest`, of `pytest/__main__.py`. Arguments holding spaces or shell
+/// characters are quoted.
+pub fn command_line(argv: &[String]) -> String {
+    let Some((first, rest)) = argv.split_first() else {
+        return String::new();
+    };
+    let program = first.rsplit('/').next().unwrap_or(first);
+    let parent = first.rsplit('/').nth(1).filter(|_| first.contains('/'));
+    let head = match (program, parent) {
+        ("__main__.py", Some(pkg)) => format!("python -m {pkg}"),
+        ("-c", _) => "python -c …".to_owned(),
+        ("", _) => first.clone(),
+        (p, _) => p.to_owned(),
+    };
+    let mut out = head;
+    for a in rest {
+        out.push(' ');
+        out.push_str(&shell_quote(a));
+    }
+    out
+}
+
+/// `a` as a shell word: unchanged when it is safe, else in single quotes.
+fn shell_quote(a: &str) -> Cow<'_, str> {
+    let safe = !a.is_empty()
+        && a.chars().all(|c| {
+            c.is_alphanumeric()
+                || matches!(
+                    c,
+                    '-' | '_' | '.' | '/' | ':' | '=' | ',' | '+' | '@' | '%' | '[' | ']'
+                )
+        });
+    if safe {
+        Cow::Borrowed(a)
+    } else {
+        Cow::Owned(format!("'{}'", a.replace('\'', "'\\''")))
+    }
+}
+
 /// A colour or weight for a piece of text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -327,8 +428,18 @@ impl From<String> for Cell {
 pub struct Table {
     columns: Vec<Column>,
     rows: Vec<Vec<Cell>>,
-    /// A line printed under row `i`, indented, shortened to the width.
-    notes: Vec<Option<String>>,
+    /// Lines printed under row `i`, indented: sentences wrap at the width (never lose their
+    /// end), code lines (`Note::Code`) are cut at the end only when the table must fit.
+    notes: Vec<Vec<Note>>,
+}
+
+/// A line of detail under a row.
+#[derive(Debug, Clone)]
+pub enum Note {
+    /// Prose: wrapped at spaces to the width.
+    Text(String),
+    /// A line of a traceback: kept whole, indented as it was, its middle cut if too wide.
+    Code(String),
 }
 
 impl Table {
@@ -343,25 +454,32 @@ impl Table {
     pub fn push(&mut self, row: Vec<Cell>) {
         debug_assert_eq!(row.len(), self.columns.len());
         self.rows.push(row);
-        self.notes.push(None);
+        self.notes.push(Vec::new());
     }
 
-    /// A row with a line of detail under it (too long or too rare to be a column).
-    pub fn push_with_note(&mut self, row: Vec<Cell>, note: &str) {
+    /// A row with lines of detail under it.
+    pub fn push_with_notes(&mut self, row: Vec<Cell>, notes: Vec<Note>) {
         self.push(row);
         if let Some(last) = self.notes.last_mut() {
-            *last = Some(clean(note).into_owned());
+            *last = notes
+                .into_iter()
+                .map(|n| match n {
+                    Note::Text(t) => Note::Text(clean(&t).into_owned()),
+                    Note::Code(t) => Note::Code(clean(&t).into_owned()),
+                })
+                .collect();
         }
     }
 
     /// Column widths for a table no wider than `max` (including the `indent`).
-    fn widths(&self, max: usize, indent: usize) -> Vec<usize> {
+    fn widths(&self, max: Option<usize>, indent: usize) -> Vec<usize> {
         let mut w: Vec<usize> = self.columns.iter().map(|c| width(c.header)).collect();
         for row in &self.rows {
             for (i, cell) in row.iter().enumerate() {
                 w[i] = w[i].max(width(&cell.text));
             }
         }
+        let Some(max) = max else { return w };
         let total =
             |w: &[usize]| indent + w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
         let mut over = total(&w).saturating_sub(max);
@@ -384,11 +502,11 @@ impl Table {
     }
 
     /// Writes the header and the rows, each line at most `max` columns wide when the
-    /// shrinking columns allow it.
+    /// shrinking columns allow it; `None` (`--wide`) cuts nothing.
     pub fn write(
         &self,
         out: &mut dyn Write,
-        max: usize,
+        max: Option<usize>,
         indent: usize,
         paint: Painter,
     ) -> io::Result<()> {
@@ -429,22 +547,36 @@ impl Table {
             .iter()
             .map(|c| (c.header.to_owned(), Some(Style::Dim)));
         emit(&mut header, out)?;
-        for (row, note) in self.rows.iter().zip(&self.notes) {
+        for (row, notes) in self.rows.iter().zip(&self.notes) {
             let mut cells = row.iter().map(|c| (c.text.clone(), c.style));
             emit(&mut cells, out)?;
-            if let Some(note) = note {
-                let inset = indent + 4;
-                let text = shorten_middle(note, max.saturating_sub(inset));
-                writeln!(
-                    out,
-                    "{}{}",
-                    " ".repeat(inset),
-                    paint.paint(&text, Some(Style::Dim))
-                )?;
-            }
+            write_notes(out, notes, max, indent + 4, paint)?;
         }
         Ok(())
     }
+}
+
+/// Lines of detail at `inset` columns: prose wrapped to the width, code cut in its middle.
+pub fn write_notes(
+    out: &mut dyn Write,
+    notes: &[Note],
+    max: Option<usize>,
+    inset: usize,
+    paint: Painter,
+) -> io::Result<()> {
+    let room = max.map(|m| m.saturating_sub(inset).max(MIN_FLEX));
+    let pad = " ".repeat(inset);
+    for note in notes {
+        let lines: Vec<String> = match (note, room) {
+            (Note::Text(t), Some(room)) => wrap(t, room),
+            (Note::Code(t), Some(room)) => vec![shorten_middle(t, room).into_owned()],
+            (Note::Text(t) | Note::Code(t), None) => vec![t.clone()],
+        };
+        for l in lines {
+            writeln!(out, "{pad}{}", paint.paint(&l, Some(Style::Dim)))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -517,7 +649,7 @@ mod tests {
             Cell::new("t.py::short"),
         ]);
         let mut out = Vec::new();
-        t.write(&mut out, 100, 2, Painter { enabled: false })
+        t.write(&mut out, Some(100), 2, Painter { enabled: false })
             .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -527,7 +659,7 @@ mod tests {
         assert_eq!(lines[2], "     850µs  failed   t.py::short");
         assert!(lines[1].contains('…'));
         let mut colored = Vec::new();
-        t.write(&mut colored, 100, 0, Painter { enabled: true })
+        t.write(&mut colored, Some(100), 0, Painter { enabled: true })
             .unwrap();
         assert!(String::from_utf8(colored)
             .unwrap()

@@ -320,7 +320,13 @@ class RunReader:
     def brief(self, fixtures: int = 10) -> dict[str, Any]:
         """The run in brief, after a poll: ``view()`` without ``tests`` (``test_count`` and
         ``outcomes``, the number of tests by outcome, instead) and with at most
-        ``fixtures`` fixtures and timed names. Cheap to call at the end of long runs."""
+        ``fixtures`` fixtures and timed names. Its fixtures are the terminal summary's
+        "slowest fixtures": pytest's own (``request``, ``tmp_path``, ...) are left out unless
+        their setups take more than 1% of the run's test time. Cheap to call at the end of
+        long runs."""
+
+    def properties_dict(self, nodeid: str) -> dict[str, Any]:
+        """:meth:`properties` as a dict (of two equal keys the later wins). Does not poll."""
 
     def properties(self, nodeid: str) -> list[tuple[str, Any]]:
         """The properties of ``nodeid`` as (key, value) pairs with their exact values:
@@ -374,6 +380,16 @@ def new_run(store_dir: _PathLike) -> tuple[str, Path]:
 def list_runs(store_dir: _PathLike) -> list[str]:
     """The run ids of a store, oldest first. A missing store raises
     :class:`pytest_blackbox.NoStoreError`."""
+
+def find_store(given: _PathLike | None = None, cwd: _PathLike | None = None) -> Path:
+    """The store a reader uses, as the CLI finds it: ``given``, else ``$BLACKBOX_DIR``,
+    else the nearest ``.blackbox`` from ``cwd`` (default: the current directory) upward,
+    or the ``blackbox_dir`` ini value of a pytest config file on the way. None found
+    raises :class:`pytest_blackbox.NoStoreError`."""
+
+def resolve_run(store_dir: _PathLike, wanted: str) -> str:
+    """The id of the run ``wanted`` names: its id or a start of it that only one run has
+    (``--run``'s rule). None or several raise :class:`pytest_blackbox.NoSuchRunError`."""
 
 def run_path(store_dir: _PathLike, id: str) -> Path:
     """The folder of run ``id``; an unknown id raises

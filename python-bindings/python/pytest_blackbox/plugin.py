@@ -307,6 +307,11 @@ def _is_store_failure(e: BlackboxError) -> bool:
     return isinstance(e, (StoreFullError, StoreRefusedError)) or type(e) is BlackboxError
 
 
+def _counted(n: int, one: str, many: str) -> str:
+    """``1 test``, ``2 tests``."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def _store_error(e: BlackboxError) -> None:
     """A store error never breaks the run: it becomes one warning per kind of error and
     process (or, where warnings are errors, one line on stderr: a hook must not raise)."""
@@ -747,8 +752,8 @@ class BlackboxPlugin:
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
-            f"run {view['run']['id']}: {view['test_count']} tests"
-            + (f" on {len(workers)} workers" if workers else "")
+            f"run {view['run']['id']}: {_counted(view['test_count'], 'test', 'tests')}"
+            + (f" on {_counted(len(workers), 'worker', 'workers')}" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
         note = self._safely(

@@ -26,9 +26,13 @@ __all__ = [
 
 
 def default_store_dir() -> Path:
-    """``$BLACKBOX_DIR``, else ``./.blackbox``."""
-    env = os.environ.get("BLACKBOX_DIR")
-    return Path(env) if env else Path.cwd() / ".blackbox"
+    """The store as pytest finds its rootdir (the CLI's rule, in the core): ``$BLACKBOX_DIR``,
+    else the nearest ``.blackbox`` from the current directory upward (or the ``blackbox_dir``
+    ini value of a pytest config file on the way), else ``./.blackbox``."""
+    try:
+        return Path(_native.find_store())
+    except NoStoreError:
+        return Path.cwd() / ".blackbox"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,24 @@ class TestInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
+    """TestInfo objects over the view's test dicts, each dict becoming the object's
+    ``__dict__`` (its keys are exactly the fields): a run of 20,000 tests is read faster
+    than a JSON-lines file of them is parsed (benches/python/read_path.py), where calling
+    the frozen dataclass's ``__init__`` per test cost four times that."""
+    if dicts and dicts[0].keys() != TestInfo.__dataclass_fields__.keys():
+        return [TestInfo.from_json(d) for d in dicts]  # a view of another shape
+    new = object.__new__
+    set_attr = object.__setattr__
+    out = []
+    append = out.append
+    for d in dicts:
+        t = new(TestInfo)
+        set_attr(t, "__dict__", d)
+        append(t)
+    return out
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,8 @@ class WorkerInfo:
     tests: int
     crashes: int
     alive: bool
+    #: Of ``pids``, the children forked (pytest-forked) to run a test.
+    forked: int = 0
     #: The accelerator variables its processes had (``CUDA_VISIBLE_DEVICES``...).
     devices: dict[str, str] = field(default_factory=dict)
 
@@ -157,7 +181,7 @@ class Summary:
             was_on = gc.isenabled()
             gc.disable()
             try:
-                self._tests = [TestInfo.from_json(t) for t in self.raw["tests"]]
+                self._tests = _tests_of(self.raw["tests"])
             finally:
                 if was_on:
                     gc.enable()
@@ -220,7 +244,7 @@ class Run(Summary):
         ``append`` keys (a list in time order), as of the last read (creation or
         :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
         NaN, bytes and ints past 64 bits come back as they were stored."""
-        return dict(self._reader.properties(nodeid))
+        return self._reader.properties_dict(nodeid)
 
     @property
     def live(self) -> bool:
@@ -269,7 +293,9 @@ class History:
 
 
 class Store:
-    """A store directory: ``Store()`` is ``$BLACKBOX_DIR`` or ``./.blackbox``."""
+    """A store directory. ``Store()`` finds it as ``blackbox`` does: ``$BLACKBOX_DIR``, else
+    the nearest ``.blackbox`` upward from the current directory (or the ``blackbox_dir`` ini
+    value of a pytest config file on the way)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_dir()
@@ -284,9 +310,16 @@ class Store:
         return _native.list_runs(str(self.path))
 
     def run(self, run_id: str) -> Run:
-        """Run ``run_id``."""
-        if run_id not in self.runs():
-            raise NoSuchRunError(f"no run {run_id!r} in {self.path}; Store.runs() lists them")
+        """Run ``run_id``: its id, or a start of it that only one run has (as ``--run``)."""
+        self.runs()  # a missing store: NoStoreError, with what to do
+        try:
+            run_id = _native.resolve_run(str(self.path), run_id)
+        except NoSuchRunError as e:
+            if not str(e).startswith("no run "):
+                raise  # several runs start with it: the message names them
+            raise NoSuchRunError(
+                f"no run {run_id!r} in {self.path}; Store.runs() lists them"
+            ) from None
         return Run(Path(_native.run_path(str(self.path), run_id)))
 
     def latest(self) -> Run:
