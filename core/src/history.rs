@@ -1000,10 +1000,37 @@ fn open_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
 /// write ([`crate::private::check_file`]); the refusal comes back as an I/O error of kind
 /// `PermissionDenied` carrying the [`Error::Refused`], which [`open_error`] unwraps.
 fn open_write(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        create_whole(path)?;
+    }
     let file = open_file(path, true)?;
     crate::private::check_file(&file, path)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
     builder().create_with_backend(redb::backends::FileBackend::new(file)?)
+}
+
+/// Makes a new, empty history at `path` all at once: written under a name of this
+/// process's own, then linked into place (never over a file another session made
+/// meanwhile). A session killed while creating it leaves no half-written history.redb,
+/// which no later fold could open.
+fn create_whole(path: &Path) -> Result<(), redb::DatabaseError> {
+    let name = path.file_name().map_or_else(
+        || "history.redb".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let made = (|| {
+        let file = open_file(&tmp, true)?;
+        drop(builder().create_with_backend(redb::backends::FileBackend::new(file)?)?);
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.into()),
+            _ => Ok(()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    made
 }
 
 /// Opens read-only; fails with `RepairAborted` when a writer died mid-fold.
