@@ -37,6 +37,15 @@ MODES = {
 DURABILITIES = ("process", "system")
 
 
+def addini_number(parser: pytest.Parser, name: str, help: str, kind: str, default: float) -> None:
+    """An ini value that is a number: typed where pytest types it (8.4 and later), else a
+    string; the readers (``_whole``, ``_timeout.seconds``) convert and check either."""
+    if pytest.version_tuple >= (8, 4):
+        parser.addini(name, help, type=kind, default=default)
+    else:
+        parser.addini(name, help, default=str(default))
+
+
 def count(text: str) -> int:
     """argparse type of ``--blackbox-keep`` and ``--blackbox-history-keep``: a whole
     number, 0 or more (argparse names the option in its error)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _native
+from . import _native, _settings
 
 if TYPE_CHECKING:
     from .plugin import BlackboxPlugin
@@ -52,10 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="blackbox_timeout",
         help=HELP_TIMEOUT,
     )
-    if pytest.version_tuple >= (8, 4):  # typed ini values; before, `seconds` converts
-        parser.addini("blackbox_timeout", HELP_TIMEOUT, type="float", default=0.0)
-    else:
-        parser.addini("blackbox_timeout", HELP_TIMEOUT, default="0")
+    _settings.addini_number(parser, "blackbox_timeout", HELP_TIMEOUT, "float", 0.0)
 
 
 def seconds(value: object, where: str) -> float:

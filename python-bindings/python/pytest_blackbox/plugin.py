@@ -71,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption(
         "--blackbox-keep", type=_settings.count, default=None, metavar="N", help=HELP_KEEP
     )
-    parser.addini("blackbox_keep", HELP_KEEP, type="int", default=20)
+    _settings.addini_number(parser, "blackbox_keep", HELP_KEEP, "int", 20)
     group.addoption(
         "--blackbox-history-keep",
         type=_settings.count,
@@ -79,7 +79,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         metavar="N",
         help=HELP_HISTORY,
     )
-    parser.addini("blackbox_history_keep", HELP_HISTORY, type="int", default=200)
+    _settings.addini_number(parser, "blackbox_history_keep", HELP_HISTORY, "int", 200)
     group.addoption(
         "--blackbox-history-max-mb",
         type=float,
