@@ -346,6 +346,11 @@ class RunReader:
         """:func:`fold_history` of this run from this reader's aggregate, after a poll:
         only what was committed since the last poll is read, not the whole run again."""
 
+    def flaky_note(self, store_dir: _PathLike, last: int = 20) -> str | None:
+        """The terminal summary's line: how many tests of this run (not yet folded) are
+        flaky over it and the newest ``last - 1`` runs in history, from this reader's
+        aggregate after a poll (not a second read of the run); None when none is."""
+
     def segments(self) -> list[dict[str, Any]]:
         """Each writer's segment as it stands: ``path``, ``pid``, ``ppid``, ``role``,
         ``worker``, ``alive`` (its writer still holds the lock), ``closed_cleanly``,
@@ -431,10 +436,6 @@ def fold_missing(
     """Fold every run folder of the store that history does not hold (a session killed
     before or during its fold), but ``except_run``, live runs and folders older than every
     run in history; returns the ids folded, oldest first."""
-
-def history_flaky_note(store_dir: _PathLike, run_id: str, last: int = 20) -> str | None:
-    """The terminal summary's line: how many tests of ``run_id`` (not yet folded) are flaky
-    over it and the newest ``last - 1`` runs in history; None when none is."""
 
 def combine_store(target: _PathLike, source: _PathLike) -> dict[str, Any]:
     """``blackbox combine --dir target source``: ``shard``, ``copied``, ``from_history``,

@@ -756,9 +756,7 @@ class BlackboxPlugin:
             + (f" on {_counted(len(workers), 'worker', 'workers')}" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
-        note = self._safely(
-            _native.history_flaky_note, str(self.session.store_dir), view["run"]["id"]
-        )
+        note = self._safely(self.session.reader().flaky_note, str(self.session.store_dir))
         if note:
             tr.write_line(note, yellow=True)
         fixtures = view["fixtures"][:5]
