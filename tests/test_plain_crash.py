@@ -79,3 +79,12 @@ def test_clean_previous_run_is_not_reported(pytester: pytest.Pytester) -> None:
     assert again.ret == 0
     assert "previous run" not in again.stdout.str()
     again.stdout.fnmatch_lines(["blackbox: recording run * in *.blackbox"])
+
+
+def test_os_exit_by_keyword_exits_as_without_the_plugin(pytester: pytest.Pytester) -> None:
+    # The plugin's os._exit takes os._exit's own parameter name: `status=` is no TypeError.
+    pytester.makepyfile(test_suite=SUITE.format(death="os._exit(status=3)"))
+    result = run(pytester)
+    assert result.ret == 3, result.stdout.str() + result.stderr.str()
+    crashes = store(pytester).latest().crashes
+    assert [(c.nodeid, c.exit_code) for c in crashes] == [("test_suite.py::test_dies", 3)]

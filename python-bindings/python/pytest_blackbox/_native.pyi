@@ -44,6 +44,7 @@ FORMAT_VERSION: Final[int]
 """The segment file format version this build writes and reads (see docs/format.md)."""
 
 _Role = Literal["main", "controller", "worker", "forked", "other"]
+_Durability = Literal["process", "system"]
 _Phase = Literal["setup", "call", "teardown"]
 _PathLike = str | os.PathLike[str]
 
@@ -61,7 +62,7 @@ class Recorder:
         run_dir: _PathLike,
         role: _Role = "other",
         worker: str | None = None,
-        durability: Literal["process", "system"] = "process",
+        durability: _Durability = "process",
     ) -> Recorder:
         """A writer for the run folder ``run_dir``.
 

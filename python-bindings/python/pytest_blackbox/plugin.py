@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -26,6 +26,9 @@ from . import _native, _runtime, _settings, _timeout
 from .errors import BlackboxError, BlackboxWarning, StoreFullError, StoreRefusedError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from ._native import _Role
     from .store import Summary
 
 HELP_ENABLE = (
@@ -251,7 +254,7 @@ _REPORTING_HOOKS = frozenset(
 
 
 def _in_reporting_hook() -> bool:
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if frame.f_code.co_name in _REPORTING_HOOKS:
             return True
@@ -259,12 +262,13 @@ def _in_reporting_hook() -> bool:
     return False
 
 
-def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process ends here
+def _os_exit_recording(status: int) -> NoReturn:  # pragma: no cover - the process ends here
+    # Named as os._exit's parameter: os._exit(status=3) works as without the plugin.
     s = _runtime.active()
     if s is not None:
         with contextlib.suppress(Exception):  # exiting anyway
-            s.recorder.exit(int(code), _in_reporting_hook())
-    _real_os_exit(code)
+            s.recorder.exit(int(status), _in_reporting_hook())
+    _real_os_exit(status)
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,6 +358,7 @@ class BlackboxPlugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         workerinput = getattr(config, "workerinput", None)
+        role: _Role
         if workerinput is not None:
             store_dir = Path(workerinput["blackbox_store_dir"])
             run_dir = Path(workerinput["blackbox_run_dir"])
@@ -362,7 +367,10 @@ class BlackboxPlugin:
             durability = workerinput["blackbox_durability"]
         else:
             store_dir = _store_dir(config)
-            durability = str(_option(config, "blackbox-durability")).strip().lower()
+            # Checked at configure (_settings.validate), before this plugin is made.
+            durability = _settings.DURABILITIES[
+                str(_option(config, "blackbox-durability")).strip().lower()
+            ]
             # A store that cannot be created, or refused: pytest_configure's to handle.
             run_id, run_dir_s = _native.new_run(str(store_dir))
             run_dir = Path(run_dir_s)
@@ -617,7 +625,7 @@ class BlackboxPlugin:
             report.longrepr = None
             report.user_properties = list(reader.properties(crashitem))
             return
-        pids = next((w["pids"] for w in view["workers"] if w["id"] == worker), [])
+        pids: list[int] = next((w["pids"] for w in view["workers"] if w["id"] == worker), [])
         status = _exit_status(pids[0]) if pids else None
         self.fill_crash_report(
             report,

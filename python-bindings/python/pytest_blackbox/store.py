@@ -54,7 +54,8 @@ class TestInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**args)
 
 
 def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
@@ -66,7 +67,7 @@ def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
         return [TestInfo.from_json(d) for d in dicts]  # a view of another shape
     new = object.__new__
     set_attr = object.__setattr__
-    out = []
+    out: list[TestInfo] = []
     append = out.append
     for d in dicts:
         t = new(TestInfo)
@@ -90,7 +91,8 @@ class FixtureInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FixtureInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**args)
 
 
 def _has_default(f: Any) -> bool:
@@ -119,7 +121,10 @@ class CrashInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CrashInfo:
         fields = cls.__dataclass_fields__
-        return cls(**{k: d.get(k) for k in fields if k in d or not _has_default(fields[k])})
+        args: dict[str, Any] = {
+            k: d.get(k) for k in fields if k in d or not _has_default(fields[k])
+        }
+        return cls(**args)
 
     @property
     def traceback(self) -> str | None:
@@ -151,7 +156,7 @@ class WorkerInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
         fields = cls.__dataclass_fields__
-        return cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]
+        return cls(**{k: d[k] for k in fields if k in d})
 
 
 class Summary:
@@ -189,7 +194,8 @@ class Summary:
 
     @property
     def id(self) -> str:
-        return self.info["id"]
+        run_id: str = self.info["id"]
+        return run_id
 
     @property
     def fixture_setups(self) -> int:
