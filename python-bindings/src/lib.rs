@@ -14,6 +14,7 @@ use blackbox_core::{now_mono_ns, now_wall_ns, Aggregate, Durability, Follower, R
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView, PySet,
@@ -1354,6 +1355,25 @@ impl PyRecorder {
         )
     }
 
+    /// The session's collection (`Record::Collected`), once per run.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
+    fn collected(&self, py: Python<'_>, nodeids: Vec<PyBackedStr>) -> PyResult<()> {
+        let done = lock(&self.inner).collected(&nodeids);
+        done.or_raise(py)
+    }
+
+    /// This session resumes run `run` as attempt `attempt` (`Record::Resume`).
+    fn resume(&self, py: Python<'_>, run: String, attempt: u32, retry: bool) -> PyResult<()> {
+        self.put(
+            py,
+            &Record::Resume {
+                run,
+                attempt,
+                retry,
+            },
+        )
+    }
+
     fn run_end(&self, py: Python<'_>, exit_status: i32) -> PyResult<()> {
         self.put(
             py,
@@ -1990,6 +2010,7 @@ fn fixtures_py<'py>(
 
 fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item(intern!(py, "attempt"), t.attempt)?;
     d.set_item(intern!(py, "crashed"), t.crashed)?;
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
@@ -2034,6 +2055,7 @@ fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString> {
         "skipped" => intern!(py, "skipped").clone(),
         "error" => intern!(py, "error").clone(),
         "crashed" => intern!(py, "crashed").clone(),
+        "not-run" => intern!(py, "not-run").clone(),
         "unknown" => intern!(py, "unknown").clone(),
         other => PyString::new(py, other),
     }
@@ -2113,6 +2135,10 @@ fn view_to_py<'py>(
     let run = PyDict::new(py);
     let r = &v.run;
     run.set_item(intern!(py, "argv"), &r.argv)?;
+    run.set_item(intern!(py, "attempt"), r.attempt)?;
+    run.set_item(intern!(py, "collected"), v.collected)?;
+    run.set_item(intern!(py, "resumes"), &r.resumes)?;
+    run.set_item(intern!(py, "retry"), r.retry)?;
     #[allow(clippy::cast_precision_loss)] // as to_json: wall clock ns to s
     let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
     run.set_item(intern!(py, "ended"), secs(r.ended_wall_ns))?;
@@ -2641,6 +2667,7 @@ fn history_brief<'py>(
             argv: run.argv,
             rootdir: run.rootdir,
             live: false,
+            ..blackbox_core::RunMeta::default()
         },
         crashes,
         problems: run.problems,

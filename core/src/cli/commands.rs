@@ -283,6 +283,7 @@ fn rank(outcome: &str) -> u8 {
         "unfinished" => 1,
         "running" => 2,
         "failed" | "error" => 3,
+        "not-run" => 5,
         _ => 4,
     }
 }
@@ -361,7 +362,10 @@ fn test_table(tests: &[&TestView]) -> Table {
             } else {
                 duration(t.duration_s)
             }),
-            Cell::new(t.worker.as_deref().unwrap_or("main")),
+            Cell::new(match t.worker.as_deref() {
+                _ if t.outcome == "not-run" => "-",
+                w => w.unwrap_or("main"),
+            }),
             Cell::new(pid_str(t.pid)),
             Cell::new(&t.nodeid),
         ]);
@@ -464,6 +468,7 @@ impl WithoutLists for RunView {
             run: self.run.clone(),
             segments: self.segments,
             records: self.records,
+            collected: self.collected,
             ..RunView::default()
         }
         .to_json()
@@ -595,6 +600,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         "unknown",
     ];
     let mut parts: Vec<String> = Vec::new();
+    let never_ran = by_outcome.remove("not-run").unwrap_or(0);
     for o in order {
         if let Some(&n) = by_outcome.get(o) {
             parts.push(
@@ -611,6 +617,16 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     others.sort();
     for (o, n) in others {
         parts.push(format!("{} {}", count(*n), clean(o)));
+    }
+    if never_ran > 0 {
+        parts.push(
+            paint
+                .paint(
+                    &format!("{} never ran", count(never_ran)),
+                    Style::of_outcome("not-run"),
+                )
+                .into_owned(),
+        );
     }
     let total = view.tests.len();
     if total == 0 {
@@ -652,7 +668,11 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 .total_cmp(&a.duration_s)
                 .then_with(|| a.nodeid.cmp(&b.nodeid))
         };
-        let mut slow: Vec<&TestView> = view.tests.iter().collect();
+        let mut slow: Vec<&TestView> = view
+            .tests
+            .iter()
+            .filter(|t| t.outcome != "not-run")
+            .collect();
         if limit < slow.len() {
             slow.select_nth_unstable_by(limit, slowest_first);
             slow.truncate(limit);
@@ -1258,6 +1278,7 @@ mod tests {
             start_mono_ns: 0,
             end_mono_ns: None,
             last_mono_ns: 0,
+            attempt: 1,
         }
     }
 

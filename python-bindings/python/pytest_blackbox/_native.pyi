@@ -178,6 +178,14 @@ class Recorder:
     def run_end(self, exit_status: int) -> None:
         """The run ends with pytest's ``exit_status``."""
 
+    def collected(self, nodeids: list[str]) -> None:
+        """The session's collection, in collection order (written once per run, by the main
+        process or the xdist controller): front-coded, visible all at once."""
+
+    def resume(self, run: str, attempt: int, retry: bool) -> None:
+        """This session resumes ``run`` (``--blackbox-resume``) as ``attempt`` of its logical
+        run; ``retry``: the tests that crashed there run again."""
+
     def begin(self) -> None:
         """Open a transaction: the records until :meth:`commit` become visible together, or
         not at all. A transaction already open raises

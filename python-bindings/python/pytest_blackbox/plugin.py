@@ -388,6 +388,7 @@ class BlackboxPlugin:
         _runtime.push(self.session)
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
+        self._collection_recorded = False
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
@@ -577,6 +578,26 @@ class BlackboxPlugin:
         node.workerinput["blackbox_store_dir"] = str(self.session.store_dir)
         node.workerinput["blackbox_run_dir"] = str(self.session.run_dir)
         node.workerinput["blackbox_durability"] = self.session.durability
+
+    # -- hooks: collection (recorded once per run, by the process that knows it) ---------
+
+    def _record_collection(self, nodeids: list[str]) -> None:
+        if self._collection_recorded:
+            return
+        self._collection_recorded = True
+        self._safely(self.session.recorder.collected, nodeids)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The main process: what it will run (``session.items``, after deselection)."""
+        if self.session.role == "main" and os.getpid() == self.session.pid:
+            self._record_collection([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """xdist controller: it collects nothing itself; the first worker's collection is
+        the run's (xdist checks that every worker collected the same)."""
+        if self.session.role == "controller":
+            self._record_collection(list(ids))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_parent:
