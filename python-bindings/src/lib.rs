@@ -2562,6 +2562,21 @@ fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
 }
 
+/// Run `run_id` as one logical run with the attempts it resumes (`--blackbox-resume`):
+/// `Store::with_earlier_attempts` in core, as `RunReader.view()` gives a view.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn logical_view(py: Python<'_>, store_dir: PathBuf, run_id: String) -> PyResult<Bound<'_, PyDict>> {
+    let view = py
+        .detach(|| {
+            let store = Store::open(&store_dir)?;
+            let v = store.view(&run_id)?;
+            Ok(store.with_earlier_attempts(v))
+        })
+        .or_raise(py)?;
+    view_to_py(py, &view, None)
+}
+
 /// The store a reader uses: `given`, else `$BLACKBOX_DIR`, else the nearest `.blackbox`
 /// upward from `cwd` (or the `blackbox_dir` ini of a pytest config there): the CLI's rule.
 #[pyfunction]
@@ -2820,6 +2835,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_records, m)?)?;
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(logical_view, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(find_store, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_run, m)?)?;

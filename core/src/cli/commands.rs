@@ -242,7 +242,11 @@ fn drop_later<T: Send + 'static>(value: T) {
 fn load(cx: &mut Ctx<'_>) -> Result<Loaded, Failure> {
     let store = cx.store()?;
     let id = resolve_run(&store, cx.inv.run.as_deref())?;
-    let loaded = load_id(&store, &id)?;
+    let mut loaded = load_id(&store, &id)?;
+    // A resumed run reads as its whole logical run (issue 14).
+    if loaded.view.run.resumes.is_some() {
+        loaded.view = store.with_earlier_attempts(std::mem::take(&mut loaded.view));
+    }
     warn_damage(
         cx,
         &id,
@@ -346,15 +350,25 @@ fn outcome_cell(t: &TestView) -> Cell {
 }
 
 fn test_table(tests: &[&TestView]) -> Table {
-    let mut table = Table::new(vec![
+    // A resumed run's tests ran in several attempts: which one, in a column of its own.
+    let attempts = tests.iter().any(|t| t.attempt > 1);
+    let mut columns = vec![
         Column::left("OUTCOME"),
         Column::right("DURATION"),
         Column::left("WORKER"),
         Column::right("PID"),
         Column::shrinking("TEST"),
-    ]);
+    ];
+    if attempts {
+        columns.insert(0, Column::right("ATTEMPT"));
+    }
+    let mut table = Table::new(columns);
     for t in tests {
-        table.push(vec![
+        let mut row = Vec::with_capacity(6);
+        if attempts {
+            row.push(Cell::new(t.attempt.to_string()));
+        }
+        row.extend([
             outcome_cell(t),
             // No phase report: nothing measured (a crash before the first report).
             Cell::new(if t.phases.is_empty() {
@@ -369,6 +383,7 @@ fn test_table(tests: &[&TestView]) -> Table {
             Cell::new(pid_str(t.pid)),
             Cell::new(&t.nodeid),
         ]);
+        table.push(row);
     }
     table
 }
@@ -552,6 +567,13 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     ];
     if let Some(h) = &view.run.host {
         head.push(format!("host {}", clean(h)));
+    }
+    if let Some(r) = &view.run.resumes {
+        head.push(format!(
+            "attempt {} (resumes {})",
+            view.run.attempt,
+            clean(r)
+        ));
     }
     head.push(plural(view.segments as u64, "process", "processes"));
     head.push(plural(view.records, "record", "records"));

@@ -385,6 +385,10 @@ def new_run(store_dir: _PathLike) -> tuple[str, Path]:
     """Create the store directory ``store_dir`` if needed and a new run folder in it;
     returns (run id, run folder). Run ids sort in the order the runs started."""
 
+def logical_view(store_dir: _PathLike, run_id: str) -> dict[str, Any]:
+    """Run ``run_id`` with the attempts it resumes (``--blackbox-resume``) as one logical
+    run: every test once, from the newest attempt that has it (its ``attempt``)."""
+
 def list_runs(store_dir: _PathLike) -> list[str]:
     """The run ids of a store, oldest first. A missing store raises
     :class:`pytest_blackbox.NoStoreError`."""

@@ -287,6 +287,12 @@ class Run(Summary):
         NaN, bytes and ints past 64 bits come back as they were stored."""
         return self._reader.properties_dict(nodeid)
 
+    def logical(self) -> Summary:
+        """This run with the attempts it resumed (``--blackbox-resume``) as one logical
+        run: every test once, as the newest attempt that ran it tells it, with that
+        attempt's number (``TestInfo.attempt``); the same as ``blackbox stats`` reads."""
+        return Summary(_native.logical_view(str(self.path.parent), self.id))
+
     @property
     def live(self) -> bool:
         """Whether some process of the run still writes to it."""
