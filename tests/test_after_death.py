@@ -196,7 +196,7 @@ def test_a_collection_of_100k_nodeids_is_small_and_quick(tmp_path: Path) -> None
     ]
     best = float("inf")
     sizes = []
-    for k in range(3):
+    for k in range(5):  # the best of five: the machine is shared
         run_dir = tmp_path / f"run{k}"
         run_dir.mkdir()
         rec = _native.Recorder(str(run_dir), "main")
