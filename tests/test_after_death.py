@@ -4,7 +4,6 @@ plain mode, or the xdist controller killed with SIGKILL from one of its workers.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli_json as cli
 from conftest import junit_outcomes, junit_properties, no_internal_error, run, store
 from pytest_blackbox import _native
 
@@ -38,17 +38,6 @@ KILL_PYTEST = {
     "abort": "os.abort()",
     "kill-controller": "os.kill(os.getppid(), signal.SIGKILL); time.sleep(5)",
 }
-
-
-def cli(pytester: pytest.Pytester, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest_blackbox.cli", *args, "--json"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
 
 
 def cli_text(pytester: pytest.Pytester, *args: str) -> str:

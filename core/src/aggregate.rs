@@ -78,6 +78,26 @@ pub struct TestView {
 }
 
 impl TestView {
+    /// A test collected in `attempt` that never started: nothing but its name.
+    pub fn not_run(nodeid: String, attempt: u32) -> TestView {
+        TestView {
+            nodeid,
+            outcome: "not-run".into(),
+            duration_s: 0.0,
+            worker: None,
+            pid: None,
+            crashed: false,
+            signal: None,
+            timeout: None,
+            phases: Vec::new(),
+            properties: Vec::new(),
+            start_mono_ns: 0,
+            end_mono_ns: None,
+            last_mono_ns: 0,
+            attempt,
+        }
+    }
+
     /// The run did not finish it: never started, or in the middle of it when its process
     /// died (what `--blackbox-resume` runs).
     pub fn not_finished(&self) -> bool {
@@ -1275,22 +1295,7 @@ impl Aggregate {
                 {
                     continue;
                 }
-                tests.push(TestView {
-                    nodeid: id.clone(),
-                    outcome: "not-run".into(),
-                    duration_s: 0.0,
-                    worker: None,
-                    pid: None,
-                    crashed: false,
-                    signal: None,
-                    timeout: None,
-                    phases: Vec::new(),
-                    properties: Vec::new(),
-                    start_mono_ns: 0,
-                    end_mono_ns: None,
-                    last_mono_ns: 0,
-                    attempt,
-                });
+                tests.push(TestView::not_run(id.clone(), attempt));
             }
         }
 

@@ -1287,20 +1287,10 @@ mod tests {
 
     fn test(nodeid: &str, outcome: &str, d: f64) -> TestView {
         TestView {
-            nodeid: nodeid.into(),
             outcome: outcome.into(),
             duration_s: d,
-            worker: None,
-            pid: None,
             crashed: outcome == "crashed",
-            signal: None,
-            timeout: None,
-            phases: Vec::new(),
-            properties: Vec::new(),
-            start_mono_ns: 0,
-            end_mono_ns: None,
-            last_mono_ns: 0,
-            attempt: 1,
+            ..TestView::not_run(nodeid.into(), 1)
         }
     }
 
