@@ -626,7 +626,9 @@ impl Rows {
         }
         let mut counts = OutcomeCounts::default();
         let mut tests = Vec::with_capacity(view.tests.len());
-        for (seq, t) in view.tests.iter().enumerate() {
+        // History keeps what ran: a test that never started has no outcome to compare.
+        let ran = view.tests.iter().filter(|t| t.outcome != "not-run");
+        for (seq, t) in ran.enumerate() {
             counts.add(&t.outcome);
             let props = Json::Object(
                 t.properties

@@ -14,6 +14,7 @@ use blackbox_core::{now_mono_ns, now_wall_ns, Aggregate, Durability, Follower, R
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView, PySet,
@@ -1354,6 +1355,25 @@ impl PyRecorder {
         )
     }
 
+    /// The session's collection (`Record::Collected`), once per run.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
+    fn collected(&self, py: Python<'_>, nodeids: Vec<PyBackedStr>) -> PyResult<()> {
+        let done = lock(&self.inner).collected(&nodeids);
+        done.or_raise(py)
+    }
+
+    /// This session resumes run `run` as attempt `attempt` (`Record::Resume`).
+    fn resume(&self, py: Python<'_>, run: String, attempt: u32, retry: bool) -> PyResult<()> {
+        self.put(
+            py,
+            &Record::Resume {
+                run,
+                attempt,
+                retry,
+            },
+        )
+    }
+
     fn run_end(&self, py: Python<'_>, exit_status: i32) -> PyResult<()> {
         self.put(
             py,
@@ -1990,6 +2010,7 @@ fn fixtures_py<'py>(
 
 fn test_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item(intern!(py, "attempt"), t.attempt)?;
     d.set_item(intern!(py, "crashed"), t.crashed)?;
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
@@ -2034,6 +2055,7 @@ fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString> {
         "skipped" => intern!(py, "skipped").clone(),
         "error" => intern!(py, "error").clone(),
         "crashed" => intern!(py, "crashed").clone(),
+        "not-run" => intern!(py, "not-run").clone(),
         "unknown" => intern!(py, "unknown").clone(),
         other => PyString::new(py, other),
     }
@@ -2113,6 +2135,10 @@ fn view_to_py<'py>(
     let run = PyDict::new(py);
     let r = &v.run;
     run.set_item(intern!(py, "argv"), &r.argv)?;
+    run.set_item(intern!(py, "attempt"), r.attempt)?;
+    run.set_item(intern!(py, "collected"), v.collected)?;
+    run.set_item(intern!(py, "resumes"), &r.resumes)?;
+    run.set_item(intern!(py, "retry"), r.retry)?;
     #[allow(clippy::cast_precision_loss)] // as to_json: wall clock ns to s
     let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
     run.set_item(intern!(py, "ended"), secs(r.ended_wall_ns))?;
@@ -2556,6 +2582,21 @@ fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
 }
 
+/// Run `run_id` as one logical run with the attempts it resumes (`--blackbox-resume`):
+/// `Store::with_earlier_attempts` in core, as `RunReader.view()` gives a view.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+fn logical_view(py: Python<'_>, store_dir: PathBuf, run_id: String) -> PyResult<Bound<'_, PyDict>> {
+    let view = py
+        .detach(|| {
+            let store = Store::open(&store_dir)?;
+            let v = store.view(&run_id)?;
+            Ok(store.with_earlier_attempts(v))
+        })
+        .or_raise(py)?;
+    view_to_py(py, &view, None)
+}
+
 /// The store a reader uses: `given`, else `$BLACKBOX_DIR`, else the nearest `.blackbox`
 /// upward from `cwd` (or the `blackbox_dir` ini of a pytest config there): the CLI's rule.
 #[pyfunction]
@@ -2661,6 +2702,7 @@ fn history_brief<'py>(
             argv: run.argv,
             rootdir: run.rootdir,
             live: false,
+            ..blackbox_core::RunMeta::default()
         },
         crashes,
         problems: run.problems,
@@ -2813,6 +2855,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_records, m)?)?;
     m.add_function(wrap_pyfunction!(new_run, m)?)?;
     m.add_function(wrap_pyfunction!(list_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(logical_view, m)?)?;
     m.add_function(wrap_pyfunction!(run_path, m)?)?;
     m.add_function(wrap_pyfunction!(find_store, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_run, m)?)?;

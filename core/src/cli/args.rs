@@ -200,7 +200,7 @@ pub enum ColorChoice {
 }
 
 /// The outcomes `--outcome` accepts (what [`crate::TestView::outcome`] holds).
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "passed",
     "failed",
     "skipped",
@@ -209,6 +209,7 @@ pub const OUTCOMES: [&str; 8] = [
     "running",
     "unfinished",
     "unknown",
+    "not-run",
 ];
 
 /// A parsed command line.
@@ -385,7 +386,7 @@ const OPTS: &[Opt] = &[
         long: "outcome",
         short: None,
         value: Some("LIST"),
-        help: "only tests with these outcomes, comma-separated (passed, failed, skipped, error, crashed, running, unfinished)",
+        help: "only tests with these outcomes, comma-separated (passed, failed, skipped, error, crashed, running, unfinished, not-run)",
         commands: &[C::Tests],
     },
     Opt {

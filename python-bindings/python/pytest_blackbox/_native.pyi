@@ -179,6 +179,14 @@ class Recorder:
     def run_end(self, exit_status: int) -> None:
         """The run ends with pytest's ``exit_status``."""
 
+    def collected(self, nodeids: list[str]) -> None:
+        """The session's collection, in collection order (written once per run, by the main
+        process or the xdist controller): front-coded, visible all at once."""
+
+    def resume(self, run: str, attempt: int, retry: bool) -> None:
+        """This session resumes ``run`` (``--blackbox-resume``) as ``attempt`` of its logical
+        run; ``retry``: the tests that crashed there run again."""
+
     def begin(self) -> None:
         """Open a transaction: the records until :meth:`commit` become visible together, or
         not at all. A transaction already open raises
@@ -382,6 +390,10 @@ def read_records(run_dir: _PathLike) -> list[dict[str, Any]]:
 def new_run(store_dir: _PathLike) -> tuple[str, Path]:
     """Create the store directory ``store_dir`` if needed and a new run folder in it;
     returns (run id, run folder). Run ids sort in the order the runs started."""
+
+def logical_view(store_dir: _PathLike, run_id: str) -> dict[str, Any]:
+    """Run ``run_id`` with the attempts it resumes (``--blackbox-resume``) as one logical
+    run: every test once, from the newest attempt that has it (its ``attempt``)."""
 
 def list_runs(store_dir: _PathLike) -> list[str]:
     """The run ids of a store, oldest first. A missing store raises

@@ -51,6 +51,16 @@ class TestInfo:
     signal_name: str | None
     phases: list[dict[str, Any]]
     properties: dict[str, Any]
+    #: The test ran past its time limit: ``phase``, ``limit_s``, ``elapsed_s``, ``source``.
+    timeout: dict[str, Any] | None = None
+    #: The attempt of the logical run it ran in (1, or more after ``--blackbox-resume``).
+    attempt: int = 1
+
+    @property
+    def not_finished(self) -> bool:
+        """The run did not finish it: never started (``not-run``), or in the middle of it
+        when its process died: what ``--blackbox-resume`` runs."""
+        return self.crashed or self.outcome in ("not-run", "unfinished", "running")
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
@@ -225,6 +235,37 @@ class Summary:
     def test(self, nodeid: str) -> TestInfo | None:
         return next((t for t in self.tests if t.nodeid == nodeid), None)
 
+    @property
+    def collected(self) -> int | None:
+        """How many tests the session collected; None when it recorded no collection."""
+        return self.info.get("collected")
+
+    @property
+    def not_run(self) -> list[TestInfo]:
+        """The tests collected and never started (once the run is over), in collection
+        order: outcome ``not-run``."""
+        return [t for t in self.tests if t.outcome == "not-run"]
+
+    @property
+    def not_finished(self) -> list[TestInfo]:
+        """The tests the run did not finish (:attr:`TestInfo.not_finished`)."""
+        return [t for t in self.tests if t.not_finished]
+
+    @property
+    def died(self) -> bool:
+        """Its pytest died: no process of it is alive and its session never ended."""
+        return not self.info.get("live") and self.info.get("ended") is None
+
+    @property
+    def attempt(self) -> int:
+        """This session's attempt in its logical run (1, or more for a resume)."""
+        return int(self.info.get("attempt") or 1)
+
+    @property
+    def resumes(self) -> str | None:
+        """The run this session resumed (``--blackbox-resume``), if any."""
+        return self.info.get("resumes")
+
     def __repr__(self) -> str:
         return (
             f"<Summary run={self.id} tests={len(self.raw['tests'])} fixtures={len(self.fixtures)} "
@@ -251,6 +292,12 @@ class Run(Summary):
         :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
         NaN, bytes and ints past 64 bits come back as they were stored."""
         return self._reader.properties_dict(nodeid)
+
+    def logical(self) -> Summary:
+        """This run with the attempts it resumed (``--blackbox-resume``) as one logical
+        run: every test once, as the newest attempt that ran it tells it, with that
+        attempt's number (``TestInfo.attempt``); the same as ``blackbox stats`` reads."""
+        return Summary(_native.logical_view(str(self.path.parent), self.id))
 
     @property
     def live(self) -> bool:
