@@ -13,7 +13,6 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 import xmlschema
 
 from conftest import wait_until
@@ -309,3 +308,96 @@ def test_run_passes_sigterm_on_and_does_not_restart(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 20
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "attempt 2" not in err
+
+
+def test_rocm_flow_is_one_command(tmp_path: Path) -> None:
+    """Test 3 of 10 segfaults in plain mode: one command runs the other 9 and says so."""
+    suite(tmp_path, ROCM_SUITE, "test_rocm.py")
+    r = bb("run", "--", *pytest_cmd("--junit-xml=junit.xml"), cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    restart = re.search(
+        r"blackbox run: pytest died \(SIGSEGV in test_rocm.py::test_03\) with 7 tests left; "
+        r"attempt 2 of 4: .*-m pytest .*--blackbox-resume$",
+        r.stderr,
+        re.M,
+    )
+    assert restart, r.stderr
+    assert "attempt 3" not in r.stderr
+    root = valid(tmp_path / "junit.xml")
+    got = cases(root)
+    assert len(got) == 10
+    verdicts = {k: verdict(c) for k, c in got.items()}
+    assert [k for k, v in verdicts.items() if v != "passed"] == ["test_rocm::test_03"]
+    failure = got["test_rocm::test_03"].find("failure")
+    assert failure is not None
+    assert (failure.get("message") or "").startswith("crashed: killed by SIGSEGV in call")
+    assert "  device = gfx90a\n" in (failure.text or "")
+    assert suite_counts(root) == {"tests": 10, "failures": 1, "errors": 0, "skipped": 0}
+    # `blackbox junit` of the latest run says the same: the resumed run covers both.
+    again = bb("junit", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert {k: verdict(c) for k, c in cases(ET.fromstring(again.stdout)).items()} == verdicts
+
+
+def test_junit_of_the_dead_run_alone_lists_what_never_ran(tmp_path: Path) -> None:
+    suite(tmp_path, ROCM_SUITE, "test_rocm.py")
+    r = subprocess.run(pytest_cmd(), cwd=tmp_path, env=clean_env(), check=False)
+    assert r.returncode == -signal.SIGSEGV
+    out = tmp_path / "dead.xml"
+    assert bb("junit", "-o", str(out), cwd=tmp_path).returncode == 0
+    got = cases(valid(out))
+    assert len(got) == 10
+    skipped = got["test_rocm::test_07"].find("skipped")
+    assert skipped is not None
+    assert re.fullmatch(
+        r"not run: pytest died before it started \(run \S+\)", skipped.get("message") or ""
+    )
+    assert verdict(got["test_rocm::test_03"]) == "failure"
+    assert suite_counts(valid(out)) == {"tests": 10, "failures": 1, "errors": 0, "skipped": 7}
+
+
+def readme_ci_steps() -> list[tuple[bool, str]]:
+    """The README's CI snippet: (runs always, command) for each `run:` step."""
+    text = README.read_text()
+    block = next(
+        b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "blackbox junit -o" in b
+    )
+    steps: list[tuple[bool, str]] = []
+    always = False
+    for line in block.splitlines():
+        item = line.strip().removeprefix("- ")
+        if item.startswith("if:"):
+            always = "always()" in item
+        elif item.startswith("run:"):
+            steps.append((always, item.removeprefix("run:").strip()))
+            always = False
+        elif line.strip().startswith("- "):
+            always = False
+    return steps
+
+
+def test_the_ci_snippet_of_the_readme(tmp_path: Path) -> None:
+    steps = readme_ci_steps()
+    assert [a for a, _ in steps] == [False, True], steps
+    suite(tmp_path, ROCM_SUITE, "test_rocm.py")
+    failed = False
+    for always, command in steps:
+        if failed and not always:
+            continue
+        r = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        failed |= r.returncode != 0
+        assert "INTERNALERROR" not in r.stdout + r.stderr
+    assert failed  # the suite has a crash: the test step fails, as it should
+    root = valid(tmp_path / "junit.xml")
+    got = cases(root)
+    assert len(got) == 10
+    assert [k for k, c in got.items() if verdict(c) != "passed"] == ["test_rocm::test_03"]
