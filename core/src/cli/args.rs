@@ -26,7 +26,7 @@ pub enum Command {
     Slower,
     Combine,
     // --- issue 14: after pytest dies (junit, run) ---
-    /// `junit -o FILE`: JUnit XML for any run.
+    /// `junit -o FILE`: `JUnit` XML for any run.
     Junit,
     /// `run -- pytest ARGS`: a supervisor that resumes a dead pytest.
     Run,

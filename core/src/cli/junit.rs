@@ -1,4 +1,4 @@
-//! `blackbox junit -o FILE`: JUnit XML for any run, a dead one included, shaped as pytest's
+//! `blackbox junit -o FILE`: `JUnit` XML for any run, a dead one included, shaped as pytest's
 //! junitxml writes it (`classname`/`name` from the nodeid, the failure's message and
 //! longrepr, `<skipped type="pytest.skip">`), with what pytest cannot write after it died:
 //! crashed and timed-out tests as `<failure>` with the crash story and the traceback.
@@ -25,7 +25,7 @@ use crate::store::Store;
 
 /// pytest's budget for the `message` attribute (`_pytest.junitxml.MESSAGE_ATTR_BUDGET`).
 const MESSAGE_BUDGET: usize = 500;
-/// The width pytest's TerminalWriter renders a longrepr at when it is not a terminal.
+/// The width pytest's `TerminalWriter` renders a longrepr at when it is not a terminal.
 const TERMINAL_WIDTH: usize = 80;
 /// Bytes of a traceback file put into a `<failure>` at most.
 const TRACEBACK_BYTES: u64 = 256 << 10;

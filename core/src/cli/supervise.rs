@@ -172,7 +172,7 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// One line for the user: "pytest died (SIGSEGV in test_suite.py::test_x)".
+/// One line for the user: "pytest died (SIGSEGV in `test_suite.py::test_x`)".
 fn death_story(view: &RunView, status: i32) -> String {
     let main = view
         .crashes
