@@ -78,6 +78,10 @@ pub(crate) struct Case {
     pub verdict: Verdict,
     /// Name and `str(value)`, as pytest's junitxml writes `user_properties`.
     pub properties: Vec<(String, String)>,
+    /// Its process died in it, or it ran out of time: the verdict is the crash story.
+    pub crashed: bool,
+    /// Collected and never started.
+    pub not_run: bool,
 }
 
 /// The `<testsuite>`.
@@ -123,11 +127,10 @@ impl Read {
         }
     }
 
-    /// The cases of this run, in the order its tests started.
+    /// The cases of this run, in the order its tests started (the view's), then those that
+    /// never started, in collection order.
     pub(crate) fn cases(&self) -> Vec<Case> {
-        let mut tests: Vec<&TestView> = self.view.tests.iter().collect();
-        tests.sort_by_key(|t| t.start_mono_ns);
-        tests.into_iter().map(|t| self.case(t)).collect()
+        self.view.tests.iter().map(|t| self.case(t)).collect()
     }
 
     fn case(&self, t: &TestView) -> Case {
@@ -147,7 +150,11 @@ impl Read {
                 .find(|p| p.phase == phase && p.outcome == "failed")
                 .map(|_| self.report(t, phase))
         };
-        let verdict = if t.crashed || t.timeout.is_some() || crash.is_some() {
+        // A timeout that only failed the test (pytest-timeout's signal method) has pytest's
+        // own report; one that ended the process has the crash story.
+        let crashed = t.crashed || crash.is_some() || t.timeout.as_ref().is_some_and(|to| to.fatal);
+        let not_run = t.outcome == "not-run";
+        let verdict = if crashed {
             crash_verdict(t, crash, &self.view.run.id, &properties)
         } else if let Some(report) = failed(Phase::Call) {
             let (message, text) = failure_of(report.as_ref(), "failed");
@@ -166,6 +173,14 @@ impl Read {
         } else {
             match t.outcome.as_str() {
                 "passed" => Verdict::Passed,
+                "not-run" => Verdict::Skipped {
+                    kind: None,
+                    message: format!(
+                        "not run: pytest died before it started (run {})",
+                        self.view.run.id
+                    ),
+                    text: String::new(),
+                },
                 "running" => Verdict::Skipped {
                     kind: None,
                     message: format!("still running when read (run {} is live)", self.view.run.id),
@@ -186,6 +201,8 @@ impl Read {
             time_s: t.duration_s,
             verdict,
             properties,
+            crashed,
+            not_run,
         }
     }
 
@@ -1077,6 +1094,8 @@ mod tests {
             time_s: 0.0,
             verdict,
             properties: vec![],
+            crashed: false,
+            not_run: false,
         };
         let err = Verdict::Error {
             message: "m".into(),
