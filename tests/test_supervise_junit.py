@@ -401,3 +401,29 @@ def test_the_ci_snippet_of_the_readme(tmp_path: Path) -> None:
     got = cases(root)
     assert len(got) == 10
     assert [k for k, c in got.items() if verdict(c) != "passed"] == ["test_rocm::test_03"]
+
+
+def test_junit_of_a_run_the_watchdog_ended_has_the_timeout_and_every_thread(
+    tmp_path: Path,
+) -> None:
+    suite(
+        tmp_path,
+        "import time\n\ndef test_a():\n    pass\n\n"
+        "def test_hang(record_property):\n    record_property('k', 'v')\n    time.sleep(60)\n",
+    )
+    r = subprocess.run(
+        pytest_cmd("--blackbox-timeout", "1"), cwd=tmp_path, env=clean_env(), check=False
+    )
+    assert r.returncode not in (0, 1)  # the watchdog ended pytest
+    out = bb("junit", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "j.xml"
+    path.write_text(out.stdout)
+    failure = cases(valid(path))["test_suite::test_hang"].find("failure")
+    assert failure is not None
+    assert re.fullmatch(
+        r"timed out after 1\.0 s in call \(blackbox_timeout\) \(pid \d+\)",
+        failure.get("message") or "",
+    ), failure.get("message")
+    assert "  k = v\n" in (failure.text or "")
+    assert re.search(r'File ".*test_suite.py", line 8 in test_hang', failure.text or "")

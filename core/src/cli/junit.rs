@@ -247,7 +247,11 @@ fn crash_verdict(
     } else {
         "crashed"
     };
-    let mut message = format!("{verb}: {what}");
+    let mut message = if what.starts_with(verb) {
+        what.clone()
+    } else {
+        format!("{verb}: {what}")
+    };
     if let Some(p) = phase.as_deref().filter(|p| !what.contains(p)) {
         let _ = write!(message, " in {p}");
     }
