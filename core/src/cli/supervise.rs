@@ -20,6 +20,8 @@ use crate::store::Store;
 
 /// Restarts unless `--max-restarts` says otherwise.
 pub const DEFAULT_MAX_RESTARTS: usize = 3;
+/// How long a run may stay live after its pytest exited (its xdist workers ending).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The shell's status for a command that is not found / cannot be executed.
 const EXIT_NOT_FOUND: i32 = 127;
 const EXIT_NOT_EXECUTABLE: i32 = 126;
@@ -210,6 +212,19 @@ fn run_ids(store: Option<&Store>) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The run `id` once no process writes to it any more: the workers of a dead xdist
+/// controller may outlive it by a moment. Gives up waiting after [`SETTLE`].
+fn settled(store: &Store, id: &str) -> Option<junit::Read> {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let r = junit::read(store, id).ok()?;
+        if !r.view.run.live || std::time::Instant::now() >= deadline {
+            return Some(r);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let max = cx.inv.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS);
     let mut command: Vec<String> = cx.inv.args.clone();
@@ -268,7 +283,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             after.difference(&before).last().cloned()
         });
         let read = match (&store, &new_run) {
-            (Some(s), Some(id)) => junit::read(s, id).ok(),
+            (Some(s), Some(id)) => settled(s, id),
             _ => None,
         };
         let attempt = match &read {
