@@ -662,35 +662,33 @@ pub(crate) fn bin_xml_escape(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Text content: `bin_xml_escape`d, then `&`, `<`, `>` escaped.
 pub(crate) fn xml_text(s: &str) -> String {
-    let s = bin_xml_escape(s);
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
+    xml_escape(s, false)
 }
 
 /// An attribute value in double quotes: as [`xml_text`], plus `"` and the whitespace an
 /// attribute would otherwise fold into spaces.
 pub(crate) fn xml_attr(s: &str) -> String {
+    xml_escape(s, true)
+}
+
+fn xml_escape(s: &str, attribute: bool) -> String {
     let s = bin_xml_escape(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#09;"),
-            c => out.push(c),
-        }
+        let entity = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' if attribute => "&quot;",
+            '\n' if attribute => "&#10;",
+            '\r' if attribute => "&#13;",
+            '\t' if attribute => "&#09;",
+            c => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(entity);
     }
     out
 }
