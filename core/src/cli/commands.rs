@@ -67,6 +67,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Where the command runs (the search for the store starts there).
+    pub(crate) fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
     /// `--dir`, from the current directory (combine's target; "." when none was given).
     pub(crate) fn given_dir(&self) -> PathBuf {
         self.cwd
@@ -174,6 +179,8 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Command::History => super::history::history(cx),
         Command::Slower => super::history::slower(cx),
         Command::Combine => super::history::combine(cx),
+        Command::Junit => super::junit::junit(cx),
+        Command::Run => super::supervise::run(cx),
         Command::Help | Command::Version => unreachable!("handled before a store is opened"),
     }
 }
