@@ -175,28 +175,22 @@ def test_lf_is_left_alone_without_the_cacheprovider(pytester: pytest.Pytester) -
     assert not (pytester.path / ".pytest_cache").exists()
 
 
-def test_a_collection_of_100k_nodeids_is_small_and_quick(tmp_path: Path) -> None:
-    """docs/format.md's numbers: the collection record of 100,000 nodeids against the
-    records of a real run of the same tests (measured on 500, per test), and its time."""
+def test_a_collection_of_100k_nodeids_is_small(tmp_path: Path) -> None:
+    """docs/format.md's size: the collection record of 100,000 nodeids against the records
+    of a real run of the same tests (measured on 500, per test). Its time is a bench's
+    (benches/python/collected.py), never a timed assertion here."""
     ids = [
         f"tests/unit/test_module_{i // 500:03d}.py::TestClass{i // 100 % 5}"
         f"::test_case[{i % 100}-float32]"
         for i in range(100_000)
     ]
-    best = float("inf")
-    sizes = []
-    for k in range(5):  # the best of five: the machine is shared
-        run_dir = tmp_path / f"run{k}"
-        run_dir.mkdir()
-        rec = _native.Recorder(str(run_dir), "main")
-        t0 = time.perf_counter()
-        rec.collected(ids)
-        best = min(best, time.perf_counter() - t0)
-        path = Path(rec.segment_path)
-        head = path.read_bytes()[:4096]
-        sizes.append(int.from_bytes(head[32:40], "little") - 4096)
-        rec.close()
-    collected_bytes = sizes[0]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rec = _native.Recorder(str(run_dir), "main")
+    rec.collected(ids)
+    head = Path(rec.segment_path).read_bytes()[:4096]
+    collected_bytes = int.from_bytes(head[32:40], "little") - 4096
+    rec.close()
     # A real run's bytes per test: 500 passing tests recording one property each.
     suite = tmp_path / "suite"
     suite.mkdir()
@@ -219,8 +213,7 @@ def test_a_collection_of_100k_nodeids_is_small_and_quick(tmp_path: Path) -> None
     per_test = used / 500
     share = collected_bytes / (per_test * 100_000)
     print(
-        f"100k nodeids: collection {collected_bytes} bytes, {best * 1000:.1f} ms; "
+        f"100k nodeids: collection {collected_bytes} bytes; "
         f"a run records {per_test:.0f} bytes per test: {share:.2%} of a 100k-test run"
     )
     assert share < 0.05
-    assert best < 0.050

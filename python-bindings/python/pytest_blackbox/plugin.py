@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
@@ -1185,7 +1185,6 @@ class _Resume:
         location = (path, None, name or nodeid)
         # Failed, as the issue asks, whichever phase died (the story names it): a report of
         # its call, between a passed setup and teardown.
-        phase = "call"
         if crash.get("phase") in PHASES and crash["phase"] != "call":
             text_phase = f" in {crash['phase']}"
         else:
@@ -1202,9 +1201,11 @@ class _Resume:
                 text.append("Python traceback at the crash (faulthandler):\n" + tb)
                 break
         config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-        reports = [
+        reports: list[
+            tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"], str | None]
+        ] = [
             ("setup", "passed", None),
-            (phase, "failed", "\n".join(text)),
+            ("call", "failed", "\n".join(text)),
             ("teardown", "passed", None),
         ]
         for when, outcome, longrepr in reports:
