@@ -167,6 +167,18 @@ impl Store {
     /// [`crate::RunMeta::resumes`]), followed back while their folders are kept: see
     /// [`crate::aggregate::merge_attempts`]. A run that resumes nothing comes back as it is.
     pub fn with_earlier_attempts(&self, latest: RunView) -> RunView {
+        let earlier = self.earlier_attempts(&latest, |id| self.view(id).ok().map(|v| (v, ())));
+        crate::aggregate::merge_attempts(latest, earlier.into_iter().map(|(v, ())| v).collect())
+    }
+
+    /// The attempts `latest` resumes, newest first, each read by `read` (its view and
+    /// whatever else the caller keeps of it, such as the follower `blackbox junit` reads
+    /// reports with); the walk stops at the first that cannot be read.
+    pub fn earlier_attempts<T>(
+        &self,
+        latest: &RunView,
+        mut read: impl FnMut(&str) -> Option<(RunView, T)>,
+    ) -> Vec<(RunView, T)> {
         let mut earlier = Vec::new();
         let mut next = latest.run.resumes.clone();
         let mut seen = std::collections::HashSet::from([latest.run.id.clone()]);
@@ -175,11 +187,11 @@ impl Store {
             if id >= latest.run.id || !seen.insert(id.clone()) {
                 break;
             }
-            let Ok(v) = self.view(&id) else { break };
+            let Some((v, kept)) = read(&id) else { break };
             next.clone_from(&v.run.resumes);
-            earlier.push(v);
+            earlier.push((v, kept));
         }
-        crate::aggregate::merge_attempts(latest, earlier)
+        earlier
     }
 
     /// A follower of run `id`, reading only what is new on each poll.

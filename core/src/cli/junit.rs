@@ -101,6 +101,27 @@ pub(crate) struct Suite {
 pub(crate) struct Read {
     pub view: RunView,
     follower: Follower,
+    /// The attempts before it whose tests `view` took (`--blackbox-resume`): attempt
+    /// number, run id and follower, to read those tests' reports where they ran.
+    earlier: Vec<(u32, String, Follower)>,
+}
+
+/// Run `id` as one logical run with the attempts it resumes (see
+/// [`Store::with_earlier_attempts`]), each attempt's follower kept.
+pub(crate) fn read_logical(store: &Store, id: &str) -> Result<Read, Failure> {
+    let mut latest = read(store, id)?;
+    let earlier = store.earlier_attempts(&latest.view, |prev| {
+        read(store, prev).ok().map(|r| (r.view, r.follower))
+    });
+    let mut views = Vec::with_capacity(earlier.len());
+    for (v, follower) in earlier {
+        latest
+            .earlier
+            .push((v.run.attempt.max(1), v.run.id.clone(), follower));
+        views.push(v);
+    }
+    latest.view = crate::aggregate::merge_attempts(latest.view, views);
+    Ok(latest)
 }
 
 pub(crate) fn read(store: &Store, id: &str) -> Result<Read, Failure> {
@@ -114,17 +135,34 @@ pub(crate) fn read(store: &Store, id: &str) -> Result<Read, Failure> {
     let mut agg = Aggregate::default();
     follower.poll_into(&mut agg);
     let view = agg.view(id, &follower.statuses());
-    Ok(Read { view, follower })
+    Ok(Read {
+        view,
+        follower,
+        earlier: Vec::new(),
+    })
 }
 
 impl Read {
     /// The serialized pytest report of `t`'s `phase`, where the plugin kept one.
     fn report(&self, t: &TestView, phase: Phase) -> Option<Value> {
         let p = t.phases.iter().rev().find(|p| p.phase == phase)?;
-        match self.follower.read_at(p.location.0, p.location.1)? {
+        let follower = self
+            .earlier
+            .iter()
+            .find(|(attempt, _, _)| *attempt == t.attempt)
+            .map_or(&self.follower, |(_, _, f)| f);
+        match follower.read_at(p.location.0, p.location.1)? {
             Record::TestPhase { report, .. } => report,
             _ => None,
         }
+    }
+
+    /// The id of the run (the attempt) `t` ran in.
+    fn run_of(&self, t: &TestView) -> &str {
+        self.earlier
+            .iter()
+            .find(|(attempt, _, _)| *attempt == t.attempt)
+            .map_or(self.view.run.id.as_str(), |(_, id, _)| id.as_str())
     }
 
     /// The cases of this run, in the order its tests started (the view's), then those that
@@ -155,7 +193,7 @@ impl Read {
         let crashed = t.crashed || crash.is_some() || t.timeout.as_ref().is_some_and(|to| to.fatal);
         let not_run = t.outcome == "not-run";
         let verdict = if crashed {
-            crash_verdict(t, crash, &self.view.run.id, &properties)
+            crash_verdict(t, crash, self.run_of(t), &properties)
         } else if let Some(report) = failed(Phase::Call) {
             let (message, text) = failure_of(report.as_ref(), "failed");
             Verdict::Failure { message, text }
@@ -925,16 +963,16 @@ pub(crate) fn write_file(path: &Path, xml: &[u8]) -> Result<(), Failure> {
 
 /// The suite of the logical run `id` ends: that run and the runs it resumes.
 pub(crate) fn logical_suite(store: &Store, id: &str) -> Result<Suite, Failure> {
-    Ok(read(store, id)?.suite())
+    Ok(read_logical(store, id)?.suite())
 }
 
 pub(crate) fn junit(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let store = cx.store()?;
     let id = resolve_run(&store, cx.inv.run.as_deref())?;
-    let read = read(&store, &id)?;
+    let read = read_logical(&store, &id)?;
     let statuses = read.follower.statuses();
     warn_damage(cx, &id, statuses.iter().filter_map(|s| s.damage.as_ref()))?;
-    let suite = logical_suite(&store, &id)?;
+    let suite = read.suite();
     let mut xml = Vec::new();
     write_xml(&suite, cx.inv.family.unwrap_or_default(), &mut xml)?;
     match cx.inv.output.as_deref() {
