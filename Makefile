@@ -10,6 +10,11 @@ export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export CARGO_TARGET_DIR := $(CURDIR)/target
 # Keep builds lean on small machines.
 export CARGO_BUILD_JOBS ?= 2
+# The Python suites run on this many xdist workers (the suite is safe under -n; 1: serial).
+PYTEST_JOBS ?= 2
+# `make test-quick`'s end-to-end files: the store API, values, and the crash modes, under a minute.
+QUICK_TESTS := tests/test_store_api.py tests/test_values.py tests/test_crash_modes.py \
+	tests/test_plain_crash.py tests/test_death_truth.py
 
 .PHONY: all demo test test-quick test-rust test-python test-pytest91 test-pytest80 bench lint rust-lint-tools fuzz fuzz-seeds develop system-deps clean
 
@@ -58,17 +63,22 @@ test-rust:
 	cargo test -p blackbox-core --release
 
 test-python: develop system-deps
-	$(VPY) -m pytest tests
+	$(VPY) -m pytest tests -n $(PYTEST_JOBS)
+
+## The core's unit tests and the plugin's fastest end-to-end files, about a minute after a build.
+test-quick: develop
+	cargo test -q --release -p blackbox-core --lib
+	$(VPY) -m pytest $(QUICK_TESTS) -m "not chromium and not slow" -p no:cacheprovider -n $(PYTEST_JOBS) -q
 
 ## The end-to-end suite's core on pytest 9.1.x (the plugin from the same build).
 test-pytest91: develop $(VENV91)/.installed
 	VIRTUAL_ENV=$(VENV91) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
-	$(VENV91)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider
+	$(VENV91)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider -n $(PYTEST_JOBS)
 
 ## The same on the lowest pytest pyproject allows (8.0.0).
 test-pytest80: develop $(VENV80)/.installed
 	VIRTUAL_ENV=$(VENV80) $(VENV)/bin/maturin develop --release -q -m python-bindings/Cargo.toml
-	$(VENV80)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider
+	$(VENV80)/bin/python -m pytest tests -m "not chromium and not slow" -p no:cacheprovider -n $(PYTEST_JOBS)
 
 ## Criterion benches of the core and Python peers; results in benches/results/.
 bench: develop

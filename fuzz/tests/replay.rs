@@ -47,6 +47,8 @@ fn make_seeds() {
     let records = vec![
         Record::Process { pid: 7, ppid: 1, role: Role::Worker, worker: Some("gw0".into()), wall_ns: 1 },
         Record::RunStart { argv: vec!["pytest".into()], rootdir: "/r".into(), host: "h".into(), pid: 7, wall_ns: 2 },
+        Record::Resume { run: "20261207-000000.000000-abcd".into(), attempt: 2, retry: false },
+        Record::Collected { total: 2, first: 0, nodeids: vec![(0, "t.py::test_a".into()), (11, "b".into())] },
         Record::TestStart { nodeid: "t.py::test_a".into(), mono_ns: 3 },
         Record::PropertySet { test: t.clone(), key: "all".into(), value: all.clone(), mono_ns: 4 },
         Record::PropertyAppend { test: t.clone(), key: "cmp".into(), value: Value::Float(0.5), mono_ns: 5 },
