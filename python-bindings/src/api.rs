@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use blackbox_core::record::Record;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -15,7 +16,8 @@ use crate::view::value_to_py;
 // `pytest_blackbox.record` and `append`: the session lookup of api.py, without a Python
 // frame of its own (a fifth of the call's time when it was Python).
 
-/// What the package's `record` and `append` need of `pytest_blackbox._runtime`.
+/// What the package's `record` and `append` need of `pytest_blackbox._runtime`, which hands
+/// it over once at its import (`register_runtime`): Rust never imports the package.
 pub(crate) struct Runtime {
     /// The sessions of this process, innermost last (the list object itself, never rebound).
     sessions: Py<PyList>,
@@ -25,16 +27,35 @@ pub(crate) struct Runtime {
     append_user_property: Py<PyAny>,
 }
 
+static RUNTIME: PyOnceLock<Runtime> = PyOnceLock::new();
+
+/// Hands Rust the session list and the helpers of `_runtime` (it does, once, at its
+/// import). A later call (a reload) keeps the first.
+#[pyfunction]
+#[pyo3(signature = (*, sessions, require, set_user_property, append_user_property))]
+pub(crate) fn register_runtime(
+    py: Python<'_>,
+    sessions: Py<PyList>,
+    require: Py<PyAny>,
+    set_user_property: Py<PyAny>,
+    append_user_property: Py<PyAny>,
+) {
+    let _ = RUNTIME.set(
+        py,
+        Runtime {
+            sessions,
+            require,
+            set_user_property,
+            append_user_property,
+        },
+    );
+}
+
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&Runtime> {
-    static RUNTIME: PyOnceLock<Runtime> = PyOnceLock::new();
-    RUNTIME.get_or_try_init(py, || {
-        let m = py.import("pytest_blackbox._runtime")?;
-        Ok(Runtime {
-            sessions: m.getattr("_sessions")?.cast_into::<PyList>()?.unbind(),
-            require: m.getattr("require")?.unbind(),
-            set_user_property: m.getattr("set_user_property")?.unbind(),
-            append_user_property: m.getattr("append_user_property")?.unbind(),
-        })
+    RUNTIME.get(py).ok_or_else(|| {
+        PyRuntimeError::new_err(
+            "pytest_blackbox._runtime did not register (import pytest_blackbox)",
+        )
     })
 }
 

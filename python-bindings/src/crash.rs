@@ -1,13 +1,19 @@
 //! The fatal-signal handler and the watchdog.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::errors::{raise, Class};
 
 /// Installs the fatal-signal handler that marks this process's segment as crashed.
 #[pyfunction]
-pub(crate) fn install_crash_handler() -> PyResult<()> {
-    blackbox_core::install_crash_handler()
-        .map_err(|e| PyValueError::new_err(format!("cannot install the crash handler: {e}")))
+pub(crate) fn install_crash_handler(py: Python<'_>) -> PyResult<()> {
+    blackbox_core::install_crash_handler().map_err(|e| {
+        raise(
+            py,
+            Class::System,
+            format!("cannot install the crash handler: {e}"),
+        )
+    })
 }
 
 /// When a fatal signal kills this process, the crash handler copies the file open as
@@ -40,9 +46,13 @@ pub(crate) fn watchdog_before_fork(py: Python<'_>) {
 
 /// After a fork, in the parent: an armed test gets its watchdog thread back.
 #[pyfunction]
-pub(crate) fn watchdog_after_fork_in_parent() -> PyResult<()> {
+pub(crate) fn watchdog_after_fork_in_parent(py: Python<'_>) -> PyResult<()> {
     blackbox_core::watchdog::after_fork_in_parent().map_err(|e| {
-        pyo3::exceptions::PyOSError::new_err(format!("cannot start the watchdog thread: {e}"))
+        raise(
+            py,
+            Class::System,
+            format!("cannot start the watchdog thread: {e}"),
+        )
     })
 }
 

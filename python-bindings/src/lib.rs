@@ -42,6 +42,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::prune_runs, m)?)?;
     m.add_function(wrap_pyfunction!(store::create_private_file, m)?)?;
     m.add_function(wrap_pyfunction!(store::remove_empty_attachments, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::register_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(api::register_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(errors::first_store_error, m)?)?;
     history::register(m)?;
     m.add_function(wrap_pyfunction!(store::cli_main, m)?)?;

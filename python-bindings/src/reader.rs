@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{raise, OrRaise};
+use crate::errors::{raise, Class, OrRaise};
 use crate::history::{fold_options, fold_stats_py};
 use crate::lock;
 use crate::view::{gc_paused, json_to_py, value_to_py, view_to_py};
@@ -114,7 +114,7 @@ impl PyRunReader {
         if inherited {
             return Err(raise(
                 py,
-                "BlackboxError",
+                Class::Base,
                 format!(
                     "this RunReader of run {} was inherited through fork() while it followed \
                      the run (RunReader.follow): make a new RunReader in this process",
@@ -182,7 +182,11 @@ impl PyRunReader {
         }
         *background = Some(
             Background::start(Arc::clone(&self.inner), every).map_err(|e| {
-                pyo3::exceptions::PyOSError::new_err(format!("cannot start the follow thread: {e}"))
+                raise(
+                    py,
+                    Class::System,
+                    format!("cannot start the follow thread: {e}"),
+                )
             })?,
         );
         Ok(())

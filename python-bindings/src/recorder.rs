@@ -12,7 +12,7 @@ use pyo3::types::PyString;
 use crate::convert::{
     nodeid_of, quote, repr_of, str_noted, text_of, to_value, type_name, utf8_of, Notes,
 };
-use crate::errors::{raise, warn_notes, OrRaise};
+use crate::errors::{raise, warn_notes, Class, OrRaise};
 use crate::hooks::phase_record;
 use crate::view::value_to_py;
 use crate::{encode, lock};
@@ -475,7 +475,7 @@ pub(crate) fn key_str(
     }
     Err(raise(
         py,
-        "InvalidKeyError",
+        Class::InvalidKey,
         format!(
             "a property key must be a str, not {tn} ({repr}): pass str(key), or a name, as the key"
         ),

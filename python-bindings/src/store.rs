@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use blackbox_core::Store;
 use pyo3::prelude::*;
 
-use crate::errors::OrRaise;
+use crate::errors::{raise, Class, OrRaise};
 
 /// Creates the store directory if needed and starts a run in it; returns (id, folder).
 #[pyfunction]
@@ -36,9 +36,8 @@ pub(crate) fn find_store(
 ) -> PyResult<PathBuf> {
     let cwd = match cwd {
         Some(c) => c,
-        None => std::env::current_dir().map_err(|e| {
-            pyo3::exceptions::PyOSError::new_err(format!("no current directory: {e}"))
-        })?,
+        None => std::env::current_dir()
+            .map_err(|e| raise(py, Class::System, format!("no current directory: {e}")))?,
     };
     let env = std::env::var_os("BLACKBOX_DIR").map(PathBuf::from);
     blackbox_core::find_store(given.as_deref(), env.as_deref(), &cwd)

@@ -22,6 +22,7 @@ from .errors import (
     RecordTooLargeError,
     StoreFullError,
     StoreRefusedError,
+    SystemResourceError,
     TransactionError,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "Store",
     "StoreFullError",
     "StoreRefusedError",
+    "SystemResourceError",
     "Summary",
     "TestInfo",
     "TransactionError",
