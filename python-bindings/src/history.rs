@@ -183,40 +183,14 @@ pub(crate) fn history_brief<'py>(
             }
             let history = blackbox_core::History::open(&path)?
                 .with_wait(std::time::Duration::from_secs_f64(wait_s.max(0.0)));
-            let Some(run) = history.run(run_id)? else {
-                return Ok(None);
-            };
-            let crashes = if run.crashes > 0 {
-                history.crashes(run_id)?
-            } else {
-                Vec::new()
-            };
-            Ok(Some((run, crashes)))
+            history.run_summary(run_id)
         })
         .or_raise(py)?;
-    let Some((run, crashes)) = found else {
+    let Some((view, test_count)) = found else {
         return Ok(None);
     };
-    let view = blackbox_core::RunView {
-        run: blackbox_core::RunMeta {
-            id: run.id,
-            started_wall_ns: run.started_wall_ns,
-            ended_wall_ns: run.ended_wall_ns,
-            exit_status: run.exit_status,
-            host: run.host,
-            pid: run.pid,
-            argv: run.argv,
-            rootdir: run.rootdir,
-            live: false,
-        },
-        crashes,
-        problems: run.problems,
-        segments: usize::try_from(run.segments).unwrap_or(usize::MAX),
-        records: run.records,
-        ..blackbox_core::RunView::default()
-    };
     let d = view_to_py(py, &view, Some(0))?;
-    d.set_item("test_count", run.counts.tests)?;
+    d.set_item("test_count", test_count)?;
     d.del_item("outcomes")?;
     Ok(Some(d))
 }
