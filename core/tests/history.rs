@@ -373,7 +373,10 @@ fn fold_reads_back_exact_values() {
     assert_eq!(summary.run.host, view.run.host);
     assert!(!summary.run.live);
     assert_eq!(summary.crashes, crashes);
-    assert_eq!((summary.segments, summary.records), (view.segments, view.records));
+    assert_eq!(
+        (summary.segments, summary.records),
+        (view.segments, view.records)
+    );
     assert!(summary.tests.is_empty());
     assert!(h.run_summary("20200101-000000-000000").unwrap().is_none());
 
