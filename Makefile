@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 # Keep builds lean on small machines.
 export CARGO_BUILD_JOBS ?= 2
 
-.PHONY: all demo test test-rust test-python test-pytest91 test-pytest80 bench lint fuzz develop system-deps clean
+.PHONY: all demo test test-quick test-rust test-python test-pytest91 test-pytest80 bench lint rust-lint-tools fuzz fuzz-seeds develop system-deps clean
 
 all: develop
 
@@ -75,15 +75,29 @@ bench: develop
 	cargo bench -p blackbox-benches
 	$(VPY) benches/python/run_all.py
 
-lint: $(VENV)/.installed
+## rustfmt, clippy (warnings are errors), ruff, and mypy on the shipped package (mypy.ini).
+lint: $(VENV)/.installed rust-lint-tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python-bindings/python tests benches examples
 	$(VENV)/bin/ruff format --check python-bindings/python tests benches examples
+	$(VENV)/bin/mypy
+
+# rustfmt and clippy are rustup components a minimal toolchain may lack.
+rust-lint-tools:
+	@if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then \
+		rustup component add rustfmt clippy; \
+	fi
 
 ## A short run of the segment-reader fuzzer (needs nightly-free cargo-fuzz; see fuzz/README).
 fuzz:
 	bash fuzz/run.sh 60
+
+## The fuzz seeds (and any corpus or crash in fuzz/) through the fuzz target's checks, as a
+## plain cargo test on stable: no libFuzzer, no cargo-fuzz. Built into target/, where the
+## core's release dependencies already are.
+fuzz-seeds:
+	cargo test --release --manifest-path fuzz/Cargo.toml --no-default-features
 
 clean:
 	rm -rf target .venv .venv-pytest91 .venv-pytest80 .cache

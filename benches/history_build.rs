@@ -72,6 +72,7 @@ fn run_view(r: usize, n: usize) -> RunView {
                 start_mono_ns: 0,
                 end_mono_ns: Some(1),
                 last_mono_ns: 1,
+                attempt: 1,
             }
         })
         .collect();
@@ -88,6 +89,7 @@ fn run_view(r: usize, n: usize) -> RunView {
             argv: vec!["pytest".into(), "-n".into(), "2".into()],
             rootdir: Some("/src/project".into()),
             live: false,
+            ..RunMeta::default()
         },
         tests,
         fixtures: vec![FixtureStats {

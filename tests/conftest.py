@@ -113,6 +113,18 @@ def run(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> pytest.R
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
 
 
+def cli_json(pytester: pytest.Pytester, *args: str) -> dict:
+    """``blackbox ARGS --json`` in the pytester folder, parsed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_blackbox.cli", *args, "--json"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
 def store(pytester: pytest.Pytester) -> Store:
     return Store(pytester.path / ".blackbox")
 

@@ -51,7 +51,9 @@ def test_dead_pytest_is_attributed_on_the_next_read(pytester: pytest.Pytester, d
         "pcc": 0.99,
         "comparison": [{"name": "out0", "pcc": 0.99}],
     }
-    assert "test_suite.py::test_never_runs" not in tests
+    # Collected, never started: the collection record says so (issue 14).
+    assert tests["test_suite.py::test_never_runs"].outcome == "not-run"
+    assert [t.nodeid for t in run_.not_run] == ["test_suite.py::test_never_runs"]
     if death in ("segv", "abort"):
         # faulthandler's output is kept in the run folder and linked to the test.
         tb = c.traceback
@@ -79,3 +81,12 @@ def test_clean_previous_run_is_not_reported(pytester: pytest.Pytester) -> None:
     assert again.ret == 0
     assert "previous run" not in again.stdout.str()
     again.stdout.fnmatch_lines(["blackbox: recording run * in *.blackbox"])
+
+
+def test_os_exit_by_keyword_exits_as_without_the_plugin(pytester: pytest.Pytester) -> None:
+    # The plugin's os._exit takes os._exit's own parameter name: `status=` is no TypeError.
+    pytester.makepyfile(test_suite=SUITE.format(death="os._exit(status=3)"))
+    result = run(pytester)
+    assert result.ret == 3, result.stdout.str() + result.stderr.str()
+    crashes = store(pytester).latest().crashes
+    assert [(c.nodeid, c.exit_code) for c in crashes] == [("test_suite.py::test_dies", 3)]

@@ -9,7 +9,6 @@ recorded as timeouts too.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from conftest import (
     MODES,
     REPORTS_CONFTEST,
+    cli_json,
     junit_properties,
     no_internal_error,
     reports_of,
@@ -88,14 +88,7 @@ def hang_line(where: str) -> int:
 
 
 def blackbox(pytester: pytest.Pytester, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest_blackbox.cli", *args, "--json"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
+    return cli_json(pytester, *args)
 
 
 def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:

@@ -13,9 +13,10 @@ Wall time is measured around the pytest process. Peak RSS of the controller (the
 process the user started) is its own VmHWM from /proc/self/status, written at exit by a tiny
 plugin (``-p bench_rss``) loaded in both modes; each xdist worker writes its own too.
 
-Last, plain and ``-n 2`` run once off and once on under callgrind (every process and
-thread): an instruction count, which the machine's load does not move (about 15 minutes
-on 2 cores; ``--no-instructions`` skips it).
+Last, plain and ``-n 2`` run once off, once on and once with empty hooks of blackbox's
+shape (``-p bench_hooks_floor``, plugin off: the floor pluggy's dispatch sets) under
+callgrind (every process and thread): an instruction count, which the machine's load does
+not move (about 15 minutes on 2 cores; ``--no-instructions`` skips it).
 
     python benches/python/e2e.py [--reps N] [--tests N] [--only 'plain,-n 2'] [--no-instructions]
 """
@@ -96,6 +97,37 @@ def pytest_unconfigure(config):
 if not os.environ.get("PYTEST_XDIST_WORKER"):
     atexit.register(_write, "controller")
 '''
+
+
+#: The floor of any plugin hooked in where blackbox records: empty hook implementations of
+#: the same shape as ``_TestRecording``'s (pytest_runtest_setup; the makereport and
+#: fixture-setup wrappers), loaded with the plugin off. What pluggy's dispatch of those
+#: public hooks costs by itself, measured beside off and on in the instruction count.
+HOOKS_FLOOR_PLUGIN = """
+import pytest
+
+
+class _SameShape:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        pass
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        try:
+            return (yield)
+        finally:
+            pass
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_SameShape(), "bench-hooks-floor")
+"""
 
 
 def generate(root: Path, files: int, per_file: int) -> Path:
@@ -188,8 +220,14 @@ def count_instructions(
     env = dict(os.environ)
     _user_env(env)
     env["PYTHONHASHSEED"] = "0"
+    plugins = tmp / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "bench_hooks_floor.py").write_text(HOOKS_FLOOR_PLUGIN)
+    # In every mode, so that the three import the same paths.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH")) if p)
     procs = {}
-    for mode in ("off", "on"):
+    errors: dict[str, str] = {}
+    for mode in ("off", "floor", "on"):
         store = template.with_name(f"{template.name}-{mode}")
         shutil.rmtree(store, ignore_errors=True)
         shutil.copytree(template, store)
@@ -199,7 +237,10 @@ def count_instructions(
         cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--trace-children=yes"]
         cmd += [f"--callgrind-out-file={cg_dir}/cg.%p", PYTHON, "-m", "pytest", "-q"]
         cmd += ["-p", "no:cacheprovider", *args]
-        cmd += ["--blackbox-dir", str(store)] if mode == "on" else ["-p", "no:blackbox"]
+        if mode == "on":
+            cmd += ["--blackbox-dir", str(store)]
+        else:
+            cmd += ["-p", "no:blackbox"] + (["-p", "bench_hooks_floor"] if mode == "floor" else [])
         p = subprocess.Popen(
             [*cmd, str(suite)],
             cwd=tmp,
@@ -209,7 +250,13 @@ def count_instructions(
             text=True,
         )
         procs[mode] = (p, cg_dir)
-    errors = {mode: p.communicate()[1] for mode, (p, _) in procs.items()}  # wait for both
+        if "-n" in args:
+            # Three xdist runs under valgrind at once starve their workers on 2 cores, and
+            # xdist's shutdown then kills a worker before valgrind writes its counts.
+            errors[mode] = p.communicate()[1]
+    for mode, (p, _) in procs.items():  # wait for all
+        if mode not in errors:
+            errors[mode] = p.communicate()[1]
     counts: dict[str, int] = {}
     for mode, (p, cg_dir) in procs.items():
         main = follow = total = 0
@@ -246,6 +293,7 @@ def count_instructions(
         counts[f"{mode}_follow_thread"] = follow
     every = (counts["on"] / counts["off"] - 1) * 100
     main = (counts["on_main_thread"] / counts["off_main_thread"] - 1) * 100
+    floor = (counts["floor"] / counts["off"] - 1) * 100
     out(
         f"   instructions (callgrind, {name}, {tests:,} tests, one run each), every process "
         f"and thread but the follow thread: off {counts['off'] / 1e9:.3f} G, on "
@@ -253,6 +301,12 @@ def count_instructions(
         f"{main:+.1f}%; the follow thread {counts['on_follow_thread'] / 1e6:.0f} M (it polls "
         "every 0.2 s of wall time, which valgrind stretches, so its count is not steady). "
         "Steady on a loaded machine, but the target is wall time"
+    )
+    out(
+        f"   of which pluggy's dispatch of the hooks blackbox uses (empty implementations of "
+        f"the same shape, plugin off: {counts['floor'] / 1e9:.3f} G): {floor:+.1f}%; "
+        f"blackbox's own work beyond it {(counts['on'] / counts['floor'] - 1) * 100:+.1f}% "
+        f"({(counts['on'] - counts['floor']) / tests / 1e3:.0f} k instructions a test)"
     )
     return counts
 

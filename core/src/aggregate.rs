@@ -25,6 +25,19 @@ pub struct RunMeta {
     pub rootdir: Option<String>,
     /// Some writer of the run still holds its lock.
     pub live: bool,
+    /// The run this session resumes (`--blackbox-resume`): the previous attempt.
+    pub resumes: Option<String>,
+    /// This session's number in its logical run: 1, or more for a resume.
+    pub attempt: u32,
+    /// A resume that runs the tests that crashed in `resumes` again (`=retry`).
+    pub retry: bool,
+}
+
+impl RunMeta {
+    /// Its pytest died: no process of it is alive and its session never ended.
+    pub fn died(&self) -> bool {
+        !self.live && self.ended_wall_ns.is_none()
+    }
 }
 
 /// One phase of a test as reported.
@@ -42,8 +55,9 @@ pub struct PhaseView {
 pub struct TestView {
     pub nodeid: String,
     /// `passed`, `failed`, `skipped`, `error` (setup or teardown failed), `crashed`,
-    /// `running` (its process is alive and in it) or `unfinished` (its process ended
-    /// without finishing it, on purpose).
+    /// `running` (its process is alive and in it), `unfinished` (its process ended
+    /// without finishing it, on purpose) or `not-run` (collected, never started, and the
+    /// run is over).
     pub outcome: String,
     pub duration_s: f64,
     pub worker: Option<String>,
@@ -59,6 +73,36 @@ pub struct TestView {
     /// The latest time any record of this test carries: where a timeline bar of a test
     /// that never ended (crashed, unfinished) stops.
     pub last_mono_ns: u64,
+    /// The attempt of the logical run it ran in ([`RunMeta::attempt`]).
+    pub attempt: u32,
+}
+
+impl TestView {
+    /// A test collected in `attempt` that never started: nothing but its name.
+    pub fn not_run(nodeid: String, attempt: u32) -> TestView {
+        TestView {
+            nodeid,
+            outcome: "not-run".into(),
+            duration_s: 0.0,
+            worker: None,
+            pid: None,
+            crashed: false,
+            signal: None,
+            timeout: None,
+            phases: Vec::new(),
+            properties: Vec::new(),
+            start_mono_ns: 0,
+            end_mono_ns: None,
+            last_mono_ns: 0,
+            attempt,
+        }
+    }
+
+    /// The run did not finish it: never started, or in the middle of it when its process
+    /// died (what `--blackbox-resume` runs).
+    pub fn not_finished(&self) -> bool {
+        self.crashed || matches!(self.outcome.as_str(), "not-run" | "unfinished" | "running")
+    }
 }
 
 /// Setup and teardown times of one fixture (or one `timed` name), over the whole run.
@@ -176,6 +220,9 @@ pub struct RunView {
     pub problems: Vec<String>,
     pub segments: usize,
     pub records: u64,
+    /// How many tests the session collected ([`Record::Collected`]); `None` when it
+    /// recorded no collection (it died before, or an older version wrote it).
+    pub collected: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -401,6 +448,9 @@ pub struct Aggregate {
     /// (test, timeout, segment, when: Unix ns)
     timeouts: Vec<(Option<String>, TimeoutView, usize, u64)>,
     records: u64,
+    /// The collection ([`Record::Collected`]) as far as its records came, and its size.
+    collected: Vec<String>,
+    collected_total: Option<u32>,
 }
 
 /// Tests by nodeid: the nodeid's hash (keyed per process, so a hostile store cannot aim
@@ -677,6 +727,31 @@ impl Aggregate {
             }
             Record::Attachment { test, kind, path } => {
                 self.attachments.push((test, kind, path, seg));
+            }
+            Record::Collected {
+                total,
+                first,
+                nodeids,
+            } => {
+                // The parts of the first collection, in order; any other is not this run's.
+                let next = self.collected.len();
+                let fits = match self.collected_total {
+                    None => first == 0,
+                    Some(t) => t == total && first as usize == next && next < t as usize,
+                };
+                if fits {
+                    self.collected_total = Some(total);
+                    self.collected.extend(crate::record::front_decode(&nodeids));
+                }
+            }
+            Record::Resume {
+                run,
+                attempt,
+                retry,
+            } => {
+                self.run.resumes = Some(run);
+                self.run.attempt = attempt;
+                self.run.retry = retry;
             }
             Record::Timeout {
                 test,
@@ -1114,6 +1189,8 @@ impl Aggregate {
             }
         };
 
+        let live = segments.iter().any(|s| s.alive);
+        let attempt = self.run.attempt.max(1);
         // Tests, in the order they started: CLOCK_MONOTONIC is one clock for every process
         // of a host, while records come segment by segment. A test never started sorts by
         // the record that first named it; ties keep the order tests were first seen.
@@ -1204,7 +1281,22 @@ impl Aggregate {
                 start_mono_ns: t.first_mono,
                 end_mono_ns: t.end_mono,
                 last_mono_ns: t.last_mono,
+                attempt,
             });
+        }
+        // Collected and never started, once the run is over (while it runs they are to
+        // come), in collection order.
+        if !live {
+            let mut seen = std::collections::HashSet::new();
+            for id in &self.collected {
+                if id.is_empty()
+                    || self.test_index.get(&self.tests, id).is_some()
+                    || !seen.insert(id.as_str())
+                {
+                    continue;
+                }
+                tests.push(TestView::not_run(id.clone(), attempt));
+            }
         }
 
         // Workers (a section of its own: issue 17). A forked child belongs to the worker that
@@ -1246,7 +1338,7 @@ impl Aggregate {
                 .unwrap_or("main")
                 .to_owned()
         };
-        for t in &tests {
+        for t in tests.iter().filter(|t| t.outcome != "not-run") {
             if let Some(w) = workers.get_mut(&key_of(t.worker.as_deref(), t.pid)) {
                 w.tests += 1;
             }
@@ -1264,7 +1356,8 @@ impl Aggregate {
 
         let mut run = self.run.clone();
         id.clone_into(&mut run.id);
-        run.live = segments.iter().any(|s| s.alive);
+        run.live = live;
+        run.attempt = attempt;
         RunView {
             run,
             tests,
@@ -1279,8 +1372,49 @@ impl Aggregate {
                 .collect(),
             segments: segments.len(),
             records: self.records,
+            collected: self.collected_total.map(u64::from),
         }
     }
+}
+
+/// One logical run from `latest` and the attempts before it (`earlier`, newest first):
+/// every test once, as the newest attempt that has it tells it (with that attempt's
+/// number in [`TestView::attempt`]), the earlier attempts' tests first; the crashes of the
+/// tests taken from earlier attempts join `latest`'s. Fixtures, workers and the run's own
+/// facts stay `latest`'s.
+pub fn merge_attempts(mut latest: RunView, earlier: Vec<RunView>) -> RunView {
+    if earlier.is_empty() {
+        return latest;
+    }
+    let mut have: std::collections::HashSet<String> =
+        latest.tests.iter().map(|t| t.nodeid.clone()).collect();
+    let mut older: Vec<(Vec<TestView>, Vec<CrashView>)> = Vec::new();
+    for v in earlier {
+        let tests: Vec<TestView> = v
+            .tests
+            .into_iter()
+            .filter(|t| have.insert(t.nodeid.clone()))
+            .collect();
+        let taken: std::collections::HashSet<&str> =
+            tests.iter().map(|t| t.nodeid.as_str()).collect();
+        let crashes = v
+            .crashes
+            .into_iter()
+            .filter(|c| c.nodeid.as_deref().is_some_and(|n| taken.contains(n)))
+            .collect();
+        older.push((tests, crashes));
+    }
+    let mut tests = Vec::new();
+    let mut crashes = Vec::new();
+    for (t, c) in older.into_iter().rev() {
+        tests.extend(t);
+        crashes.extend(c);
+    }
+    tests.append(&mut latest.tests);
+    crashes.append(&mut latest.crashes);
+    latest.tests = tests;
+    latest.crashes = crashes;
+    latest
 }
 
 /// The [`CrashView::kind`] of a death an observer saw: a signal (SIGKILL: `killed`), an
@@ -1418,6 +1552,10 @@ impl RunView {
                 "live": self.run.live,
                 "segments": self.segments,
                 "records": self.records,
+                "collected": self.collected,
+                "resumes": self.run.resumes,
+                "attempt": self.run.attempt,
+                "retry": self.run.retry,
             },
             "tests": self.tests.iter().map(TestView::to_json).collect::<Vec<_>>(),
             "fixtures": self.fixtures.iter().map(FixtureStats::to_json).collect::<Vec<_>>(),
@@ -1435,6 +1573,7 @@ impl TestView {
         json!({
             "nodeid": self.nodeid,
             "outcome": self.outcome,
+            "attempt": self.attempt,
             "duration_s": self.duration_s,
             "worker": self.worker,
             "pid": self.pid,
@@ -1483,7 +1622,8 @@ impl serde::Serialize for TestJson<'_> {
             }
         }
         let t = self.0;
-        let mut m = ser.serialize_map(Some(11))?;
+        let mut m = ser.serialize_map(Some(12))?;
+        m.serialize_entry("attempt", &t.attempt)?;
         m.serialize_entry("crashed", &t.crashed)?;
         m.serialize_entry("duration_s", &t.duration_s)?;
         m.serialize_entry("nodeid", &t.nodeid)?;
@@ -1695,6 +1835,7 @@ mod tests {
             start_mono_ns: 0,
             end_mono_ns: None,
             last_mono_ns: 0,
+            attempt: 2,
         };
         assert_eq!(serde_json::to_value(TestJson(&t)).unwrap(), t.to_json());
         assert_eq!(
@@ -1976,5 +2117,93 @@ mod tests {
             ),
             (vec![7, 8], 2, 1)
         );
+    }
+
+    /// A dead plain-mode run: the collection tells what never started; the test that was
+    /// running is the crash; a second collection (not this run's) changes nothing; while
+    /// the run is live nothing is `not-run` yet.
+    #[test]
+    fn collected_tests_that_never_started_are_not_run_once_the_run_is_over() {
+        let mut agg = Aggregate::default();
+        agg.apply(
+            0,
+            0,
+            &Record::Process {
+                pid: 7,
+                ppid: 1,
+                role: Role::Main,
+                worker: None,
+                wall_ns: 0,
+            },
+        );
+        let ids = ["t.py::a", "t.py::b", "t.py::c", "t.py::d"];
+        for r in crate::record::front_code(&ids) {
+            agg.apply(0, 0, &r);
+        }
+        for r in crate::record::front_code(&["other.py::x"]) {
+            agg.apply(0, 0, &r);
+        }
+        agg.apply(
+            0,
+            0,
+            &Record::Resume {
+                run: "r0".into(),
+                attempt: 2,
+                retry: false,
+            },
+        );
+        for (n, end) in [("t.py::a", true), ("t.py::b", false)] {
+            agg.apply(
+                0,
+                0,
+                &Record::TestStart {
+                    nodeid: n.into(),
+                    mono_ns: 1,
+                },
+            );
+            if end {
+                agg.apply(
+                    0,
+                    0,
+                    &Record::TestEnd {
+                        nodeid: n.into(),
+                        mono_ns: 2,
+                    },
+                );
+            }
+        }
+        let mut seg = dead_segment(7);
+        seg.role = Some(Role::Main);
+        seg.worker = None;
+        let v = agg.view("r1", std::slice::from_ref(&seg));
+        let got: Vec<_> = v
+            .tests
+            .iter()
+            .map(|t| {
+                (
+                    t.nodeid.as_str(),
+                    t.outcome.as_str(),
+                    t.attempt,
+                    t.not_finished(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("t.py::a", "passed", 2, false),
+                ("t.py::b", "crashed", 2, true),
+                ("t.py::c", "not-run", 2, true),
+                ("t.py::d", "not-run", 2, true),
+            ]
+        );
+        assert_eq!(v.collected, Some(4));
+        assert!(v.run.died());
+        assert_eq!((v.run.resumes.as_deref(), v.run.attempt), (Some("r0"), 2));
+        assert_eq!(v.workers[0].tests, 2);
+        seg.alive = true;
+        let live = agg.view("r1", &[seg]);
+        assert!(live.tests.iter().all(|t| t.outcome != "not-run"));
+        assert!(!live.run.died());
     }
 }

@@ -626,7 +626,9 @@ impl Rows {
         }
         let mut counts = OutcomeCounts::default();
         let mut tests = Vec::with_capacity(view.tests.len());
-        for (seq, t) in view.tests.iter().enumerate() {
+        // History keeps what ran: a test that never started has no outcome to compare.
+        let ran = view.tests.iter().filter(|t| t.outcome != "not-run");
+        for (seq, t) in ran.enumerate() {
             counts.add(&t.outcome);
             let props = Json::Object(
                 t.properties
@@ -1366,6 +1368,7 @@ impl History {
                 argv: run.argv,
                 rootdir: run.rootdir,
                 live: false,
+                ..RunMeta::default()
             },
             crashes,
             problems: run.problems,
@@ -2159,16 +2162,17 @@ pub fn import_run(
     fold_rows(target, &rows, opts)
 }
 
-/// The terminal summary's line about run `run_id` (not yet folded): how many of its tests
-/// are flaky over it and the newest `k - 1` runs in history, and the command that lists
-/// them; `None` when none is, or the store has no history yet.
-pub fn flaky_note(store: &Store, run_id: &str, k: usize) -> Result<Option<String>> {
+/// The terminal summary's line about the run `view` shows (not yet folded): how many of
+/// its tests are flaky over it and the newest `k - 1` runs in history, and the command
+/// that lists them; `None` when none is, or the store has no history yet. The view is the
+/// one the session's reader already built, not a second read of the run.
+pub fn flaky_note(store: &Store, view: &RunView, k: usize) -> Result<Option<String>> {
     let path = store.history_path();
     if !path.exists() {
         return Ok(None);
     }
     let history = History::open(&path)?;
-    let (flaky, runs) = history.flaky_in(&store.view(run_id)?, k)?;
+    let (flaky, runs) = history.flaky_in(view, k)?;
     Ok((flaky > 0).then(|| {
         format!(
             "{flaky} flaky over the last {runs} runs: blackbox flaky --dir {}",

@@ -276,6 +276,91 @@ pub enum Record {
         fatal: bool,
         wall_ns: u64,
     },
+    /// The tests the session collected (what it will run, after deselection), in collection
+    /// order: written once per run by the process that knows the collection (the main
+    /// process, or the xdist controller from its first worker's). Front-coded: each entry
+    /// `(n, rest)` is the first `n` bytes of the entry before it in this record, then `rest`
+    /// (see [`front_code`]). A collection longer than [`COLLECTED_CHUNK`] bytes of text is
+    /// split into several records written in one transaction: `first` is the index of this
+    /// record's first nodeid in the collection, `total` the size of the whole collection.
+    Collected {
+        total: u32,
+        first: u32,
+        nodeids: Vec<(u32, String)>,
+    },
+    /// This session resumes an earlier run of the store (`--blackbox-resume`): `run` is the
+    /// run it goes on from (the previous attempt), `attempt` this session's number in the
+    /// logical run (the first session is attempt 1, so a resume is 2 or more), `retry`
+    /// whether the tests that crashed in `run` are run again (else they are reported failed).
+    Resume {
+        run: String,
+        attempt: u32,
+        retry: bool,
+    },
+}
+
+/// The most bytes of nodeid text one [`Record::Collected`] holds (after front-coding);
+/// far under [`crate::segment::MAX_RECORD`], so any collection fits.
+pub const COLLECTED_CHUNK: usize = 1 << 20;
+
+/// The longest prefix of `a` and `b` that ends on a character boundary of both.
+fn shared_prefix(a: &str, b: &str) -> usize {
+    let n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    // Both are the same bytes up to `n`: a boundary of one is a boundary of the other.
+    (0..=n).rev().find(|&i| b.is_char_boundary(i)).unwrap_or(0)
+}
+
+/// The [`Record::Collected`] records of a collection: front-coded, split at
+/// [`COLLECTED_CHUNK`] bytes of text (each record's first entry spelled out whole).
+pub fn front_code<S: AsRef<str>>(nodeids: &[S]) -> Vec<Record> {
+    let total = u32::try_from(nodeids.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::new();
+    let mut chunk: Vec<(u32, String)> = Vec::new();
+    let (mut first, mut bytes) = (0u32, 0usize);
+    let mut prev = "";
+    for (i, id) in nodeids.iter().take(total as usize).enumerate() {
+        let id = id.as_ref();
+        if bytes >= COLLECTED_CHUNK {
+            out.push(Record::Collected {
+                total,
+                first,
+                nodeids: std::mem::take(&mut chunk),
+            });
+            first = u32::try_from(i).unwrap_or(u32::MAX);
+            bytes = 0;
+            prev = "";
+        }
+        let n = shared_prefix(prev, id);
+        bytes += id.len() - n;
+        chunk.push((u32::try_from(n).unwrap_or(0), id[n..].to_owned()));
+        prev = id;
+    }
+    if !chunk.is_empty() || out.is_empty() {
+        out.push(Record::Collected {
+            total,
+            first,
+            nodeids: chunk,
+        });
+    }
+    out
+}
+
+/// The nodeids of one [`Record::Collected`]'s entries. A prefix longer than the nodeid
+/// before it (damage a checksum missed) is cut to that nodeid, never a panic.
+pub fn front_decode(entries: &[(u32, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    for (n, rest) in entries {
+        let prev = out.last().map_or("", String::as_str);
+        let mut n = (*n as usize).min(prev.len());
+        while !prev.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut id = String::with_capacity(n + rest.len());
+        id.push_str(&prev[..n]);
+        id.push_str(rest);
+        out.push(id);
+    }
+    out
 }
 
 /// A record of one of the kinds a test run writes most (test start, phase and end,
@@ -342,6 +427,8 @@ impl Record {
             Record::IntentionalExit { .. } => "intentional_exit",
             Record::ProcessInfo { .. } => "process_info",
             Record::Timeout { .. } => "timeout",
+            Record::Collected { .. } => "collected",
+            Record::Resume { .. } => "resume",
         }
     }
 
@@ -363,7 +450,9 @@ impl Record {
             Record::Process { .. }
             | Record::RunStart { .. }
             | Record::RunEnd { .. }
-            | Record::ProcessInfo { .. } => None,
+            | Record::ProcessInfo { .. }
+            | Record::Collected { .. }
+            | Record::Resume { .. } => None,
         }
     }
 
@@ -540,6 +629,16 @@ impl Record {
                 "fatal": fatal,
                 "wall_ns": wall_ns,
             }),
+            Record::Collected {
+                total,
+                first,
+                nodeids,
+            } => json!({"total": total, "first": first, "nodeids": front_decode(nodeids)}),
+            Record::Resume {
+                run,
+                attempt,
+                retry,
+            } => json!({"run": run, "attempt": attempt, "retry": retry}),
         };
         if let J::Object(map) = &mut obj {
             map.insert("kind".into(), self.kind().into());
@@ -631,6 +730,64 @@ mod tests {
         rec.encode_into(&mut buf).unwrap();
         assert!(Record::decode(&buf).unwrap_err().contains("trailing"));
         assert!(Record::decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn collections_front_code_and_read_back_whole() {
+        let ids: Vec<String> = (0..5000)
+            .map(|i| format!("tests/test_m{}.py::test_é{}[{}]", i / 700, i / 7, i % 7))
+            .chain([String::new(), "x".into(), "xé".into(), "xè".into()])
+            .collect();
+        let recs = front_code(&ids);
+        assert_eq!(recs.len(), 1);
+        let mut back = Vec::new();
+        for r in &recs {
+            let mut buf = vec![0u8; r.encoded_len()];
+            r.encode_into(&mut buf).unwrap();
+            let Record::Collected {
+                total,
+                first,
+                nodeids,
+            } = Record::decode(&buf).unwrap()
+            else {
+                panic!("kind changed")
+            };
+            assert_eq!((total as usize, first as usize), (ids.len(), back.len()));
+            back.extend(front_decode(&nodeids));
+        }
+        assert_eq!(back, ids);
+        // Far smaller than the text: most of each nodeid is the one before it.
+        let text: usize = ids.iter().map(String::len).sum();
+        assert!(
+            recs[0].encoded_len() * 4 < text,
+            "{} vs {text}",
+            recs[0].encoded_len()
+        );
+        // Long collections split; each record starts whole.
+        let long: Vec<String> = (0..3000)
+            .map(|i| format!("{i}{}", "x".repeat(999)))
+            .collect();
+        let recs = front_code(&long);
+        assert!(recs.len() > 1);
+        let mut back = Vec::new();
+        for r in &recs {
+            let Record::Collected { first, nodeids, .. } = r else {
+                panic!()
+            };
+            assert_eq!(*first as usize, back.len());
+            assert_eq!(nodeids[0].0, 0);
+            back.extend(front_decode(nodeids));
+        }
+        assert_eq!(back, long);
+        // An empty collection is still said; a hostile prefix is cut, not a panic.
+        assert!(matches!(
+            &front_code::<&str>(&[])[..],
+            [Record::Collected { total: 0, .. }]
+        ));
+        assert_eq!(
+            front_decode(&[(0, "é".into()), (1, "a".into()), (99, "b".into())]),
+            ["é", "a", "ab"]
+        );
     }
 
     #[test]

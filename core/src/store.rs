@@ -163,6 +163,25 @@ impl Store {
         Ok(Follower::new(id, &self.run_path(id)?).view(&mut Aggregate::default()))
     }
 
+    /// `latest` as one logical run with the attempts it resumes (`--blackbox-resume`,
+    /// [`crate::RunMeta::resumes`]), followed back while their folders are kept: see
+    /// [`crate::aggregate::merge_attempts`]. A run that resumes nothing comes back as it is.
+    pub fn with_earlier_attempts(&self, latest: RunView) -> RunView {
+        let mut earlier = Vec::new();
+        let mut next = latest.run.resumes.clone();
+        let mut seen = std::collections::HashSet::from([latest.run.id.clone()]);
+        // Each attempt resumes an older run: ids only go down, and each is read once.
+        while let Some(id) = next.take() {
+            if id >= latest.run.id || !seen.insert(id.clone()) {
+                break;
+            }
+            let Ok(v) = self.view(&id) else { break };
+            next.clone_from(&v.run.resumes);
+            earlier.push(v);
+        }
+        crate::aggregate::merge_attempts(latest, earlier)
+    }
+
     /// A follower of run `id`, reading only what is new on each poll.
     pub fn follow(&self, id: &str) -> Result<Follower> {
         Ok(Follower::new(id, &self.run_path(id)?))

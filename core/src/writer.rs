@@ -299,6 +299,28 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records the session's collection ([`Record::Collected`]): front-coded, in as many
+    /// records as it takes, all visible at once (inside the caller's transaction, or one of
+    /// its own).
+    pub fn collected<S: AsRef<str>>(&mut self, nodeids: &[S]) -> Result<()> {
+        let own = !self.in_transaction;
+        if own {
+            self.begin()?;
+        }
+        for rec in crate::record::front_code(nodeids) {
+            if let Err(e) = self.record_encoded(&rec) {
+                if own {
+                    self.rollback();
+                }
+                return Err(e);
+            }
+        }
+        if own {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
     /// Starts a transaction: the records until [`commit`](Self::commit) become visible
     /// together, or not at all if the process dies first.
     pub fn begin(&mut self) -> Result<()> {

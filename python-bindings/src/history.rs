@@ -91,20 +91,6 @@ pub fn fold_missing(
     .or_raise(py)
 }
 
-/// The terminal summary's line about run `run_id`'s flaky tests, or `None`.
-#[pyfunction]
-#[pyo3(signature = (store_dir, run_id, last = 20))]
-#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
-pub fn history_flaky_note(
-    py: Python<'_>,
-    store_dir: PathBuf,
-    run_id: &str,
-    last: usize,
-) -> PyResult<Option<String>> {
-    py.detach(|| history::flaky_note(&Store::open(&store_dir)?, run_id, last))
-        .or_raise(py)
-}
-
 /// `blackbox combine`: merges store `source` into `target`; what it did, as a dict.
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
@@ -135,7 +121,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(history_test, m)?)?;
     m.add_function(wrap_pyfunction!(history_slower, m)?)?;
     m.add_function(wrap_pyfunction!(fold_missing, m)?)?;
-    m.add_function(wrap_pyfunction!(history_flaky_note, m)?)?;
     m.add_function(wrap_pyfunction!(combine_store, m)?)?;
     Ok(())
 }

@@ -214,8 +214,9 @@ impl PyTestHooks {
         let duration_s: f64 = report.getattr(intern!(py, "duration"))?.extract()?;
         // A forked child's parent rebuilds its reports from the store (a forked child is
         // the only writer whose pid is not its session's); elsewhere only failures are
-        // worth the serialization (the xdist controller recovers a dead worker's).
-        let data = if utf8_of(outcome) == Some("failed")
+        // worth the serialization (the xdist controller recovers a dead worker's), and
+        // skips (their reason, for `blackbox junit` of a run whose pytest died).
+        let data = if matches!(utf8_of(outcome), Some("failed" | "skipped"))
             || blackbox_core::process_id() != self.session_pid
         {
             let config = self.config.bind(py);

@@ -36,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reader::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(store::new_run, m)?)?;
     m.add_function(wrap_pyfunction!(store::list_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(store::logical_view, m)?)?;
     m.add_function(wrap_pyfunction!(store::run_path, m)?)?;
     m.add_function(wrap_pyfunction!(store::find_store, m)?)?;
     m.add_function(wrap_pyfunction!(store::resolve_run, m)?)?;

@@ -329,6 +329,26 @@ impl PyRunReader {
         fold_stats_py(py, stats)
     }
 
+    /// The terminal summary's line about this run's flaky tests over the newest `last`
+    /// runs (this one not yet folded), from this reader's aggregate after a poll; `None`
+    /// when none is flaky or the store has no history.
+    #[pyo3(signature = (store_dir, last = 20))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+    fn flaky_note(
+        &self,
+        py: Python<'_>,
+        store_dir: PathBuf,
+        last: usize,
+    ) -> PyResult<Option<String>> {
+        self.usable(py)?;
+        py.detach(|| {
+            let store = Store::open(&store_dir)?;
+            let view = lock(&self.inner).view();
+            blackbox_core::history::flaky_note(&store, &view, last)
+        })
+        .or_raise(py)
+    }
+
     /// Every segment's state now: path, pid, role, worker, alive, crash signal, running test.
     fn segments<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let statuses = self.state(py)?.follower.statuses();

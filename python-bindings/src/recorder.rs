@@ -7,6 +7,7 @@ use blackbox_core::record::{Phase, Record, Role, Value};
 use blackbox_core::{now_mono_ns, now_wall_ns, Durability, Recorder};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;
 
 use crate::convert::{
@@ -266,6 +267,25 @@ impl PyRecorder {
                 host,
                 pid: std::process::id(),
                 wall_ns: now_wall_ns(),
+            },
+        )
+    }
+
+    /// The session's collection (`Record::Collected`), once per run.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
+    fn collected(&self, py: Python<'_>, nodeids: Vec<PyBackedStr>) -> PyResult<()> {
+        let done = lock(&self.inner).collected(&nodeids);
+        done.or_raise(py)
+    }
+
+    /// This session resumes run `run` as attempt `attempt` (`Record::Resume`).
+    fn resume(&self, py: Python<'_>, run: String, attempt: u32, retry: bool) -> PyResult<()> {
+        self.put(
+            py,
+            &Record::Resume {
+                run,
+                attempt,
+                retry,
             },
         )
     }

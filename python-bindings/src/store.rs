@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use blackbox_core::Store;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::errors::{raise, Class, OrRaise};
+use crate::view::view_to_py;
 
 /// Creates the store directory if needed and starts a run in it; returns (id, folder).
 #[pyfunction]
@@ -22,6 +24,25 @@ pub(crate) fn new_run(py: Python<'_>, store_dir: PathBuf) -> PyResult<(String, P
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 pub(crate) fn list_runs(py: Python<'_>, store_dir: PathBuf) -> PyResult<Vec<String>> {
     Store::open(&store_dir).and_then(|s| s.runs()).or_raise(py)
+}
+
+/// Run `run_id` as one logical run with the attempts it resumes (`--blackbox-resume`):
+/// `Store::with_earlier_attempts` in core, as `RunReader.view()` gives a view.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+pub(crate) fn logical_view(
+    py: Python<'_>,
+    store_dir: PathBuf,
+    run_id: String,
+) -> PyResult<Bound<'_, PyDict>> {
+    let view = py
+        .detach(|| {
+            let store = Store::open(&store_dir)?;
+            let v = store.view(&run_id)?;
+            Ok(store.with_earlier_attempts(v))
+        })
+        .or_raise(py)?;
+    view_to_py(py, &view, None)
 }
 
 /// The store a reader uses: `given`, else `$BLACKBOX_DIR`, else the nearest `.blackbox`

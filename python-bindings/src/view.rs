@@ -173,6 +173,7 @@ pub(crate) fn test_py<'py>(
     t: &blackbox_core::TestView,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item(intern!(py, "attempt"), t.attempt)?;
     d.set_item(intern!(py, "crashed"), t.crashed)?;
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
@@ -217,6 +218,7 @@ pub(crate) fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString>
         "skipped" => intern!(py, "skipped").clone(),
         "error" => intern!(py, "error").clone(),
         "crashed" => intern!(py, "crashed").clone(),
+        "not-run" => intern!(py, "not-run").clone(),
         "unknown" => intern!(py, "unknown").clone(),
         other => PyString::new(py, other),
     }
@@ -296,6 +298,10 @@ pub(crate) fn view_to_py<'py>(
     let run = PyDict::new(py);
     let r = &v.run;
     run.set_item(intern!(py, "argv"), &r.argv)?;
+    run.set_item(intern!(py, "attempt"), r.attempt)?;
+    run.set_item(intern!(py, "collected"), v.collected)?;
+    run.set_item(intern!(py, "resumes"), &r.resumes)?;
+    run.set_item(intern!(py, "retry"), r.retry)?;
     #[allow(clippy::cast_precision_loss)] // as to_json: wall clock ns to s
     let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
     run.set_item(intern!(py, "ended"), secs(r.ended_wall_ns))?;

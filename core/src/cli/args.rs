@@ -25,6 +25,12 @@ pub enum Command {
     History,
     Slower,
     Combine,
+    // --- issue 14: after pytest dies (junit, run) ---
+    /// `junit -o FILE`: `JUnit` XML for any run.
+    Junit,
+    /// `run -- pytest ARGS`: a supervisor that resumes a dead pytest.
+    Run,
+    // --- end issue 14 ---
     /// `help [COMMAND]`, `--help`, or no command at all.
     #[default]
     Help,
@@ -33,7 +39,7 @@ pub enum Command {
 
 impl Command {
     /// The commands that read a store, in the order `--help` lists them.
-    pub const READERS: [Command; 13] = [
+    pub const READERS: [Command; 15] = [
         Command::Stats,
         Command::Tests,
         Command::Fixtures,
@@ -43,10 +49,12 @@ impl Command {
         Command::Dump,
         Command::Check,
         Command::Report,
+        Command::Junit,
         Command::Flaky,
         Command::History,
         Command::Slower,
         Command::Combine,
+        Command::Run,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +72,8 @@ impl Command {
             Command::History => "history",
             Command::Slower => "slower",
             Command::Combine => "combine",
+            Command::Junit => "junit",
+            Command::Run => "run",
             Command::Help => "help",
             Command::Version => "version",
         }
@@ -104,6 +114,10 @@ impl Command {
             Command::History => "one test across the last runs: outcome, duration, worker, crash",
             Command::Slower => "tests and fixtures whose median duration grew over the last runs",
             Command::Combine => "merge stores from several machines (CI shards) into --dir",
+            Command::Junit => "write JUnit XML of a run, a dead or resumed one included",
+            Command::Run => {
+                "run pytest, and resume it with --blackbox-resume while it dies with tests left"
+            }
             Command::Help => "show help for a command",
             Command::Version => "show the version",
         }
@@ -177,6 +191,23 @@ impl Command {
                  .blackbox folder). Runs TARGET has are left alone: combining twice changes\n\
                  nothing. A damaged input is reported by path and skipped (exit 1 once the rest is in)."
             }
+            Command::Junit => {
+                "Writes the JUnit XML pytest would have written (-o FILE; `-` or none: standard\n\
+                 output), also for a run whose pytest died: crashed and timed-out tests are\n\
+                 <failure>s telling the signal or exit, phase, pid and worker, with their properties\n\
+                 and the traceback; tests that never ran are <skipped>. A resumed run covers the\n\
+                 whole logical run. --family xunit2 (default) validates against the xunit2 schema\n\
+                 (a test's properties are then in its failure text); xunit1 writes <properties>\n\
+                 and <error> in each testcase, as pytest's xunit1 does."
+            }
+            Command::Run => {
+                "`blackbox run [--max-restarts N] -- pytest ARGS...`: runs the command; while pytest\n\
+                 dies (a crash that kills it, a watchdog's kill, SIGKILL) with tests left, starts it\n\
+                 again with --blackbox-resume, up to N times (default 3). Exits with pytest's status\n\
+                 over the whole logical run: 0 only when every test passed, 1 when one failed or\n\
+                 crashed; 2-5 as pytest's; 127 when the command is not found. With --junit-xml=F\n\
+                 among the args, F covers the whole logical run at the end."
+            }
             Command::Help => "`blackbox help COMMAND` shows the options of COMMAND.",
             Command::Version => "Prints the version of blackbox.",
         }
@@ -200,7 +231,7 @@ pub enum ColorChoice {
 }
 
 /// The outcomes `--outcome` accepts (what [`crate::TestView::outcome`] holds).
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "passed",
     "failed",
     "skipped",
@@ -209,6 +240,7 @@ pub const OUTCOMES: [&str; 8] = [
     "running",
     "unfinished",
     "unknown",
+    "not-run",
 ];
 
 /// A parsed command line.
@@ -238,8 +270,15 @@ pub struct Invocation {
     pub last: Option<usize>,
     /// `slower`: the growth that counts (`--threshold X`).
     pub threshold: Option<f64>,
-    /// What follows the command: `history`'s NODEID, `combine`'s SOURCEs.
+    /// What follows the command: `history`'s NODEID, `combine`'s SOURCEs, `run`'s command.
     pub args: Vec<String>,
+    // --- issue 14 ---
+    /// `junit -o FILE`.
+    pub output: Option<PathBuf>,
+    /// `junit --family`.
+    pub family: Option<super::junit::Family>,
+    /// `run --max-restarts N`.
+    pub max_restarts: Option<usize>,
 }
 
 /// A command line that does not parse: exit status 2.
@@ -284,6 +323,10 @@ enum Key {
     Threshold,
     Help,
     Version,
+    // issue 14
+    Output,
+    Family,
+    MaxRestarts,
 }
 
 struct Opt {
@@ -313,6 +356,8 @@ const DATA: &[Command] = &[
     C::History,
     C::Slower,
     C::Combine,
+    C::Junit,
+    C::Run,
 ];
 
 const OPTS: &[Opt] = &[
@@ -330,7 +375,7 @@ const OPTS: &[Opt] = &[
         short: None,
         value: Some("ID"),
         help: "the run to read: its id or a unique start of it (default: the latest)",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report, C::Show],
+        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Dump, C::Check, C::Report, C::Show, C::Junit],
     },
     Opt {
         key: Key::Json,
@@ -385,7 +430,7 @@ const OPTS: &[Opt] = &[
         long: "outcome",
         short: None,
         value: Some("LIST"),
-        help: "only tests with these outcomes, comma-separated (passed, failed, skipped, error, crashed, running, unfinished)",
+        help: "only tests with these outcomes, comma-separated (passed, failed, skipped, error, crashed, running, unfinished, not-run)",
         commands: &[C::Tests],
     },
     Opt {
@@ -420,6 +465,32 @@ const OPTS: &[Opt] = &[
         help: "whole tracebacks, not their last frames",
         commands: &[C::Crashes, C::Show],
     },
+    // --- issue 14: junit, run ---
+    Opt {
+        key: Key::Output,
+        long: "output",
+        short: Some('o'),
+        value: Some("FILE"),
+        help: "junit: the XML file to write (`-`: standard output, the default)",
+        commands: &[C::Junit],
+    },
+    Opt {
+        key: Key::Family,
+        long: "family",
+        short: None,
+        value: Some("NAME"),
+        help: "junit: xunit2 (default; valid against the xunit2 schema), xunit1 or legacy",
+        commands: &[C::Junit],
+    },
+    Opt {
+        key: Key::MaxRestarts,
+        long: "max-restarts",
+        short: None,
+        value: Some("N"),
+        help: "run: start pytest again at most N times after it died (default 3; 0: never)",
+        commands: &[C::Run],
+    },
+    // --- end issue 14 ---
     Opt {
         key: Key::Help,
         long: "help",
@@ -490,6 +561,8 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
         let arg = raw.to_string_lossy();
         if only_positionals || arg == "-" || !arg.starts_with('-') {
             positionals.push(utf8(raw)?);
+            // `blackbox run pytest -x`: from the command on, every argument is the command's.
+            only_positionals |= positionals.len() == 2 && positionals[0] == "run";
             continue;
         }
         if arg == "--" {
@@ -601,6 +674,23 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             Key::Wide => inv.wide = true,
             Key::All => inv.all = true,
             Key::Full => inv.full = true,
+            Key::Output => inv.output = value.map(PathBuf::from),
+            Key::Family => {
+                let v = text()?;
+                inv.family = Some(super::junit::Family::parse(&v).ok_or_else(|| {
+                    usage(format!(
+                        "--family takes xunit2, xunit1 or legacy, not {v:?}"
+                    ))
+                })?);
+            }
+            Key::MaxRestarts => {
+                let v = text()?;
+                inv.max_restarts = Some(v.parse::<usize>().map_err(|_| {
+                    usage(format!(
+                        "{spelled} takes a whole number of restarts, not {v:?}"
+                    ))
+                })?);
+            }
             Key::Help | Key::Version => {}
         }
         given.push((o.key, spelled));
@@ -645,6 +735,11 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             1,
             usize::MAX,
             "the stores to merge: blackbox combine --dir TARGET SOURCE...",
+        )),
+        Command::Run => Some((
+            1,
+            usize::MAX,
+            "the command to run: blackbox run -- pytest ARGS...",
         )),
         _ => None,
     };
@@ -771,6 +866,11 @@ pub fn help(topic: Option<Command>) -> String {
             if c == Command::Show {
                 usage.push_str(" NODEID");
             }
+            let tail = if c == Command::Run {
+                " -- pytest ARGS..."
+            } else {
+                ""
+            };
             for o in &opts {
                 match (o.key, o.value) {
                     (Key::Help, _) => {}
@@ -786,6 +886,7 @@ pub fn help(topic: Option<Command>) -> String {
                 }
             }
             s.push_str(&usage);
+            s.push_str(tail);
             s.push_str("\n\n");
             s.push_str(c.summary());
             s.push_str(".\n\n");

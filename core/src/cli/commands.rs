@@ -67,6 +67,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Where the command runs (the search for the store starts there).
+    pub(crate) fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
     /// `--dir`, from the current directory (combine's target; "." when none was given).
     pub(crate) fn given_dir(&self) -> PathBuf {
         self.cwd
@@ -174,6 +179,8 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Command::History => super::history::history(cx),
         Command::Slower => super::history::slower(cx),
         Command::Combine => super::history::combine(cx),
+        Command::Junit => super::junit::junit(cx),
+        Command::Run => super::supervise::run(cx),
         Command::Help | Command::Version => unreachable!("handled before a store is opened"),
     }
 }
@@ -242,7 +249,11 @@ fn drop_later<T: Send + 'static>(value: T) {
 fn load(cx: &mut Ctx<'_>) -> Result<Loaded, Failure> {
     let store = cx.store()?;
     let id = resolve_run(&store, cx.inv.run.as_deref())?;
-    let loaded = load_id(&store, &id)?;
+    let mut loaded = load_id(&store, &id)?;
+    // A resumed run reads as its whole logical run (issue 14).
+    if loaded.view.run.resumes.is_some() {
+        loaded.view = store.with_earlier_attempts(std::mem::take(&mut loaded.view));
+    }
     warn_damage(
         cx,
         &id,
@@ -283,6 +294,7 @@ fn rank(outcome: &str) -> u8 {
         "unfinished" => 1,
         "running" => 2,
         "failed" | "error" => 3,
+        "not-run" => 5,
         _ => 4,
     }
 }
@@ -345,15 +357,25 @@ fn outcome_cell(t: &TestView) -> Cell {
 }
 
 fn test_table(tests: &[&TestView]) -> Table {
-    let mut table = Table::new(vec![
+    // A resumed run's tests ran in several attempts: which one, in a column of its own.
+    let attempts = tests.iter().any(|t| t.attempt > 1);
+    let mut columns = vec![
         Column::left("OUTCOME"),
         Column::right("DURATION"),
         Column::left("WORKER"),
         Column::right("PID"),
         Column::shrinking("TEST"),
-    ]);
+    ];
+    if attempts {
+        columns.insert(0, Column::right("ATTEMPT"));
+    }
+    let mut table = Table::new(columns);
     for t in tests {
-        table.push(vec![
+        let mut row = Vec::with_capacity(6);
+        if attempts {
+            row.push(Cell::new(t.attempt.to_string()));
+        }
+        row.extend([
             outcome_cell(t),
             // No phase report: nothing measured (a crash before the first report).
             Cell::new(if t.phases.is_empty() {
@@ -361,10 +383,14 @@ fn test_table(tests: &[&TestView]) -> Table {
             } else {
                 duration(t.duration_s)
             }),
-            Cell::new(t.worker.as_deref().unwrap_or("main")),
+            Cell::new(match t.worker.as_deref() {
+                _ if t.outcome == "not-run" => "-",
+                w => w.unwrap_or("main"),
+            }),
             Cell::new(pid_str(t.pid)),
             Cell::new(&t.nodeid),
         ]);
+        table.push(row);
     }
     table
 }
@@ -464,6 +490,7 @@ impl WithoutLists for RunView {
             run: self.run.clone(),
             segments: self.segments,
             records: self.records,
+            collected: self.collected,
             ..RunView::default()
         }
         .to_json()
@@ -548,6 +575,13 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     if let Some(h) = &view.run.host {
         head.push(format!("host {}", clean(h)));
     }
+    if let Some(r) = &view.run.resumes {
+        head.push(format!(
+            "attempt {} (resumes {})",
+            view.run.attempt,
+            clean(r)
+        ));
+    }
     head.push(plural(view.segments as u64, "process", "processes"));
     head.push(plural(view.records, "record", "records"));
     for line in join_fitted(&head, width) {
@@ -595,6 +629,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         "unknown",
     ];
     let mut parts: Vec<String> = Vec::new();
+    let never_ran = by_outcome.remove("not-run").unwrap_or(0);
     for o in order {
         if let Some(&n) = by_outcome.get(o) {
             parts.push(
@@ -611,6 +646,16 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     others.sort();
     for (o, n) in others {
         parts.push(format!("{} {}", count(*n), clean(o)));
+    }
+    if never_ran > 0 {
+        parts.push(
+            paint
+                .paint(
+                    &format!("{} never ran", count(never_ran)),
+                    Style::of_outcome("not-run"),
+                )
+                .into_owned(),
+        );
     }
     let total = view.tests.len();
     if total == 0 {
@@ -652,7 +697,11 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 .total_cmp(&a.duration_s)
                 .then_with(|| a.nodeid.cmp(&b.nodeid))
         };
-        let mut slow: Vec<&TestView> = view.tests.iter().collect();
+        let mut slow: Vec<&TestView> = view
+            .tests
+            .iter()
+            .filter(|t| t.outcome != "not-run")
+            .collect();
         if limit < slow.len() {
             slow.select_nth_unstable_by(limit, slowest_first);
             slow.truncate(limit);
@@ -1245,19 +1294,10 @@ mod tests {
 
     fn test(nodeid: &str, outcome: &str, d: f64) -> TestView {
         TestView {
-            nodeid: nodeid.into(),
             outcome: outcome.into(),
             duration_s: d,
-            worker: None,
-            pid: None,
             crashed: outcome == "crashed",
-            signal: None,
-            timeout: None,
-            phases: Vec::new(),
-            properties: Vec::new(),
-            start_mono_ns: 0,
-            end_mono_ns: None,
-            last_mono_ns: 0,
+            ..TestView::not_run(nodeid.into(), 1)
         }
     }
 

@@ -21,7 +21,9 @@ mod args;
 mod commands;
 mod history;
 mod html;
+mod junit;
 mod show;
+mod supervise;
 mod table;
 
 use std::ffi::{OsStr, OsString};
@@ -30,6 +32,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 pub use args::{help, parse, ColorChoice, Command, Invocation, UsageError, OUTCOMES};
+pub use junit::Family;
 pub use table::{command_line, duration, shorten_middle, wrap, DEFAULT_WIDTH, MIN_WIDTH};
 
 pub const EXIT_OK: i32 = 0;

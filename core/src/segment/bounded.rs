@@ -801,7 +801,18 @@ mod tests {
                 detail: String::new(),
                 wall_ns: 1,
             },
-        ] {
+            Record::Resume {
+                run: "20261207-053000-1a2b".into(),
+                attempt: 2,
+                retry: true,
+            },
+        ]
+        .into_iter()
+        .chain(crate::record::front_code(&[
+            "t.py::a",
+            "t.py::é[1]",
+            "t.py::é[2]",
+        ])) {
             assert!(!too_deep(&rec));
             let mut buf = vec![0u8; rec.encoded_len()];
             rec.encode_into(&mut buf).unwrap();

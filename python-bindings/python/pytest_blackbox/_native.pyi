@@ -44,6 +44,7 @@ FORMAT_VERSION: Final[int]
 """The segment file format version this build writes and reads (see docs/format.md)."""
 
 _Role = Literal["main", "controller", "worker", "forked", "other"]
+_Durability = Literal["process", "system"]
 _Phase = Literal["setup", "call", "teardown"]
 _PathLike = str | os.PathLike[str]
 
@@ -61,7 +62,7 @@ class Recorder:
         run_dir: _PathLike,
         role: _Role = "other",
         worker: str | None = None,
-        durability: Literal["process", "system"] = "process",
+        durability: _Durability = "process",
     ) -> Recorder:
         """A writer for the run folder ``run_dir``.
 
@@ -177,6 +178,14 @@ class Recorder:
 
     def run_end(self, exit_status: int) -> None:
         """The run ends with pytest's ``exit_status``."""
+
+    def collected(self, nodeids: list[str]) -> None:
+        """The session's collection, in collection order (written once per run, by the main
+        process or the xdist controller): front-coded, visible all at once."""
+
+    def resume(self, run: str, attempt: int, retry: bool) -> None:
+        """This session resumes ``run`` (``--blackbox-resume``) as ``attempt`` of its logical
+        run; ``retry``: the tests that crashed there run again."""
 
     def begin(self) -> None:
         """Open a transaction: the records until :meth:`commit` become visible together, or
@@ -347,6 +356,11 @@ class RunReader:
         """:func:`fold_history` of this run from this reader's aggregate, after a poll:
         only what was committed since the last poll is read, not the whole run again."""
 
+    def flaky_note(self, store_dir: _PathLike, last: int = 20) -> str | None:
+        """The terminal summary's line: how many tests of this run (not yet folded) are
+        flaky over it and the newest ``last - 1`` runs in history, from this reader's
+        aggregate after a poll (not a second read of the run); None when none is."""
+
     def segments(self) -> list[dict[str, Any]]:
         """Each writer's segment as it stands: ``path``, ``pid``, ``ppid``, ``role``,
         ``worker``, ``alive`` (its writer still holds the lock), ``closed_cleanly``,
@@ -377,6 +391,10 @@ def read_records(run_dir: _PathLike) -> list[dict[str, Any]]:
 def new_run(store_dir: _PathLike) -> tuple[str, Path]:
     """Create the store directory ``store_dir`` if needed and a new run folder in it;
     returns (run id, run folder). Run ids sort in the order the runs started."""
+
+def logical_view(store_dir: _PathLike, run_id: str) -> dict[str, Any]:
+    """Run ``run_id`` with the attempts it resumes (``--blackbox-resume``) as one logical
+    run: every test once, from the newest attempt that has it (its ``attempt``)."""
 
 def list_runs(store_dir: _PathLike) -> list[str]:
     """The run ids of a store, oldest first. A missing store raises
@@ -432,10 +450,6 @@ def fold_missing(
     """Fold every run folder of the store that history does not hold (a session killed
     before or during its fold), but ``except_run``, live runs and folders older than every
     run in history; returns the ids folded, oldest first."""
-
-def history_flaky_note(store_dir: _PathLike, run_id: str, last: int = 20) -> str | None:
-    """The terminal summary's line: how many tests of ``run_id`` (not yet folded) are flaky
-    over it and the newest ``last - 1`` runs in history; None when none is."""
 
 def combine_store(target: _PathLike, source: _PathLike) -> dict[str, Any]:
     """``blackbox combine --dir target source``: ``shard``, ``copied``, ``from_history``,

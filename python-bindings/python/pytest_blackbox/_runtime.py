@@ -17,6 +17,8 @@ from .errors import NotRecordingError
 if TYPE_CHECKING:
     import pytest
 
+    from ._native import _Durability, _Role
+
 
 class Session:
     """One run this process records into."""
@@ -26,9 +28,9 @@ class Session:
         store_dir: Path,
         run_id: str,
         run_dir: Path,
-        role: str,
+        role: _Role,
         worker: str | None = None,
-        durability: str = "process",
+        durability: _Durability = "process",
     ) -> None:
         self.store_dir = Path(store_dir)
         self.run_id = run_id
@@ -143,10 +145,10 @@ class _PropertyIndex:
         self.ours.pop(key, None)
 
 
-_INDEX: Any = None
+_INDEX: pytest.StashKey[_PropertyIndex] | None = None
 
 
-def _index(item: Any) -> _PropertyIndex:
+def _index(item: pytest.Item) -> _PropertyIndex:
     global _INDEX
     if _INDEX is None:
         import pytest

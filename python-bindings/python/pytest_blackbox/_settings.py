@@ -16,11 +16,14 @@ import argparse
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
 from .errors import BlackboxError, BlackboxWarning
+
+if TYPE_CHECKING:
+    from ._native import _Durability
 
 #: ``--blackbox`` / ini ``blackbox``: the words accepted, and what each means.
 MODES = {
@@ -34,10 +37,14 @@ MODES = {
     "0": "off",
     "require": "require",
 }
-DURABILITIES = ("process", "system")
+#: ``--blackbox-durability`` / ini ``blackbox_durability``: the words accepted, each as the
+#: recorder takes it.
+DURABILITIES: dict[str, _Durability] = {"process": "process", "system": "system"}
 
 
-def addini_number(parser: pytest.Parser, name: str, help: str, kind: str, default: float) -> None:
+def addini_number(
+    parser: pytest.Parser, name: str, help: str, kind: Literal["int", "float"], default: float
+) -> None:
     """An ini value that is a number: typed where pytest types it (8.4 and later), else a
     string; the readers (``_whole``, ``_timeout.seconds``) convert and check either."""
     if pytest.version_tuple >= (8, 4):
@@ -64,7 +71,7 @@ def count(text: str) -> int:
 class Settings:
     #: on, off or require.
     mode: str
-    durability: str
+    durability: _Durability
     #: Run folders kept (0: all).
     keep: int
     #: Runs kept in history.redb (0: no folding).
@@ -119,7 +126,9 @@ def validate(config: pytest.Config) -> Settings:
                 "on or off, or require (a store that cannot record is then an error)",
             )
         ],
-        durability=_choice(config, "blackbox-durability", DURABILITIES, "process or system"),
+        durability=DURABILITIES[
+            _choice(config, "blackbox-durability", DURABILITIES, "process or system")
+        ],
         keep=_whole(config, "blackbox-keep"),
         history_keep=_whole(config, "blackbox-history-keep"),
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from . import _native, _runtime
 
 if TYPE_CHECKING:
+    from ._native import _Durability
     from .store import Summary
 
 __all__ = ["append", "record", "start_run", "summary", "timed", "transaction"]
@@ -73,7 +74,8 @@ def timed(func: Any = None, /, *, name: str | None = None) -> Any:
     """
 
     def decorate(f: Any) -> Any:
-        label = name or getattr(f, "__qualname__", getattr(f, "__name__", repr(f)))
+        qualname: str = getattr(f, "__qualname__", getattr(f, "__name__", repr(f)))
+        label = name or qualname
         if inspect.isasyncgenfunction(f):
 
             @functools.wraps(f)
@@ -149,7 +151,7 @@ def timed(func: Any = None, /, *, name: str | None = None) -> Any:
 
 
 def start_run(
-    store_dir: str | os.PathLike[str] | None = None, *, durability: str = "process"
+    store_dir: str | os.PathLike[str] | None = None, *, durability: _Durability = "process"
 ) -> _runtime.Session:
     """Start recording a run from a script (outside pytest): ``record`` and friends then
     write into it. Returns the session; ``stop_run(session)`` ends it."""

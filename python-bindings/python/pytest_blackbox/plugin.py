@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
@@ -26,6 +26,9 @@ from . import _native, _runtime, _settings, _timeout
 from .errors import BlackboxError, BlackboxWarning, StoreFullError, StoreRefusedError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from ._native import _Role
     from .store import Summary
 
 HELP_ENABLE = (
@@ -41,6 +44,12 @@ HELP_KEEP = "Run folders pytest-blackbox keeps in its store (default 20; 0 keeps
 HELP_HISTORY = (
     "Runs kept in the store's history.redb, which each finished run is folded into "
     "(default 200; 0: do not fold)."
+)
+HELP_RESUME = (
+    "Run only what the latest run of this store did not finish when its pytest died (never "
+    "started, or running at the death), as the next attempt of that run; its crashed tests "
+    "are reported failed, or run again with =retry. After a run that finished: runs "
+    "everything, as a new run."
 )
 HELP_HISTORY_MAX_MB = (
     "Size cap of history.redb in MiB: past it the oldest runs are pruned (default 256)."
@@ -88,6 +97,24 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         help=HELP_HISTORY_MAX_MB,
     )
     parser.addini("blackbox_history_max_mb", HELP_HISTORY_MAX_MB, default="256")
+    # -- issue 14: after pytest dies --
+    # A flag, so that `pytest --blackbox-resume tests/` keeps its path; `=retry` is its own
+    # option string (argparse matches a whole option string before splitting at `=`).
+    group.addoption(
+        "--blackbox-resume",
+        action="store_const",
+        const="report",
+        dest="blackbox_resume",
+        default=None,
+        help=HELP_RESUME,
+    )
+    group.addoption(
+        "--blackbox-resume=retry",
+        action="store_const",
+        const="retry",
+        dest="blackbox_resume",
+        help="--blackbox-resume, running the tests that crashed there again.",
+    )
     pluginmanager.register(_timeout, _timeout.NAME)  # --blackbox-timeout: _timeout.py
 
 
@@ -251,7 +278,7 @@ _REPORTING_HOOKS = frozenset(
 
 
 def _in_reporting_hook() -> bool:
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if frame.f_code.co_name in _REPORTING_HOOKS:
             return True
@@ -259,12 +286,13 @@ def _in_reporting_hook() -> bool:
     return False
 
 
-def _os_exit_recording(code: int) -> None:  # pragma: no cover - the process ends here
+def _os_exit_recording(status: int) -> NoReturn:  # pragma: no cover - the process ends here
+    # Named as os._exit's parameter: os._exit(status=3) works as without the plugin.
     s = _runtime.active()
     if s is not None:
         with contextlib.suppress(Exception):  # exiting anyway
-            s.recorder.exit(int(code), _in_reporting_hook())
-    _real_os_exit(code)
+            s.recorder.exit(int(status), _in_reporting_hook())
+    _real_os_exit(status)
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,6 +382,7 @@ class BlackboxPlugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         workerinput = getattr(config, "workerinput", None)
+        role: _Role
         if workerinput is not None:
             store_dir = Path(workerinput["blackbox_store_dir"])
             run_dir = Path(workerinput["blackbox_run_dir"])
@@ -362,7 +391,10 @@ class BlackboxPlugin:
             durability = workerinput["blackbox_durability"]
         else:
             store_dir = _store_dir(config)
-            durability = str(_option(config, "blackbox-durability")).strip().lower()
+            # Checked at configure (_settings.validate), before this plugin is made.
+            durability = _settings.DURABILITIES[
+                str(_option(config, "blackbox-durability")).strip().lower()
+            ]
             # A store that cannot be created, or refused: pytest_configure's to handle.
             run_id, run_dir_s = _native.new_run(str(store_dir))
             run_dir = Path(run_dir_s)
@@ -371,6 +403,13 @@ class BlackboxPlugin:
             role, worker = ("controller" if is_controller else "main"), None
         self.session = _runtime.Session(store_dir, run_id, run_dir, role, worker, durability)
         self.is_parent = role in ("main", "controller")
+        #: --blackbox-resume: what this session does not run (finished in the run it
+        #: resumes, or crashed there and reported failed), and the note that says why.
+        self.resume: _Resume | None = None
+        self.resume_skip: set[str] = set()
+        self.resume_note: str | None = None
+        if workerinput is not None:
+            self.resume_skip = set(workerinput.get("blackbox_resume_skip", ()))
         if self.is_parent:
             # The run's first write, before anything of this session is installed: a store
             # that cannot take it (full) leaves nothing behind but this empty folder. The
@@ -385,9 +424,21 @@ class BlackboxPlugin:
                         leftover.unlink()
                     run_dir.rmdir()
                 raise
+            mode = config.getoption("blackbox_resume", None)
+            if mode is not None:
+                self.resume, self.resume_note = _Resume.plan(
+                    store_dir, run_id, retry=mode == "retry"
+                )
+                if self.resume is not None:
+                    self.resume_skip = self.resume.skip
+                    self.session.recorder.resume(
+                        self.resume.run, self.resume.attempt, self.resume.retry
+                    )
+            self._dead_failures_to_lastfailed()
         _runtime.push(self.session)
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
+        self._collection_recorded = False
         self._fh_file: Any = None
         self._fh_pid = 0
         self._stderr_dup: int | None = None
@@ -561,6 +612,9 @@ class BlackboxPlugin:
         """Where the header is not shown (-q, --no-header), the news of a dead previous
         run still is: one line."""
         config = self.config
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if self.resume_note and tr is not None:
+            tr.write_line(self.resume_note)
         if not self.previous_notes or not (
             config.get_verbosity() < 0 or config.getoption("no_header", False)
         ):
@@ -577,6 +631,81 @@ class BlackboxPlugin:
         node.workerinput["blackbox_store_dir"] = str(self.session.store_dir)
         node.workerinput["blackbox_run_dir"] = str(self.session.run_dir)
         node.workerinput["blackbox_durability"] = self.session.durability
+        if self.resume_skip:
+            node.workerinput["blackbox_resume_skip"] = sorted(self.resume_skip)
+
+    # -- hooks: --blackbox-resume ----------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """Deselects what the resumed run finished (and its crashes, reported instead),
+        as ``--deselect`` does: the terminal counts them as deselected."""
+        if not self.resume_skip or os.getpid() != self.session.pid:
+            return
+        keep = [i for i in items if i.nodeid not in self.resume_skip]
+        if len(keep) != len(items):
+            gone = [i for i in items if i.nodeid in self.resume_skip]
+            config.hook.pytest_deselected(items=gone)
+            items[:] = keep
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        """After the tests ran: the tests that crashed in the resumed run, reported failed
+        with their crash story and properties (terminal, junitxml and --lf see them as any
+        failure). Not before: a failure logged before the loop reads as a collection
+        error, which stops the session."""
+        try:
+            return (yield)
+        finally:
+            if self.resume is not None and os.getpid() == self.session.pid:
+                for t in self.resume.crashed:
+                    self.resume.report(self.config, t)
+
+    def _dead_failures_to_lastfailed(self) -> None:
+        """After a run whose pytest died, pytest's cache never got its failures (it writes
+        ``lastfailed`` at session end): hand them over, through ``config.cache``. The
+        cacheprovider reads ``cache/lastfailed`` once, when its ``pytest_configure``
+        (tryfirst) makes its ``lfplugin``, where no ``config.cache`` exists before it: so
+        this runs after it, and the ``lfplugin`` is made again (by its own class, under
+        its own names) to read what was added. Once per dead run; nothing with
+        ``-p no:cacheprovider``."""
+        config = self.config
+        cache = getattr(config, "cache", None)
+        if cache is None:
+            return
+        if not _lastfailed_from_dead_run(cache, self.session.store_dir, self.session.run_id):
+            return
+        pm = config.pluginmanager
+        lf = pm.get_plugin("lfplugin")
+        if lf is None:
+            return
+        for name in ("lfplugin-collwrapper", "lfplugin"):
+            plugin = pm.get_plugin(name)
+            if plugin is not None:
+                pm.unregister(plugin, name)
+        pm.register(type(lf)(config), "lfplugin")
+
+    # -- hooks: collection (recorded once per run, by the process that knows it) ---------
+
+    def _record_collection(self, nodeids: list[str]) -> None:
+        if self._collection_recorded:
+            return
+        self._collection_recorded = True
+        self._safely(self.session.recorder.collected, nodeids)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The main process: what it will run (``session.items``, after deselection)."""
+        if self.session.role == "main" and os.getpid() == self.session.pid:
+            self._record_collection([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """xdist controller: it collects nothing itself; the first worker's collection is
+        the run's (xdist checks that every worker collected the same)."""
+        if self.session.role == "controller":
+            self._record_collection(list(ids))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_parent:
@@ -617,7 +746,7 @@ class BlackboxPlugin:
             report.longrepr = None
             report.user_properties = list(reader.properties(crashitem))
             return
-        pids = next((w["pids"] for w in view["workers"] if w["id"] == worker), [])
+        pids: list[int] = next((w["pids"] for w in view["workers"] if w["id"] == worker), [])
         status = _exit_status(pids[0]) if pids else None
         self.fill_crash_report(
             report,
@@ -756,9 +885,7 @@ class BlackboxPlugin:
             + (f" on {_counted(len(workers), 'worker', 'workers')}" if workers else "")
             + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
         )
-        note = self._safely(
-            _native.history_flaky_note, str(self.session.store_dir), view["run"]["id"]
-        )
+        note = self._safely(self.session.reader().flaky_note, str(self.session.store_dir))
         if note:
             tr.write_line(note, yellow=True)
         fixtures = view["fixtures"][:5]
@@ -943,6 +1070,157 @@ class _DistReports:
             if rep is not None:
                 rep.node = node
                 config.hook.pytest_runtest_logreport(report=rep)
+
+
+RESUME_NOTE = "blackbox: --blackbox-resume"
+RESUME_ALL = "running everything as a new run"
+
+#: config.cache key: the dead runs whose failures went into ``cache/lastfailed``.
+LASTFAILED_DONE_KEY = "blackbox/lastfailed_from"
+
+
+def _lastfailed_from_dead_run(cache: Any, store_dir: Path, run_id: str) -> bool:
+    """Adds the failed and crashed tests of the latest run, if its pytest died and this
+    was not done for it yet, to ``cache/lastfailed``; whether it added any."""
+    try:
+        older = [r for r in _native.list_runs(str(store_dir)) if r < run_id]
+    except BlackboxError:
+        return False
+    if not older:
+        return False
+    prev = older[-1]
+    done = cache.get(LASTFAILED_DONE_KEY, [])
+    if not isinstance(done, list) or prev in done:
+        return False
+    try:
+        view = _native.logical_view(str(store_dir), prev)
+    except BlackboxError:
+        return False
+    run = view["run"]
+    if run.get("live") or run.get("ended") is not None:
+        return False  # a finished session wrote lastfailed itself
+    failed = [
+        t["nodeid"]
+        for t in view["tests"]
+        if t["crashed"] or t["outcome"] in ("failed", "error", "timeout")
+    ]
+    lastfailed = cache.get("cache/lastfailed", {})
+    if not isinstance(lastfailed, dict):
+        lastfailed = {}
+    lastfailed.update(dict.fromkeys(failed, True))
+    cache.set("cache/lastfailed", lastfailed)
+    cache.set(LASTFAILED_DONE_KEY, [*done[-19:], prev])
+    return bool(failed)
+
+
+class _Resume:
+    """``--blackbox-resume``: the run this session resumes and what it leaves out."""
+
+    def __init__(
+        self, run: str, attempt: int, retry: bool, skip: set[str], crashed: list[Any]
+    ) -> None:
+        self.run, self.attempt, self.retry = run, attempt, retry
+        self.skip = skip
+        #: (test dict, crash dict) of the tests that crashed in ``run``, reported failed.
+        self.crashed = crashed
+
+    @classmethod
+    def plan(cls, store_dir: Path, run_id: str, *, retry: bool) -> tuple[_Resume | None, str]:
+        """The plan, and the one line the terminal shows about it."""
+        try:
+            older = [r for r in _native.list_runs(str(store_dir)) if r < run_id]
+            prev = older[-1] if older else None
+            view = _native.logical_view(str(store_dir), prev) if prev else None
+        except BlackboxError as e:
+            return (
+                None,
+                f"{RESUME_NOTE}: cannot read the latest run ({e}); running everything",
+            )
+        if prev is None or view is None:
+            return (
+                None,
+                "blackbox: --blackbox-resume: no earlier run in this store; running everything",
+            )
+        run = view["run"]
+        if run.get("live"):
+            return (
+                None,
+                f"{RESUME_NOTE}: the latest run {prev} is still running; {RESUME_ALL}",
+            )
+        if run.get("ended") is not None:
+            return (
+                None,
+                f"{RESUME_NOTE}: the latest run {prev} finished; nothing to resume, {RESUME_ALL}",
+            )
+        attempt = int(run.get("attempt") or 1)
+        crashes = {c["nodeid"]: c for c in view["crashes"] if c["nodeid"] and c["kind"] != "child"}
+        skip: set[str] = set()
+        crashed = []
+        for t in view["tests"]:
+            if t["crashed"]:
+                if not retry:
+                    skip.add(t["nodeid"])
+                    if t["attempt"] == attempt:
+                        crashed.append((t, crashes.get(t["nodeid"], {})))
+            elif t["outcome"] not in ("not-run", "unfinished", "running"):
+                skip.add(t["nodeid"])
+        left = sum(1 for t in view["tests"] if t["nodeid"] not in skip)
+        what = (
+            f"{_counted(len(crashed), 'crashed test', 'crashed tests')} reported failed"
+            if not retry
+            else "its crashed tests run again"
+        )
+        note = (
+            f"blackbox: resuming run {prev} (attempt {attempt + 1}): "
+            f"{_counted(len(skip), 'test', 'tests')} done there left out, {what}, "
+            f"{_counted(left, 'test', 'tests')} to run"
+        )
+        return cls(prev, attempt + 1, retry, skip, crashed), note
+
+    def report(self, config: pytest.Config, entry: Any) -> None:
+        """One crashed test of the resumed run as pytest's reports of a failed test."""
+        t, crash = entry
+        nodeid = t["nodeid"]
+        path, _, name = nodeid.partition("::")
+        location = (path, None, name or nodeid)
+        # Failed, as the issue asks, whichever phase died (the story names it): a report of
+        # its call, between a passed setup and teardown.
+        if crash.get("phase") in PHASES and crash["phase"] != "call":
+            text_phase = f" in {crash['phase']}"
+        else:
+            text_phase = ""
+        props = list(t["properties"].items())
+        text = [
+            f"blackbox: crashed{text_phase} in run {self.run} (attempt {self.attempt - 1}): "
+            f"{crash.get('detail') or 'its process died'}"
+            + (f" (pid {crash['pid']})" if crash.get("pid") else "")
+        ]
+        for a in crash.get("attachments") or []:
+            tb = _read_text(Path(a)).strip()
+            if tb:
+                text.append("Python traceback at the crash (faulthandler):\n" + tb)
+                break
+        config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        reports: list[
+            tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"], str | None]
+        ] = [
+            ("setup", "passed", None),
+            ("call", "failed", "\n".join(text)),
+            ("teardown", "passed", None),
+        ]
+        for when, outcome, longrepr in reports:
+            rep = pytest.TestReport(
+                nodeid=nodeid,
+                location=location,
+                keywords={name or nodeid: 1},
+                outcome=outcome,
+                longrepr=longrepr,
+                when=when,
+                user_properties=props,
+                duration=float(t["duration_s"]) if outcome == "failed" else 0.0,
+            )
+            config.hook.pytest_runtest_logreport(report=rep)
+        config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
 
 def _report_from_data(config: pytest.Config, data: dict[str, Any]) -> Any:

@@ -51,10 +51,21 @@ class TestInfo:
     signal_name: str | None
     phases: list[dict[str, Any]]
     properties: dict[str, Any]
+    #: The test ran past its time limit: ``phase``, ``limit_s``, ``elapsed_s``, ``source``.
+    timeout: dict[str, Any] | None = None
+    #: The attempt of the logical run it ran in (1, or more after ``--blackbox-resume``).
+    attempt: int = 1
+
+    @property
+    def not_finished(self) -> bool:
+        """The run did not finish it: never started (``not-run``), or in the middle of it
+        when its process died: what ``--blackbox-resume`` runs."""
+        return self.crashed or self.outcome in ("not-run", "unfinished", "running")
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**args)
 
 
 def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
@@ -66,7 +77,7 @@ def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
         return [TestInfo.from_json(d) for d in dicts]  # a view of another shape
     new = object.__new__
     set_attr = object.__setattr__
-    out = []
+    out: list[TestInfo] = []
     append = out.append
     for d in dicts:
         t = new(TestInfo)
@@ -90,7 +101,8 @@ class FixtureInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FixtureInfo:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**args)
 
 
 def _has_default(f: Any) -> bool:
@@ -119,7 +131,10 @@ class CrashInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CrashInfo:
         fields = cls.__dataclass_fields__
-        return cls(**{k: d.get(k) for k in fields if k in d or not _has_default(fields[k])})
+        args: dict[str, Any] = {
+            k: d.get(k) for k in fields if k in d or not _has_default(fields[k])
+        }
+        return cls(**args)
 
     @property
     def traceback(self) -> str | None:
@@ -151,7 +166,7 @@ class WorkerInfo:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkerInfo:
         fields = cls.__dataclass_fields__
-        return cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]
+        return cls(**{k: d[k] for k in fields if k in d})
 
 
 class Summary:
@@ -189,7 +204,8 @@ class Summary:
 
     @property
     def id(self) -> str:
-        return self.info["id"]
+        run_id: str = self.info["id"]
+        return run_id
 
     @property
     def fixture_setups(self) -> int:
@@ -219,6 +235,37 @@ class Summary:
     def test(self, nodeid: str) -> TestInfo | None:
         return next((t for t in self.tests if t.nodeid == nodeid), None)
 
+    @property
+    def collected(self) -> int | None:
+        """How many tests the session collected; None when it recorded no collection."""
+        return self.info.get("collected")
+
+    @property
+    def not_run(self) -> list[TestInfo]:
+        """The tests collected and never started (once the run is over), in collection
+        order: outcome ``not-run``."""
+        return [t for t in self.tests if t.outcome == "not-run"]
+
+    @property
+    def not_finished(self) -> list[TestInfo]:
+        """The tests the run did not finish (:attr:`TestInfo.not_finished`)."""
+        return [t for t in self.tests if t.not_finished]
+
+    @property
+    def died(self) -> bool:
+        """Its pytest died: no process of it is alive and its session never ended."""
+        return not self.info.get("live") and self.info.get("ended") is None
+
+    @property
+    def attempt(self) -> int:
+        """This session's attempt in its logical run (1, or more for a resume)."""
+        return int(self.info.get("attempt") or 1)
+
+    @property
+    def resumes(self) -> str | None:
+        """The run this session resumed (``--blackbox-resume``), if any."""
+        return self.info.get("resumes")
+
     def __repr__(self) -> str:
         return (
             f"<Summary run={self.id} tests={len(self.raw['tests'])} fixtures={len(self.fixtures)} "
@@ -245,6 +292,12 @@ class Run(Summary):
         :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
         NaN, bytes and ints past 64 bits come back as they were stored."""
         return self._reader.properties_dict(nodeid)
+
+    def logical(self) -> Summary:
+        """This run with the attempts it resumed (``--blackbox-resume``) as one logical
+        run: every test once, as the newest attempt that ran it tells it, with that
+        attempt's number (``TestInfo.attempt``); the same as ``blackbox stats`` reads."""
+        return Summary(_native.logical_view(str(self.path.parent), self.id))
 
     @property
     def live(self) -> bool:
