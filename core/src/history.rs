@@ -73,7 +73,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use crate::aggregate::{CrashView, FixtureStats, RunView};
+use crate::aggregate::{CrashView, FixtureStats, RunMeta, RunView};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -1342,6 +1342,41 @@ impl History {
             });
             Ok(out)
         })
+    }
+
+    /// Run `run_id` as a view of what history keeps of a run as a whole (its meta,
+    /// crashes, problems, segment and record counts; no tests or fixtures), with its test
+    /// count: what the next session's start needs of a run its pytest folded. `None` when
+    /// history does not hold it.
+    pub fn run_summary(&self, run_id: &str) -> Result<Option<(RunView, u64)>> {
+        let Some(run) = self.run(run_id)? else {
+            return Ok(None);
+        };
+        let crashes = if run.crashes > 0 {
+            self.crashes(run_id)?
+        } else {
+            Vec::new()
+        };
+        let view = RunView {
+            run: RunMeta {
+                id: run.id,
+                started_wall_ns: run.started_wall_ns,
+                ended_wall_ns: run.ended_wall_ns,
+                exit_status: run.exit_status,
+                host: run.host,
+                pid: run.pid,
+                argv: run.argv,
+                rootdir: run.rootdir,
+                live: false,
+                ..RunMeta::default()
+            },
+            crashes,
+            problems: run.problems,
+            segments: usize::try_from(run.segments).unwrap_or(usize::MAX),
+            records: run.records,
+            ..RunView::default()
+        };
+        Ok(Some((view, run.counts.tests)))
     }
 
     /// The crashes of run `run_id`, in the order the run's view listed them.

@@ -363,6 +363,23 @@ fn fold_reads_back_exact_values() {
         .collect();
     assert_eq!(kept, crashes);
 
+    // The run as a whole, as the next session's start reads it: the view's meta, crashes
+    // and counts, and no tests.
+    let (summary, test_count) = h.run_summary(&id).unwrap().unwrap();
+    assert_eq!(test_count, 3);
+    assert_eq!(summary.run.id, view.run.id);
+    assert_eq!(summary.run.exit_status, view.run.exit_status);
+    assert_eq!(summary.run.argv, view.run.argv);
+    assert_eq!(summary.run.host, view.run.host);
+    assert!(!summary.run.live);
+    assert_eq!(summary.crashes, crashes);
+    assert_eq!(
+        (summary.segments, summary.records),
+        (view.segments, view.records)
+    );
+    assert!(summary.tests.is_empty());
+    assert!(h.run_summary("20200101-000000-000000").unwrap().is_none());
+
     let trend = h.test_history(b, 10).unwrap();
     assert_eq!(trend.points.len(), 1);
     assert_eq!(trend.points[0].outcome.as_deref(), Some("failed"));

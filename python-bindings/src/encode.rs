@@ -209,7 +209,7 @@ impl Walk<'_> {
     fn count(&mut self, bytes: usize) -> Result<(), NotPlain> {
         self.values += 1;
         self.bytes += bytes;
-        if self.values > crate::MAX_VALUES || self.bytes > MAX_RECORD {
+        if self.values > crate::convert::MAX_VALUES || self.bytes > MAX_RECORD {
             return Err(NotPlain);
         }
         Ok(())
@@ -313,7 +313,7 @@ impl Walk<'_> {
     /// too) is its business.
     #[inline]
     fn container(&mut self, depth: usize) -> Result<(), NotPlain> {
-        if depth >= crate::MAX_DEPTH {
+        if depth >= crate::convert::MAX_DEPTH {
             return Err(NotPlain);
         }
         self.count(1)

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
+use blackbox_core::history::{self, History};
+use blackbox_core::Store;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use blackbox_core::history::{self, History};
-use blackbox_core::Store;
-
-use super::{fold_options, json_to_py, OrRaise};
+use crate::errors::OrRaise;
+use crate::view::{json_to_py, view_to_py};
 
 fn open(store_dir: &PathBuf) -> blackbox_core::Result<History> {
     History::of_store(&Store::open(store_dir)?)
@@ -115,10 +115,97 @@ pub fn combine_store(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fold_history, m)?)?;
+    m.add_function(wrap_pyfunction!(history_brief, m)?)?;
     m.add_function(wrap_pyfunction!(history_flaky, m)?)?;
     m.add_function(wrap_pyfunction!(history_test, m)?)?;
     m.add_function(wrap_pyfunction!(history_slower, m)?)?;
     m.add_function(wrap_pyfunction!(fold_missing, m)?)?;
     m.add_function(wrap_pyfunction!(combine_store, m)?)?;
     Ok(())
+}
+/// Folds run `run_id` into `<store>/history.redb` (keeping the newest `keep` runs there),
+/// waiting up to `wait_s` seconds for another process to close it. Returns what it did.
+#[pyfunction]
+#[pyo3(signature = (store_dir, run_id, keep = 200, wait_s = 60.0, max_mb = 256.0))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+pub(crate) fn fold_history<'py>(
+    py: Python<'py>,
+    store_dir: PathBuf,
+    run_id: &str,
+    keep: usize,
+    wait_s: f64,
+    max_mb: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = fold_options(keep, wait_s, max_mb);
+    let stats = py
+        .detach(|| {
+            Store::open(&store_dir)
+                .and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts))
+        })
+        .or_raise(py)?;
+    fold_stats_py(py, stats)
+}
+
+/// What `RunReader.brief()` says of run `run_id` that matters at the next session's start
+/// (`run`: id, `exit_status`, `live`; `test_count`; `crashes`), read from the store's
+/// history, where each finished run is folded; `None` when the history does not hold it
+/// (its pytest died before folding it, or folding is off).
+#[pyfunction]
+#[pyo3(signature = (store_dir, run_id, wait_s = 2.0))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
+pub(crate) fn history_brief<'py>(
+    py: Python<'py>,
+    store_dir: PathBuf,
+    run_id: &str,
+    wait_s: f64,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let found = py
+        .detach(|| -> blackbox_core::Result<_> {
+            let path = Store::open(&store_dir)?.history_path();
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let history = blackbox_core::History::open(&path)?
+                .with_wait(std::time::Duration::from_secs_f64(wait_s.max(0.0)));
+            history.run_summary(run_id)
+        })
+        .or_raise(py)?;
+    let Some((view, test_count)) = found else {
+        return Ok(None);
+    };
+    let d = view_to_py(py, &view, Some(0))?;
+    d.set_item("test_count", test_count)?;
+    d.del_item("outcomes")?;
+    Ok(Some(d))
+}
+
+pub(crate) fn fold_options(
+    keep: usize,
+    wait_s: f64,
+    max_mb: f64,
+) -> blackbox_core::history::FoldOptions {
+    blackbox_core::history::FoldOptions {
+        keep: keep.max(1),
+        max_bytes: (max_mb.max(0.0) * 1_048_576.0) as u64,
+        wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
+        ..blackbox_core::history::FoldOptions::default()
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // consumed: its strings move into the dict
+pub(crate) fn fold_stats_py(
+    py: Python<'_>,
+    stats: blackbox_core::history::FoldStats,
+) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("run_id", stats.run_id)?;
+    d.set_item("tests", stats.tests)?;
+    d.set_item("fixtures", stats.fixtures)?;
+    d.set_item("crashes", stats.crashes)?;
+    d.set_item("replaced", stats.replaced)?;
+    d.set_item("pruned", stats.pruned)?;
+    d.set_item("commits", stats.commits)?;
+    d.set_item("elapsed_s", stats.elapsed.as_secs_f64())?;
+    Ok(d)
 }

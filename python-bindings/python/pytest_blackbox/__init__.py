@@ -22,6 +22,7 @@ from .errors import (
     RecordTooLargeError,
     StoreFullError,
     StoreRefusedError,
+    SystemResourceError,
     TransactionError,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "StoreFullError",
     "StoreRefusedError",
     "Summary",
+    "SystemResourceError",
     "TestInfo",
     "TransactionError",
     "WorkerInfo",

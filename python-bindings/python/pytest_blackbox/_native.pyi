@@ -302,7 +302,8 @@ class RunReader:
         :meth:`stop_following` or the reader's end, so that a later :meth:`view`,
         :meth:`brief` or :meth:`fold_history` has little left to read. Calling it again
         while it follows changes nothing (not even the interval). ``ValueError`` unless
-        ``interval_s`` >= 0.001; ``OSError`` if no thread can be started.
+        ``interval_s`` >= 0.001; :class:`pytest_blackbox.SystemResourceError` (an
+        ``OSError``) if no thread can be started.
 
         A forked child does not inherit the thread (:attr:`following` is False there),
         and the thread may have held the reader's lock at the fork: in the child, every
@@ -468,6 +469,34 @@ def remove_empty_attachments(run_dir: _PathLike) -> list[Path]:
     """Remove the empty attachment files of a run folder (a ``faulthandler-<pid>.txt`` no
     crash wrote to); returns the paths removed."""
 
+def register_errors(
+    *,
+    base: type[BaseException],
+    store_full: type[BaseException],
+    record_too_large: type[BaseException],
+    damaged: type[BaseException],
+    no_store: type[BaseException],
+    no_such_run: type[BaseException],
+    refused: type[BaseException],
+    transaction: type[BaseException],
+    invalid_key: type[BaseException],
+    system: type[BaseException],
+    warning: type[Warning],
+) -> None:
+    """Hand the native module the exception tree of :mod:`pytest_blackbox.errors` (which
+    calls it once, at its import); every error it raises is one of these. A later call
+    keeps the first classes."""
+
+def register_runtime(
+    *,
+    sessions: list[Any],
+    require: Any,
+    set_user_property: Any,
+    append_user_property: Any,
+) -> None:
+    """Hand the native ``record``/``append`` the session list of
+    ``pytest_blackbox._runtime`` and its helpers (it calls this once, at its import)."""
+
 def first_store_error(kind: str) -> bool:
     """Whether this process has not yet warned of a store error of class ``kind`` (and
     notes that it now has): a store problem is one warning, not one per write."""
@@ -476,8 +505,8 @@ def install_crash_handler() -> None:
     """Install the async-signal-safe handler of fatal signals (SIGSEGV, SIGABRT, SIGBUS,
     SIGFPE, SIGILL) that marks this process's segment with the signal, the time and the
     running test, then calls the handler installed before it (Python's faulthandler, say)
-    or the default action. Safe to call again. Raises ``ValueError`` when the handler
-    cannot be installed."""
+    or the default action. Safe to call again. Raises
+    :class:`pytest_blackbox.SystemResourceError` when the handler cannot be installed."""
 
 def set_crash_echo(source: int, target: int, note: str | None = None) -> None:
     """When a fatal signal kills this process, the crash handler copies the file open as
@@ -502,7 +531,8 @@ def watchdog_before_fork() -> None:
 
 def watchdog_after_fork_in_parent() -> None:
     """After a fork, in the parent: an armed test gets its watchdog thread back. Raises
-    ``OSError`` when no thread can be started."""
+    :class:`pytest_blackbox.SystemResourceError` (an ``OSError``) when no thread can be
+    started."""
 
 def cli_main(argv: list[str], is_tty: bool | None = None) -> int:
     """Run the ``blackbox`` command line (``stats``, ``tests``, ``fixtures``, ``crashes``,

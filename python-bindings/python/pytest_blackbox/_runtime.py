@@ -181,3 +181,12 @@ def append_user_property(item: Any, key: str, value: Any) -> None:
     values = [value] if i is None else [*index.props[i][1], value]
     index.put(len(index.props) if i is None else i, key, values)
     index.ours[key] = values
+
+
+# The native record() and append() find the sessions through what is handed over here, once.
+_native.register_runtime(
+    sessions=_sessions,
+    require=require,
+    set_user_property=set_user_property,
+    append_user_property=append_user_property,
+)

@@ -1,6 +1,12 @@
-"""The exceptions and the warning of pytest_blackbox: one tree under BlackboxError."""
+"""The exceptions and the warning of pytest_blackbox: one tree under BlackboxError.
+
+Defined here once; the native module raises these very classes, handed to it below at
+import (it never imports the package itself).
+"""
 
 from __future__ import annotations
+
+from . import _native
 
 __all__ = [
     "BlackboxError",
@@ -13,6 +19,7 @@ __all__ = [
     "RecordTooLargeError",
     "StoreFullError",
     "StoreRefusedError",
+    "SystemResourceError",
     "TransactionError",
 ]
 
@@ -61,5 +68,25 @@ class TransactionError(BlackboxError, RuntimeError):
     """A transaction was opened inside another, or used after a fork."""
 
 
+class SystemResourceError(BlackboxError, OSError):
+    """The system refused what the recorder needs: a fatal-signal handler, a thread (the
+    watchdog's, a follower's), the current directory."""
+
+
 class BlackboxWarning(UserWarning):
     """A value was not a plain type and was stored as the nearest one (or its repr)."""
+
+
+_native.register_errors(
+    base=BlackboxError,
+    store_full=StoreFullError,
+    record_too_large=RecordTooLargeError,
+    damaged=DamagedStoreError,
+    no_store=NoStoreError,
+    no_such_run=NoSuchRunError,
+    refused=StoreRefusedError,
+    transaction=TransactionError,
+    invalid_key=InvalidKeyError,
+    system=SystemResourceError,
+    warning=BlackboxWarning,
+)

@@ -1,0 +1,356 @@
+//! Core values and views -> Python objects (the reading side's conversion).
+
+use blackbox_core::record::{Phase, Value};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+
+pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::None => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Str(s) => PyString::new(py, s).into_any(),
+        // Past this interpreter's int-to-str digit limit it stays a str.
+        Value::BigInt(s) => py
+            .get_type::<PyInt>()
+            .call1((s.as_str(),))
+            .unwrap_or_else(|_| PyString::new(py, s).into_any()),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Value::List(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(value_to_py(py, x)?)?;
+            }
+            l.into_any()
+        }
+        Value::Dict(pairs) => {
+            let d = PyDict::new(py);
+            for (k, x) in pairs {
+                d.set_item(k, value_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+pub(crate) fn json_to_py<'py>(
+    py: Python<'py>,
+    v: &serde_json::Value,
+) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => py.None().into_bound(py),
+        J::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
+            }
+        }
+        J::String(s) => PyString::new(py, s).into_any(),
+        J::Array(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(json_to_py(py, x)?)?;
+            }
+            l.into_any()
+        }
+        J::Object(map) => {
+            let d = PyDict::new(py);
+            for (k, x) in map {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------
+
+/// Runs `f` with the cyclic GC paused. A view builds hundreds of thousands of dicts and
+/// lists, none of which can be part of a cycle; each would bump the GC's counters and set
+/// off full collections over everything built so far.
+pub(crate) fn gc_paused<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let gc = py.import("gc")?;
+    let was_on = gc.call_method0("isenabled")?.is_truthy()?;
+    if was_on {
+        gc.call_method0("disable")?;
+    }
+    let out = f();
+    if was_on {
+        gc.call_method0("enable")?;
+    }
+    out
+}
+
+// The view straight into Python objects, in the schema, key order and values of
+// `RunView::to_json` + `json_to_py`: no serde_json tree in between, which cost as much as
+// the view itself and doubled its peak memory. Keys go in sorted, as serde_json's map
+// has them; key strings are interned.
+
+/// A float as `to_json` gives it: non-finite is null.
+pub(crate) fn json_f64(py: Python<'_>, f: f64) -> Bound<'_, PyAny> {
+    if f.is_finite() {
+        PyFloat::new(py, f).into_any()
+    } else {
+        py.None().into_bound(py)
+    }
+}
+
+/// `Value::to_json` as Python: bytes as a list of ints, a non-finite float or a big int as
+/// its one-key object (`{"$float": "nan"}`, `{"$int": "<digits>"}`), dict keys sorted (of
+/// two equal keys the later wins).
+pub(crate) fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    if let Some((tag, text)) = v.json_tagged() {
+        let d = PyDict::new(py);
+        d.set_item(tag, text.as_ref())?;
+        return Ok(d.into_any());
+    }
+    Ok(match v {
+        Value::Bytes(b) => PyList::new(py, b.iter().copied())?.into_any(),
+        Value::List(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(value_json_py(py, x)?)?;
+            }
+            l.into_any()
+        }
+        Value::Dict(pairs) => props_json_py(py, pairs)?.into_any(),
+        other => value_to_py(py, other)?,
+    })
+}
+
+pub(crate) fn props_json_py<'py>(
+    py: Python<'py>,
+    pairs: &[(String, Value)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    if let [(k, x)] = pairs {
+        // Most tests record one key or none: no sort needed.
+        d.set_item(k, value_json_py(py, x)?)?;
+        return Ok(d);
+    }
+    let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
+    for (k, x) in sorted {
+        d.set_item(k, value_json_py(py, x)?)?;
+    }
+    Ok(d)
+}
+
+pub(crate) fn fixtures_py<'py>(
+    py: Python<'py>,
+    list: &[blackbox_core::FixtureStats],
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for f in list {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "max_s"), json_f64(py, f.max_s))?;
+        d.set_item(intern!(py, "mean_s"), json_f64(py, f.mean_s))?;
+        d.set_item(intern!(py, "name"), &f.name)?;
+        d.set_item(intern!(py, "scope"), &f.scope)?;
+        d.set_item(intern!(py, "setups"), f.setups)?;
+        d.set_item(
+            intern!(py, "teardown_total_s"),
+            json_f64(py, f.teardown_total_s),
+        )?;
+        d.set_item(intern!(py, "teardowns"), f.teardowns)?;
+        d.set_item(intern!(py, "total_s"), json_f64(py, f.total_s))?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn test_py<'py>(
+    py: Python<'py>,
+    t: &blackbox_core::TestView,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "attempt"), t.attempt)?;
+    d.set_item(intern!(py, "crashed"), t.crashed)?;
+    d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
+    d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
+    d.set_item(intern!(py, "outcome"), outcome_str(py, &t.outcome))?;
+    let phases = PyList::empty(py);
+    for p in &t.phases {
+        let pd = PyDict::new(py);
+        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
+        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
+        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
+        phases.append(pd)?;
+    }
+    d.set_item(intern!(py, "phases"), phases)?;
+    d.set_item(intern!(py, "pid"), t.pid)?;
+    d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
+    d.set_item(intern!(py, "signal"), t.signal)?;
+    d.set_item(
+        intern!(py, "signal_name"),
+        t.signal.map(blackbox_core::signal_name),
+    )?;
+    d.set_item(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
+    d.set_item(intern!(py, "worker"), &t.worker)?;
+    Ok(d)
+}
+
+/// A test's or a crash's `timeout`, as its JSON (docs/cli.md), or None.
+pub(crate) fn timeout_py<'py>(
+    py: Python<'py>,
+    t: Option<&blackbox_core::aggregate::TimeoutView>,
+) -> PyResult<Bound<'py, PyAny>> {
+    t.map_or_else(
+        || Ok(py.None().into_bound(py)),
+        |t| json_to_py(py, &t.to_json()),
+    )
+}
+
+/// An outcome as a Python str: the common ones interned (one object for 20,000 tests).
+pub(crate) fn outcome_str<'py>(py: Python<'py>, o: &str) -> Bound<'py, PyString> {
+    match o {
+        "passed" => intern!(py, "passed").clone(),
+        "failed" => intern!(py, "failed").clone(),
+        "skipped" => intern!(py, "skipped").clone(),
+        "error" => intern!(py, "error").clone(),
+        "crashed" => intern!(py, "crashed").clone(),
+        "not-run" => intern!(py, "not-run").clone(),
+        "unknown" => intern!(py, "unknown").clone(),
+        other => PyString::new(py, other),
+    }
+}
+
+pub(crate) fn phase_str(py: Python<'_>, p: Phase) -> &Bound<'_, PyString> {
+    match p {
+        Phase::Setup => pyo3::intern!(py, "setup"),
+        Phase::Call => pyo3::intern!(py, "call"),
+        Phase::Teardown => pyo3::intern!(py, "teardown"),
+    }
+}
+
+/// `v.to_json()` as Python; with `brief = Some(n)`, `brief()`'s form instead: no `tests`
+/// but `test_count` and `outcomes` (tests by outcome), at most `n` fixtures and timed names.
+pub(crate) fn view_to_py<'py>(
+    py: Python<'py>,
+    v: &blackbox_core::RunView,
+    brief: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    let crashes = PyList::empty(py);
+    for c in &v.crashes {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "attachments"), &c.attachments)?;
+        d.set_item(intern!(py, "detail"), &c.detail)?;
+        d.set_item(intern!(py, "exit_code"), c.exit_code)?;
+        d.set_item(intern!(py, "nodeid"), &c.nodeid)?;
+        d.set_item(intern!(py, "phase"), &c.phase)?;
+        d.set_item(intern!(py, "pid"), c.pid)?;
+        d.set_item(intern!(py, "signal"), c.signal)?;
+        d.set_item(
+            intern!(py, "signal_name"),
+            c.signal.map(blackbox_core::signal_name),
+        )?;
+        d.set_item(intern!(py, "worker"), &c.worker)?;
+        d.set_item(intern!(py, "timeout"), timeout_py(py, c.timeout.as_ref())?)?;
+        d.set_item(intern!(py, "kind"), &c.kind)?;
+        d.set_item(intern!(py, "devices"), pairs_dict(py, &c.devices)?)?;
+        crashes.append(d)?;
+    }
+    out.set_item(intern!(py, "crashes"), crashes)?;
+    let exits = PyList::empty(py);
+    for e in &v.exits {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "nodeid"), &e.nodeid)?;
+        d.set_item(intern!(py, "phase"), e.phase.map(Phase::as_str))?;
+        d.set_item(intern!(py, "code"), e.code)?;
+        d.set_item(intern!(py, "worker"), &e.worker)?;
+        d.set_item(intern!(py, "pid"), e.pid)?;
+        exits.append(d)?;
+    }
+    out.set_item(intern!(py, "exits"), exits)?;
+    let cut = |n: usize| brief.map_or(n, |b| b.min(n));
+    if let Some(n) = brief {
+        // The summary's "slowest fixtures": pytest's own left out (blackbox_core::stock).
+        let test_time = blackbox_core::stock::test_time(v);
+        let shown: Vec<blackbox_core::FixtureStats> = v
+            .fixtures
+            .iter()
+            .filter(|f| blackbox_core::stock::is_shown(f, test_time, false))
+            .take(n)
+            .cloned()
+            .collect();
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &shown)?)?;
+    } else {
+        out.set_item(intern!(py, "fixtures"), fixtures_py(py, &v.fixtures)?)?;
+    }
+    if brief.is_some() {
+        let mut outcomes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for t in &v.tests {
+            *outcomes.entry(t.outcome.as_str()).or_default() += 1;
+        }
+        out.set_item(intern!(py, "outcomes"), outcomes)?;
+    }
+    out.set_item(intern!(py, "problems"), &v.problems)?;
+    let run = PyDict::new(py);
+    let r = &v.run;
+    run.set_item(intern!(py, "argv"), &r.argv)?;
+    run.set_item(intern!(py, "attempt"), r.attempt)?;
+    run.set_item(intern!(py, "collected"), v.collected)?;
+    run.set_item(intern!(py, "resumes"), &r.resumes)?;
+    run.set_item(intern!(py, "retry"), r.retry)?;
+    #[allow(clippy::cast_precision_loss)] // as to_json: wall clock ns to s
+    let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
+    run.set_item(intern!(py, "ended"), secs(r.ended_wall_ns))?;
+    run.set_item(intern!(py, "exit_status"), r.exit_status)?;
+    run.set_item(intern!(py, "host"), &r.host)?;
+    run.set_item(intern!(py, "id"), &r.id)?;
+    run.set_item(intern!(py, "live"), r.live)?;
+    run.set_item(intern!(py, "pid"), r.pid)?;
+    run.set_item(intern!(py, "records"), v.records)?;
+    run.set_item(intern!(py, "rootdir"), &r.rootdir)?;
+    run.set_item(intern!(py, "segments"), v.segments)?;
+    run.set_item(intern!(py, "started"), secs(r.started_wall_ns))?;
+    out.set_item(intern!(py, "run"), run)?;
+    if brief.is_some() {
+        out.set_item(intern!(py, "test_count"), v.tests.len())?;
+    } else {
+        let tests = PyList::empty(py);
+        for t in &v.tests {
+            tests.append(test_py(py, t)?)?;
+        }
+        out.set_item(intern!(py, "tests"), tests)?;
+    }
+    out.set_item(
+        intern!(py, "timed"),
+        fixtures_py(py, &v.timed[..cut(v.timed.len())])?,
+    )?;
+    let workers = PyList::empty(py);
+    for w in &v.workers {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "alive"), w.alive)?;
+        d.set_item(intern!(py, "crashes"), w.crashes)?;
+        d.set_item(intern!(py, "forked"), w.forked)?;
+        d.set_item(intern!(py, "id"), &w.id)?;
+        d.set_item(intern!(py, "pids"), &w.pids)?;
+        d.set_item(intern!(py, "tests"), w.tests)?;
+        d.set_item(intern!(py, "devices"), pairs_dict(py, &w.devices)?)?;
+        workers.append(d)?;
+    }
+    out.set_item(intern!(py, "workers"), workers)?;
+    Ok(out)
+}
+
+pub(crate) fn pairs_dict<'py>(
+    py: Python<'py>,
+    pairs: &[(String, String)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in pairs {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
