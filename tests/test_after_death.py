@@ -168,6 +168,30 @@ def test_next_lf_reruns_the_dead_runs_failures_and_crash(pytester: pytest.Pytest
     third.stdout.fnmatch_lines(["*rerun previous 2 failures*", "*2 failed in*"])
 
 
+def test_lf_keeps_pytests_own_when_its_plugin_cannot_be_made_again(
+    pytester: pytest.Pytester,
+) -> None:
+    """A pytest whose LFPlugin is built otherwise: one warning, and --lf as without us."""
+    pytester.makeconftest(
+        "import _pytest.cacheprovider as cp\n"
+        "made = []\n"
+        "original = cp.LFPlugin.__init__\n"
+        "def init(self, config):\n"
+        "    made.append(1)\n"
+        "    if len(made) > 1:\n"
+        "        raise TypeError('LFPlugin changed')\n"
+        "    original(self, config)\n"
+        "cp.LFPlugin.__init__ = init\n"
+    )
+    pytester.makepyfile(test_suite=SUITE.format(death="ctypes.string_at(0)"))
+    assert pytester.runpytest_subprocess(timeout=180).ret < 0
+    again = pytester.runpytest_subprocess("--lf", timeout=180)
+    no_internal_error(again)
+    again.stderr.fnmatch_lines(["*--lf cannot see the failures of the dead run*LFPlugin changed*"])
+    # pytest's own --lf, as without the plugin: it never got the dead run's failures.
+    again.stdout.fnmatch_lines(["*no previously failed tests*", "*1 failed, 9 passed*"])
+
+
 def test_lf_is_left_alone_without_the_cacheprovider(pytester: pytest.Pytester) -> None:
     dead_run(pytester, "segv")
     result = run(pytester, "--lf")  # run() passes -p no:cacheprovider: --lf is unknown

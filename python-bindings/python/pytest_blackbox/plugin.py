@@ -681,11 +681,30 @@ class BlackboxPlugin:
         lf = pm.get_plugin("lfplugin")
         if lf is None:
             return
+        # Its own names out first: a new LFPlugin registers its collection wrapper.
+        gone = []
         for name in ("lfplugin-collwrapper", "lfplugin"):
             plugin = pm.get_plugin(name)
             if plugin is not None:
                 pm.unregister(plugin, name)
-        pm.register(type(lf)(config), "lfplugin")
+                gone.append((plugin, name))
+        try:
+            pm.register(type(lf)(config), "lfplugin")
+        except Exception as e:  # noqa: BLE001 (pytest's private class: any change of it)
+            # A pytest whose LFPlugin is built otherwise keeps its own --lf (without the
+            # dead run's failures), and the user gets one warning.
+            for name in ("lfplugin-collwrapper", "lfplugin"):
+                plugin = pm.get_plugin(name)
+                if plugin is not None:
+                    pm.unregister(plugin, name)
+            for plugin, name in reversed(gone):
+                pm.register(plugin, name)
+            warnings.warn(
+                f"blackbox: --lf cannot see the failures of the dead run ({e!r}); "
+                "`blackbox crashes` and `blackbox tests` list them",
+                BlackboxWarning,
+                stacklevel=2,
+            )
 
     # -- hooks: collection (recorded once per run, by the process that knows it) ---------
 
