@@ -1491,7 +1491,12 @@ impl SegmentReader {
     /// is no valid frame there.
     pub fn read_one(&self, offset: u64) -> Option<Record> {
         let file_len = self.file.metadata().ok()?.len();
-        let end = self.committed().min(file_len);
+        if file_len < HEADER_SIZE {
+            return None;
+        }
+        // The committed end first, then the length (see `read_frames_upto`).
+        let committed = self.committed();
+        let end = committed.min(self.file.metadata().ok()?.len());
         if offset < HEADER_SIZE || !offset.is_multiple_of(8) || offset + FRAME_HEADER as u64 > end {
             return None;
         }
@@ -1566,6 +1571,14 @@ impl SegmentReader {
             chunk.buf = window.buf;
             return;
         }
+        // The length was read before the committed end: a writer may have grown the file
+        // and committed past the old length in between. Its growth comes before its commit,
+        // so a length read after the commit was seen holds it, unless the file was cut.
+        let file_len = if committed > file_len {
+            self.file.metadata().map_or(file_len, |m| m.len())
+        } else {
+            file_len
+        };
         let truncated = committed > file_len;
         let end = committed.min(file_len);
         let mut pos = chunk.next;
