@@ -339,6 +339,31 @@ def test_rocm_flow_is_one_command(tmp_path: Path) -> None:
     assert {k: verdict(c) for k, c in cases(ET.fromstring(again.stdout)).items()} == verdicts
 
 
+def test_run_with_retry_exits_0_when_the_crashed_test_passes_again(tmp_path: Path) -> None:
+    """`--blackbox-resume=retry` ran the test that killed pytest again and it passed: every
+    test of the logical run passed, so the exit status is 0, as pytest's over it."""
+    mark = tmp_path / "died-once"
+    suite(
+        tmp_path,
+        "import ctypes, pathlib\n\n"
+        "def test_a(): pass\n\n"
+        "def test_flaky_native():\n"
+        f"    mark = pathlib.Path({str(mark)!r})\n"
+        "    if not mark.exists():\n"
+        "        mark.write_text('x')\n"
+        "        ctypes.string_at(0)\n\n"
+        "def test_c(): pass\n",
+    )
+    r = bb("run", "--", *pytest_cmd("--blackbox-resume=retry"), cwd=tmp_path)
+    assert "attempt 2 of 4" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Without retry the crash is reported failed in the resumed session: exit 1.
+    mark.unlink()
+    again = bb("run", "--", *pytest_cmd(), cwd=tmp_path)
+    assert "attempt 2 of 4" in again.stderr, again.stderr
+    assert again.returncode == 1, again.stdout + again.stderr
+
+
 def test_junit_of_the_dead_run_alone_lists_what_never_ran(tmp_path: Path) -> None:
     suite(tmp_path, ROCM_SUITE, "test_rocm.py")
     r = subprocess.run(pytest_cmd(), cwd=tmp_path, env=clean_env(), check=False)

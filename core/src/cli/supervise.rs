@@ -87,8 +87,22 @@ pub(crate) enum Next {
     Exit(i32),
 }
 
+/// Whether the logical run `id` (with the attempts it resumes) has a test that did not
+/// pass: crashed, failed, an error or a timeout. Unreadable: assumed so.
+fn logical_run_failed(store: &Store, id: &str) -> bool {
+    junit::read_logical(store, id).map_or(true, |r| {
+        r.view.tests.iter().any(|t| {
+            t.crashed
+                || matches!(
+                    t.outcome.as_str(),
+                    "failed" | "error" | "timeout" | "crashed"
+                )
+        })
+    })
+}
+
 /// The restart decision: `restarts` done so far of at most `max`; `died_before`: an
-/// earlier attempt of this logical run died (its crashed test counts as a failure);
+/// earlier attempt of this logical run died and left a test that did not pass;
 /// `interrupted`: the supervisor was sent SIGINT or SIGTERM.
 pub(crate) fn decide(
     a: &Attempt,
@@ -265,7 +279,9 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                     }
                     _ => (EXIT_NOT_FOUND, e.to_string()),
                 };
-                writeln!(cx.err, "blackbox run: {}: {what}", command[0])?;
+                // What the supervisor says never replaces pytest's status (a closed stderr
+                // included): its writes to stderr are not checked.
+                let _ = writeln!(cx.err, "blackbox run: {}: {what}", command[0]);
                 return Ok(code);
             }
         };
@@ -274,7 +290,6 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         CHILD.store(0, Ordering::SeqCst);
         let status =
             status_code(status.map_err(|e| Failure::Error(format!("waiting for pytest: {e}")))?);
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst) != 0;
 
         // The run this attempt recorded: the newest run of the store that was not there before.
         let store = store_at(store_dir.as_deref(), cx);
@@ -320,7 +335,17 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             attempts_runs += 1;
             last_run = Some((s, id));
         }
-        let next = decide(&attempt, restarts, max, died_before, interrupted);
+        // After the settling wait, so that a signal sent during it stops the restart too.
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst) != 0;
+        // An earlier attempt died: whether the logical run still holds a test that did not
+        // pass (a crash reported failed; not when --blackbox-resume=retry ran it again and
+        // it passed, nor when pytest died between tests).
+        let failed_before = died_before
+            && !attempt.died
+            && last_run
+                .as_ref()
+                .is_none_or(|(s, id)| logical_run_failed(s, id));
+        let next = decide(&attempt, restarts, max, failed_before, interrupted);
         died_before |= attempt.died;
         match next {
             Next::Restart => {
@@ -332,7 +357,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                     || format!("exit status {status}"),
                     |r| death_story(&r.view, status),
                 );
-                writeln!(
+                let _ = writeln!(
                     cx.err,
                     "blackbox run: pytest died ({story}) with {} left; attempt {} of {}: {} {}",
                     super::table::plural(attempt.left as u64, "test", "tests"),
@@ -340,24 +365,34 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                     max + 1,
                     command[0],
                     args.join(" ")
-                )?;
-                cx.err.flush()?;
+                );
+                let _ = cx.err.flush();
             }
             Next::Exit(code) => {
                 if let (Some(path), Some((s, id))) = (&junit_file, &last_run) {
                     // pytest wrote F only for its last session, if it lived to the end.
                     if attempts_runs > 1 || attempt.died {
-                        let suite = junit::logical_suite(s, id)?;
-                        let mut xml = Vec::new();
-                        junit::write_xml(&suite, family, &mut xml)?;
-                        junit::write_file(path, &xml)?;
-                        writeln!(
-                            cx.err,
-                            "blackbox run: {} covers the whole run ({} in {})",
-                            path.display(),
-                            super::table::plural(suite.cases.len() as u64, "test", "tests"),
-                            super::table::plural(attempts_runs as u64, "attempt", "attempts"),
-                        )?;
+                        let written = junit::logical_suite(s, id).and_then(|suite| {
+                            let mut xml = Vec::new();
+                            junit::write_xml(&suite, family, &mut xml)?;
+                            junit::write_file(path, &xml)?;
+                            Ok(suite.cases.len())
+                        });
+                        // A file that cannot be written is said, and pytest's status stays.
+                        let _ = match written {
+                            Ok(cases) => writeln!(
+                                cx.err,
+                                "blackbox run: {} covers the whole run ({} in {})",
+                                path.display(),
+                                super::table::plural(cases as u64, "test", "tests"),
+                                super::table::plural(attempts_runs as u64, "attempt", "attempts"),
+                            ),
+                            Err(e) => writeln!(
+                                cx.err,
+                                "blackbox run: cannot write {} for the whole run: {e}",
+                                path.display()
+                            ),
+                        };
                     }
                 }
                 return Ok(code);
