@@ -364,6 +364,22 @@ def test_run_with_retry_exits_0_when_the_crashed_test_passes_again(tmp_path: Pat
     assert again.returncode == 1, again.stdout + again.stderr
 
 
+def test_junit_of_a_run_stopped_by_x_says_the_session_ended(tmp_path: Path) -> None:
+    suite(tmp_path, "def test_a():\n    assert False\n\ndef test_b(): pass\n")
+    r = subprocess.run(
+        pytest_cmd("-x"), cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = bb("junit", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    got = cases(ET.fromstring(out.stdout))
+    skipped = got["test_suite::test_b"].find("skipped")
+    assert skipped is not None
+    assert re.fullmatch(
+        r"not run: the session ended before it started \(run \S+\)", skipped.get("message") or ""
+    )
+
+
 def test_junit_of_the_dead_run_alone_lists_what_never_ran(tmp_path: Path) -> None:
     suite(tmp_path, ROCM_SUITE, "test_rocm.py")
     r = subprocess.run(pytest_cmd(), cwd=tmp_path, env=clean_env(), check=False)

@@ -214,7 +214,13 @@ impl Read {
                 "not-run" => Verdict::Skipped {
                     kind: None,
                     message: format!(
-                        "not run: pytest died before it started (run {})",
+                        "not run: {} before it started (run {})",
+                        // A session that ended (-x, pytest.exit) left it as one that died.
+                        if self.view.run.ended_wall_ns.is_some() {
+                            "the session ended"
+                        } else {
+                            "pytest died"
+                        },
                         self.view.run.id
                     ),
                     text: String::new(),
