@@ -1490,11 +1490,8 @@ impl SegmentReader {
     /// Reads the one committed record whose frame starts at `offset`, or `None` when there
     /// is no valid frame there.
     pub fn read_one(&self, offset: u64) -> Option<Record> {
-        let file_len = self.file.metadata().ok()?.len();
-        if file_len < HEADER_SIZE {
-            return None;
-        }
-        // The committed end first, then the length (see `read_frames_upto`).
+        // The committed end first (0 when the header is gone), then the length: see
+        // `read_frames_upto`.
         let committed = self.committed();
         let end = committed.min(self.file.metadata().ok()?.len());
         if offset < HEADER_SIZE || !offset.is_multiple_of(8) || offset + FRAME_HEADER as u64 > end {

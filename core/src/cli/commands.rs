@@ -201,7 +201,7 @@ pub(crate) struct Loaded {
 }
 
 /// Fails when the run folder cannot be listed: a follower would see an empty run.
-fn list_run(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn list_run(dir: &Path) -> Result<(), Failure> {
     std::fs::read_dir(dir).map(drop).map_err(|e| Error::Io {
         path: dir.to_owned(),
         action: "listing run folder",

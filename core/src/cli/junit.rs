@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use super::commands::{resolve_run, warn_damage, Ctx};
+use super::commands::{list_run, resolve_run, warn_damage, Ctx};
 use super::show::{attachments_with_text, crash_sentence};
 use super::Failure;
 use crate::aggregate::{Aggregate, CrashView, RunView, TestView};
@@ -126,11 +126,7 @@ pub(crate) fn read_logical(store: &Store, id: &str) -> Result<Read, Failure> {
 
 pub(crate) fn read(store: &Store, id: &str) -> Result<Read, Failure> {
     let dir = store.run_path(id)?;
-    std::fs::read_dir(&dir).map(drop).map_err(|e| Error::Io {
-        path: dir.clone(),
-        action: "listing run folder",
-        source: e,
-    })?;
+    list_run(&dir)?;
     let mut follower = Follower::new(id, &dir);
     let mut agg = Aggregate::default();
     follower.poll_into(&mut agg);
@@ -146,22 +142,23 @@ impl Read {
     /// The serialized pytest report of `t`'s `phase`, where the plugin kept one.
     fn report(&self, t: &TestView, phase: Phase) -> Option<Value> {
         let p = t.phases.iter().rev().find(|p| p.phase == phase)?;
-        let follower = self
-            .earlier
-            .iter()
-            .find(|(attempt, _, _)| *attempt == t.attempt)
-            .map_or(&self.follower, |(_, _, f)| f);
+        let follower = self.earlier_of(t).map_or(&self.follower, |(_, _, f)| f);
         match follower.read_at(p.location.0, p.location.1)? {
             Record::TestPhase { report, .. } => report,
             _ => None,
         }
     }
 
-    /// The id of the run (the attempt) `t` ran in.
-    fn run_of(&self, t: &TestView) -> &str {
+    /// The earlier attempt `t` ran in; `None` when it ran in this run.
+    fn earlier_of(&self, t: &TestView) -> Option<&(u32, String, Follower)> {
         self.earlier
             .iter()
             .find(|(attempt, _, _)| *attempt == t.attempt)
+    }
+
+    /// The id of the run (the attempt) `t` ran in.
+    fn run_of(&self, t: &TestView) -> &str {
+        self.earlier_of(t)
             .map_or(self.view.run.id.as_str(), |(_, id, _)| id.as_str())
     }
 

@@ -681,22 +681,24 @@ class BlackboxPlugin:
         lf = pm.get_plugin("lfplugin")
         if lf is None:
             return
+
+        def take_out() -> list[tuple[object, str]]:
+            out = []
+            for name in ("lfplugin-collwrapper", "lfplugin"):
+                plugin = pm.get_plugin(name)
+                if plugin is not None:
+                    pm.unregister(plugin, name)
+                    out.append((plugin, name))
+            return out
+
         # Its own names out first: a new LFPlugin registers its collection wrapper.
-        gone = []
-        for name in ("lfplugin-collwrapper", "lfplugin"):
-            plugin = pm.get_plugin(name)
-            if plugin is not None:
-                pm.unregister(plugin, name)
-                gone.append((plugin, name))
+        gone = take_out()
         try:
             pm.register(type(lf)(config), "lfplugin")
         except Exception as e:  # noqa: BLE001 (pytest's private class: any change of it)
             # A pytest whose LFPlugin is built otherwise keeps its own --lf (without the
             # dead run's failures), and the user gets one warning.
-            for name in ("lfplugin-collwrapper", "lfplugin"):
-                plugin = pm.get_plugin(name)
-                if plugin is not None:
-                    pm.unregister(plugin, name)
+            take_out()
             for plugin, name in reversed(gone):
                 pm.register(plugin, name)
             warnings.warn(
