@@ -16,7 +16,24 @@ from pytest_blackbox import BlackboxError, _native, start_run, stop_run
 
 
 def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+    """The follow threads of this process, by name: a count of all its threads would move
+    with any other thread (xdist's, an earlier test's) that starts or ends meanwhile."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                count += f.read().strip() == "blackbox-follow"
+        except FileNotFoundError:  # a thread that ended while we listed
+            pass
+    return count
+
+
+def _wait_for_threads(count: int) -> None:
+    """Waits until the follow threads are ``count``: a new thread names itself once it runs,
+    a moment after spawn returns, and a joined one leaves /proc/self/task a moment after the
+    join (the kernel wakes the joiner in mm_release, before exit_notify reaps the thread).
+    Counted at once, the count failed once under CI's -n 2."""
+    wait_until(lambda: _threads() == count, timeout=5)
 
 
 def test_a_following_reader_reads_without_being_polled(tmp_path: Path) -> None:
@@ -26,8 +43,9 @@ def test_a_following_reader_reads_without_being_polled(tmp_path: Path) -> None:
         threads = _threads()
         reader.follow(0.01)
         assert reader.following
-        assert _threads() == threads + 1
+        _wait_for_threads(threads + 1)
         reader.follow(0.01)  # again: still one thread
+        time.sleep(0.1)
         assert _threads() == threads + 1
 
         # properties() does not poll: only the thread can have read these records.
@@ -38,7 +56,7 @@ def test_a_following_reader_reads_without_being_polled(tmp_path: Path) -> None:
 
         reader.stop_following()
         assert not reader.following
-        assert _threads() == threads
+        _wait_for_threads(threads)
         session.recorder.record("k", 2, "script::a")
         time.sleep(0.1)
         assert dict(reader.properties("script::a"))["k"] == 1  # nobody polled
@@ -55,9 +73,9 @@ def test_dropping_a_following_reader_stops_its_thread(tmp_path: Path) -> None:
         threads = _threads()
         reader = _native.RunReader(session.run_dir)
         reader.follow(0.01)
-        assert _threads() == threads + 1
+        _wait_for_threads(threads + 1)
         del reader
-        assert _threads() == threads
+        _wait_for_threads(threads)
     finally:
         stop_run(session)
 
