@@ -129,6 +129,42 @@ def test_resume_runs_what_the_dead_run_did_not_finish(
     assert "ATTEMPT" in cli_text(pytester, "stats")
 
 
+@pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_resume_reports_the_dead_runs_failures_again(
+    pytester: pytest.Pytester, args: list[str]
+) -> None:
+    """A failure the dead run had before it died is logged again by the resumed session,
+    with the traceback and properties pytest gave it there: the resumed session's summary,
+    exit status and junit tell the whole logical run, as a run that never died would."""
+    # Under xdist the other worker first finishes the test it runs (test_n[1] may be it).
+    death = "__import__('time').sleep(2); " + KILL_PYTEST["kill-controller"] if args else ""
+    death = death.replace("; time.sleep", "; __import__('time').sleep") or KILL_PYTEST["segv"]
+    pytester.makepyfile(test_suite=SUITE.replace("i != 5", "i != 1").format(death=death))
+    assert run(pytester, *args).ret < 0
+    deadline = time.monotonic() + 60
+    while store(pytester).latest().live and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dead = store(pytester).latest()
+    failed_there = [t.nodeid for t in dead.tests if t.outcome == "failed"]
+    assert failed_there == [nid(1)], [(t.nodeid, t.outcome) for t in dead.tests]
+
+    xml = pytester.path / "resumed.xml"
+    result = run(pytester, *args, "--blackbox-resume", f"--junitxml={xml}")
+    no_internal_error(result)
+    out = result.stdout.str()
+    assert "1 failure reported again" in out
+    assert result.ret == 1
+    # pytest's own report of the failure in the dead run: its assertion and its line.
+    result.stdout.fnmatch_lines(["*_ test_n?1? _*", "*assert 1 != 1*", "FAILED *::test_n?1?*"])
+    assert out.count(f"FAILED {nid(1)}") == 1
+    assert junit_outcomes(xml)["test_n[1]"] == "failure"
+    assert junit_properties(xml)["test_n[1]"] == {"i": "1"}
+    # Logged, not run nor recorded again: the logical run keeps it in attempt 1.
+    assert nid(1) not in {t.nodeid for t in store(pytester).latest().tests}
+    logical = {t["nodeid"]: (t["outcome"], t["attempt"]) for t in cli(pytester, "stats")["tests"]}
+    assert logical[nid(1)] == ("failed", 1)
+
+
 def test_resume_retry_runs_the_crashed_test_again(pytester: pytest.Pytester) -> None:
     dead_run(pytester, "segv")
     result = run(pytester, "--blackbox-resume=retry")

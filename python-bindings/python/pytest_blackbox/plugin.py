@@ -652,14 +652,16 @@ class BlackboxPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        """After the tests ran: the tests that crashed in the resumed run, reported failed
-        with their crash story and properties (terminal, junitxml and --lf see them as any
-        failure). Not before: a failure logged before the loop reads as a collection
+        """After the tests ran: the tests that failed in the resumed run, logged again from
+        their stored reports, and those that crashed there, reported failed with their crash
+        story and properties (terminal, junitxml and --lf see them as any failure). Not
+        before: a failure logged before the loop reads as a collection
         error, which stops the session."""
         try:
             return (yield)
         finally:
             if self.resume is not None and os.getpid() == self.session.pid:
+                self.resume.report_failures(self.config)
                 for t in self.resume.crashed:
                     self.resume.report(self.config, t)
 
@@ -1138,12 +1140,25 @@ class _Resume:
     """``--blackbox-resume``: the run this session resumes and what it leaves out."""
 
     def __init__(
-        self, run: str, attempt: int, retry: bool, skip: set[str], crashed: list[Any]
+        self,
+        run: str,
+        attempt: int,
+        retry: bool,
+        skip: set[str],
+        crashed: list[Any],
+        failed: list[tuple[str, list[tuple[str, Any]]]] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.run, self.attempt, self.retry = run, attempt, retry
         self.skip = skip
         #: (test dict, crash dict) of the tests that crashed in ``run``, reported failed.
         self.crashed = crashed
+        #: (nodeid, properties) of the tests that failed (or errored) in ``run``: their
+        #: stored reports are logged again, so that a resumed session shows every failure
+        #: of the logical run, as one run that did not die would (the dead session's own
+        #: output may be lost).
+        self.failed = failed or []
+        self.run_dir = run_dir
 
     @classmethod
     def plan(cls, store_dir: Path, run_id: str, *, retry: bool) -> tuple[_Resume | None, str]:
@@ -1177,6 +1192,7 @@ class _Resume:
         crashes = {c["nodeid"]: c for c in view["crashes"] if c["nodeid"] and c["kind"] != "child"}
         skip: set[str] = set()
         crashed = []
+        failed = []
         for t in view["tests"]:
             if t["crashed"]:
                 if not retry:
@@ -1185,18 +1201,65 @@ class _Resume:
                         crashed.append((t, crashes.get(t["nodeid"], {})))
             elif t["outcome"] not in ("not-run", "unfinished", "running"):
                 skip.add(t["nodeid"])
+                if t["outcome"] in ("failed", "error") and t["attempt"] == attempt:
+                    failed.append((t["nodeid"], list(t["properties"].items())))
         left = sum(1 for t in view["tests"] if t["nodeid"] not in skip)
         what = (
             f"{_counted(len(crashed), 'crashed test', 'crashed tests')} reported failed"
             if not retry
             else "its crashed tests run again"
         )
+        if failed:
+            what += f", {_counted(len(failed), 'failure', 'failures')} reported again"
         note = (
             f"blackbox: resuming run {prev} (attempt {attempt + 1}): "
             f"{_counted(len(skip), 'test', 'tests')} done there left out, {what}, "
             f"{_counted(left, 'test', 'tests')} to run"
         )
-        return cls(prev, attempt + 1, retry, skip, crashed), note
+        return cls(prev, attempt + 1, retry, skip, crashed, failed, store_dir / prev), note
+
+    def report_failures(self, config: pytest.Config) -> None:
+        """The failures of the resumed run, as pytest logged them there: its stored
+        reports of each failed phase (a passed phase is stored without its report, and is
+        logged as passed, with the test's properties: junitxml takes them from the
+        teardown), between a logstart and a logfinish."""
+        if not self.failed or self.run_dir is None:
+            return
+        try:
+            reader = _native.RunReader(str(self.run_dir))
+            reader.poll()
+        except BlackboxError as e:
+            warnings.warn(
+                f"{RESUME_NOTE}: cannot read the failures of run {self.run} ({e}); "
+                f"`blackbox tests --run {self.run}` lists them",
+                BlackboxWarning,
+                stacklevel=2,
+            )
+            return
+        for nodeid, props in self.failed:
+            path, _, name = nodeid.partition("::")
+            location = (path, None, name or nodeid)
+            reports = []
+            for phase, data in reader.phase_reports(nodeid):
+                rep = _report_from_data(config, data) if isinstance(data, dict) else None
+                if rep is None and phase in PHASES:
+                    rep = pytest.TestReport(
+                        nodeid=nodeid,
+                        location=location,
+                        keywords={name or nodeid: 1},
+                        outcome="passed",
+                        longrepr=None,
+                        when=phase,
+                        user_properties=props,
+                    )
+                if rep is not None:
+                    reports.append(rep)
+            if not reports:
+                continue
+            config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+            for rep in reports:
+                config.hook.pytest_runtest_logreport(report=rep)
+            config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
     def report(self, config: pytest.Config, entry: Any) -> None:
         """One crashed test of the resumed run as pytest's reports of a failed test."""
