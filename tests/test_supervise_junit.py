@@ -362,6 +362,13 @@ def test_run_with_retry_exits_0_when_the_crashed_test_passes_again(tmp_path: Pat
     again = bb("run", "--", *pytest_cmd(), cwd=tmp_path)
     assert "attempt 2 of 4" in again.stderr, again.stderr
     assert again.returncode == 1, again.stdout + again.stderr
+    # `=retry` in the ini's addopts: the plain flag the supervisor appends keeps it.
+    mark.unlink()
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --blackbox-resume=retry\n")
+    from_ini = bb("run", "--", *pytest_cmd(), cwd=tmp_path)
+    assert "attempt 2 of 4" in from_ini.stderr, from_ini.stderr
+    assert "its crashed tests run again" in from_ini.stdout, from_ini.stdout
+    assert from_ini.returncode == 0, from_ini.stdout + from_ini.stderr
 
 
 def test_junit_of_a_run_stopped_by_x_says_the_session_ended(tmp_path: Path) -> None:

@@ -99,21 +99,23 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("blackbox_history_max_mb", HELP_HISTORY_MAX_MB, default="256")
     # -- issue 14: after pytest dies --
     # A flag, so that `pytest --blackbox-resume tests/` keeps its path; `=retry` is its own
-    # option string (argparse matches a whole option string before splitting at `=`).
+    # option string (argparse matches a whole option string before splitting at `=`), with
+    # a destination of its own: `blackbox run` appends the plain flag, which must not undo
+    # an `=retry` the user put in addopts.
     group.addoption(
         "--blackbox-resume",
-        action="store_const",
-        const="report",
+        action="store_true",
         dest="blackbox_resume",
-        default=None,
+        default=False,
         help=HELP_RESUME,
     )
     group.addoption(
         "--blackbox-resume=retry",
-        action="store_const",
-        const="retry",
-        dest="blackbox_resume",
-        help="--blackbox-resume, running the tests that crashed there again.",
+        action="store_true",
+        dest="blackbox_resume_retry",
+        default=False,
+        help="--blackbox-resume, running the tests that crashed there again (wins over "
+        "the plain flag wherever either is given).",
     )
     pluginmanager.register(_timeout, _timeout.NAME)  # --blackbox-timeout: _timeout.py
 
@@ -424,11 +426,9 @@ class BlackboxPlugin:
                         leftover.unlink()
                     run_dir.rmdir()
                 raise
-            mode = config.getoption("blackbox_resume", None)
-            if mode is not None:
-                self.resume, self.resume_note = _Resume.plan(
-                    store_dir, run_id, retry=mode == "retry"
-                )
+            retry = bool(config.getoption("blackbox_resume_retry", False))
+            if retry or config.getoption("blackbox_resume", False):
+                self.resume, self.resume_note = _Resume.plan(store_dir, run_id, retry=retry)
                 if self.resume is not None:
                     self.resume_skip = self.resume.skip
                     self.session.recorder.resume(
