@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 
 use crate::record::{Phase, Record, RecordRef, Role, Value};
 use crate::segment::decode_value;
-use crate::snapshot::SegmentStatus;
+use crate::segment::SegmentStatus;
 
 /// The run as a whole.
 #[derive(Debug, Clone, Default, PartialEq)]

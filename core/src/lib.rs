@@ -47,7 +47,7 @@ pub use aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
     WorkerView,
 };
-pub use error::{Error, Result};
+pub use error::{Damage, Error, Result};
 pub use history::{
     fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
     HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
@@ -55,10 +55,10 @@ pub use history::{
 pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};
 pub use segment::{
-    install_crash_handler, mark_crash, process_id, set_crash_echo, Damage, Durability,
-    EncodeRecord, SegmentReader, SegmentWriter,
+    install_crash_handler, mark_crash, process_id, set_crash_echo, Durability, EncodeRecord,
+    SegmentReader, SegmentStatus, SegmentWriter,
 };
-pub use snapshot::{Follower, SegmentStatus, Snapshot};
+pub use snapshot::{Follower, Snapshot};
 pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use watchdog::TIMEOUT_EXIT_STATUS;
 pub use writer::{now_mono_ns, now_wall_ns, Recorder};

@@ -41,8 +41,8 @@ use std::sync::Once;
 
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
-use crate::error::{Error, Result};
-use crate::record::{Record, Value};
+use crate::error::{Damage, Error, Result};
+use crate::record::{Record, Role, Value};
 
 mod bounded;
 pub use bounded::MAX_VALUE_DEPTH;
@@ -106,26 +106,6 @@ impl Durability {
             "system" => Some(Durability::System),
             _ => None,
         }
-    }
-}
-
-/// Where and why reading a segment stopped early. Everything before `offset` was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub reason: String,
-}
-
-impl fmt::Display for Damage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: at offset {}: {}",
-            self.path.display(),
-            self.offset,
-            self.reason
-        )
     }
 }
 
@@ -1219,6 +1199,26 @@ pub struct HeaderInfo {
     pub created_wall_ns: u64,
     pub closed_cleanly: bool,
     pub durability: Durability,
+}
+
+/// One segment's state as a reader sees it now.
+#[derive(Debug, Clone)]
+pub struct SegmentStatus {
+    pub path: PathBuf,
+    /// From the header; 0 when the header could not be read.
+    pub pid: u32,
+    /// From the segment's first record.
+    pub role: Option<Role>,
+    pub worker: Option<String>,
+    pub ppid: Option<u32>,
+    pub alive: bool,
+    pub closed_cleanly: bool,
+    pub created_wall_ns: u64,
+    pub crash: Option<CrashMark>,
+    pub current_test: Option<String>,
+    pub committed: u64,
+    /// Where reading stopped early, or why the file could not be read at all.
+    pub damage: Option<Damage>,
 }
 
 /// A segment opened for reading: the header page is mapped (to acquire-load the committed

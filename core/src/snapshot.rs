@@ -13,32 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::aggregate::{Aggregate, RunView};
-use crate::error::Error;
+use crate::error::{Damage, Error};
 use crate::record::{Record, Role};
 use crate::segment::{
-    decode_hot, decode_record, is_segment_name, writer_holds_lock, CrashMark, Damage, FrameChunk,
-    HeaderInfo, ReadBatch, SegmentReader, HEADER_SIZE,
+    decode_hot, decode_record, is_segment_name, writer_holds_lock, CrashMark, FrameChunk,
+    HeaderInfo, ReadBatch, SegmentReader, SegmentStatus, HEADER_SIZE,
 };
-
-/// One segment's state as a reader sees it now.
-#[derive(Debug, Clone)]
-pub struct SegmentStatus {
-    pub path: PathBuf,
-    /// From the header; 0 when the header could not be read.
-    pub pid: u32,
-    /// From the segment's first record.
-    pub role: Option<Role>,
-    pub worker: Option<String>,
-    pub ppid: Option<u32>,
-    pub alive: bool,
-    pub closed_cleanly: bool,
-    pub created_wall_ns: u64,
-    pub crash: Option<CrashMark>,
-    pub current_test: Option<String>,
-    pub committed: u64,
-    /// Where reading stopped early, or why the file could not be read at all.
-    pub damage: Option<Damage>,
-}
 
 /// The last state of a segment whose writer is gone and which was read to its end: it can
 /// no longer change, so its file is closed.

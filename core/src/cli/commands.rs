@@ -16,9 +16,10 @@ use super::{Env, Failure};
 use crate::aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunView, TestJson, TestView,
 };
+use crate::error::Damage;
 use crate::error::Error;
-use crate::segment::{is_segment_name, Damage, SegmentReader, HEADER_SIZE};
-use crate::snapshot::{Follower, SegmentStatus};
+use crate::segment::{is_segment_name, SegmentReader, SegmentStatus, HEADER_SIZE};
+use crate::snapshot::Follower;
 use crate::store::Store;
 
 /// Rows per section of `stats` unless `--limit` says otherwise.
