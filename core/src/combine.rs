@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::history::{self, FoldOptions, History, SHARD_FILE};
-use crate::segment::create_private_dir;
+use crate::private::create_private_dir;
 use crate::snapshot::Follower;
 use crate::store::Store;
 

@@ -697,7 +697,7 @@ impl Rows {
                 records: view.records,
                 segments: view.segments as u64,
                 problems: view.problems.clone(),
-                folded_wall_ns: crate::writer::now_wall_ns(),
+                folded_wall_ns: crate::clock::now_wall_ns(),
             },
             &RunTail { shard },
         )?;

@@ -29,6 +29,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod clock;
 pub mod combine;
 pub mod error;
 pub mod history;
@@ -47,6 +48,7 @@ pub use aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
     WorkerView,
 };
+pub use clock::{now_mono_ns, now_wall_ns};
 pub use error::{Damage, Error, Result};
 pub use history::{
     fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
@@ -61,4 +63,4 @@ pub use segment::{
 pub use snapshot::{Follower, Snapshot};
 pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use watchdog::TIMEOUT_EXIT_STATUS;
-pub use writer::{now_mono_ns, now_wall_ns, Recorder};
+pub use writer::Recorder;

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Aggregate, RunView};
+use crate::clock::wall_ns;
 use crate::error::{Error, Result};
 use crate::private;
-use crate::segment::{create_private_dir, open_dir_nofollow, wall_ns};
+use crate::private::{create_private_dir, open_dir_nofollow};
 use crate::snapshot::{Follower, Snapshot};
 
 /// The file the controller folds finished runs into.

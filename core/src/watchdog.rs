@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::clock::{monotonic_ns, wall_ns};
 use crate::record::{Phase, Record};
-use crate::segment::{monotonic_ns, process_id, wall_ns};
+use crate::segment::process_id;
 use crate::writer::Recorder;
 
 /// The exit status of a process the watchdog ends (that of coreutils' `timeout`).
