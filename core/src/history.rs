@@ -480,7 +480,7 @@ pub fn fold_missing(
         {
             continue;
         }
-        if crate::snapshot::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
+        if crate::follower::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
             continue;
         }
         done.push(fold_run(store, &id, opts)?);

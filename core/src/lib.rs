@@ -32,17 +32,18 @@ pub mod cli;
 pub mod clock;
 pub mod combine;
 pub mod error;
+pub mod follower;
 pub mod history;
 pub mod locate;
 pub mod private;
 pub mod process;
 pub mod record;
+pub mod recorder;
 pub mod segment;
 pub mod snapshot;
 pub mod stock;
 pub mod store;
 pub mod watchdog;
-pub mod writer;
 
 pub use aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
@@ -50,17 +51,18 @@ pub use aggregate::{
 };
 pub use clock::{now_mono_ns, now_wall_ns};
 pub use error::{Damage, Error, Result};
+pub use follower::Follower;
 pub use history::{
     fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
     HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
 };
 pub use locate::{find_store, Found};
 pub use record::{Phase, Record, Role, Value};
+pub use recorder::Recorder;
 pub use segment::{
     install_crash_handler, mark_crash, process_id, set_crash_echo, Durability, EncodeRecord,
     SegmentReader, SegmentStatus, SegmentWriter,
 };
-pub use snapshot::{Follower, Snapshot};
+pub use snapshot::Snapshot;
 pub use store::{is_run_id, remove_empty_attachments, Store};
 pub use watchdog::TIMEOUT_EXIT_STATUS;
-pub use writer::Recorder;

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{Aggregate, RunView};
 use crate::clock::wall_ns;
 use crate::error::{Error, Result};
+use crate::follower::Follower;
 use crate::private;
 use crate::private::{create_private_dir, open_dir_nofollow};
-use crate::snapshot::{Follower, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// The file the controller folds finished runs into.
 pub const HISTORY_FILE: &str = "history.redb";

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use crate::clock::{monotonic_ns, wall_ns};
 use crate::record::{Phase, Record};
+use crate::recorder::Recorder;
 use crate::segment::process_id;
-use crate::writer::Recorder;
 
 /// The exit status of a process the watchdog ends (that of coreutils' `timeout`).
 pub const TIMEOUT_EXIT_STATUS: i32 = 124;

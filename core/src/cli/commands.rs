@@ -18,8 +18,8 @@ use crate::aggregate::{
 };
 use crate::error::Damage;
 use crate::error::Error;
+use crate::follower::Follower;
 use crate::segment::{is_segment_name, SegmentReader, SegmentStatus, HEADER_SIZE};
-use crate::snapshot::Follower;
 use crate::store::Store;
 
 /// Rows per section of `stats` unless `--limit` says otherwise.

@@ -106,7 +106,7 @@ fn at_most_two_levels(value: &Value) -> bool {
 }
 
 /// The single writer of one segment. Not shared between threads or processes: a process
-/// has one per run (see [`crate::writer::Recorder`]), and a forked child makes its own.
+/// has one per run (see [`crate::recorder::Recorder`]), and a forked child makes its own.
 pub struct SegmentWriter {
     path: PathBuf,
     file: File,
