@@ -254,9 +254,9 @@ impl Recorder {
                     return self.record_encoded(&t);
                 }
             }
-            Record::IntentionalExit { .. } => watchdog::note_dying(),
+            Record::IntentionalExit { .. } => crate::segment::note_dying(),
             Record::Exit { .. } => {
-                watchdog::note_dying();
+                crate::segment::note_dying();
                 if let Some(t) = self.external_timeout(self.running_phase(), true) {
                     self.record_encoded(&t)?;
                 }
@@ -472,6 +472,12 @@ impl Recorder {
             Some(w) if !w.is_inherited() => w.close(),
             _ => Ok(()),
         }
+    }
+}
+
+impl watchdog::TimeoutSink for Recorder {
+    fn record_timeout(&mut self, rec: &mut Record) {
+        Recorder::record_timeout(self, rec);
     }
 }
 

@@ -3,7 +3,7 @@
 //! before it, and can echo faulthandler's traceback to the user's stderr.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::clock::wall_ns;
 
@@ -12,9 +12,30 @@ use super::layout::{
     OFF_TEST_LEN, TEST_SLOT,
 };
 
+/// The process is ending on its own (closed recorder, `os._exit`, a fatal signal): the
+/// watchdog stays quiet.
+static DYING: AtomicBool = AtomicBool::new(false);
+
+/// Tells the watchdog this process is ending on its own: it will not fire.
+pub(crate) fn note_dying() {
+    DYING.store(true, Ordering::Relaxed);
+}
+
+/// A fatal signal was dealt with by the handler it chained to (a runtime's own fault):
+/// the process goes on after all.
+fn note_alive() {
+    DYING.store(false, Ordering::Relaxed);
+}
+
+/// Whether the process is ending on its own ([`note_dying`]).
+pub(crate) fn dying() -> bool {
+    DYING.load(Ordering::Relaxed)
+}
+
 /// The header page of the segment the crash handler marks (the newest writer of this
 /// process), or null.
 pub(super) static CRASH_HEADER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
 /// Marks the newest segment of this process as crashed by `signal`: the signal number,
 /// the time and the nodeid of the running test go into the segment header.
 ///
@@ -73,7 +94,7 @@ extern "C" fn on_fatal_signal(
 ) {
     // Marked before chaining: the handler before ours may never return (faulthandler
     // restores the default action and raises the signal again from inside its handler).
-    crate::watchdog::note_dying();
+    note_dying();
     let base = CRASH_HEADER.load(Ordering::Acquire);
     // SAFETY: a non-null pointer is a live header mapping (see `mark_crash`).
     let no_mark_before =
@@ -119,7 +140,7 @@ extern "C" fn on_fatal_signal(
             // SAFETY: as above; the pointer was live when loaded and this thread is inside
             // the writer's process, which clears it before unmapping.
             unsafe { hdr_u32(base, OFF_CRASH_SIGNAL).store(0, Ordering::Release) };
-            crate::watchdog::note_alive();
+            note_alive();
         }
     }
 }
