@@ -21,7 +21,7 @@ use blackbox_benches::{
     build_redb, build_run, human_bytes, process, property_set, test_record, Mix, Scratch,
     REDB_TABLE,
 };
-use blackbox_core::segment::FRAME_HEADER;
+use blackbox_core::FRAME_HEADER;
 use blackbox_core::{
     Aggregate, Durability, Follower, Record, Recorder, Role, SegmentWriter, Snapshot,
 };

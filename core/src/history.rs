@@ -43,7 +43,7 @@
 //!   without a `runs` row by a fold that failed half way.
 //!
 //! ```
-//! use blackbox_core::history::{fold_run, FoldOptions, History};
+//! use blackbox_core::{fold_run, FoldOptions, History};
 //! use blackbox_core::{Durability, Record, Recorder, Role, Store};
 //!
 //! let dir = std::env::temp_dir().join(format!("bbx-history-doc-{}", std::process::id()));

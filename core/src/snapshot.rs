@@ -78,7 +78,7 @@ impl Snapshot {
 
     /// The record whose frame starts at `offset` in segment `seg`: what a
     /// [`PhaseView::location`](crate::aggregate::PhaseView::location) of [`view`](Self::view)
-    /// points to. (The file is `segments[seg].path`, for [`SegmentReader::read_one`].)
+    /// points to. (The file is `segments[seg].path`, for [`crate::SegmentReader::read_one`].)
     pub fn read_at(&self, seg: usize, offset: u64) -> Option<&Record> {
         let k = self.offsets.get(seg)?.binary_search(&offset).ok()?;
         self.records[seg].get(k)

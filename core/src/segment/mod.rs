@@ -16,7 +16,6 @@ pub use crash_handler::{install_crash_handler, mark_crash, set_crash_echo, FATAL
 pub use fork::process_id;
 pub use layout::{
     is_segment_name, Durability, FORMAT_VERSION, FRAME_HEADER, HEADER_SIZE, MAGIC, MAX_RECORD,
-    MAX_SEGMENT, SEGMENT_SUFFIX, TEST_SLOT,
 };
 pub(crate) use reader::writer_holds_lock;
 pub use reader::{
