@@ -21,7 +21,7 @@ use blackbox_benches::{
     build_redb, build_run, human_bytes, process, property_set, test_record, Mix, Scratch,
     REDB_TABLE,
 };
-use blackbox_core::segment::FRAME_HEADER;
+use blackbox_core::FRAME_HEADER;
 use blackbox_core::{
     Aggregate, Durability, Follower, Record, Recorder, Role, SegmentWriter, Snapshot,
 };
@@ -285,7 +285,7 @@ fn append_parts(crit: &mut Criterion, scratch: &Path) {
     let payload = buf[..n].to_vec();
     group.bench_function("frame_crc", |b| {
         b.iter(|| {
-            // What segment.rs does: the 4 length bytes, then the payload.
+            // What segment/layout.rs does: the 4 length bytes, then the payload.
             let mut h = crc32fast::Hasher::new();
             h.update(&(n as u32).to_le_bytes());
             h.update(black_box(&payload));

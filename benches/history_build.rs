@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use blackbox_core::aggregate::{FixtureStats, PhaseView, RunMeta, RunView, TestView};
-use blackbox_core::history::{fold_view, FoldOptions};
+use blackbox_core::{fold_view, FoldOptions};
+use blackbox_core::{FixtureStats, PhaseView, RunMeta, RunView, TestView};
 use blackbox_core::{Phase, Store, Value};
 
 fn main() {

@@ -208,7 +208,7 @@ pub fn build_run(dir: &Path, mix: Mix, segments: usize, total: u64) -> u64 {
     let mut bytes = 0;
     for mut w in writers {
         w.close().expect("close");
-        bytes += w.committed_len() - blackbox_core::segment::HEADER_SIZE;
+        bytes += w.committed_len() - blackbox_core::HEADER_SIZE;
     }
     bytes
 }

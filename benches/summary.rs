@@ -196,7 +196,7 @@ fn utc(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (year, month, day, hour, minute, _) = blackbox_core::store::civil_from_unix(secs as i64);
+    let (year, month, day, hour, minute, _) = blackbox_core::civil_from_unix(secs as i64);
     format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
@@ -242,9 +242,9 @@ pub fn render(since: SystemTime, load_at_start: &str, notes: &Notes) -> String {
     let (p, _, _) = encoded_sizes(&property_set());
     o.line(&format!(
         "1. append + commit of one record (PropertySet, {p} B postcard, {} B framed)",
-        (blackbox_core::segment::FRAME_HEADER + p).next_multiple_of(8)
+        (blackbox_core::FRAME_HEADER + p).next_multiple_of(8)
     ));
-    let frame = (blackbox_core::segment::FRAME_HEADER + p).next_multiple_of(8) as f64;
+    let frame = (blackbox_core::FRAME_HEADER + p).next_multiple_of(8) as f64;
     let bb = o.row(
         "blackbox  SegmentWriter::append + commit (warm)",
         "append_commit/blackbox",

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 
 use crate::record::{Phase, Record, RecordRef, Role, Value};
 use crate::segment::decode_value;
-use crate::snapshot::SegmentStatus;
+use crate::segment::SegmentStatus;
 
 /// The run as a whole.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -140,7 +140,7 @@ pub struct CrashView {
     pub kind: String,
     /// When it died (Unix ns), where known.
     pub wall_ns: Option<u64>,
-    /// The accelerator variables the dead process had (see [`crate::process`]).
+    /// The accelerator variables the dead process had (see `process.rs`).
     pub devices: Vec<(String, String)>,
     /// The process was ended because its test ran out of time (`kind` is `timeout`).
     pub timeout: Option<TimeoutView>,

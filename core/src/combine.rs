@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::follower::Follower;
 use crate::history::{self, FoldOptions, History, SHARD_FILE};
-use crate::segment::create_private_dir;
-use crate::snapshot::Follower;
+use crate::private::create_private_dir;
 use crate::store::Store;
 
 /// What combining one source did.

@@ -4,7 +4,25 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::segment::Damage;
+/// Where and why reading a segment stopped early. Everything before `offset` was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: at offset {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

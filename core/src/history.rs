@@ -43,7 +43,7 @@
 //!   without a `runs` row by a fold that failed half way.
 //!
 //! ```
-//! use blackbox_core::history::{fold_run, FoldOptions, History};
+//! use blackbox_core::{fold_run, FoldOptions, History};
 //! use blackbox_core::{Durability, Record, Recorder, Role, Store};
 //!
 //! let dir = std::env::temp_dir().join(format!("bbx-history-doc-{}", std::process::id()));
@@ -480,7 +480,7 @@ pub fn fold_missing(
         {
             continue;
         }
-        if crate::snapshot::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
+        if crate::follower::Follower::new(&id, &store.run_path(&id)?).any_writer_alive() {
             continue;
         }
         done.push(fold_run(store, &id, opts)?);
@@ -697,7 +697,7 @@ impl Rows {
                 records: view.records,
                 segments: view.segments as u64,
                 problems: view.problems.clone(),
-                folded_wall_ns: crate::writer::now_wall_ns(),
+                folded_wall_ns: crate::clock::now_wall_ns(),
             },
             &RunTail { shard },
         )?;

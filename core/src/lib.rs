@@ -27,38 +27,57 @@
 //!
 //! The byte layout and the commit protocol are in `docs/format.md`.
 
-pub mod aggregate;
+mod aggregate;
 pub mod cli;
-pub mod combine;
-pub mod error;
-pub mod history;
-pub mod locate;
-pub mod private;
-pub mod process;
-pub mod record;
-pub mod segment;
-pub mod snapshot;
-pub mod stock;
-pub mod store;
-pub mod watchdog;
-pub mod writer;
+mod clock;
+mod combine;
+mod error;
+mod follower;
+mod history;
+mod locate;
+mod private;
+mod process;
+mod record;
+mod recorder;
+mod segment;
+mod snapshot;
+mod stock;
+mod store;
+mod watchdog;
 
+// One public path per type: the modules are private and this list is the crate's face.
 pub use aggregate::{
-    signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
-    WorkerView,
+    signal_name, Aggregate, CrashView, ExitView, FixtureStats, PhaseView, RunMeta, RunView,
+    TestView, TimeoutView, WorkerView,
 };
-pub use error::{Error, Result};
+pub use clock::{now_mono_ns, now_wall_ns};
+pub use combine::{combine, Combined};
+pub use error::{Damage, Error, Result};
+pub use follower::Follower;
 pub use history::{
-    fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats, History,
-    HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
+    flaky_note, fold_missing, fold_run, fold_view, FlakyReport, FlakyTest, FoldOptions, FoldStats,
+    History, HistoryRun, HistoryTest, RunRef, Slower, SlowerReport, TestHistory, TestRuns,
 };
 pub use locate::{find_store, Found};
+pub use private::create_file;
 pub use record::{Phase, Record, Role, Value};
+pub use recorder::Recorder;
 pub use segment::{
-    install_crash_handler, mark_crash, process_id, set_crash_echo, Damage, Durability,
-    EncodeRecord, SegmentReader, SegmentWriter,
+    install_crash_handler, is_segment_name, mark_crash, process_id, set_crash_echo, CrashMark,
+    Durability, EncodeRecord, FrameChunk, HeaderInfo, ReadBatch, SegmentReader, SegmentStatus,
+    SegmentWriter, FORMAT_VERSION, FRAME_HEADER, HEADER_SIZE, INITIAL_SIZE, MAGIC, MAX_RECORD,
+    MAX_VALUE_DEPTH, READ_WINDOW,
 };
-pub use snapshot::{Follower, SegmentStatus, Snapshot};
-pub use store::{is_run_id, remove_empty_attachments, Store};
-pub use watchdog::TIMEOUT_EXIT_STATUS;
-pub use writer::{now_mono_ns, now_wall_ns, Recorder};
+pub use snapshot::Snapshot;
+pub use stock::{is_shown, test_time};
+pub use store::{civil_from_unix, is_run_id, remove_empty_attachments, Store};
+pub use watchdog::{after_fork_in_parent, before_fork, set_dump_signal, TIMEOUT_EXIT_STATUS};
+
+/// What the integration tests look at inside the store and nothing else uses: no stable API.
+#[doc(hidden)]
+pub mod testing {
+    /// The watchdog's state in this process.
+    pub mod watchdog {
+        pub use crate::watchdog::{armed, thread_running};
+    }
+}

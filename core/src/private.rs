@@ -237,3 +237,50 @@ pub fn make_dir(path: &Path) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// Creates `path` (and missing parents) as directories of mode 0700. An existing directory is
+/// used as it is; a symlink in its place is refused.
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            // Follow a symlinked store root the user made on purpose, but only to a directory.
+            return match std::fs::metadata(path) {
+                Ok(t) if t.is_dir() => Ok(()),
+                _ => Err(Error::NotADirectory {
+                    path: path.to_owned(),
+                }),
+            };
+        }
+        Ok(_) => {
+            return Err(Error::NotADirectory {
+                path: path.to_owned(),
+            })
+        }
+        Err(_) => {}
+    }
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
+        }
+    }
+    make_dir(path).map(|_| ())
+}
+
+/// Opens a directory without following a symlink in its place (for listing run folders).
+pub(crate) fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open with a NUL-terminated path; the fd is owned by the returned File.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}

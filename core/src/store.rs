@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Aggregate, RunView};
+use crate::clock::wall_ns;
 use crate::error::{Error, Result};
+use crate::follower::Follower;
 use crate::private;
-use crate::segment::{create_private_dir, open_dir_nofollow, wall_ns};
-use crate::snapshot::{Follower, Snapshot};
+use crate::private::{create_private_dir, open_dir_nofollow};
+use crate::snapshot::Snapshot;
 
 /// The file the controller folds finished runs into.
 pub const HISTORY_FILE: &str = "history.redb";
@@ -42,7 +44,7 @@ impl Store {
     /// Opens a store to write into, creating its directory (mode 0700) and its
     /// `.gitignore` when missing. A store directory that is not private to this user
     /// (owned by another, writable by others without the sticky bit) is refused with
-    /// [`Error::Refused`]; see [`crate::private`].
+    /// [`Error::Refused`]; see `private.rs`.
     pub fn create(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
         create_private_dir(root)?;
@@ -165,7 +167,7 @@ impl Store {
 
     /// `latest` as one logical run with the attempts it resumes (`--blackbox-resume`,
     /// [`crate::RunMeta::resumes`]), followed back while their folders are kept: see
-    /// [`crate::aggregate::merge_attempts`]. A run that resumes nothing comes back as it is.
+    /// `merge_attempts` (aggregate.rs). A run that resumes nothing comes back as it is.
     pub fn with_earlier_attempts(&self, latest: RunView) -> RunView {
         let earlier = self.earlier_attempts(&latest, |id| self.view(id).ok().map(|v| (v, ())));
         crate::aggregate::merge_attempts(latest, earlier.into_iter().map(|(v, ())| v).collect())

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::clock::{monotonic_ns, wall_ns};
 use crate::record::{Phase, Record};
-use crate::segment::{monotonic_ns, process_id, wall_ns};
-use crate::writer::Recorder;
+use crate::segment::{dying, process_id};
 
 /// The exit status of a process the watchdog ends (that of coreutils' `timeout`).
 pub const TIMEOUT_EXIT_STATUS: i32 = 124;
@@ -48,13 +48,10 @@ static STATE: AtomicU64 = AtomicU64::new(IDLE);
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
 static LIMIT_NS: AtomicU64 = AtomicU64::new(0);
-/// The [`Recorder::id`] that armed, so a nested session does not disarm its outer one's.
+/// The [`crate::Recorder::id`] that armed, so a nested session does not disarm its outer one's.
 static ARMED_BY: AtomicU64 = AtomicU64::new(0);
 /// 0 setup, 1 call, 2 teardown: the phase running (the reports recorded so far).
 static PHASE: AtomicU8 = AtomicU8::new(0);
-/// The process is ending on its own (closed recorder, `os._exit`, a fatal signal): the
-/// watchdog stays quiet.
-static DYING: AtomicBool = AtomicBool::new(false);
 /// The signal the Python side registered `faulthandler` for (0: none).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The process whose watchdog thread runs (0: none), as [`process_id`] gives it.
@@ -68,7 +65,16 @@ static RECORDED: AtomicBool = AtomicBool::new(false);
 static FIRED_TEST: Mutex<Option<String>> = Mutex::new(None);
 static ATFORK: Once = Once::new();
 /// Recorders the thread may write into: `Recorder::into_shared` registers each.
-static SINKS: Mutex<Vec<(u64, Weak<Mutex<Recorder>>)>> = Mutex::new(Vec::new());
+static SINKS: Mutex<Vec<(u64, Sink)>> = Mutex::new(Vec::new());
+/// A registered recorder, by its weak reference (a dropped recorder is forgotten).
+type Sink = Weak<Mutex<dyn TimeoutSink>>;
+
+/// What the thread writes its timeout record into when it fires: a [`crate::Recorder`]
+/// (named by a trait so that the watchdog does not import the recorder that arms it).
+pub(crate) trait TimeoutSink: Send {
+    /// Writes `rec` (a [`Record::Timeout`]) and commits it, naming the running test.
+    fn record_timeout(&mut self, rec: &mut Record);
+}
 
 extern "C" fn after_fork_in_child() {
     // Plain atomic stores: the child has no watchdog thread, and no inherited arming.
@@ -79,27 +85,18 @@ extern "C" fn after_fork_in_child() {
     RECORDED.store(false, Ordering::Relaxed);
 }
 
-pub(crate) fn register(id: u64, recorder: &Arc<Mutex<Recorder>>) {
+pub(crate) fn register<S: TimeoutSink + 'static>(id: u64, recorder: &Arc<Mutex<S>>) {
     let mut sinks = SINKS.lock().unwrap_or_else(PoisonError::into_inner);
     sinks.retain(|(_, w)| w.strong_count() > 0);
-    sinks.push((id, Arc::downgrade(recorder)));
+    let sink: Weak<Mutex<S>> = Arc::downgrade(recorder);
+    let sink: Sink = sink;
+    sinks.push((id, sink));
 }
 
 /// Sets the signal the watchdog raises on its own thread to have every Python thread's
 /// traceback written (the Python side registers `faulthandler` for it); 0 for none.
 pub fn set_dump_signal(signal: i32) {
     DUMP_SIGNAL.store(signal, Ordering::Relaxed);
-}
-
-/// Tells the watchdog this process is ending on its own: it will not fire.
-pub fn note_dying() {
-    DYING.store(true, Ordering::Relaxed);
-}
-
-/// A fatal signal was dealt with by the handler it chained to (a runtime's own fault):
-/// the process goes on after all.
-pub(crate) fn note_alive() {
-    DYING.store(false, Ordering::Relaxed);
 }
 
 /// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`.
@@ -270,7 +267,7 @@ fn watch() {
             let deadline = DEADLINE_NS.load(Ordering::Relaxed);
             let now = monotonic_ns();
             if now >= deadline {
-                if !DYING.load(Ordering::Relaxed)
+                if !dying()
                     && STATE
                         .compare_exchange(
                             s,

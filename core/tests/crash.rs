@@ -379,7 +379,7 @@ fn sigkilled_writers_lose_nothing_they_acknowledged() {
                 leftovers += 1;
             } else {
                 assert!(
-                    blackbox_core::segment::is_segment_name(name.as_ref()),
+                    blackbox_core::is_segment_name(name.as_ref()),
                     "stray file {name}"
                 );
             }

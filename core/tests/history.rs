@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blackbox_core::history::{fold_run, FoldOptions, FoldStats, History};
+use blackbox_core::{fold_run, FoldOptions, FoldStats, History};
 use blackbox_core::{Durability, Error, Phase, Record, Recorder, Role, Store, Value};
 use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
@@ -559,7 +559,7 @@ fn a_big_run_folds_in_batches() {
     let t4 = Instant::now();
     let view = store.snapshot(&id).unwrap().view();
     let viewed = t4.elapsed();
-    let third = blackbox_core::history::fold_view(&store.history_path(), &view, &opts).unwrap();
+    let third = blackbox_core::fold_view(&store.history_path(), &view, &opts).unwrap();
     assert_eq!(
         (third.commits, third.rows_deleted, third.rows_written),
         (again.commits, ops, ops)
@@ -851,7 +851,7 @@ fn child_process() {
                 batch: 25,
                 ..quiet()
             };
-            blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+            blackbox_core::fold_missing(&store, None, &opts).unwrap();
             say("DONE");
         }
         "abort-after-fold" => {
@@ -979,9 +979,9 @@ fn a_fold_killed_at_any_point_is_folded_by_the_next_session() {
             killed_before_done += 1;
         }
         // The next session: folds what history misses, exactly once.
-        let folded = blackbox_core::history::fold_missing(&store, None, &quiet()).unwrap();
+        let folded = blackbox_core::fold_missing(&store, None, &quiet()).unwrap();
         assert!(folded.len() <= 1, "round {round}: {folded:?}");
-        assert!(blackbox_core::history::fold_missing(&store, None, &quiet())
+        assert!(blackbox_core::fold_missing(&store, None, &quiet())
             .unwrap()
             .is_empty());
         let h = History::of_store(&store).unwrap();

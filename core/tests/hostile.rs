@@ -13,13 +13,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blackbox_core::history::FoldOptions;
-use blackbox_core::segment::{
-    FrameChunk, ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH,
-    READ_WINDOW,
-};
+use blackbox_core::FoldOptions;
 use blackbox_core::{
     Durability, Error, Record, Recorder, Role, SegmentReader, SegmentWriter, Snapshot, Store, Value,
+};
+use blackbox_core::{
+    FrameChunk, ReadBatch, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD, MAX_VALUE_DEPTH,
+    READ_WINDOW,
 };
 use support::{ack, child_role, spawn, TempDir};
 
@@ -807,8 +807,8 @@ fn child() {
             rec.start_test("t.py::x").unwrap();
             rec.close().unwrap();
             let fh = store.run_path(&run).unwrap().join("faulthandler-1.txt");
-            blackbox_core::private::create_file(&fh).unwrap();
-            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
+            blackbox_core::create_file(&fh).unwrap();
+            blackbox_core::fold_run(&store, &run, &FoldOptions::default()).unwrap();
             ack(&format!("SEG {}", rec.segment_path().unwrap().display()));
         }
         "truncate_open" => {
@@ -903,7 +903,7 @@ fn a_segment_of_a_passing_forked_child_takes_8_kib() {
     rec.end_test("test_p.py::test_a[0]").unwrap();
     let seg = rec.segment_path().unwrap().to_owned();
     let m = std::fs::metadata(&seg).unwrap();
-    assert_eq!(m.len(), blackbox_core::segment::INITIAL_SIZE);
+    assert_eq!(m.len(), blackbox_core::INITIAL_SIZE);
     assert!(m.len() <= 8 << 10 && m.blocks() * 512 <= 8 << 10, "{m:?}");
 }
 
@@ -982,8 +982,7 @@ fn a_store_or_history_of_another_user_is_refused_by_name() {
         File::create(&history).unwrap();
         std::os::unix::fs::chown(&history, Some(owner), Some(owner)).unwrap();
         std::fs::set_permissions(&history, std::fs::Permissions::from_mode(mode)).unwrap();
-        let e =
-            blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
+        let e = blackbox_core::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
         refusal(&e, &history, &words);
         assert_eq!(
             std::fs::metadata(&history).unwrap().len(),
@@ -993,7 +992,7 @@ fn a_store_or_history_of_another_user_is_refused_by_name() {
         std::fs::remove_file(&history).unwrap();
     }
     // Ours and private: folded, and then 0600.
-    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
+    blackbox_core::fold_run(&store, &run, &FoldOptions::default()).unwrap();
     assert_eq!(
         std::fs::metadata(&history).unwrap().permissions().mode() & 0o777,
         0o600
@@ -1029,7 +1028,7 @@ fn another_user_reads_nothing_of_a_store() {
     })
     .unwrap();
     rec.close().unwrap();
-    blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap();
+    blackbox_core::fold_run(&store, &run, &FoldOptions::default()).unwrap();
     let seg = rec.segment_path().unwrap().to_owned();
     for path in [seg.as_path(), store.history_path().as_path(), store.root()] {
         let out = std::process::Command::new("setpriv")
@@ -1063,7 +1062,7 @@ fn a_planted_link_fifo_or_foreign_file_in_place_of_a_store_file_is_refused_by_na
     let link = run_dir.join("faulthandler-11.txt");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     refusal(
-        &blackbox_core::private::create_file(&link).unwrap_err(),
+        &blackbox_core::create_file(&link).unwrap_err(),
         &link,
         "a symbolic link",
     );
@@ -1072,14 +1071,14 @@ fn a_planted_link_fifo_or_foreign_file_in_place_of_a_store_file_is_refused_by_na
     // SAFETY: mkfifo with a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     refusal(
-        &blackbox_core::private::create_file(&fifo).unwrap_err(),
+        &blackbox_core::create_file(&fifo).unwrap_err(),
         &fifo,
         "a FIFO",
     );
     let hard = run_dir.join("faulthandler-13.txt");
     std::fs::hard_link(&victim, &hard).unwrap();
     refusal(
-        &blackbox_core::private::create_file(&hard).unwrap_err(),
+        &blackbox_core::create_file(&hard).unwrap_err(),
         &hard,
         "2 links",
     );
@@ -1087,13 +1086,13 @@ fn a_planted_link_fifo_or_foreign_file_in_place_of_a_store_file_is_refused_by_na
     // A file of our own from an earlier process of the same pid is reused, emptied.
     let old = run_dir.join("faulthandler-14.txt");
     std::fs::write(&old, b"old").unwrap();
-    blackbox_core::private::create_file(&old).unwrap();
+    blackbox_core::create_file(&old).unwrap();
     assert_eq!(std::fs::read(&old).unwrap(), b"");
 
     // history.redb as a symlink to a file of ours: refused, the file untouched.
     std::os::unix::fs::symlink(&victim, store.history_path()).unwrap();
     let run = store.latest().unwrap();
-    let e = blackbox_core::history::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
+    let e = blackbox_core::fold_run(&store, &run, &FoldOptions::default()).unwrap_err();
     assert!(
         e.to_string().contains("history.redb") && e.to_string().contains("symlink"),
         "{e}"

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use blackbox_core::watchdog;
+use blackbox_core::testing::watchdog;
 use blackbox_core::{
     Durability, Phase, Record, Recorder, Role, RunView, Store, TIMEOUT_EXIT_STATUS,
 };

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::OnceLock;
 
-use blackbox_core::segment::{FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD};
+use blackbox_core::{FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_RECORD};
 use blackbox_core::{SegmentReader, Snapshot};
 
 /// Counts the bytes the process holds, and the most it held since [`reset_peak`].

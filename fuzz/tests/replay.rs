@@ -28,7 +28,7 @@ fn replay_seeds_corpus_and_artifacts() {
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when the record types change"]
 fn make_seeds() {
-    use blackbox_core::segment::HEADER_SIZE;
+    use blackbox_core::HEADER_SIZE;
     use blackbox_core::{Durability, Phase, Record, Role, SegmentWriter, Value};
 
     let tmp = std::env::temp_dir().join(format!("bbx-seeds-{}", std::process::id()));

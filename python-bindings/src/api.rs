@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use blackbox_core::record::Record;
+use blackbox_core::Record;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;

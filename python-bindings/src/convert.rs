@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use blackbox_core::record::Value;
+use blackbox_core::Value;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -172,7 +172,7 @@ impl<'n> Converter<'n> {
     fn count(&mut self, bytes: usize) -> bool {
         self.values += 1;
         self.bytes += bytes;
-        if self.values > MAX_VALUES || self.bytes > blackbox_core::segment::MAX_RECORD {
+        if self.values > MAX_VALUES || self.bytes > blackbox_core::MAX_RECORD {
             self.too_large = true;
         }
         !self.too_large

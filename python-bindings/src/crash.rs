@@ -35,19 +35,19 @@ pub(crate) fn mark_crash(signal: i32) -> bool {
 /// Python thread's traceback (0: none).
 #[pyfunction]
 pub(crate) fn watchdog_dump_signal(signal: i32) {
-    blackbox_core::watchdog::set_dump_signal(signal);
+    blackbox_core::set_dump_signal(signal);
 }
 
 /// Before a fork: the watchdog thread ends (the next armed test starts it again).
 #[pyfunction]
 pub(crate) fn watchdog_before_fork(py: Python<'_>) {
-    py.detach(blackbox_core::watchdog::before_fork);
+    py.detach(blackbox_core::before_fork);
 }
 
 /// After a fork, in the parent: an armed test gets its watchdog thread back.
 #[pyfunction]
 pub(crate) fn watchdog_after_fork_in_parent(py: Python<'_>) -> PyResult<()> {
-    blackbox_core::watchdog::after_fork_in_parent().map_err(|e| {
+    blackbox_core::after_fork_in_parent().map_err(|e| {
         raise(
             py,
             Class::System,

@@ -1,5 +1,5 @@
 //! The fast path of `record` and `append`: a property record encoded straight from the
-//! caller's Python objects, with no [`Value`](blackbox_core::record::Value) tree between.
+//! caller's Python objects, with no [`Value`](blackbox_core::Value) tree between.
 //!
 //! The bytes are exactly postcard's encoding of `Record::PropertySet` / `PropertyAppend`
 //! (see `core/src/record.rs`; checked by the tests below and by `tests/test_values.py`).
@@ -16,7 +16,7 @@
 
 use std::mem::MaybeUninit;
 
-use blackbox_core::segment::{EncodeRecord, MAX_RECORD};
+use blackbox_core::{EncodeRecord, MAX_RECORD};
 use pyo3::ffi;
 
 /// Postcard's variant indices of `Record` (its declaration order).
@@ -362,7 +362,7 @@ impl EncodeRecord for Bytes<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blackbox_core::record::{Record, Value};
+    use blackbox_core::{Record, Value};
 
     /// A `Value` encoded with this module's writer, the way the walk writes Python objects.
     fn value(out: &mut Out<'_>, v: &Value) {

@@ -173,7 +173,7 @@ pub(crate) fn too_large(py: Python<'_>, what: &str) -> PyErr {
         format!(
             "{what} is too large for one record (more than {MAX_VALUES} values or {} MiB, counting a shared \
              sub-list once per place it appears); store large data in a file and record its path",
-            blackbox_core::segment::MAX_RECORD >> 20
+            blackbox_core::MAX_RECORD >> 20
         ),
     )
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use blackbox_core::history::{self, History};
+use blackbox_core::History;
 use blackbox_core::Store;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -85,7 +85,7 @@ pub fn fold_missing(
     let opts = fold_options(keep, wait_s, max_mb);
     py.detach(|| {
         let store = Store::open(&store_dir)?;
-        let done = history::fold_missing(&store, except_run, &opts)?;
+        let done = blackbox_core::fold_missing(&store, except_run, &opts)?;
         Ok(done.into_iter().map(|s| s.run_id).collect())
     })
     .or_raise(py)
@@ -102,7 +102,7 @@ pub fn combine_store(
     let done = py
         .detach(|| {
             let target = Store::create(&target)?;
-            blackbox_core::combine::combine(&target, &source, &history::FoldOptions::default())
+            blackbox_core::combine(&target, &source, &blackbox_core::FoldOptions::default())
         })
         .or_raise(py)?;
     let d = PyDict::new(py);
@@ -139,10 +139,7 @@ pub(crate) fn fold_history<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let opts = fold_options(keep, wait_s, max_mb);
     let stats = py
-        .detach(|| {
-            Store::open(&store_dir)
-                .and_then(|s| blackbox_core::history::fold_run(&s, run_id, &opts))
-        })
+        .detach(|| Store::open(&store_dir).and_then(|s| blackbox_core::fold_run(&s, run_id, &opts)))
         .or_raise(py)?;
     fold_stats_py(py, stats)
 }
@@ -180,23 +177,19 @@ pub(crate) fn history_brief<'py>(
     Ok(Some(d))
 }
 
-pub(crate) fn fold_options(
-    keep: usize,
-    wait_s: f64,
-    max_mb: f64,
-) -> blackbox_core::history::FoldOptions {
-    blackbox_core::history::FoldOptions {
+pub(crate) fn fold_options(keep: usize, wait_s: f64, max_mb: f64) -> blackbox_core::FoldOptions {
+    blackbox_core::FoldOptions {
         keep: keep.max(1),
         max_bytes: (max_mb.max(0.0) * 1_048_576.0) as u64,
         wait: std::time::Duration::from_secs_f64(wait_s.max(0.0)),
-        ..blackbox_core::history::FoldOptions::default()
+        ..blackbox_core::FoldOptions::default()
     }
 }
 
 #[allow(clippy::needless_pass_by_value)] // consumed: its strings move into the dict
 pub(crate) fn fold_stats_py(
     py: Python<'_>,
-    stats: blackbox_core::history::FoldStats,
+    stats: blackbox_core::FoldStats,
 ) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("run_id", stats.run_id)?;

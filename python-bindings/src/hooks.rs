@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use blackbox_core::now_mono_ns;
-use blackbox_core::record::{Phase, Record};
+use blackbox_core::{Phase, Record};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -309,7 +309,7 @@ pub(crate) fn phase_record(
             if let Record::TestPhase { report, .. } = &mut rec {
                 *report = Some(v);
             }
-            if rec.encoded_len() <= blackbox_core::segment::MAX_RECORD {
+            if rec.encoded_len() <= blackbox_core::MAX_RECORD {
                 break;
             }
             if let Record::TestPhase { report, .. } = &mut rec {

@@ -24,7 +24,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("FORMAT_VERSION", blackbox_core::segment::FORMAT_VERSION)?;
+    m.add("FORMAT_VERSION", blackbox_core::FORMAT_VERSION)?;
     m.add_class::<recorder::PyRecorder>()?;
     m.add_class::<reader::PyRunReader>()?;
     m.add_class::<hooks::PyFixtureTimer>()?;

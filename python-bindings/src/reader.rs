@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use blackbox_core::record::{Record, Role};
 use blackbox_core::{Aggregate, Follower, Store};
+use blackbox_core::{Record, Role};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -320,8 +320,7 @@ impl PyRunReader {
                 let started = std::time::Instant::now();
                 let store = Store::open(&store_dir)?;
                 let view = lock(&self.inner).view();
-                let mut stats =
-                    blackbox_core::history::fold_view(&store.history_path(), &view, &opts)?;
+                let mut stats = blackbox_core::fold_view(&store.history_path(), &view, &opts)?;
                 stats.elapsed = started.elapsed();
                 Ok(stats)
             })
@@ -344,7 +343,7 @@ impl PyRunReader {
         py.detach(|| {
             let store = Store::open(&store_dir)?;
             let view = lock(&self.inner).view();
-            blackbox_core::history::flaky_note(&store, &view, last)
+            blackbox_core::flaky_note(&store, &view, last)
         })
         .or_raise(py)
     }

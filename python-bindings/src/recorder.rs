@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use blackbox_core::record::{Phase, Record, Role, Value};
 use blackbox_core::{now_mono_ns, now_wall_ns, Durability, Recorder};
+use blackbox_core::{Phase, Record, Role, Value};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;

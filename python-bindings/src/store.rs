@@ -113,7 +113,7 @@ pub(crate) fn cli_main(py: Python<'_>, argv: Vec<String>, is_tty: Option<bool>) 
 #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over owned
 pub(crate) fn create_private_file(py: Python<'_>, path: PathBuf) -> PyResult<i32> {
     use std::os::fd::IntoRawFd;
-    let file = blackbox_core::private::create_file(&path).or_raise(py)?;
+    let file = blackbox_core::create_file(&path).or_raise(py)?;
     Ok(file.into_raw_fd())
 }
 

@@ -1,6 +1,6 @@
 //! Core values and views -> Python objects (the reading side's conversion).
 
-use blackbox_core::record::{Phase, Value};
+use blackbox_core::{Phase, Value};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -202,7 +202,7 @@ pub(crate) fn test_py<'py>(
 /// A test's or a crash's `timeout`, as its JSON (docs/cli.md), or None.
 pub(crate) fn timeout_py<'py>(
     py: Python<'py>,
-    t: Option<&blackbox_core::aggregate::TimeoutView>,
+    t: Option<&blackbox_core::TimeoutView>,
 ) -> PyResult<Bound<'py, PyAny>> {
     t.map_or_else(
         || Ok(py.None().into_bound(py)),
@@ -275,11 +275,11 @@ pub(crate) fn view_to_py<'py>(
     let cut = |n: usize| brief.map_or(n, |b| b.min(n));
     if let Some(n) = brief {
         // The summary's "slowest fixtures": pytest's own left out (blackbox_core::stock).
-        let test_time = blackbox_core::stock::test_time(v);
+        let test_time = blackbox_core::test_time(v);
         let shown: Vec<blackbox_core::FixtureStats> = v
             .fixtures
             .iter()
-            .filter(|f| blackbox_core::stock::is_shown(f, test_time, false))
+            .filter(|f| blackbox_core::is_shown(f, test_time, false))
             .take(n)
             .cloned()
             .collect();

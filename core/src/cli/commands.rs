@@ -16,9 +16,10 @@ use super::{Env, Failure};
 use crate::aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunView, TestJson, TestView,
 };
+use crate::error::Damage;
 use crate::error::Error;
-use crate::segment::{is_segment_name, Damage, SegmentReader, HEADER_SIZE};
-use crate::snapshot::{Follower, SegmentStatus};
+use crate::follower::Follower;
+use crate::segment::{is_segment_name, SegmentReader, SegmentStatus, HEADER_SIZE};
 use crate::store::Store;
 
 /// Rows per section of `stats` unless `--limit` says otherwise.
@@ -593,7 +594,7 @@ fn stats(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         let end = view
             .run
             .ended_wall_ns
-            .or_else(|| view.run.live.then(crate::writer::now_wall_ns));
+            .or_else(|| view.run.live.then(crate::clock::now_wall_ns));
         if let Some(end) = end {
             let verb = if view.run.ended_wall_ns.is_some() {
                 "took"
@@ -1261,7 +1262,7 @@ fn report(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             Err(_) => break, // no history.redb (or it is busy): no strips, the rest is there
         }
     }
-    let html = super::html::render(&view, crate::writer::now_mono_ns(), &history);
+    let html = super::html::render(&view, crate::clock::now_mono_ns(), &history);
     let target = cx.inv.html.clone().expect("the parser requires --html");
     if target.as_os_str() == "-" {
         cx.out.write_all(html.as_bytes())?;

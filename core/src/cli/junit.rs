@@ -19,8 +19,8 @@ use super::show::{attachments_with_text, crash_sentence};
 use super::Failure;
 use crate::aggregate::{Aggregate, CrashView, RunView, TestView};
 use crate::error::Error;
+use crate::follower::Follower;
 use crate::record::{Phase, Record, Value};
-use crate::snapshot::Follower;
 use crate::store::Store;
 
 /// pytest's budget for the `message` attribute (`_pytest.junitxml.MESSAGE_ATTR_BUDGET`).

@@ -14,8 +14,8 @@ use super::Failure;
 use crate::aggregate::{signal_name, CrashView, RunView, TestJson, TestView};
 use crate::history::{History, TestHistory};
 use crate::record::Record;
+use crate::segment::SegmentStatus;
 use crate::segment::{SegmentReader, HEADER_SIZE};
-use crate::snapshot::SegmentStatus;
 use crate::store::Store;
 
 /// Frames of a traceback shown unless `--full`.

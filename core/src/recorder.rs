@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::clock::{monotonic_ns, wall_ns};
 use crate::error::{Error, Result};
 use crate::record::{Phase, Record, Role};
-use crate::segment::{monotonic_ns, wall_ns, Durability, EncodeRecord, SegmentWriter};
+use crate::segment::{Durability, EncodeRecord, SegmentWriter};
 use crate::watchdog;
 
 /// Numbers recorders, so the watchdog knows which one armed it.
@@ -253,9 +254,9 @@ impl Recorder {
                     return self.record_encoded(&t);
                 }
             }
-            Record::IntentionalExit { .. } => watchdog::note_dying(),
+            Record::IntentionalExit { .. } => crate::segment::note_dying(),
             Record::Exit { .. } => {
-                watchdog::note_dying();
+                crate::segment::note_dying();
                 if let Some(t) = self.external_timeout(self.running_phase(), true) {
                     self.record_encoded(&t)?;
                 }
@@ -474,18 +475,14 @@ impl Recorder {
     }
 }
 
+impl watchdog::TimeoutSink for Recorder {
+    fn record_timeout(&mut self, rec: &mut Record) {
+        Recorder::record_timeout(self, rec);
+    }
+}
+
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.disarm();
     }
-}
-
-/// The monotonic clock records use (`CLOCK_MONOTONIC`, comparable across processes).
-pub fn now_mono_ns() -> u64 {
-    monotonic_ns()
-}
-
-/// The wall clock records use (Unix ns).
-pub fn now_wall_ns() -> u64 {
-    wall_ns()
 }
