@@ -45,7 +45,7 @@ pub mod writer;
 
 pub use aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, RunMeta, RunView, TestView,
-    WorkerView,
+    TestsByNodeid, WorkerView,
 };
 pub use error::{Error, Result};
 pub use history::{

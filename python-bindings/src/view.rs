@@ -3,7 +3,7 @@
 use blackbox_core::record::{Phase, Value};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyType};
 
 pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -178,15 +178,7 @@ pub(crate) fn test_py<'py>(
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
     d.set_item(intern!(py, "outcome"), outcome_str(py, &t.outcome))?;
-    let phases = PyList::empty(py);
-    for p in &t.phases {
-        let pd = PyDict::new(py);
-        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
-        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
-        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
-        phases.append(pd)?;
-    }
-    d.set_item(intern!(py, "phases"), phases)?;
+    d.set_item(intern!(py, "phases"), phases_py(py, t)?)?;
     d.set_item(intern!(py, "pid"), t.pid)?;
     d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
     d.set_item(intern!(py, "signal"), t.signal)?;
@@ -197,6 +189,164 @@ pub(crate) fn test_py<'py>(
     d.set_item(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
     d.set_item(intern!(py, "worker"), &t.worker)?;
     Ok(d)
+}
+
+/// A test's `phases`, as in its JSON.
+fn phases_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<'py, PyList>> {
+    let phases = PyList::empty(py);
+    for p in &t.phases {
+        let pd = PyDict::new(py);
+        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
+        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
+        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
+        phases.append(pd)?;
+    }
+    Ok(phases)
+}
+
+/// A run's view as read (`RunReader.read()`), kept native: Python asks for its parts.
+#[pyclass(module = "pytest_blackbox._native", name = "RunView", frozen)]
+pub(crate) struct PyRunView {
+    view: blackbox_core::RunView,
+    index: blackbox_core::TestsByNodeid,
+}
+
+impl PyRunView {
+    /// Builds the index too: call it without the GIL.
+    pub(crate) fn new(view: blackbox_core::RunView) -> Self {
+        PyRunView {
+            index: view.tests_by_nodeid(),
+            view,
+        }
+    }
+
+    fn test(&self, nodeid: &str) -> Option<&blackbox_core::TestView> {
+        self.index
+            .get(&self.view.tests, nodeid)
+            .map(|i| &self.view.tests[i])
+    }
+}
+
+/// `object.__setattr__(obj, name, value)`: past a frozen dataclass's `__setattr__`.
+fn set_attr_past(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyString>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    // SAFETY: the GIL is held (the Bounds prove it) and the three objects are alive;
+    // `PyObject_GenericSetAttr` borrows them.
+    let rc =
+        unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(obj.py()))
+    }
+}
+
+#[pymethods]
+impl PyRunView {
+    /// How many tests.
+    #[getter]
+    fn test_count(&self) -> usize {
+        self.view.tests.len()
+    }
+
+    /// `RunReader.view()` without `tests`.
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        view_dict(py, &self.view, None, false)
+    }
+
+    /// Each test as an instance of `cls` (`store.TestInfo`), in the view's order, made
+    /// without its `__init__` and holding `nodeid`, `outcome`, `timeout`, `attempt` and
+    /// `_rest`: this view, whose `test_rest(nodeid)` gives its other fields when
+    /// `TestInfo.__getattr__` first wants one. Most of a test's conversion is those
+    /// fields (its phases, its properties), and most readers of many tests never look.
+    /// The cyclic GC is paused meanwhile.
+    fn tests<'py>(
+        slf: &Bound<'py, Self>,
+        cls: &Bound<'py, PyType>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let new = py.get_type::<PyAny>().getattr(intern!(py, "__new__"))?;
+        gc_paused(py, || {
+            let out = PyList::empty(py);
+            for t in &slf.get().view.tests {
+                let obj = new.call1((cls,))?;
+                set_attr_past(
+                    &obj,
+                    intern!(py, "nodeid"),
+                    PyString::new(py, &t.nodeid).as_any(),
+                )?;
+                set_attr_past(
+                    &obj,
+                    intern!(py, "outcome"),
+                    outcome_str(py, &t.outcome).as_any(),
+                )?;
+                set_attr_past(
+                    &obj,
+                    intern!(py, "timeout"),
+                    &timeout_py(py, t.timeout.as_ref())?,
+                )?;
+                set_attr_past(
+                    &obj,
+                    intern!(py, "attempt"),
+                    t.attempt.into_pyobject(py)?.as_any(),
+                )?;
+                set_attr_past(&obj, intern!(py, "_rest"), slf.as_any())?;
+                out.append(obj)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// The fields of test `nodeid` that `tests` leaves out, as in its JSON.
+    fn test_rest<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Bound<'py, PyDict>> {
+        let Some(t) = self.test(nodeid) else {
+            return Err(pyo3::exceptions::PyKeyError::new_err(nodeid.to_owned()));
+        };
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
+        d.set_item(intern!(py, "worker"), &t.worker)?;
+        d.set_item(intern!(py, "pid"), t.pid)?;
+        d.set_item(intern!(py, "crashed"), t.crashed)?;
+        d.set_item(intern!(py, "signal"), t.signal)?;
+        d.set_item(
+            intern!(py, "signal_name"),
+            t.signal.map(blackbox_core::signal_name),
+        )?;
+        d.set_item(intern!(py, "phases"), phases_py(py, t)?)?;
+        d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
+        Ok(d)
+    }
+
+    /// Each test's whole dict, as `RunReader.view()["tests"]` has it (the GC paused).
+    fn test_dicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        gc_paused(py, || {
+            let out = PyList::empty(py);
+            for t in &self.view.tests {
+                out.append(test_py(py, t)?)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// The exact properties of test `nodeid` as a dict (`RunReader.properties_dict`, as of
+    /// this view); `None` when the view has no test `nodeid`.
+    fn properties<'py>(
+        &self,
+        py: Python<'py>,
+        nodeid: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(t) = self.test(nodeid) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        for (k, v) in &t.properties {
+            d.set_item(k, value_to_py(py, v)?)?;
+        }
+        Ok(Some(d))
+    }
 }
 
 /// A test's or a crash's `timeout`, as its JSON (docs/cli.md), or None.
@@ -238,6 +388,16 @@ pub(crate) fn view_to_py<'py>(
     py: Python<'py>,
     v: &blackbox_core::RunView,
     brief: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    view_dict(py, v, brief, brief.is_none())
+}
+
+/// `view_to_py`; with `tests` false, without `tests` (`RunView.summary`).
+fn view_dict<'py>(
+    py: Python<'py>,
+    v: &blackbox_core::RunView,
+    brief: Option<usize>,
+    tests: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     let crashes = PyList::empty(py);
@@ -317,7 +477,7 @@ pub(crate) fn view_to_py<'py>(
     out.set_item(intern!(py, "run"), run)?;
     if brief.is_some() {
         out.set_item(intern!(py, "test_count"), v.tests.len())?;
-    } else {
+    } else if tests {
         let tests = PyList::empty(py);
         for t in &v.tests {
             tests.append(test_py(py, t)?)?;

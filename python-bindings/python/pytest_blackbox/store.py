@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .errors import NoStoreError, NoSuchRunError
@@ -66,6 +66,33 @@ class TestInfo:
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
         args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
         return cls(**args)
+
+    # A test of a Run is converted in two steps (`_native.RunView.tests`): it starts with
+    # `nodeid`, `outcome`, `timeout`, `attempt` and `_rest` (the native view), which gives
+    # the other fields on the first use of one. Hidden from type checkers, which
+    # would otherwise accept any attribute name.
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            d = self.__dict__
+            rest = d.get("_rest")
+            if rest is None or name not in _LAZY_FIELDS:
+                if name in d:  # another thread filled it meanwhile
+                    return d[name]
+                raise AttributeError(f"'TestInfo' object has no attribute {name!r}")
+            d.update(rest.test_rest(d["nodeid"]))
+            d.pop("_rest", None)
+            return d[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy and pickle take every field, not the native view.
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+#: The fields of a Run's test that its `_rest` gives.
+_LAZY_FIELDS = frozenset(
+    ("duration_s", "worker", "pid", "crashed", "signal", "signal_name", "phases", "properties")
+)
 
 
 def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
@@ -173,7 +200,13 @@ class Summary:
     """The aggregate of a run as it stands: the same numbers from any process."""
 
     def __init__(self, view: dict[str, Any]) -> None:
-        self.raw = view
+        self._load(view, None)
+
+    def _load(self, view: dict[str, Any], native: _native.RunView | None) -> None:
+        """``view``: a view dict; with ``native``, the native view it was made from, less
+        its ``tests`` (those come from ``native`` when asked for)."""
+        self._raw = view
+        self._native = native
         self.info: dict[str, Any] = view["run"]
         self._tests: list[TestInfo] | None = None
         self.fixtures = [FixtureInfo.from_json(f) for f in view["fixtures"]]
@@ -187,16 +220,37 @@ class Summary:
         self.problems: list[str] = view.get("problems", [])
 
     @property
+    def raw(self) -> dict[str, Any]:
+        """The view as dicts, in the ``blackbox stats --json`` schema (a Run's ``tests``
+        dicts are built on first access)."""
+        if self._native is not None and "tests" not in self._raw:
+            self._raw["tests"] = self._native.test_dicts()
+        return self._raw
+
+    @raw.setter
+    def raw(self, view: dict[str, Any]) -> None:
+        self._raw = view
+        self._native = None
+
+    def _test_count(self) -> int:
+        if self._native is not None and "tests" not in self._raw:
+            return self._native.test_count
+        return len(self._raw["tests"])
+
+    @property
     def tests(self) -> list[TestInfo]:
         """Every test, in the order they started (built on first access: a large run has
         hundreds of thousands)."""
         if self._tests is None:
+            if self._native is not None:
+                self._tests = self._native.tests(TestInfo)
+                return self._tests
             # As RunReader.view(): new objects that cannot form cycles; collections run
             # over them would cost a fifth of the build.
             was_on = gc.isenabled()
             gc.disable()
             try:
-                self._tests = _tests_of(self.raw["tests"])
+                self._tests = _tests_of(self._raw["tests"])
             finally:
                 if was_on:
                     gc.enable()
@@ -268,7 +322,7 @@ class Summary:
 
     def __repr__(self) -> str:
         return (
-            f"<Summary run={self.id} tests={len(self.raw['tests'])} fixtures={len(self.fixtures)} "
+            f"<Summary run={self.id} tests={self._test_count()} fixtures={len(self.fixtures)} "
             f"crashes={len(self.crashes)}>"
         )
 
@@ -279,11 +333,18 @@ class Run(Summary):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._reader = _native.RunReader(str(self.path))
-        super().__init__(self._reader.view())
+        self._read()
+
+    def _read(self) -> None:
+        # The view stays native: tests, their phases and properties, and `raw["tests"]`
+        # are converted when asked for (a run of 20,000 tests is read faster than a
+        # JSON-lines file of them is parsed: benches/python/read_path.py).
+        self._view = self._reader.read()
+        self._load(self._view.summary(), self._view)
 
     def refresh(self) -> Run:
         """Reads what was committed since (cost proportional to what is new)."""
-        Summary.__init__(self, self._reader.view())
+        self._read()
         return self
 
     def properties(self, nodeid: str) -> dict[str, Any]:
@@ -291,7 +352,10 @@ class Run(Summary):
         ``append`` keys (a list in time order), as of the last read (creation or
         :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
         NaN, bytes and ints past 64 bits come back as they were stored."""
-        return self._reader.properties_dict(nodeid)
+        found = self._view.properties(nodeid)
+        if found is None:  # not a test of the view (session-level: "")
+            return self._reader.properties_dict(nodeid)
+        return found
 
     def logical(self) -> Summary:
         """This run with the attempts it resumed (``--blackbox-resume``) as one logical
@@ -314,7 +378,7 @@ class Run(Summary):
 
     def __repr__(self) -> str:
         return (
-            f"<Run {self.id} tests={len(self.raw['tests'])} crashes={len(self.crashes)} "
+            f"<Run {self.id} tests={self._test_count()} crashes={len(self.crashes)} "
             f"live={self.live}>"
         )
 
