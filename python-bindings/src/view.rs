@@ -227,16 +227,17 @@ impl PyRunView {
     }
 }
 
-/// `object.__setattr__(obj, name, value)`: past a frozen dataclass's `__setattr__`.
+/// `object.__setattr__(obj, name, value)` (past a frozen dataclass's `__setattr__`), or
+/// with `None` `object.__delattr__(obj, name)`.
 fn set_attr_past(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyString>,
-    value: &Bound<'_, PyAny>,
+    value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    // SAFETY: the GIL is held (the Bounds prove it) and the three objects are alive;
-    // `PyObject_GenericSetAttr` borrows them.
-    let rc =
-        unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    let value = value.map_or(std::ptr::null_mut(), Bound::as_ptr);
+    // SAFETY: the GIL is held (the Bounds prove it) and the objects are alive;
+    // `PyObject_GenericSetAttr` borrows them, and a null value deletes.
+    let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) };
     if rc == 0 {
         Ok(())
     } else {
@@ -259,65 +260,93 @@ impl PyRunView {
 
     /// Each test as an instance of `cls` (`store.TestInfo`), in the view's order, made
     /// without its `__init__` and holding `nodeid`, `outcome`, `timeout`, `attempt` and
-    /// `_rest`: this view, whose `test_rest(nodeid)` gives its other fields when
-    /// `TestInfo.__getattr__` first wants one. Most of a test's conversion is those
-    /// fields (its phases, its properties), and most readers of many tests never look.
-    /// The cyclic GC is paused meanwhile.
+    /// `_rest`: `rest`, which `fill` and `fill_all` look for. Most of a test's conversion
+    /// is its other fields (its phases, its properties), and most readers of many tests
+    /// never look at them. The cyclic GC is paused meanwhile.
     fn tests<'py>(
-        slf: &Bound<'py, Self>,
+        &self,
         cls: &Bound<'py, PyType>,
+        rest: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let py = slf.py();
+        let py = cls.py();
         let new = py.get_type::<PyAny>().getattr(intern!(py, "__new__"))?;
         gc_paused(py, || {
             let out = PyList::empty(py);
-            for t in &slf.get().view.tests {
+            for t in &self.view.tests {
                 let obj = new.call1((cls,))?;
-                set_attr_past(
-                    &obj,
+                let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
+                    set_attr_past(&obj, name, Some(&value))
+                };
+                set(
                     intern!(py, "nodeid"),
-                    PyString::new(py, &t.nodeid).as_any(),
+                    PyString::new(py, &t.nodeid).into_any(),
                 )?;
-                set_attr_past(
-                    &obj,
+                set(
                     intern!(py, "outcome"),
-                    outcome_str(py, &t.outcome).as_any(),
+                    outcome_str(py, &t.outcome).into_any(),
                 )?;
-                set_attr_past(
-                    &obj,
-                    intern!(py, "timeout"),
-                    &timeout_py(py, t.timeout.as_ref())?,
-                )?;
-                set_attr_past(
-                    &obj,
+                set(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
+                set(
                     intern!(py, "attempt"),
-                    t.attempt.into_pyobject(py)?.as_any(),
+                    t.attempt.into_pyobject(py)?.into_any(),
                 )?;
-                set_attr_past(&obj, intern!(py, "_rest"), slf.as_any())?;
+                set(intern!(py, "_rest"), rest.clone())?;
                 out.append(obj)?;
             }
             Ok(out)
         })
     }
 
-    /// The fields of test `nodeid` that `tests` leaves out, as in its JSON.
-    fn test_rest<'py>(&self, py: Python<'py>, nodeid: &str) -> PyResult<Bound<'py, PyDict>> {
-        let Some(t) = self.test(nodeid) else {
-            return Err(pyo3::exceptions::PyKeyError::new_err(nodeid.to_owned()));
+    /// If `obj` (one of `tests`) still has `rest` as its `_rest`: sets its other fields
+    /// as in its JSON and deletes its `_rest`.
+    fn fill(&self, obj: &Bound<'_, PyAny>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        let Ok(its) = obj.getattr(intern!(py, "_rest")) else {
+            return Ok(()); // filled already (by another thread)
         };
-        let d = PyDict::new(py);
-        d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
-        d.set_item(intern!(py, "worker"), &t.worker)?;
-        d.set_item(intern!(py, "pid"), t.pid)?;
-        d.set_item(intern!(py, "crashed"), t.crashed)?;
-        d.set_item(intern!(py, "signal"), t.signal)?;
-        d.set_item(
-            intern!(py, "signal_name"),
-            t.signal.map(blackbox_core::signal_name),
+        if !its.is(rest) {
+            return Ok(());
+        }
+        let nodeid = obj.getattr(intern!(py, "nodeid"))?;
+        let Some(t) = self.test(nodeid.cast::<PyString>()?.to_str()?) else {
+            return Err(pyo3::exceptions::PyKeyError::new_err(nodeid.unbind()));
+        };
+        let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
+            set_attr_past(obj, name, Some(&value))
+        };
+        set(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
+        set(
+            intern!(py, "worker"),
+            t.worker.as_deref().into_pyobject(py)?,
         )?;
-        d.set_item(intern!(py, "phases"), phases_py(py, t)?)?;
-        d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
-        Ok(d)
+        set(intern!(py, "pid"), t.pid.into_pyobject(py)?)?;
+        set(
+            intern!(py, "crashed"),
+            PyBool::new(py, t.crashed).to_owned().into_any(),
+        )?;
+        set(intern!(py, "signal"), t.signal.into_pyobject(py)?)?;
+        set(
+            intern!(py, "signal_name"),
+            t.signal.map(blackbox_core::signal_name).into_pyobject(py)?,
+        )?;
+        set(intern!(py, "phases"), phases_py(py, t)?.into_any())?;
+        set(
+            intern!(py, "properties"),
+            props_json_py(py, &t.properties)?.into_any(),
+        )?;
+        // Another thread may have filled it meanwhile: then `_rest` is gone already.
+        let _ = set_attr_past(obj, intern!(py, "_rest"), None);
+        Ok(())
+    }
+
+    /// `fill` of each of `objs` (the cyclic GC paused): a run's tests at once.
+    fn fill_all(&self, objs: &Bound<'_, PyList>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
+        gc_paused(objs.py(), || {
+            for obj in objs.iter() {
+                self.fill(&obj, rest)?;
+            }
+            Ok(())
+        })
     }
 
     /// Each test's whole dict, as `RunReader.view()["tests"]` has it (the GC paused).

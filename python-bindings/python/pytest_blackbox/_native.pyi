@@ -287,14 +287,18 @@ class RunView:
     def summary(self) -> dict[str, Any]:
         """:meth:`RunReader.view` without ``tests``."""
 
-    def tests(self, cls: type[_T]) -> list[_T]:
+    def tests(self, cls: type[_T], rest: object) -> list[_T]:
         """Each test as a ``cls`` (``TestInfo``) made without its ``__init__``, holding
-        ``nodeid``, ``outcome``, ``timeout``, ``attempt`` and ``_rest``: this view, for
-        :meth:`test_rest` (the cyclic GC paused meanwhile)."""
+        ``nodeid``, ``outcome``, ``timeout``, ``attempt`` and ``_rest``: ``rest``, which
+        :meth:`fill` looks for (the cyclic GC paused meanwhile)."""
 
-    def test_rest(self, nodeid: str) -> dict[str, Any]:
-        """The other fields of test ``nodeid``'s dict in :meth:`RunReader.view`;
-        ``KeyError`` when the view has no such test."""
+    def fill(self, obj: object, rest: object) -> None:
+        """If ``obj`` (one of :meth:`tests`) still has ``rest`` as its ``_rest``: sets the
+        fields of its dict in :meth:`RunReader.view` that :meth:`tests` left out, and
+        deletes its ``_rest``."""
+
+    def fill_all(self, objs: list[Any], rest: object) -> None:
+        """:meth:`fill` of each of ``objs``, the cyclic GC paused meanwhile."""
 
     def test_dicts(self) -> list[dict[str, Any]]:
         """Each test's whole dict, as ``RunReader.view()["tests"]``."""
