@@ -1538,13 +1538,13 @@ fn props_json(props: &[(String, Value)]) -> Json {
 
 /// A view's tests by nodeid ([`RunView::tests_by_nodeid`]): open addressing over the
 /// nodeids' hashes (keyed per process, as [`TestIndex`]), one table and no copy of a
-/// nodeid. Of two tests with one nodeid (a logical view of several attempts has none
-/// either), the first is found.
+/// nodeid. Of two tests with one nodeid (a view has none), the first is found.
 #[derive(Debug, Clone)]
 pub struct TestsByNodeid {
     keys: std::collections::hash_map::RandomState,
-    /// (hash, index into the view's tests); `u32::MAX`: empty. A power of two long.
-    slots: Vec<(u64, u32)>,
+    /// (the hash's high half, index into the view's tests); `u32::MAX`: empty. A power
+    /// of two long, at most two thirds full.
+    slots: Vec<(u32, u32)>,
 }
 
 impl TestsByNodeid {
@@ -1552,19 +1552,20 @@ impl TestsByNodeid {
 
     fn new(tests: &[TestView]) -> Self {
         let keys = std::collections::hash_map::RandomState::new();
-        let len = (tests.len().max(4) * 2).next_power_of_two();
+        let len = (tests.len() * 3 / 2 + 1).next_power_of_two();
         let mut slots = vec![(0, Self::EMPTY); len];
         let mask = len - 1;
         for (i, t) in tests.iter().enumerate() {
             let h = keys.hash_one(t.nodeid.as_bytes());
+            let tag = (h >> 32) as u32;
             let mut at = h as usize & mask;
             loop {
-                let (sh, si) = slots[at];
+                let (st, si) = slots[at];
                 if si == Self::EMPTY {
-                    slots[at] = (h, i as u32);
+                    slots[at] = (tag, i as u32);
                     break;
                 }
-                if sh == h && tests[si as usize].nodeid == t.nodeid {
+                if st == tag && tests[si as usize].nodeid == t.nodeid {
                     break; // the first keeps the name
                 }
                 at = (at + 1) & mask;
@@ -1576,14 +1577,15 @@ impl TestsByNodeid {
     /// The index in `tests` (those it was built from) of test `nodeid`.
     pub fn get(&self, tests: &[TestView], nodeid: &str) -> Option<usize> {
         let h = self.keys.hash_one(nodeid.as_bytes());
+        let tag = (h >> 32) as u32;
         let mask = self.slots.len() - 1;
         let mut at = h as usize & mask;
         loop {
-            let (sh, si) = self.slots[at];
+            let (st, si) = self.slots[at];
             if si == Self::EMPTY {
                 return None;
             }
-            if sh == h && tests.get(si as usize).is_some_and(|t| t.nodeid == nodeid) {
+            if st == tag && tests.get(si as usize).is_some_and(|t| t.nodeid == nodeid) {
                 return Some(si as usize);
             }
             at = (at + 1) & mask;
