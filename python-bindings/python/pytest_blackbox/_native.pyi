@@ -290,7 +290,8 @@ class RunView:
     def tests(self, cls: type[_T], rest: object) -> list[_T]:
         """Each test as a ``cls`` (``TestInfo``) made without its ``__init__``, holding
         ``nodeid``, ``outcome``, ``timeout``, ``attempt`` and ``_rest``: ``rest``, which
-        :meth:`fill` looks for (the cyclic GC paused meanwhile)."""
+        :meth:`fill` looks for. They are made with the cyclic GC paused and left out of
+        it (``gc.is_tracked`` is False): they hold plain values only."""
 
     def fill(self, obj: object, rest: object) -> None:
         """If ``obj`` (one of :meth:`tests`) still has ``rest`` as its ``_rest``: sets the
