@@ -7,9 +7,10 @@ records (read back with ``Run.records()``) then go into sqlite3 (one table) and 
 key per record, the record as JSON), and each reader builds the run's aggregate: per test
 its outcome, duration, phases and properties; per fixture setups, total, mean and max.
 
-- blackbox, Python: ``pytest_blackbox.Store(dir).latest()`` (a Run: the view as dicts and
-  dataclasses; its ``tests`` dataclasses are built on first access), the same with
-  ``.tests`` accessed, and its part ``_native.RunReader(run_dir).view()`` alone;
+- blackbox, Python: ``pytest_blackbox.Store(dir).latest()`` (a Run: the view kept native,
+  its summary as dicts and dataclasses; its ``tests`` are made on first access, each with
+  the fields it left out filled on first use), the same with ``.tests`` accessed, and
+  ``_native.RunReader(run_dir).view()`` alone (the whole view as dicts);
 - blackbox, CLI: ``target/release/blackbox stats --json --dir DIR`` (a process: start-up,
   read, aggregate and the JSON text on a pipe);
 - sqlite3: GROUP BY over the one table (tests, fixtures, workers), rows fetched to Python;

@@ -1536,7 +1536,69 @@ fn props_json(props: &[(String, Value)]) -> Json {
     )
 }
 
+/// A view's tests by nodeid ([`RunView::tests_by_nodeid`]): open addressing over the
+/// nodeids' hashes (keyed per process, as [`TestIndex`]), one table and no copy of a
+/// nodeid. Of two tests with one nodeid (a view has none), the first is found.
+#[derive(Debug, Clone)]
+pub struct TestsByNodeid {
+    keys: std::collections::hash_map::RandomState,
+    /// (the hash's high half, index into the view's tests); `u32::MAX`: empty. A power
+    /// of two long, at most two thirds full.
+    slots: Vec<(u32, u32)>,
+}
+
+impl TestsByNodeid {
+    const EMPTY: u32 = u32::MAX;
+
+    fn new(tests: &[TestView]) -> Self {
+        let keys = std::collections::hash_map::RandomState::new();
+        let len = (tests.len() * 3 / 2 + 1).next_power_of_two();
+        let mut slots = vec![(0, Self::EMPTY); len];
+        let mask = len - 1;
+        for (i, t) in tests.iter().enumerate() {
+            let h = keys.hash_one(t.nodeid.as_bytes());
+            let tag = (h >> 32) as u32;
+            let mut at = h as usize & mask;
+            loop {
+                let (st, si) = slots[at];
+                if si == Self::EMPTY {
+                    slots[at] = (tag, i as u32);
+                    break;
+                }
+                if st == tag && tests[si as usize].nodeid == t.nodeid {
+                    break; // the first keeps the name
+                }
+                at = (at + 1) & mask;
+            }
+        }
+        TestsByNodeid { keys, slots }
+    }
+
+    /// The index in `tests` (those it was built from) of test `nodeid`.
+    pub fn get(&self, tests: &[TestView], nodeid: &str) -> Option<usize> {
+        let h = self.keys.hash_one(nodeid.as_bytes());
+        let tag = (h >> 32) as u32;
+        let mask = self.slots.len() - 1;
+        let mut at = h as usize & mask;
+        loop {
+            let (st, si) = self.slots[at];
+            if si == Self::EMPTY {
+                return None;
+            }
+            if st == tag && tests.get(si as usize).is_some_and(|t| t.nodeid == nodeid) {
+                return Some(si as usize);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
 impl RunView {
+    /// Its tests by nodeid, for lookups of many (`TestsByNodeid::get` with `self.tests`).
+    pub fn tests_by_nodeid(&self) -> TestsByNodeid {
+        TestsByNodeid::new(&self.tests)
+    }
+
     /// The documented `stats --json` schema (docs/cli.md).
     pub fn to_json(&self) -> Json {
         json!({
@@ -2205,5 +2267,23 @@ mod tests {
         let live = agg.view("r1", &[seg]);
         assert!(live.tests.iter().all(|t| t.outcome != "not-run"));
         assert!(!live.run.died());
+    }
+
+    #[test]
+    fn tests_by_nodeid_finds_each_test_and_nothing_else() {
+        let mut v = RunView::default();
+        for i in 0..1000 {
+            v.tests
+                .push(TestView::not_run(format!("t.py::test[{i}]"), 1));
+        }
+        v.tests.push(TestView::not_run("t.py::test[7]".into(), 2)); // a second of one name
+        let index = v.tests_by_nodeid();
+        for i in 0..1000 {
+            assert_eq!(index.get(&v.tests, &format!("t.py::test[{i}]")), Some(i));
+        }
+        assert_eq!(index.get(&v.tests, "t.py::test[1000]"), None);
+        assert_eq!(index.get(&v.tests, ""), None);
+        let empty = RunView::default();
+        assert_eq!(empty.tests_by_nodeid().get(&empty.tests, "t.py::a"), None);
     }
 }

@@ -48,7 +48,7 @@ mod watchdog;
 // One public path per type: the modules are private and this list is the crate's face.
 pub use aggregate::{
     signal_name, Aggregate, CrashView, ExitView, FixtureStats, PhaseView, RunMeta, RunView,
-    TestView, TimeoutView, WorkerView,
+    TestView, TestsByNodeid, TimeoutView, WorkerView,
 };
 pub use clock::{now_mono_ns, now_wall_ns};
 pub use combine::{combine, Combined};

@@ -27,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", blackbox_core::FORMAT_VERSION)?;
     m.add_class::<recorder::PyRecorder>()?;
     m.add_class::<reader::PyRunReader>()?;
+    m.add_class::<view::PyRunView>()?;
     m.add_class::<hooks::PyFixtureTimer>()?;
     m.add_class::<hooks::PyTestHooks>()?;
     m.add_function(wrap_pyfunction!(api::to_plain, m)?)?;

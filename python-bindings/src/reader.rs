@@ -13,7 +13,7 @@ use pyo3::types::PyDict;
 use crate::errors::{raise, Class, OrRaise};
 use crate::history::{fold_options, fold_stats_py};
 use crate::lock;
-use crate::view::{gc_paused, json_to_py, value_to_py, view_to_py};
+use crate::view::{gc_paused, json_to_py, value_to_py, view_to_py, PyRunView};
 
 pub(crate) struct ReaderState {
     follower: Follower,
@@ -240,6 +240,13 @@ impl PyRunReader {
         self.usable(py)?;
         let view = py.detach(|| lock(&self.inner).view());
         gc_paused(py, || view_to_py(py, &view, None))
+    }
+
+    /// The run after a poll, kept native (`RunView`): what `view()` gives, converted part
+    /// by part when asked (`Run` reads a store this way).
+    fn read(&self, py: Python<'_>) -> PyResult<PyRunView> {
+        self.usable(py)?;
+        Ok(py.detach(|| PyRunView::new(lock(&self.inner).view())))
     }
 
     /// The run in brief, after a poll: what `view()` gives, less the list of tests (their

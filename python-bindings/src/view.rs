@@ -3,7 +3,7 @@
 use blackbox_core::{Phase, Value};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyType};
 
 pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -178,15 +178,7 @@ pub(crate) fn test_py<'py>(
     d.set_item(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
     d.set_item(intern!(py, "nodeid"), &t.nodeid)?;
     d.set_item(intern!(py, "outcome"), outcome_str(py, &t.outcome))?;
-    let phases = PyList::empty(py);
-    for p in &t.phases {
-        let pd = PyDict::new(py);
-        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
-        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
-        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
-        phases.append(pd)?;
-    }
-    d.set_item(intern!(py, "phases"), phases)?;
+    d.set_item(intern!(py, "phases"), phases_py(py, t)?)?;
     d.set_item(intern!(py, "pid"), t.pid)?;
     d.set_item(intern!(py, "properties"), props_json_py(py, &t.properties)?)?;
     d.set_item(intern!(py, "signal"), t.signal)?;
@@ -197,6 +189,202 @@ pub(crate) fn test_py<'py>(
     d.set_item(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
     d.set_item(intern!(py, "worker"), &t.worker)?;
     Ok(d)
+}
+
+/// A test's `phases`, as in its JSON.
+fn phases_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Bound<'py, PyList>> {
+    let phases = PyList::empty(py);
+    for p in &t.phases {
+        let pd = PyDict::new(py);
+        pd.set_item(intern!(py, "duration_s"), json_f64(py, p.duration_s))?;
+        pd.set_item(intern!(py, "outcome"), outcome_str(py, &p.outcome))?;
+        pd.set_item(intern!(py, "phase"), phase_str(py, p.phase))?;
+        phases.append(pd)?;
+    }
+    Ok(phases)
+}
+
+/// A run's view as read (`RunReader.read()`), kept native: Python asks for its parts.
+#[pyclass(module = "pytest_blackbox._native", name = "RunView", frozen)]
+pub(crate) struct PyRunView {
+    view: blackbox_core::RunView,
+    index: blackbox_core::TestsByNodeid,
+}
+
+impl PyRunView {
+    /// Builds the index too: call it without the GIL.
+    pub(crate) fn new(view: blackbox_core::RunView) -> Self {
+        PyRunView {
+            index: view.tests_by_nodeid(),
+            view,
+        }
+    }
+
+    fn test(&self, nodeid: &str) -> Option<&blackbox_core::TestView> {
+        self.index
+            .get(&self.view.tests, nodeid)
+            .map(|i| &self.view.tests[i])
+    }
+}
+
+/// `object.__setattr__(obj, name, value)` (past a frozen dataclass's `__setattr__`), or
+/// with `None` `object.__delattr__(obj, name)`.
+fn set_attr_past(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyString>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let value = value.map_or(std::ptr::null_mut(), Bound::as_ptr);
+    // SAFETY: the GIL is held (the Bounds prove it) and the objects are alive;
+    // `PyObject_GenericSetAttr` borrows them, and a null value deletes.
+    let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(obj.py()))
+    }
+}
+
+#[pymethods]
+impl PyRunView {
+    /// How many tests.
+    #[getter]
+    fn test_count(&self) -> usize {
+        self.view.tests.len()
+    }
+
+    /// `RunReader.view()` without `tests`.
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        view_dict(py, &self.view, None, false)
+    }
+
+    /// Each test as an instance of `cls` (`store.TestInfo`), in the view's order, made
+    /// without its `__init__` and holding `nodeid`, `outcome`, `timeout`, `attempt` and
+    /// `_rest`: `rest`, which `fill` and `fill_all` look for. Most of a test's conversion
+    /// is its other fields (its phases, its properties), and most readers of many tests
+    /// never look at them. The cyclic GC is paused meanwhile.
+    fn tests<'py>(
+        &self,
+        cls: &Bound<'py, PyType>,
+        rest: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = cls.py();
+        let new = py.get_type::<PyAny>().getattr(intern!(py, "__new__"))?;
+        gc_paused(py, || {
+            let out = PyList::empty(py);
+            for t in &self.view.tests {
+                let obj = new.call1((cls,))?;
+                let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
+                    set_attr_past(&obj, name, Some(&value))
+                };
+                set(
+                    intern!(py, "nodeid"),
+                    PyString::new(py, &t.nodeid).into_any(),
+                )?;
+                set(
+                    intern!(py, "outcome"),
+                    outcome_str(py, &t.outcome).into_any(),
+                )?;
+                set(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
+                set(
+                    intern!(py, "attempt"),
+                    t.attempt.into_pyobject(py)?.into_any(),
+                )?;
+                set(intern!(py, "_rest"), rest.clone())?;
+                // Out of the cyclic GC: it holds strings, ints, None and `rest`, and after
+                // `fill` new lists and dicts of plain values: no cycle can run through it
+                // unless its reader builds one (`t.properties["me"] = t`, which is then
+                // never collected). Tracked, every full collection while a run's tests
+                // live walks them all: reading 20,000 tests and their properties() took
+                // 12% longer (benches/python/read_path.py).
+                // SAFETY: `obj` is alive and tracked (a new instance of a class with
+                // `__dict__`); its dealloc untracks only what is tracked.
+                unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+                out.append(obj)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// If `obj` (one of `tests`) still has `rest` as its `_rest`: sets its other fields
+    /// as in its JSON and deletes its `_rest`.
+    fn fill(&self, obj: &Bound<'_, PyAny>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        let Ok(its) = obj.getattr(intern!(py, "_rest")) else {
+            return Ok(()); // filled already (by another thread)
+        };
+        if !its.is(rest) {
+            return Ok(());
+        }
+        let nodeid = obj.getattr(intern!(py, "nodeid"))?;
+        let Some(t) = self.test(nodeid.cast::<PyString>()?.to_str()?) else {
+            return Err(pyo3::exceptions::PyKeyError::new_err(nodeid.unbind()));
+        };
+        let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
+            set_attr_past(obj, name, Some(&value))
+        };
+        set(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
+        set(
+            intern!(py, "worker"),
+            t.worker.as_deref().into_pyobject(py)?,
+        )?;
+        set(intern!(py, "pid"), t.pid.into_pyobject(py)?)?;
+        set(
+            intern!(py, "crashed"),
+            PyBool::new(py, t.crashed).to_owned().into_any(),
+        )?;
+        set(intern!(py, "signal"), t.signal.into_pyobject(py)?)?;
+        set(
+            intern!(py, "signal_name"),
+            t.signal.map(blackbox_core::signal_name).into_pyobject(py)?,
+        )?;
+        set(intern!(py, "phases"), phases_py(py, t)?.into_any())?;
+        set(
+            intern!(py, "properties"),
+            props_json_py(py, &t.properties)?.into_any(),
+        )?;
+        // Another thread may have filled it meanwhile: then `_rest` is gone already.
+        let _ = set_attr_past(obj, intern!(py, "_rest"), None);
+        Ok(())
+    }
+
+    /// `fill` of each of `objs` (the cyclic GC paused): a run's tests at once.
+    fn fill_all(&self, objs: &Bound<'_, PyList>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
+        gc_paused(objs.py(), || {
+            for obj in objs.iter() {
+                self.fill(&obj, rest)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Each test's whole dict, as `RunReader.view()["tests"]` has it (the GC paused).
+    fn test_dicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        gc_paused(py, || {
+            let out = PyList::empty(py);
+            for t in &self.view.tests {
+                out.append(test_py(py, t)?)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// The exact properties of test `nodeid` as a dict (`RunReader.properties_dict`, as of
+    /// this view); `None` when the view has no test `nodeid`.
+    fn properties<'py>(
+        &self,
+        py: Python<'py>,
+        nodeid: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(t) = self.test(nodeid) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        for (k, v) in &t.properties {
+            d.set_item(k, value_to_py(py, v)?)?;
+        }
+        Ok(Some(d))
+    }
 }
 
 /// A test's or a crash's `timeout`, as its JSON (docs/cli.md), or None.
@@ -238,6 +426,16 @@ pub(crate) fn view_to_py<'py>(
     py: Python<'py>,
     v: &blackbox_core::RunView,
     brief: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    view_dict(py, v, brief, brief.is_none())
+}
+
+/// `view_to_py`; with `tests` false, without `tests` (`RunView.summary`).
+fn view_dict<'py>(
+    py: Python<'py>,
+    v: &blackbox_core::RunView,
+    brief: Option<usize>,
+    tests: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     let crashes = PyList::empty(py);
@@ -317,7 +515,7 @@ pub(crate) fn view_to_py<'py>(
     out.set_item(intern!(py, "run"), run)?;
     if brief.is_some() {
         out.set_item(intern!(py, "test_count"), v.tests.len())?;
-    } else {
+    } else if tests {
         let tests = PyList::empty(py);
         for t in &v.tests {
             tests.append(test_py(py, t)?)?;

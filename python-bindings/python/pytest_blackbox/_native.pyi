@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 __version__: Final[str]
 """The package version: ``[workspace.package] version`` of the Cargo workspace."""
@@ -47,6 +47,7 @@ _Role = Literal["main", "controller", "worker", "forked", "other"]
 _Durability = Literal["process", "system"]
 _Phase = Literal["setup", "call", "teardown"]
 _PathLike = str | os.PathLike[str]
+_T = TypeVar("_T")
 
 class Recorder:
     """This process's writer into one run folder.
@@ -276,6 +277,37 @@ class TestHooks:
         """A fixture's setup starts (``pytest_fixture_setup``): its timer, already added as
         the finalizer that ends its teardown; ``None`` when it is not timed."""
 
+class RunView:
+    """One read of a run (:meth:`RunReader.read`), held natively."""
+
+    @property
+    def test_count(self) -> int:
+        """How many tests."""
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`RunReader.view` without ``tests``."""
+
+    def tests(self, cls: type[_T], rest: object) -> list[_T]:
+        """Each test as a ``cls`` (``TestInfo``) made without its ``__init__``, holding
+        ``nodeid``, ``outcome``, ``timeout``, ``attempt`` and ``_rest``: ``rest``, which
+        :meth:`fill` looks for. They are made with the cyclic GC paused and left out of
+        it (``gc.is_tracked`` is False): they hold plain values only."""
+
+    def fill(self, obj: object, rest: object) -> None:
+        """If ``obj`` (one of :meth:`tests`) still has ``rest`` as its ``_rest``: sets the
+        fields of its dict in :meth:`RunReader.view` that :meth:`tests` left out, and
+        deletes its ``_rest``."""
+
+    def fill_all(self, objs: list[Any], rest: object) -> None:
+        """:meth:`fill` of each of ``objs``, the cyclic GC paused meanwhile."""
+
+    def test_dicts(self) -> list[dict[str, Any]]:
+        """Each test's whole dict, as ``RunReader.view()["tests"]``."""
+
+    def properties(self, nodeid: str) -> dict[str, Any] | None:
+        """:meth:`RunReader.properties_dict` of test ``nodeid`` as of this read; ``None``
+        when the view has no test ``nodeid`` (the session's own properties: ``""``)."""
+
 class RunReader:
     """A follower of one run folder: each :meth:`poll` reads only what was committed since
     the last one (cost proportional to what is new), from every segment of the run. It
@@ -326,6 +358,10 @@ class RunReader:
         ``workers``, ``problems``.
         JSON has no NaN, bytes or big ints: use :meth:`properties` for exact values.
         Built straight from the aggregate, with the cyclic GC paused meanwhile."""
+
+    def read(self) -> RunView:
+        """Poll, then the run's view kept native: what :meth:`view` gives, converted part
+        by part when asked for (``Store``'s ``Run`` reads this way)."""
 
     def brief(self, fixtures: int = 10) -> dict[str, Any]:
         """The run in brief, after a poll: ``view()`` without ``tests`` (``test_count`` and

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import os
+import weakref
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .errors import NoStoreError, NoSuchRunError
@@ -66,6 +67,58 @@ class TestInfo:
     def from_json(cls, d: dict[str, Any]) -> TestInfo:
         args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
         return cls(**args)
+
+    # A test of a Run is converted in two steps (`_native.RunView.tests`): it starts with
+    # `nodeid`, `outcome`, `timeout`, `attempt` and `_rest` (an `_Unread`), which sets the
+    # other fields on the first use of one. Hidden from type checkers, which would
+    # otherwise accept any attribute name.
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            if name not in _LAZY_FIELDS:
+                raise AttributeError(f"'TestInfo' object has no attribute {name!r}")
+            try:
+                rest = self._rest
+            except AttributeError:  # another thread filled it meanwhile
+                return object.__getattribute__(self, name)
+            rest.fill(self)
+            return object.__getattribute__(self, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy and pickle take every field, not the native view.
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+#: The fields of a Run's test that its `_rest` sets.
+_LAZY_FIELDS = frozenset(
+    ("duration_s", "worker", "pid", "crashed", "signal", "signal_name", "phases", "properties")
+)
+
+
+class _TestList(list[TestInfo]):
+    """A Run's ``tests``: a list, which its ``_Unread`` can refer to weakly."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _Unread:
+    """The ``_rest`` of a Run's tests until they are filled: the native view that has
+    their other fields, and (weakly: no cycle) the list they were made in. The first test
+    asked for one of those fills every test of that list at once, with the cyclic GC
+    paused (``RunView.fill_all``): one at a time, the new containers of each would set off
+    collections over all the tests made so far."""
+
+    __slots__ = ("tests", "view")
+
+    def __init__(self, view: _native.RunView) -> None:
+        self.view = view
+        self.tests: weakref.ref[_TestList] | None = None
+
+    def fill(self, test: TestInfo) -> None:
+        tests = self.tests() if self.tests is not None else None
+        if tests is not None:
+            self.view.fill_all(tests, self)
+        self.view.fill(test, self)  # not in that list (any more): nothing done yet
 
 
 def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
@@ -173,7 +226,13 @@ class Summary:
     """The aggregate of a run as it stands: the same numbers from any process."""
 
     def __init__(self, view: dict[str, Any]) -> None:
-        self.raw = view
+        self._load(view, None)
+
+    def _load(self, view: dict[str, Any], native: _native.RunView | None) -> None:
+        """``view``: a view dict; with ``native``, the native view it was made from, less
+        its ``tests`` (those come from ``native`` when asked for)."""
+        self._raw = view
+        self._native = native
         self.info: dict[str, Any] = view["run"]
         self._tests: list[TestInfo] | None = None
         self.fixtures = [FixtureInfo.from_json(f) for f in view["fixtures"]]
@@ -187,16 +246,40 @@ class Summary:
         self.problems: list[str] = view.get("problems", [])
 
     @property
+    def raw(self) -> dict[str, Any]:
+        """The view as dicts, in the ``blackbox stats --json`` schema (a Run's ``tests``
+        dicts are built on first access)."""
+        if self._native is not None and "tests" not in self._raw:
+            self._raw["tests"] = self._native.test_dicts()
+        return self._raw
+
+    @raw.setter
+    def raw(self, view: dict[str, Any]) -> None:
+        self._raw = view
+        self._native = None
+
+    def _test_count(self) -> int:
+        if self._native is not None and "tests" not in self._raw:
+            return self._native.test_count
+        return len(self._raw["tests"])
+
+    @property
     def tests(self) -> list[TestInfo]:
         """Every test, in the order they started (built on first access: a large run has
         hundreds of thousands)."""
         if self._tests is None:
+            if self._native is not None:
+                rest = _Unread(self._native)
+                tests = _TestList(self._native.tests(TestInfo, rest))
+                rest.tests = weakref.ref(tests)
+                self._tests = tests
+                return tests
             # As RunReader.view(): new objects that cannot form cycles; collections run
             # over them would cost a fifth of the build.
             was_on = gc.isenabled()
             gc.disable()
             try:
-                self._tests = _tests_of(self.raw["tests"])
+                self._tests = _tests_of(self._raw["tests"])
             finally:
                 if was_on:
                     gc.enable()
@@ -268,7 +351,7 @@ class Summary:
 
     def __repr__(self) -> str:
         return (
-            f"<Summary run={self.id} tests={len(self.raw['tests'])} fixtures={len(self.fixtures)} "
+            f"<Summary run={self.id} tests={self._test_count()} fixtures={len(self.fixtures)} "
             f"crashes={len(self.crashes)}>"
         )
 
@@ -279,11 +362,18 @@ class Run(Summary):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._reader = _native.RunReader(str(self.path))
-        super().__init__(self._reader.view())
+        self._read()
+
+    def _read(self) -> None:
+        # The view stays native: tests, their phases and properties, and `raw["tests"]`
+        # are converted when asked for (a run of 20,000 tests is read faster than a
+        # JSON-lines file of them is parsed: benches/python/read_path.py).
+        self._view = self._reader.read()
+        self._load(self._view.summary(), self._view)
 
     def refresh(self) -> Run:
         """Reads what was committed since (cost proportional to what is new)."""
-        Summary.__init__(self, self._reader.view())
+        self._read()
         return self
 
     def properties(self, nodeid: str) -> dict[str, Any]:
@@ -291,7 +381,10 @@ class Run(Summary):
         ``append`` keys (a list in time order), as of the last read (creation or
         :meth:`refresh`). Exact values: unlike ``tests[i].properties`` (the JSON view),
         NaN, bytes and ints past 64 bits come back as they were stored."""
-        return self._reader.properties_dict(nodeid)
+        found = self._view.properties(nodeid)
+        if found is None:  # not a test of the view (session-level: "")
+            return self._reader.properties_dict(nodeid)
+        return found
 
     def logical(self) -> Summary:
         """This run with the attempts it resumed (``--blackbox-resume``) as one logical
@@ -314,7 +407,7 @@ class Run(Summary):
 
     def __repr__(self) -> str:
         return (
-            f"<Run {self.id} tests={len(self.raw['tests'])} crashes={len(self.crashes)} "
+            f"<Run {self.id} tests={self._test_count()} crashes={len(self.crashes)} "
             f"live={self.live}>"
         )
 
