@@ -291,15 +291,6 @@ impl PyRunView {
                     t.attempt.into_pyobject(py)?.into_any(),
                 )?;
                 set(intern!(py, "_rest"), rest.clone())?;
-                // Out of the cyclic GC: it holds strings, ints, None and `rest`, and after
-                // `fill` new lists and dicts of plain values: no cycle can run through it
-                // unless its reader builds one (`t.properties["me"] = t`, which is then
-                // never collected). Tracked, every full collection while a run's tests
-                // live walks them all: reading 20,000 tests and their properties() took
-                // 12% longer (benches/python/read_path.py).
-                // SAFETY: `obj` is alive and tracked (a new instance of a class with
-                // `__dict__`); its dealloc untracks only what is tracked.
-                unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
                 out.append(obj)?;
             }
             Ok(out)
