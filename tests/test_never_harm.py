@@ -276,6 +276,7 @@ def test_a_history_of_another_user_is_refused_and_the_run_goes_on(
         (["--blackbox-history-keep=-1"], ["--blackbox-history-keep", "0 or more"]),
         (["-o", "blackbox_history_max_mb=0"], ["blackbox_history_max_mb", "above 0"]),
         (["--blackbox-history-max-mb=abc"], ["--blackbox-history-max-mb", "abc"]),
+        (["--blackbox-history-max-mb=-5"], ["--blackbox-history-max-mb = -5", "above 0"]),
         (["-o", "blackbox_durability=fast"], ["blackbox_durability", "process or system"]),
         (["--blackbox-durability=fast"], ["--blackbox-durability", "process", "system"]),
         (["-o", "blackbox=maybe"], ["blackbox", "on or off", "require"]),

@@ -82,7 +82,7 @@ class Settings:
         return self.mode != "off"
 
 
-def _raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
+def raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
     """The value of option ``name`` (command line first, then ini) and where it came from;
     ``say`` is what it accepts."""
     dest = name.replace("-", "_")
@@ -96,7 +96,7 @@ def _raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
 
 
 def _choice(config: pytest.Config, name: str, accepted: Any, say: str) -> str:
-    value, where = _raw(config, name, say)
+    value, where = raw(config, name, say)
     word = str(value).strip().lower()
     if word not in accepted:
         raise pytest.UsageError(f"{where} = {value!r}: use {say}")
@@ -105,7 +105,7 @@ def _choice(config: pytest.Config, name: str, accepted: Any, say: str) -> str:
 
 def _whole(config: pytest.Config, name: str) -> int:
     say = "a whole number, 0 or more"
-    value, where = _raw(config, name, say)
+    value, where = raw(config, name, say)
     try:
         n = int(str(value).strip())
     except ValueError:
@@ -113,6 +113,19 @@ def _whole(config: pytest.Config, name: str) -> int:
     if n < 0 or isinstance(value, bool):
         raise pytest.UsageError(f"{where} = {value!r}: use {say}")
     return n
+
+
+def size_mb(config: pytest.Config, name: str) -> float:
+    """A size in MiB above 0 (``--blackbox-history-max-mb``)."""
+    say = "a size in MiB above 0"
+    value, where = raw(config, name, say)
+    try:
+        mb = float(str(value).strip())
+    except ValueError:
+        mb = -1.0
+    if not mb > 0 or isinstance(value, bool):
+        raise pytest.UsageError(f"{where} = {value!r}: use {say}")
+    return mb
 
 
 def validate(config: pytest.Config) -> Settings:

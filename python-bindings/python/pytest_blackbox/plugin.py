@@ -124,14 +124,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 
 def _history_max_mb(config: pytest.Config) -> float:
-    value = _option(config, "blackbox-history-max-mb")
-    try:
-        mb = float(value)
-    except ValueError:
-        mb = -1.0
-    if not mb > 0:
-        raise pytest.UsageError(f"blackbox_history_max_mb = {value!r}: use a size in MiB above 0")
-    return mb
+    return _settings.size_mb(config, "blackbox-history-max-mb")
 
 
 def _store_dir(config: pytest.Config) -> Path:
