@@ -164,6 +164,18 @@ def test_a_store_that_cannot_record_costs_one_warning_and_no_test(
     assert "plugin.py" not in text and "_settings.py" not in text, text
 
 
+@pytest.mark.parametrize("flags", [["-p", "no:warnings"], ["-W", "error"]], ids=["nowarn", "error"])
+def test_a_store_that_cannot_record_is_said_where_pytest_shows_no_warning(
+    pytester: pytest.Pytester, flags: list[str]
+) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    with broken_store(pytester, "shared") as (store, words):
+        result = run(pytester, "--blackbox-dir", str(store), *flags)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    (line,) = warning_lines(result)
+    assert words in line and "--blackbox=off" in line, line
+
+
 @pytest.mark.parametrize("how", [[], ["-n", "2"]], ids=["plain", "xdist"])
 def test_a_store_that_cannot_record_is_what_the_fixture_and_record_say(
     pytester: pytest.Pytester, how: list[str]

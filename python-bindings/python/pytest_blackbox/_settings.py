@@ -197,7 +197,10 @@ def say(config: pytest.Config, msg: str) -> None:
     them (``config.issue_config_time_warning``, as pytest-xdist and pytest-asyncio warn at
     configure), so that ``-W`` and ``filterwarnings`` apply and the warnings summary counts
     it, located at "pytest-blackbox" with no source line under it. Where warnings are errors,
-    one line on stderr: the run goes on."""
+    or pytest shows none (``-p no:warnings``), one line on stderr: the run goes on."""
+    if config.pluginmanager.is_blocked("warnings"):
+        sys.stderr.write(msg + "\n")
+        return
     try:
         _issue(config, BlackboxWarning(msg))
     except BlackboxWarning:
