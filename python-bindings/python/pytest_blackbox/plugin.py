@@ -1449,7 +1449,8 @@ class _ForkedReports:
         nodeid = fallback.nodeid
         true_reports = []
         phases_done = []
-        for phase, data in reader.phase_reports(nodeid):
+        recorded = reader.phase_reports(nodeid)
+        for phase, data in recorded:
             if isinstance(data, dict):
                 rep = _report_from_data(config, data)
                 if rep is not None:
@@ -1457,7 +1458,7 @@ class _ForkedReports:
                     phases_done.append((phase, data))
         if any(r.when == "teardown" for r in true_reports):
             return true_reports
-        if "teardown" in (p for p, _ in reader.phase_reports(nodeid)) or not (
+        if "teardown" in (p for p, _ in recorded) or not (
             phases_done or plugin.died_in(reader, nodeid, plugin.session.worker)
         ):
             # The child ended the test but its store had no room for the reports, or it left
