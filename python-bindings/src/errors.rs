@@ -34,8 +34,8 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    /// The Python name of the class: also the key of `first_of_class`, which the plugin
-    /// shares through `first_store_error(type(e).__name__)`.
+    /// The Python name of the class: also the key of `first_of_class` (as the plugin's
+    /// `_settings.first` keys store errors by `type(e).__name__`).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Class::Base => "BlackboxError",
