@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import no_internal_error, run
+from conftest import junit_outcomes, no_internal_error, run
 from pytest_blackbox import Store
 
 NOBODY = 65534
@@ -160,6 +160,51 @@ def test_a_store_that_cannot_record_costs_one_warning_and_no_test(
     assert len(lines) == 1, text
     assert words in lines[0] and str(store) in lines[0], lines[0]
     assert "--blackbox-dir" in lines[0] and "--blackbox=off" in lines[0], lines[0]
+    # One clean line: no location in the plugin's source, nor a line of it under the warning.
+    assert "plugin.py" not in text and "_settings.py" not in text, text
+
+
+@pytest.mark.parametrize("flags", [["-p", "no:warnings"], ["-W", "error"]], ids=["nowarn", "error"])
+def test_a_store_that_cannot_record_is_said_where_pytest_shows_no_warning(
+    pytester: pytest.Pytester, flags: list[str]
+) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    with broken_store(pytester, "shared") as (store, words):
+        result = run(pytester, "--blackbox-dir", str(store), *flags)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    (line,) = warning_lines(result)
+    assert words in line and "--blackbox=off" in line, line
+
+
+@pytest.mark.parametrize("how", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_store_that_cannot_record_is_what_the_fixture_and_record_say(
+    pytester: pytest.Pytester, how: list[str]
+) -> None:
+    # The plugin is on: "off" would send the user looking for a setting they never made.
+    pytester.makepyfile(
+        test_x="""
+import pytest
+import pytest_blackbox
+
+def test_fixture(blackbox):
+    pass
+
+def test_record():
+    with pytest.raises(pytest_blackbox.NotRecordingError) as e:
+        pytest_blackbox.record("k", 1)
+    print("RAISED:", e.value)
+"""
+    )
+    with broken_store(pytester, "shared") as (store, words):
+        result = run(pytester, "--blackbox-dir", str(store), "-rsP", *how)
+    text = result.stdout.str()
+    assert result.ret == 0, text
+    (skip,) = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    (raised,) = [line for line in result.stdout.lines if line.startswith("RAISED:")]
+    for line in (skip, raised):
+        assert "is off" not in line and "turn" not in line, line
+        assert "could not record" in line and words in line and str(store) in line, line
+        assert "warning at the start of the run" in line, line
 
 
 @pytest.mark.parametrize("where", ["option", "ini"])
@@ -183,14 +228,8 @@ def test_require_makes_a_store_that_cannot_record_a_usage_error(
     assert len(Store(pytester.path / ".blackbox").runs()) == 1
 
 
-@needs_root
-@pytest.mark.parametrize("how", [[], ["--forked"]], ids=["plain", "forked"])
-def test_a_disk_that_fills_midway_keeps_what_was_committed(
-    pytester: pytest.Pytester, how: list[str]
-) -> None:
-    # 40 tests of 120 KB each on a 2 MiB store: it fills after about a dozen.
-    pytester.makepyfile(
-        test_big="""
+#: 40 tests of 120 KB each on a 2 MiB store: it fills after about a dozen.
+BIG_SUITE = """
 import pytest
 
 @pytest.mark.parametrize("i", range(40))
@@ -198,24 +237,66 @@ def test_big(i, record_property):
     record_property("blob", str(i) * 120_000)
     assert i % 7 != 6
 """
-    )
-    off = run(pytester, "--blackbox=off")
+#: Tests of the package's API that run after the store filled (the file sorts after
+#: test_big.py): each passes on a healthy store, and a full one must not fail them.
+LATER_SUITE = """
+import pytest_blackbox
+
+def test_later_record():
+    pytest_blackbox.record("late", "x" * 200_000)
+
+def test_later_append():
+    pytest_blackbox.append("late", "x" * 200_000)
+
+def test_later_fixture(blackbox):
+    blackbox.record("late", "x" * 200_000)
+    blackbox.append("later", "x" * 200_000)
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("how", [[], ["-n", "2"], ["--forked"]], ids=["plain", "xdist", "forked"])
+def test_a_disk_that_fills_midway_keeps_what_was_committed(
+    pytester: pytest.Pytester, how: list[str]
+) -> None:
+    pytester.makepyfile(test_big=BIG_SUITE, test_later=LATER_SUITE)
+    off = run(pytester, "-p", "no:blackbox", *how, "test_big.py", "--junit-xml=off.xml")
+    off_outcomes = junit_outcomes(pytester.path / "off.xml")
+    # pytest-forked alone fails every test on pytest 9.2 (its marshal cannot send the
+    # reports): the store gives the true ones while it has room, so under --forked a test
+    # may have its outcome without the plugin or its true one (that of a plain run).
+    run(pytester, "-p", "no:blackbox", "test_big.py", "--junit-xml=true.xml")
+    true_outcomes = junit_outcomes(pytester.path / "true.xml")
     store = pytester.path / "store"
     store.mkdir(mode=0o700)
     with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)):
-        result = run(pytester, "--blackbox-dir", str(store), *how)
+        result = run(pytester, "--blackbox-dir", str(store), *how, "--junit-xml=on.xml")
         no_internal_error(result)
-        if how:
-            # pytest-forked alone fails every test on pytest 9.2 (its marshal cannot send
-            # the reports); the store gives the true ones while it has room: every test
-            # runs and is reported, none worse than off.
-            got = outcomes(result)
-            assert sum(got.values()) == 40 and got.get("failed", 0) <= outcomes(off)["failed"]
-        else:
-            assert (result.ret, outcomes(result)) == (off.ret, outcomes(off))
         text = result.stdout.str() + result.stderr.str()
-        full = [line for line in text.splitlines() if "blackbox:" in line and "no room" in line]
-        assert len(full) <= 1, text
+        got = junit_outcomes(pytester.path / "on.xml")
+        big = {name: got[name] for name in off_outcomes}
+        if how == ["--forked"]:
+            for name, outcome in big.items():
+                assert outcome in (off_outcomes[name], true_outcomes[name]), (name, text)
+            # A passing test, as pytest-forked reports it without the plugin.
+            later_ok = {"passed", off_outcomes["test_big[0]"]}
+        else:
+            assert big == off_outcomes, text
+            assert result.ret == off.ret, text
+            later_ok = {"passed"}
+        assert len(got) == len(off_outcomes) + 3, got
+        for name in ("test_later_record", "test_later_append", "test_later_fixture"):
+            assert got[name] in later_ok, (name, text)
+        # One warning for the run, whichever process hit the full disk (the main process,
+        # each worker, every forked child), and none after it for what failed because of it
+        # (the history's fold).
+        full = [
+            line
+            for line in text.splitlines()
+            if "blackbox:" in line and ("no room" in line or "No space left" in line)
+        ]
+        assert len(full) == 1, text
+        assert "--blackbox-dir" in full[0] and "--blackbox=off" in full[0], full[0]
         # What was committed before the disk filled reads back whole.
         stats = subprocess.run(
             [str(BLACKBOX), "stats", "--json", "--dir", str(store)],
@@ -230,6 +311,34 @@ def test_big(i, record_property):
         for t in kept:
             i = t["nodeid"].rsplit("[", 1)[1].rstrip("]")
             assert t["properties"]["blob"] == i * 120_000
+        # No test is said to have crashed: each child ended its test (or recorded nothing).
+        assert "CRASHED" not in text and not [t for t in tests if t["crashed"]], text
+
+
+@needs_root
+def test_require_keeps_raising_what_a_full_store_cannot_take(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+import pytest
+import pytest_blackbox
+
+def test_fill(record_property):
+    for i in range(40):
+        record_property(f"blob{i}", str(i) * 120_000)
+
+def test_after():
+    with pytest.raises(pytest_blackbox.StoreFullError):
+        for i in range(40):
+            pytest_blackbox.record(f"late{i}", "x" * 120_000)
+"""
+    )
+    store = pytester.path / "store"
+    store.mkdir(mode=0o700)
+    with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)):
+        result = run(pytester, "--blackbox=require", "--blackbox-dir", str(store))
+    no_internal_error(result)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2, warnings=1)
 
 
 @needs_root
@@ -276,6 +385,7 @@ def test_a_history_of_another_user_is_refused_and_the_run_goes_on(
         (["--blackbox-history-keep=-1"], ["--blackbox-history-keep", "0 or more"]),
         (["-o", "blackbox_history_max_mb=0"], ["blackbox_history_max_mb", "above 0"]),
         (["--blackbox-history-max-mb=abc"], ["--blackbox-history-max-mb", "abc"]),
+        (["--blackbox-history-max-mb=-5"], ["--blackbox-history-max-mb = -5", "above 0"]),
         (["-o", "blackbox_durability=fast"], ["blackbox_durability", "process or system"]),
         (["--blackbox-durability=fast"], ["--blackbox-durability", "process", "system"]),
         (["-o", "blackbox=maybe"], ["blackbox", "on or off", "require"]),

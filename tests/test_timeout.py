@@ -215,6 +215,7 @@ def test_default():
         ["--blackbox-timeout=soon"],
         ["--blackbox-timeout=nan"],
         ["-o", "blackbox_timeout=-2"],
+        ["-o", "blackbox_timeout=abc"],
     ],
 )
 def test_bad_limits_are_usage_errors(pytester: pytest.Pytester, args: list[str]) -> None:

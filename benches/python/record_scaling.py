@@ -9,6 +9,10 @@ the same through the ``blackbox`` fixture and through the stock ``record_propert
 Rounds alternate the sizes; the figure is the fastest round of each (the machine is shared:
 load only ever adds time, and a cost that grows with the test's size shows in every round).
 
+The read side too: ``blackbox stats --json`` of a run whose one test recorded N distinct keys,
+for N of 20,000 and 40,000 (the aggregate folds each key into the test's properties: a
+lookup by a scan of them made 40,000 take 8x 20,000).
+
     python benches/python/record_scaling.py [--rounds N]
 """
 
@@ -19,6 +23,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +33,19 @@ from common import PYTHON, table
 SIZES = (10_000, 20_000)
 #: The bound of the must-show: 20,000 within this factor of 10,000.
 LIMIT = 2.5
+#: Keys of the one test of a run that ``blackbox stats`` reads.
+READ_SIZES = (20_000, 40_000)
+BLACKBOX = Path(PYTHON).with_name("blackbox")
+INNER = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+READ_TEST_FILE = """
+import os
+from pytest_blackbox import record
+
+def test_keys():
+    for i in range(int(os.environ["SCALING_KEYS"])):
+        record(f"k{i}", i)
+"""
 
 TEST_FILE = """
 import json, os, time
@@ -95,6 +113,36 @@ def one_round(work: Path, order: tuple[int, ...]) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+def read_stores(work: Path) -> dict[int, Path]:
+    """A store for each of READ_SIZES: one run of one test that recorded that many keys."""
+    (work / "test_keys.py").write_text(READ_TEST_FILE)
+    stores = {}
+    for n in READ_SIZES:
+        store = work / f"store-{n}"
+        r = subprocess.run(
+            [*INNER, "test_keys.py", "--blackbox-dir", str(store), "-o", "blackbox_history_keep=0"],
+            cwd=work,
+            env={"SCALING_KEYS": str(n), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode != 0:
+            sys.exit(f"the inner session failed:\n{r.stdout}\n{r.stderr}")
+        stores[n] = store
+    return stores
+
+
+def time_read(store: Path) -> int:
+    t = time.perf_counter_ns()
+    subprocess.run(
+        [str(BLACKBOX), "stats", "--json", "--dir", str(store)],
+        capture_output=True,
+        check=True,
+    )
+    return time.perf_counter_ns() - t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -129,6 +177,27 @@ def main() -> int:
         )
     )
     print(f"fastest of {args.rounds} rounds; bound: x{LIMIT} for record() and append()")
+    reads: dict[int, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="bbx-scaling-") as tmp:
+        stores = read_stores(Path(tmp))
+        for r in range(args.rounds):
+            for n in READ_SIZES if r % 2 == 0 else READ_SIZES[::-1]:
+                reads.setdefault(n, []).append(time_read(stores[n]))
+    small, big = (min(reads[n]) for n in READ_SIZES)
+    print(
+        table(
+            ["keys of one test", f"{READ_SIZES[0]:,}", f"{READ_SIZES[1]:,}", "ratio"],
+            [
+                [
+                    "`blackbox stats --json`",
+                    f"{small / 1e6:.1f} ms",
+                    f"{big / 1e6:.1f} ms",
+                    f"x{big / small:.2f}",
+                ]
+            ],
+        )
+    )
+    print(f"fastest of {args.rounds} rounds (a flat cost per key: x2)")
     return 0 if ok else 1
 
 

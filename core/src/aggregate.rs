@@ -293,6 +293,29 @@ struct TestAcc {
     phases: [Option<PhaseAcc>; 3],
     /// One entry per key, in the order keys were first seen.
     props: Vec<PropAcc>,
+    /// Key (index into [`Aggregate::keys`]) to its entry in `props`, once the test has more
+    /// than [`FEW_PROPS`] keys (see [`TestAcc::prop_slot`]).
+    prop_slots: HashMap<u32, u32>,
+}
+
+/// Up to this many keys a test's entries are scanned; past it they are looked up in a map,
+/// so that a record costs the same whatever the number of keys the test has.
+const FEW_PROPS: usize = 16;
+
+impl TestAcc {
+    /// Where in `props` key `k` is, if the test has it.
+    fn prop_slot(&mut self, k: u32) -> Option<usize> {
+        if self.props.len() <= FEW_PROPS {
+            return self.props.iter().position(|p| p.key == k);
+        }
+        // Entries are only ever added: index the ones added since the last lookup.
+        let indexed = self.prop_slots.len();
+        for (j, p) in self.props.iter().enumerate().skip(indexed) {
+            self.prop_slots
+                .insert(p.key, u32::try_from(j).unwrap_or(u32::MAX));
+        }
+        self.prop_slots.get(&k).map(|&j| j as usize)
+    }
 }
 
 /// A property value as it came: encoded bytes from a segment (decoded when a view asks),
@@ -547,6 +570,7 @@ impl Aggregate {
                         ended_in: Few::default(),
                         phases: [None, None, None],
                         props: Vec::new(),
+                        prop_slots: HashMap::new(),
                     });
                     i
                 };
@@ -835,15 +859,6 @@ impl Aggregate {
         append: bool,
     ) {
         let i = self.test_at(seg, test.unwrap_or_default(), mono);
-        let keys = &self.keys;
-        if let Some(p) = self.tests[i]
-            .props
-            .iter_mut()
-            .find(|p| keys[p.key as usize].as_bytes() == key)
-        {
-            p.add(mono, append, value);
-            return;
-        }
         let text = String::from_utf8_lossy(key);
         let k = if let Some(&k) = self.key_index.get(&*text) {
             k
@@ -853,6 +868,11 @@ impl Aggregate {
             self.key_index.insert(text.into(), k);
             k
         };
+        let t = &mut self.tests[i];
+        if let Some(j) = t.prop_slot(k) {
+            t.props[j].add(mono, append, value);
+            return;
+        }
         let mut p = PropAcc {
             key: k,
             first_mono: mono,
@@ -860,7 +880,7 @@ impl Aggregate {
             appends: Vec::new(),
         };
         p.add(mono, append, value);
-        self.tests[i].props.push(p);
+        t.props.push(p);
     }
 
     fn fixture(&mut self, seg: usize, name: &[u8], scope: &[u8], setup: bool, d: f64) {
@@ -1854,6 +1874,46 @@ mod tests {
                 ("n".into(), Value::Str("x".into())),
             ]
         );
+    }
+
+    #[test]
+    fn a_test_of_many_keys_keeps_their_order_and_last_writes() {
+        // Past FEW_PROPS the keys are looked up in a map: the same story as the scan's.
+        let mut agg = Aggregate::default();
+        let n = 3 * FEW_PROPS as u64;
+        let set = |test: &str, key: String, value: i64, mono: u64| Record::PropertySet {
+            test: Some(test.into()),
+            key,
+            value: Value::Int(value),
+            mono_ns: mono,
+        };
+        for i in 0..n {
+            agg.apply(0, 0, &set("t::x", format!("k{i}"), 0, 10 + i));
+            // Another test's keys in between, some of the same names.
+            agg.apply(0, 0, &set("t::y", format!("k{}", i % 5), 1, 10 + i));
+        }
+        for i in (0..n).rev() {
+            agg.apply(0, 0, &set("t::x", format!("k{i}"), i as i64, 1_000 + i));
+            agg.apply(
+                0,
+                0,
+                &Record::PropertyAppend {
+                    test: Some("t::x".into()),
+                    key: "list".into(),
+                    value: Value::Int(i as i64),
+                    mono_ns: 1_000 + i,
+                },
+            );
+        }
+        let props = agg.properties("t::x");
+        let mut want: Vec<(String, Value)> = (0..n)
+            .map(|i| (format!("k{i}"), Value::Int(i as i64)))
+            .collect();
+        want.push((
+            "list".into(),
+            Value::List((0..n).map(|i| Value::Int(i as i64)).collect()),
+        ));
+        assert_eq!(props, want);
     }
 
     #[test]

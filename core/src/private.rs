@@ -198,15 +198,22 @@ pub fn create_file(path: &Path) -> Result<File> {
 }
 
 /// Writes `contents` to `path` unless something is there already (which is left alone):
-/// created as [`create_file`] creates. Returns whether it wrote.
+/// created as [`create_file`] creates. Returns whether it wrote. A file it created but
+/// could not fill (a full disk) is removed again: left empty, it would be "something
+/// there" to every later call, which would never write it.
 pub fn create_new_file(path: &Path, contents: &[u8]) -> Result<bool> {
     use std::io::Write;
     match open_nofollow(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
         Ok(mut f) => {
-            set_mode(&f, path, 0o600)?;
-            f.write_all(contents)
-                .map_err(|e| Error::io(path, "writing", e))?;
-            Ok(true)
+            let written = set_mode(&f, path, 0o600).and_then(|()| {
+                f.write_all(contents)
+                    .map_err(|e| Error::io(path, "writing", e))
+            });
+            if written.is_err() {
+                // Ours (O_EXCL): no one else's file goes.
+                let _ = std::fs::remove_file(path);
+            }
+            written.map(|()| true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io(path, "creating", e)),

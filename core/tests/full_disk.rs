@@ -284,3 +284,36 @@ fn a_file_size_limit_gives_store_full_and_keeps_what_was_committed() {
         "segment of {len} bytes under a {limit}-byte limit"
     );
 }
+
+#[test]
+fn a_store_made_on_a_full_disk_writes_its_gitignore_once_there_is_room() {
+    let tmp = TempDir::new("full-gitignore");
+    let mnt = tmp.path().join("mnt");
+    let _mount = match Mount::tmpfs(&mnt, "2m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED a_store_made_on_a_full_disk_writes_its_gitignore_once_there_is_room: cannot mount a tmpfs here ({e})");
+            return;
+        }
+    };
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for size in [65536, 4096, 1] {
+            let chunk = vec![0u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+    }
+    let root = mnt.join("store");
+    let err = Store::create(&root).expect_err("a full disk has no room for .gitignore");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(
+        !root.join(".gitignore").exists(),
+        "an empty .gitignore is left behind, never to be written"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    Store::create(&root).unwrap();
+    let ignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+    assert_eq!(ignore.lines().last(), Some("*"), "{ignore:?}");
+}

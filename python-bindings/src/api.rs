@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::convert::{convert, nodeid_of, repr_of, text_of, utf8_of};
 use crate::encode;
+use crate::errors::record_error;
 use crate::recorder::{convert_property, How, PyRecorder, Verb};
 use crate::view::value_to_py;
 
@@ -88,12 +89,18 @@ pub(crate) fn session_property(
             Ok(s) => text_of(s),
             Err(_) => Cow::Owned(nodeid_of(&test.str()?)),
         };
-        recorder.property(py, verb, key, value, Some(&test), how)?;
+        if let Err(e) = recorder.property(py, verb, key, value, Some(&test), how) {
+            record_error(py, e)?;
+        }
         return Ok(());
     }
     let nodeid = session.getattr(pyo3::intern!(py, "current_nodeid"))?;
     let nodeid = nodeid.cast::<PyString>().ok().map(text_of);
-    let plain = recorder.property(py, verb, key, value, nodeid.as_deref(), how)?;
+    let plain = match recorder.property(py, verb, key, value, nodeid.as_deref(), how) {
+        Ok(plain) => plain,
+        // Not stored (a full disk, warned of): the test's report still gets it.
+        Err(e) => record_error(py, e).map(|()| value.clone())?,
+    };
     let item = session.getattr(pyo3::intern!(py, "current_item"))?;
     if !item.is_none() {
         let mirror = match verb {
@@ -281,13 +288,17 @@ Set ``key`` to ``value`` on the running test of this process (or on ``test``, a 
 or on the session when no test runs). Committed, and so crash-safe, on return.
 
 Values that are not plain (None, bool, int, float, str, bytes, list, dict) are stored as
-the nearest plain type or their repr, with one :class:`BlackboxWarning`.";
+the nearest plain type or their repr, with one :class:`BlackboxWarning`. A store with no
+room (a full disk) drops the value with one warning for the run, and the test goes on
+(its report still carries it); under ``--blackbox=require`` it raises
+:class:`StoreFullError`.";
 
 pub(crate) const APPEND_DOC: &std::ffi::CStr = c"append(key, value, *, test=None)
 --
 
 Append ``value`` to the list under ``key`` (e.g. one comparison result per call), on the
-running test of this process (or on ``test``; or on the session when no test runs).";
+running test of this process (or on ``test``; or on the session when no test runs). A full
+store: as ``record``.";
 
 /// For tests: the bytes of a property record encoded by the fast path (`None` when it
 /// declines the value) and through the `Converter` (the reference), without a warning.

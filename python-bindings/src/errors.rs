@@ -34,8 +34,8 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    /// The Python name of the class: also the key of `first_of_class`, which the plugin
-    /// shares through `first_store_error(type(e).__name__)`.
+    /// The Python name of the class: also the key of `first_of_class` (as the plugin's
+    /// `_settings.first` keys store errors by `type(e).__name__`).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Class::Base => "BlackboxError",
@@ -178,7 +178,8 @@ pub(crate) fn too_large(py: Python<'_>, what: &str) -> PyErr {
     )
 }
 
-/// The error classes this process has warned about (see `store_warning`).
+/// The error classes this process has warned about (see `store_warning`), where the plugin
+/// did not register its handler.
 pub(crate) static STORE_WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Whether this is the first store error of class `class` in this process: a full disk
@@ -192,16 +193,31 @@ pub(crate) fn first_of_class(class: &str) -> bool {
     true
 }
 
-/// `first_of_class` for the plugin's own warnings of store errors (the class name of the
-/// exception), so that the native and the Python side say it once between them.
+/// The plugin's policy for store errors (`plugin._store_error`): who says one, and when
+/// `record()` raises it instead. Handed over once, at the plugin's import.
+static STORE_ERROR_HANDLER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Hands Rust the plugin's handler of store errors. A later call (a reload) keeps the first.
 #[pyfunction]
-pub(crate) fn first_store_error(kind: &str) -> bool {
-    first_of_class(kind)
+pub(crate) fn register_store_error_handler(py: Python<'_>, handler: Py<PyAny>) {
+    let _ = STORE_ERROR_HANDLER.set(py, handler);
 }
 
-/// A store error where raising would break the run: one `BlackboxWarning` per class of
-/// error and process, or, where warnings are errors, one line on stderr.
+/// A store error where raising would break the run (a hook's write): handed to the plugin's
+/// handler, which says it once for the run; without one (the plugin not imported), one
+/// `BlackboxWarning` per class of error and process, or, where warnings are errors, one line
+/// on stderr.
 pub(crate) fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
+    if let Some(handler) = STORE_ERROR_HANDLER.get(py) {
+        if handler
+            .bind(py)
+            .call1((map_err(py, e).into_value(py),))
+            .is_err()
+        {
+            eprintln!("blackbox: {e}");
+        }
+        return;
+    }
     if !first_of_class(error_class(e).name()) {
         return;
     }
@@ -213,4 +229,17 @@ pub(crate) fn store_warning(py: Python<'_>, e: &blackbox_core::Error) {
         }
     }
     eprintln!("{msg}");
+}
+
+/// An error of `record()`/`append()`: the handler raises it again unless it is a store
+/// failure it only warns of (outside `--blackbox=require`); then `Ok`, the value dropped.
+pub(crate) fn record_error(py: Python<'_>, err: PyErr) -> PyResult<()> {
+    match STORE_ERROR_HANDLER.get(py) {
+        // The warning points at the caller of record(): no Python frame lies between.
+        Some(handler) => handler
+            .bind(py)
+            .call1((err.into_value(py), true, 2))
+            .map(drop),
+        None => Err(err),
+    }
 }

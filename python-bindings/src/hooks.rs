@@ -231,17 +231,26 @@ impl PyTestHooks {
         };
         let nodeid = nodeid.cast::<PyString>()?;
         let recorder = self.recorder.get();
-        let rec = phase_record(nodeid, phase, outcome, duration_s, data.as_ref());
+        let mut rec = phase_record(nodeid, phase, outcome, duration_s, data.as_ref());
         let done = {
             let mut r = lock(&recorder.inner);
-            r.record(&rec).and_then(|()| {
-                r.phase_done(phase);
-                if phase == Phase::Teardown {
-                    r.end_test(&text_of(nodeid))
-                } else {
-                    Ok(())
+            let mut done = r.record(&rec);
+            if let (Err(blackbox_core::Error::StoreFull { .. }), Record::TestPhase { report, .. }) =
+                (&done, &mut rec)
+            {
+                // No room for the report (a forked child's holds the test's properties):
+                // the phase without it may still fit, and its test then ends as it did.
+                if report.take().is_some() && r.record(&rec).is_ok() {
+                    r.phase_done(phase);
                 }
-            })
+            } else if done.is_ok() {
+                r.phase_done(phase);
+            }
+            if phase == Phase::Teardown {
+                let ended = r.end_test(&text_of(nodeid));
+                done = done.and(ended);
+            }
+            done
         };
         if let Err(e) = done {
             store_warning(py, &e);

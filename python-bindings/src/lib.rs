@@ -46,7 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::remove_empty_attachments, m)?)?;
     m.add_function(wrap_pyfunction!(errors::register_errors, m)?)?;
     m.add_function(wrap_pyfunction!(api::register_runtime, m)?)?;
-    m.add_function(wrap_pyfunction!(errors::first_store_error, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::register_store_error_handler, m)?)?;
     history::register(m)?;
     m.add_function(wrap_pyfunction!(store::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(crash::install_crash_handler, m)?)?;

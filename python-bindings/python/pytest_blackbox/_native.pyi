@@ -410,7 +410,9 @@ def record(key: str, value: object, *, test: str | None = None) -> None:
     crash-safe, on return. Writes into the innermost session of
     ``pytest_blackbox._runtime``; none raises :class:`pytest_blackbox.NotRecordingError`.
     Keys, values, the one warning (pointing at the caller) and errors as
-    :meth:`Recorder.record`."""
+    :meth:`Recorder.record`, but for a store failure (a full disk) in a pytest session not
+    under ``--blackbox=require``: the value is dropped with the run's one warning (still
+    mirrored) and nothing is raised."""
 
 def append(key: str, value: object, *, test: str | None = None) -> None:
     """``pytest_blackbox.append``: append ``value`` to the list under ``key``, otherwise as
@@ -533,9 +535,11 @@ def register_runtime(
     """Hand the native ``record``/``append`` the session list of
     ``pytest_blackbox._runtime`` and its helpers (it calls this once, at its import)."""
 
-def first_store_error(kind: str) -> bool:
-    """Whether this process has not yet warned of a store error of class ``kind`` (and
-    notes that it now has): a store problem is one warning, not one per write."""
+def register_store_error_handler(handler: Callable[..., None]) -> None:
+    """Hand the native side the plugin's policy for store errors (``plugin._store_error``,
+    once, at its import): a hook's failed write calls ``handler(error)``, a failed
+    ``record()``/``append()`` ``handler(error, True, 2)``, which raises it again unless it only
+    warns of it (a full store outside ``--blackbox=require``: the value is dropped)."""
 
 def install_crash_handler() -> None:
     """Install the async-signal-safe handler of fatal signals (SIGSEGV, SIGABRT, SIGBUS,

@@ -77,9 +77,24 @@ def active() -> Session | None:
     return _sessions[-1] if _sessions else None
 
 
+#: Why the pytest sessions of this process that have the plugin on record nothing (their
+#: store could not record: the cause), innermost last.
+unusable: list[str] = []
+
+
+def not_recorded(cause: str) -> str:
+    """What a session whose store could not record says of a record() or ``blackbox``."""
+    return (
+        f"pytest-blackbox is on but records nothing in this run: its store could not "
+        f"record ({cause}), as its warning at the start of the run says"
+    )
+
+
 def require() -> Session:
     s = active()
     if s is None:
+        if unusable:
+            raise NotRecordingError(not_recorded(unusable[-1]))
         raise NotRecordingError(
             "no blackbox run is active in this process: call this inside a pytest run with "
             "the plugin on (not -p no:blackbox or --blackbox=off), or start one with "

@@ -82,7 +82,7 @@ class Settings:
         return self.mode != "off"
 
 
-def _raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
+def raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
     """The value of option ``name`` (command line first, then ini) and where it came from;
     ``say`` is what it accepts."""
     dest = name.replace("-", "_")
@@ -96,7 +96,7 @@ def _raw(config: pytest.Config, name: str, say: str) -> tuple[Any, str]:
 
 
 def _choice(config: pytest.Config, name: str, accepted: Any, say: str) -> str:
-    value, where = _raw(config, name, say)
+    value, where = raw(config, name, say)
     word = str(value).strip().lower()
     if word not in accepted:
         raise pytest.UsageError(f"{where} = {value!r}: use {say}")
@@ -105,7 +105,7 @@ def _choice(config: pytest.Config, name: str, accepted: Any, say: str) -> str:
 
 def _whole(config: pytest.Config, name: str) -> int:
     say = "a whole number, 0 or more"
-    value, where = _raw(config, name, say)
+    value, where = raw(config, name, say)
     try:
         n = int(str(value).strip())
     except ValueError:
@@ -113,6 +113,19 @@ def _whole(config: pytest.Config, name: str) -> int:
     if n < 0 or isinstance(value, bool):
         raise pytest.UsageError(f"{where} = {value!r}: use {say}")
     return n
+
+
+def size_mb(config: pytest.Config, name: str) -> float:
+    """A size in MiB above 0 (``--blackbox-history-max-mb``)."""
+    say = "a size in MiB above 0"
+    value, where = raw(config, name, say)
+    try:
+        mb = float(str(value).strip())
+    except ValueError:
+        mb = -1.0
+    if not mb > 0 or isinstance(value, bool):
+        raise pytest.UsageError(f"{where} = {value!r}: use {say}")
+    return mb
 
 
 def validate(config: pytest.Config) -> Settings:
@@ -134,20 +147,79 @@ def validate(config: pytest.Config) -> Settings:
     )
 
 
-def store_unusable(settings: Settings | None, error: BlackboxError) -> None:
+#: How every warning about a store that cannot record ends.
+CHOOSE = (
+    "choose another store with --blackbox-dir DIR (or BLACKBOX_DIR), or turn recording off "
+    "with --blackbox=off"
+)
+
+
+def store_unusable(config: pytest.Config, settings: Settings | None, error: BlackboxError) -> str:
     """The store cannot be recorded into: a usage error under ``--blackbox=require``, else
-    one warning (or, where warnings are errors, one line on stderr) and the tests run."""
+    one warning and the tests run. Returns what the warning said of the cause (for the
+    ``blackbox`` fixture and ``record()``, which cannot record either)."""
     cause = str(error)
     if settings is not None and settings.mode == "require":
         raise pytest.UsageError(
             f"pytest-blackbox cannot record this run, and --blackbox=require asks it to: {cause}"
         )
-    msg = (
+    first(type(error).__name__)
+    say(
+        config,
         f"blackbox: not recording this run: {cause}. The tests run as with the plugin off; "
-        "choose another store with --blackbox-dir DIR (or BLACKBOX_DIR), or turn recording "
-        "off with --blackbox=off"
+        + CHOOSE,
     )
+    return cause
+
+
+def store_failed_message(cause: str) -> str:
+    """The warning of a store that fails in the middle of the run (a full disk)."""
+    return f"blackbox: {cause}. The tests run on, not recorded from here; {CHOOSE}"
+
+
+#: The kinds of store error said in this process (a forked child inherits them: its parent
+#: said them). A full disk fails every later write too: the user hears it once.
+_said: set[str] = set()
+
+
+def first(kind: str) -> bool:
+    """Whether store errors of ``kind`` (an exception class name) are news: none was said,
+    and no full store was (what fails after a store filled fails because it filled: the
+    history's fold, a run folder's clean-up)."""
+    if kind in _said or "StoreFullError" in _said:
+        return False
+    _said.add(kind)
+    return True
+
+
+def say(config: pytest.Config, msg: str) -> None:
+    """One warning about the run, not about a line of code: through pytest's own channel for
+    them (``config.issue_config_time_warning``, as pytest-xdist and pytest-asyncio warn at
+    configure), so that ``-W`` and ``filterwarnings`` apply and the warnings summary counts
+    it, located at "pytest-blackbox" with no source line under it. Where warnings are errors,
+    or pytest shows none (``-p no:warnings``), one line on stderr: the run goes on."""
+    if config.pluginmanager.is_blocked("warnings"):
+        sys.stderr.write(msg + "\n")
+        return
     try:
-        warnings.warn(msg, BlackboxWarning, stacklevel=2)
+        _issue(config, BlackboxWarning(msg))
     except BlackboxWarning:
         sys.stderr.write(msg + "\n")
+
+
+def warn(msg: str, stacklevel: int) -> None:
+    """A warning at the caller ``stacklevel`` frames up (in a test: the line that recorded),
+    or one line on stderr where warnings are errors: a hook must not raise."""
+    try:
+        warnings.warn(msg, BlackboxWarning, stacklevel=stacklevel + 1)
+    except BlackboxWarning:
+        sys.stderr.write(msg + "\n")
+
+
+def _issue(config: pytest.Config, warning: Warning) -> None:
+    config.issue_config_time_warning(warning, stacklevel=2)
+
+
+# The frame that issues the warning is its location: named for the plugin, in no source
+# file (a location in plugin.py showed that line of ours under the warning).
+_issue.__code__ = _issue.__code__.replace(co_filename="pytest-blackbox", co_firstlineno=1)

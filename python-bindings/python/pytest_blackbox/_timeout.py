@@ -41,6 +41,8 @@ DUMP_SIGNAL = signal.SIGRTMAX - 3
 #: The name this module is registered under, as a pytest plugin (from plugin.py).
 NAME = "blackbox-timeout"
 LIMITS_KEY = pytest.StashKey["Limits"]()
+#: What a limit may be, as a usage error says.
+SAY = "the time limit in seconds, a number >= 0 (0: none)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,9 +65,7 @@ def seconds(value: object, where: str) -> float:
     except (TypeError, ValueError):
         s = math.nan
     if isinstance(value, bool) or not math.isfinite(s) or s < 0:
-        raise pytest.UsageError(
-            f"{where} = {value!r}: give the time limit in seconds, a number >= 0 (0: none)"
-        )
+        raise pytest.UsageError(f"{where} = {value!r}: give {SAY}")
     return s
 
 
@@ -73,18 +73,8 @@ def seconds(value: object, where: str) -> float:
 def pytest_configure(config: pytest.Config) -> None:
     """The marker, and the limit checked (a bad one is a usage error), in every process."""
     config.addinivalue_line("markers", MARKER_HELP)
-    opt = config.getoption("blackbox_timeout", None)
-    if opt is not None:
-        limit = seconds(opt, "--blackbox-timeout")
-    else:
-        try:
-            ini = config.getini("blackbox_timeout")
-        except ValueError as e:
-            raise pytest.UsageError(
-                f"blackbox_timeout: {e}: give the time limit in seconds (0: none)"
-            ) from e
-        limit = seconds(ini, "blackbox_timeout")
-    config.stash[LIMITS_KEY] = Limits(limit)
+    value, where = _settings.raw(config, "blackbox-timeout", SAY)
+    config.stash[LIMITS_KEY] = Limits(seconds(value, where))
 
 
 @pytest.hookimpl(trylast=True)

@@ -14,6 +14,7 @@ import copy
 import faulthandler
 import os
 import re
+import select
 import sys
 import time
 import warnings
@@ -59,6 +60,9 @@ HELP_HISTORY_MAX_MB = (
 FOLLOW_INTERVAL_S = 0.2
 
 PLUGIN_KEY = pytest.StashKey["BlackboxPlugin"]()
+#: Why a session with the plugin on records nothing: its store could not record (the cause,
+#: as the warning of the run's start said it).
+UNUSABLE_KEY = pytest.StashKey[str]()
 PHASES = ("setup", "call", "teardown")
 #: Options that make pytest show something and run no test: no run is recorded for them.
 NO_RUN_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers")
@@ -126,14 +130,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 
 def _history_max_mb(config: pytest.Config) -> float:
-    value = _option(config, "blackbox-history-max-mb")
-    try:
-        mb = float(value)
-    except ValueError:
-        mb = -1.0
-    if not mb > 0:
-        raise pytest.UsageError(f"blackbox_history_max_mb = {value!r}: use a size in MiB above 0")
-    return mb
+    return _settings.size_mb(config, "blackbox-history-max-mb")
 
 
 def _store_dir(config: pytest.Config) -> Path:
@@ -156,6 +153,9 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = None
     if workerinput is not None:
         if "blackbox_run_dir" not in workerinput:
+            cause = workerinput.get("blackbox_unusable")
+            if cause:
+                _not_recording(config, cause)
             return  # the controller does not record: neither do we
     elif config.getoption("help", False):
         return  # help is shown whatever the settings say
@@ -167,16 +167,47 @@ def pytest_configure(config: pytest.Config) -> None:
         if any(config.getoption(name, False) for name in NO_RUN_OPTIONS):
             return  # --collect-only, --fixtures, --help...: nothing runs, nothing to record
     try:
-        plugin = BlackboxPlugin(config)
+        plugin = BlackboxPlugin(config, settings)
     except BlackboxError as e:  # the store cannot record: the tests run all the same
-        _settings.store_unusable(settings, e)
+        cause = _settings.store_unusable(config, settings, e)
+        _not_recording(config, cause)
+        config.pluginmanager.register(_Unusable(cause), _Unusable.NAME)
         return
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "blackbox-session")
 
 
+def _not_recording(config: pytest.Config, cause: str) -> None:
+    """This session records nothing because its store could not: the ``blackbox`` fixture
+    and ``record()`` say so, not that the plugin is off."""
+    config.stash[UNUSABLE_KEY] = cause
+    _runtime.unusable.append(cause)
+
+
+class _Unusable:
+    """Registered in an xdist controller whose store could not record: its workers are told
+    why (``blackbox_unusable``), for their ``blackbox`` fixture and ``record()``."""
+
+    NAME = "blackbox-unusable"
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["blackbox_unusable"] = self.cause
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    cause = config.stash.get(UNUSABLE_KEY, None)
+    if cause is not None:
+        del config.stash[UNUSABLE_KEY]
+        with contextlib.suppress(ValueError):
+            _runtime.unusable.remove(cause)
+        unusable = config.pluginmanager.get_plugin(_Unusable.NAME)
+        if unusable is not None:
+            config.pluginmanager.unregister(unusable)
     plugin = config.stash.get(PLUGIN_KEY, None)
     if plugin is not None:
         plugin.close()
@@ -224,13 +255,22 @@ class BoundRecorder:
         self.nodeid: str = item.nodeid
 
     def record(self, key: str, value: Any) -> None:
-        """Set ``key`` of this test (the last write wins)."""
-        plain = self._session.recorder.record(key, value, self.nodeid)
+        """Set ``key`` of this test (the last write wins). A full store: as
+        ``pytest_blackbox.record``."""
+        try:
+            plain = self._session.recorder.record(key, value, self.nodeid)
+        except BlackboxError as e:
+            _store_error(e, True)  # raised again unless only warned of
+            plain = value
         _runtime.set_user_property(self._item, key, plain)
 
     def append(self, key: str, value: Any) -> None:
         """Append ``value`` to the list under ``key`` of this test."""
-        plain = self._session.recorder.append(key, value, self.nodeid)
+        try:
+            plain = self._session.recorder.append(key, value, self.nodeid)
+        except BlackboxError as e:
+            _store_error(e, True)
+            plain = value
         _runtime.append_user_property(self._item, key, plain)
 
     def transaction(self) -> Any:
@@ -261,6 +301,9 @@ def blackbox(request: pytest.FixtureRequest) -> BoundRecorder:
     """Record properties of this test into the crash-safe store."""
     plugin = request.config.stash.get(PLUGIN_KEY, None)
     if plugin is None:
+        cause = request.config.stash.get(UNUSABLE_KEY, None)
+        if cause is not None:
+            pytest.skip(_runtime.not_recorded(cause))
         pytest.skip("pytest-blackbox is off (--blackbox=off or -p no:blackbox)")
     return BoundRecorder(plugin.session, request.node)
 
@@ -342,16 +385,28 @@ def _counted(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _store_error(e: BlackboxError) -> None:
-    """A store error never breaks the run: it becomes one warning per kind of error and
-    process (or, where warnings are errors, one line on stderr: a hook must not raise)."""
-    if not _native.first_store_error(type(e).__name__):
+def _store_error(e: BlackboxError, api: bool = False, stacklevel: int = 3) -> None:
+    """A store error never breaks the run: one warning for the run, said by the process
+    whose output the user sees. A forked child or an xdist worker hands it to its parent
+    (``BlackboxPlugin.hand_over``), which says it once for all of them. The native hooks
+    call this too (``register_store_error_handler``).
+
+    ``api``: from ``record()``/``append()``, which raise it again unless it is a store
+    failure (a full disk, not a value too large) in a pytest session that does not
+    ``--blackbox=require`` a record: there the value is dropped and the test goes on. The
+    warning points ``stacklevel`` frames up (the line that recorded)."""
+    plugin = _plugin_of(_runtime.active())
+    if api and (not _is_store_failure(e) or plugin is None or plugin.require):
+        raise e
+    kind = type(e).__name__
+    if not _settings.first(kind):
         return
-    msg = f"blackbox: {e}"
-    try:
-        warnings.warn(msg, BlackboxWarning, stacklevel=3)
-    except BlackboxWarning:
-        sys.stderr.write(msg + "\n")
+    if plugin is not None and plugin.hand_over(kind, str(e)):
+        return
+    _settings.warn(_settings.store_failed_message(str(e)), stacklevel)
+
+
+_native.register_store_error_handler(_store_error)
 
 
 #: The sessions of this process, innermost last (nested pytester sessions).
@@ -381,16 +436,19 @@ os.register_at_fork(before=_stop_follow_threads, after_in_parent=_start_follow_t
 class BlackboxPlugin:
     """Records one pytest session; registered as ``blackbox-session``."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, settings: _settings.Settings | None) -> None:
         self.config = config
         workerinput = getattr(config, "workerinput", None)
         role: _Role
+        #: --blackbox=require: record() raises what the store cannot take.
+        self.require = settings is not None and settings.mode == "require"
         if workerinput is not None:
             store_dir = Path(workerinput["blackbox_store_dir"])
             run_dir = Path(workerinput["blackbox_run_dir"])
             run_id = run_dir.name
             role, worker = "worker", str(workerinput.get("workerid"))
             durability = workerinput["blackbox_durability"]
+            self.require = bool(workerinput.get("blackbox_require", False))
         else:
             store_dir = _store_dir(config)
             # Checked at configure (_settings.validate), before this plugin is made.
@@ -436,6 +494,10 @@ class BlackboxPlugin:
                     )
             self._dead_failures_to_lastfailed()
         _runtime.push(self.session)
+        #: Store errors of this process's forked children come through this pipe (see
+        #: ``hand_over``); a worker's, and its children's, go to the controller at its end.
+        self._notes: tuple[int, int] | None = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.for_controller: list[tuple[str, str]] = []
         self.previous_notes: list[str] = []
         self._crash_reports: set[int] = set()
         self._collection_recorded = False
@@ -631,6 +693,7 @@ class BlackboxPlugin:
         node.workerinput["blackbox_store_dir"] = str(self.session.store_dir)
         node.workerinput["blackbox_run_dir"] = str(self.session.run_dir)
         node.workerinput["blackbox_durability"] = self.session.durability
+        node.workerinput["blackbox_require"] = self.require
         if self.resume_skip:
             node.workerinput["blackbox_resume_skip"] = sorted(self.resume_skip)
 
@@ -731,8 +794,62 @@ class BlackboxPlugin:
             self._record_collection(list(ids))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if os.getpid() != self.session.pid:
+            return
+        self.hear()
         if self.is_parent:
             self._safely(self.session.recorder.run_end, int(exitstatus))
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:  # xdist sends it after this hook
+            workeroutput["blackbox_store_errors"] = self.for_controller
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: what a worker could not record, said once for the run."""
+        for kind, cause in getattr(node, "workeroutput", {}).get("blackbox_store_errors", ()):
+            self.heard(kind, cause)
+
+    # -- store errors: said once, by the process the user sees -----------------------------
+
+    def hand_over(self, kind: str, cause: str) -> bool:
+        """A store error of a process whose warnings the user does not see: a forked child
+        (its warnings die with it) writes it into its parent's pipe; an xdist worker keeps it
+        for the controller (each worker's warning would be one more). False: say it here."""
+        if os.getpid() != self.session.pid:
+            if self._notes is None:
+                return False
+            line = f"{kind}\t{cause}".replace("\n", " ").encode()[: select.PIPE_BUF - 1]
+            try:
+                os.write(self._notes[1], line + b"\n")  # one write, whole (PIPE_BUF)
+            except OSError:
+                return False
+            return True
+        if self.session.role == "worker":
+            self.for_controller.append((kind, cause))
+            return True
+        return False
+
+    def hear(self) -> None:
+        """Reads what this process's forked children handed over (see ``hand_over``)."""
+        if self._notes is None or os.getpid() != self.session.pid:
+            return
+        data = b""
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing (more) there
+            while chunk := os.read(self._notes[0], 65536):
+                data += chunk
+        for line in data.decode(errors="replace").splitlines():
+            kind, _, cause = line.partition("\t")
+            self.heard(kind, cause)
+
+    def heard(self, kind: str, cause: str) -> None:
+        """A store error another process of the run handed over: said once for the run (a
+        worker hands it on to the controller)."""
+        if not _settings.first(kind):
+            return
+        if self.session.role == "worker":
+            self.for_controller.append((kind, cause))
+        else:
+            _settings.say(self.config, _settings.store_failed_message(cause))
 
     # -- hooks: tests (in the process that runs them) ------------------------------------
 
@@ -780,6 +897,19 @@ class BlackboxPlugin:
             exit_code=status[1] if status else None,
         )
 
+    def died_in(self, reader: _native.RunReader, nodeid: str, worker: str | None) -> dict[str, Any]:
+        """The dead process's own account of dying in ``nodeid``: its segment (crash mark,
+        running test, an os._exit record, its memory cgroup), as the aggregate reads it;
+        empty when it left none."""
+        died: dict[str, Any] = {}
+        for c in reader.brief(0)["crashes"]:
+            if c["nodeid"] != nodeid or c["pid"] == os.getpid() or c["kind"] == "child":
+                continue
+            if worker is not None and c["worker"] not in (None, worker):
+                continue
+            died = c
+        return died
+
     def fill_crash_report(
         self,
         report: Any,
@@ -794,15 +924,7 @@ class BlackboxPlugin:
         """Put what the dead process recorded into ``report``: properties, the phase that
         died, how it died and the Python traceback; and record the crash."""
         reader = self.session.reader()
-        # The dead process's own account: its segment (crash mark, running test, an
-        # os._exit record, its memory cgroup), as the aggregate reads it.
-        died: dict[str, Any] = {}
-        for c in reader.brief(0)["crashes"]:
-            if c["nodeid"] != nodeid or c["pid"] == os.getpid() or c["kind"] == "child":
-                continue
-            if worker is not None and c["worker"] not in (None, worker):
-                continue
-            died = c
+        died = self.died_in(reader, nodeid, worker)
         pid = died.get("pid") or child_pid
         signal = signal_hint or died.get("signal")
         if phases_done is None:
@@ -931,6 +1053,10 @@ class BlackboxPlugin:
 
     def close(self) -> None:
         s = self.session
+        if self._notes is not None and os.getpid() == s.pid:
+            for fd in self._notes:
+                os.close(fd)
+            self._notes = None
         if self.follows:
             self.follows = False
             s.reader().stop_following()
@@ -1375,6 +1501,7 @@ class _ForkedReports:
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         for rep in self.pending.pop(nodeid, ()):
             self.plugin.config.hook.pytest_runtest_logreport(report=rep)
+        self.plugin.hear()  # what the child could not record
 
     def true_reports(self, fallback: pytest.TestReport) -> list[Any]:
         """The reports to log in place of pytest-forked's ``fallback``."""
@@ -1385,7 +1512,8 @@ class _ForkedReports:
         nodeid = fallback.nodeid
         true_reports = []
         phases_done = []
-        for phase, data in reader.phase_reports(nodeid):
+        recorded = reader.phase_reports(nodeid)
+        for phase, data in recorded:
             if isinstance(data, dict):
                 rep = _report_from_data(config, data)
                 if rep is not None:
@@ -1393,6 +1521,13 @@ class _ForkedReports:
                     phases_done.append((phase, data))
         if any(r.when == "teardown" for r in true_reports):
             return true_reports
+        if "teardown" in (p for p, _ in recorded) or not (
+            phases_done or plugin.died_in(reader, nodeid, plugin.session.worker)
+        ):
+            # The child ended the test but its store had no room for the reports, or it left
+            # nothing at all (no room for its segment): pytest-forked's own report, as
+            # without the plugin; a crash it would not be.
+            return [fallback]
         crash = copy.copy(fallback)
         crash.sections = list(fallback.sections)
         m = _EXIT_RE.search(str(fallback.longrepr or ""))
