@@ -338,6 +338,11 @@ def test_a_report_strips_flaky_tests_with_the_runs_up_to_its_own(tmp_path: Path)
             assert failed == {flips: expect}, (i, failed)
         else:
             assert failed == {}
+        # `show --run` tells the same runs, newest first.
+        shown = _run(BLACKBOX, "show", flips, "--run", run_id, "--json", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        points = json.loads(shown.stdout)["history"]["runs"]
+        assert [(p["run"], p["outcome"]) for p in points] == expect[::-1], (i, points)
 
 
 def test_a_report_of_5000_tests_is_small_and_renders_fast(
