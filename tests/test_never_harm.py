@@ -357,6 +357,11 @@ def test_a_history_of_another_user_is_refused_and_the_run_goes_on(
     assert result.ret == 0
     text = result.stdout.str() + result.stderr.str()
     assert f"owned by uid {NOBODY}" in text and str(history) in text, text
+    # One warning for the one cause: the summary's read, the fold and the fold of missing
+    # runs are all refused alike (not "damaged" besides).
+    assert text.count("BlackboxWarning") == 1, text
+    assert text.count(f"owned by uid {NOBODY}") == 1, text
+    assert "damaged" not in text, text
     assert history.stat().st_size == 0  # never written into
     # The run itself is recorded, privately: the other user reads none of it.
     (run_dir,) = [p for p in store.iterdir() if p.is_dir()]
@@ -367,6 +372,28 @@ def test_a_history_of_another_user_is_refused_and_the_run_goes_on(
             check=False,
         )
         assert seen.returncode != 0 and b"s3cret" not in seen.stdout, path
+
+    # A real history another user planted is not read either: its notes are not ours.
+    pytester.makepyfile(
+        test_flip="import pathlib\n\ndef test_flip():\n"
+        "    assert pathlib.Path('round.txt').read_text() == '0'\n"
+    )
+    planted = pytester.path / "planted"
+    for n in (0, 1):
+        (pytester.path / "round.txt").write_text(str(n))
+        made = run(pytester, f"--blackbox-dir={planted}", "test_flip.py")
+        assert made.ret == n, made.stdout.str()
+    made.stdout.fnmatch_lines(["1 flaky over the last 2 runs: *"])
+    os.chown(planted / "history.redb", NOBODY, NOBODY)
+    (pytester.path / "round.txt").write_text("0")
+    result = run(pytester, f"--blackbox-dir={planted}", "test_flip.py")
+    no_internal_error(result)
+    assert result.ret == 0
+    text = result.stdout.str() + result.stderr.str()
+    assert "flaky over the last" not in text, text
+    assert text.count("BlackboxWarning") == 1, text
+    assert text.count(f"owned by uid {NOBODY}") == 1, text
+    assert "damaged" not in text, text
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import crashing_sessions
+from conftest import crashing_sessions, run_pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -275,6 +275,74 @@ def test_report_of_a_forked_run_tells_the_crash_story(forked_report: Path, brows
     # Everything checked above is on the screenshot, not hidden or outside it.
     for element in [*crashes, tb, props, *strip, slow[0], *find(By.CSS_SELECTOR, ".chip")]:
         assert _visible_in(size, element), element.text
+
+
+FLIPPING_SUITE = """
+import pathlib
+ROUND = int(pathlib.Path(__file__).with_name("round.txt").read_text())
+
+def test_flips():
+    assert ROUND % 2 == 0
+
+def test_steady():
+    pass
+"""
+
+
+def _strips(section: str) -> dict[str, list[tuple[str, str]]]:
+    """Each row's test and its strip: (run id, outcome) per square, oldest first."""
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", section, re.S):
+        nodeid = re.search(r'<td class="id mono">(.*?)</td>', row)
+        if nodeid:
+            rows[nodeid.group(1)] = re.findall(r'<i class="[^"]*" title="([^":]+): ([^"]+)"', row)
+    return rows
+
+
+def _section(html: str, name: str) -> str:
+    found = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    return found.group(1) if found else ""
+
+
+def test_a_report_strips_flaky_tests_with_the_runs_up_to_its_own(tmp_path: Path) -> None:
+    """Four sessions of a test that fails every other run: each run's report shows it as
+    flaky (also where it passed), over that run and the ones before it, never a later one."""
+    if not BLACKBOX.exists():
+        pytest.skip(f"{BLACKBOX} is not built: run `make develop`")
+    (tmp_path / "test_suite.py").write_text(FLIPPING_SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for n in range(4):
+        (tmp_path / "round.txt").write_text(str(n))
+        status, out = run_pytest(tmp_path)
+        assert status == (1 if n % 2 else 0), out
+    runs = sorted(p.name for p in (tmp_path / ".blackbox").iterdir() if p.is_dir())
+    assert len(runs) == 4
+    flips = "test_suite.py::test_flips"
+    outcome = ["passed", "failed"] * 2
+    for i, run_id in enumerate(runs):
+        page = tmp_path / f"{run_id}.html"
+        made = _run(BLACKBOX, "report", "--html", page, "--run", run_id, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        html = page.read_text(encoding="utf-8")
+        expect = list(zip(runs[: i + 1], outcome[: i + 1]))
+        flaky = _section(html, "flaky")
+        if i == 0:
+            assert flaky == "", "one run cannot show a flip"
+        else:
+            # Flaky, with its strip, whether it passed (rounds 2) or failed this run.
+            assert f"Flaky over the last {i + 1} runs (1)" in flaky, flaky
+            assert _strips(flaky) == {flips: expect}, (i, flaky)
+            assert f'<td class="outcome o-{outcome[i]}">{outcome[i]}</td>' in flaky
+        failed = _strips(_section(html, "not-passed"))
+        if outcome[i] == "failed":
+            assert failed == {flips: expect}, (i, failed)
+        else:
+            assert failed == {}
+        # `show --run` tells the same runs, newest first.
+        shown = _run(BLACKBOX, "show", flips, "--run", run_id, "--json", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        points = json.loads(shown.stdout)["history"]["runs"]
+        assert [(p["run"], p["outcome"]) for p in points] == expect[::-1], (i, points)
 
 
 def test_a_report_of_5000_tests_is_small_and_renders_fast(

@@ -4,8 +4,10 @@
 //! renamed, so a combine killed half way leaves no half run) with a `shard` file naming
 //! its source, and folded into the target's history; runs that only the source's history
 //! still holds (their folders pruned) are copied row by row. A run already in the target
-//! is left alone, so combining twice changes nothing. A source that cannot be read, a run
-//! with a damaged segment and a damaged source history are reported by path and skipped.
+//! is left alone, so combining twice changes nothing. A source that is not a store (or
+//! cannot be read), a run with a damaged segment and a damaged source history are reported
+//! by path and skipped; a damaged run folder whose run the source's history holds comes in
+//! from there.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -45,9 +47,30 @@ pub fn shard_name(source: &Path) -> String {
     }
 }
 
-/// Merges store `source` into `target` (see the module doc).
+/// The store `source` names: the folder itself, or the `.blackbox` inside it (an artifact
+/// folder holding the store its job wrote). A folder with neither a run folder, nor
+/// `history.redb`, nor the store's own `.gitignore` is not a store, and is refused: a
+/// wrong path must not combine as "0 runs copied".
+pub fn source_store(source: &Path) -> Result<Store> {
+    let inner = source.join(".blackbox");
+    let root = if inner.is_dir() {
+        inner
+    } else {
+        source.to_owned()
+    };
+    let store = Store::open(&root)?;
+    let own_gitignore = std::fs::read(root.join(".gitignore"))
+        .is_ok_and(|text| text == crate::store::GITIGNORE.as_bytes());
+    if own_gitignore || store.history_path().exists() || !store.runs()?.is_empty() {
+        return Ok(store);
+    }
+    Err(Error::NotAStore { path: root })
+}
+
+/// Merges store `source` (or the `.blackbox` inside it: [`source_store`]) into `target`
+/// (see the module doc).
 pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Combined> {
-    let src = Store::open(source)?;
+    let src = source_store(source)?;
     if std::fs::canonicalize(src.root()).ok() == std::fs::canonicalize(target.root()).ok() {
         return Err(Error::History(format!(
             "{} is the target store itself; name the stores to combine into it",
@@ -67,10 +90,14 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
     } else {
         BTreeSet::new()
     };
+    // Run folders with damaged segments, and what is wrong: said once the source's history
+    // was read, which may hold the run whole.
+    let mut damaged: Vec<(String, String)> = Vec::new();
     for id in src.runs()? {
         let from = src.run_path(&id)?;
         let to = target.root().join(&id);
-        if to.exists() {
+        // In the target already: its folder, or its rows alone (brought in from a history).
+        if to.exists() || held.contains(&id) {
             if !held.contains(&id) {
                 history::fold_run(target, &id, opts)?;
                 held.insert(id.clone());
@@ -88,10 +115,9 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
         }
         let view = follower.view(&mut crate::aggregate::Aggregate::default());
         if !view.problems.is_empty() {
-            done.skipped.push(format!(
-                "{}: damaged, not combined: {}",
-                from.display(),
-                view.problems.join("; ")
+            damaged.push((
+                id,
+                format!("{}: damaged: {}", from.display(), view.problems.join("; ")),
             ));
             continue;
         }
@@ -109,6 +135,8 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
                     history::import_run(&h, &target_history, &id, &done.shard, opts)?;
                     held.insert(id.clone());
                     done.from_history.push(id);
+                } else if !done.already.contains(&id) && !done.copied.contains(&id) {
+                    done.already.push(id);
                 }
             }
             Ok(())
@@ -117,6 +145,15 @@ pub fn combine(target: &Store, source: &Path, opts: &FoldOptions) -> Result<Comb
             done.skipped
                 .push(format!("{}: not combined: {e}", source_history.display()));
         }
+    }
+    for (id, line) in damaged {
+        done.skipped.push(if done.from_history.contains(&id) {
+            format!(
+                "{line}; the folder was not copied, the run came in from the source's history.redb"
+            )
+        } else {
+            format!("{line}; not combined")
+        });
     }
     Ok(done)
 }
@@ -153,11 +190,8 @@ fn copy_run(from: &Path, root: &Path, id: &str, shard: &str) -> Result<()> {
             .map_err(|e| Error::io(&dst, "writing", e))?;
         std::io::copy(&mut input, &mut output).map_err(|e| Error::io(&dst, "writing", e))?;
     }
-    let shard_file = tmp.join(SHARD_FILE);
-    if !shard_file.exists() {
-        std::fs::write(&shard_file, format!("{shard}\n"))
-            .map_err(|e| Error::io(&shard_file, "writing", e))?;
-    }
+    // Unless the run has one (it came through an earlier combine): private, as every file.
+    crate::private::create_new_file(&tmp.join(SHARD_FILE), format!("{shard}\n").as_bytes())?;
     let to = root.join(id);
     std::fs::rename(&tmp, &to).map_err(|e| Error::io(&to, "creating", e))
 }

@@ -57,6 +57,8 @@ pub enum Error {
     Inherited { path: PathBuf },
     /// The store directory does not exist.
     NoStore { path: PathBuf },
+    /// A directory named as a store holds nothing of one (no run folder, no history.redb).
+    NotAStore { path: PathBuf },
     /// The store has no run with this id.
     NoSuchRun { id: String, store: PathBuf },
     /// The store holds no run yet.
@@ -130,6 +132,12 @@ impl fmt::Display for Error {
             Error::NoStore { path } => write!(
                 f,
                 "no blackbox store at {}; run pytest with the plugin first, or pass --dir / set BLACKBOX_DIR",
+                path.display()
+            ),
+            Error::NotAStore { path } => write!(
+                f,
+                "not a blackbox store: {} holds no run folder, no history.redb and no .blackbox; \
+                 name a store directory (.blackbox, or a session's --blackbox-dir) or a folder that holds one",
                 path.display()
             ),
             Error::NoSuchRun { id, store } => write!(

@@ -17,6 +17,7 @@
 //! | `tests`    | `(&str, &str)` (run id, nodeid)      | `TestRow`: seq, outcome, duration, worker, pid, crashed, signal, phases, properties (JSON object text) |
 //! | `fixtures` | `(&str, &str, &str)` (run id, name, scope) | `FixtureRow`: setups, teardowns, total, mean, max, teardown total (`timed` calls use scope `"timed"`) |
 //! | `crashes`  | `(&str, u32)` (run id, index)        | `CrashRow`: nodeid, worker, pid, signal, exit code, phase, detail, attachments |
+//! | `marks`    | `&str` (`"pruned_through"`)          | `&str`: the newest run id pruning removed (added in layout 1 without a bump: older readers never open it) |
 //!
 //! Run ids sort by start time, so the `runs` table read backwards is newest first, and every
 //! row of one run is one contiguous key range in each table.
@@ -40,7 +41,9 @@
 //!   replaces all its rows (folding is idempotent).
 //! * Pruning keeps the newest [`FoldOptions::keep`] runs (by id, i.e. start time, counting
 //!   the folded run) and deletes every row of the others from every table, also rows left
-//!   without a `runs` row by a fold that failed half way.
+//!   without a `runs` row by a fold that failed half way. The newest id pruned goes into
+//!   `marks`, so that [`fold_missing`] never folds a pruned run's folder back in (the size
+//!   cap would prune it again, at every session's end).
 //!
 //! ```
 //! use blackbox_core::{fold_run, FoldOptions, History};
@@ -93,7 +96,10 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const TESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tests");
 const FIXTURES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("fixtures");
 const CRASHES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("crashes");
+const MARKS: TableDefinition<&str, &str> = TableDefinition::new("marks");
 const LAYOUT_KEY: &str = "layout_version";
+/// In `marks`: the newest run id pruning ever removed (every older run is gone too).
+const PRUNED_KEY: &str = "pruned_through";
 /// redb's page cache for one fold or read (a limit, not an allocation).
 const CACHE_BYTES: usize = 64 << 20;
 
@@ -263,8 +269,15 @@ pub struct TestHistory {
     pub points: Vec<TrendPoint>,
 }
 
+/// A verdict against the test: it failed, errored, crashed or ran past its time limit.
 fn is_failure(outcome: &str) -> bool {
-    matches!(outcome, "failed" | "error" | "crashed")
+    matches!(outcome, "failed" | "error" | "crashed" | "timeout")
+}
+
+/// The test did not end by itself: its process died (a crash), or it ran past its time
+/// limit (a timeout). What `crashed_runs` counts: a recurring hang is a recurring crash.
+fn is_crash(outcome: &str) -> bool {
+    matches!(outcome, "crashed" | "timeout")
 }
 
 impl TestHistory {
@@ -281,7 +294,7 @@ impl TestHistory {
         self.outcomes().filter(|o| *o == "passed").count()
     }
 
-    /// Runs in which it failed, errored or crashed.
+    /// Runs in which it failed, errored, crashed or timed out.
     pub fn failures(&self) -> usize {
         self.outcomes().filter(|o| is_failure(o)).count()
     }
@@ -450,22 +463,27 @@ pub fn fold_view(path: &Path, view: &RunView, opts: &FoldOptions) -> Result<Fold
 /// Folds every run folder of `store` that history does not hold yet: runs whose session
 /// died before or during its fold (a fold killed at any point leaves the history as it was
 /// before it). Skips `except` (the caller's own run), folders with a live writer (a session
-/// still going), and, once history holds `keep` runs, folders older than all of them
-/// (pruned there). Returns what each fold did, oldest first.
+/// still going), folders no newer than the newest run pruning removed (by `keep` or by the
+/// size cap: folded once already, or older than what history keeps), and, once history
+/// holds `keep` runs, folders older than all of them (for files written before the prune
+/// mark). Returns what each fold did, oldest first.
 pub fn fold_missing(
     store: &Store,
     except: Option<&str>,
     opts: &FoldOptions,
 ) -> Result<Vec<FoldStats>> {
     let path = store.history_path();
-    let held: BTreeSet<String> = if path.exists() {
-        History::open(&path)?
-            .with_wait(opts.wait)
-            .run_ids()?
-            .into_iter()
-            .collect()
+    let (held, pruned): (BTreeSet<String>, Option<String>) = if path.exists() {
+        let history = History::open(&path)?.with_wait(opts.wait);
+        let (ids, pruned) = history.read(|txn| {
+            Ok((
+                read_run_ids(&history.path, txn)?,
+                read_mark(&history.path, txn)?,
+            ))
+        })?;
+        (ids.into_iter().collect(), pruned)
     } else {
-        BTreeSet::new()
+        (BTreeSet::new(), None)
     };
     // An older folder is one pruning removed, when history is full.
     let oldest = held
@@ -476,6 +494,7 @@ pub fn fold_missing(
     for id in store.runs()? {
         if held.contains(&id)
             || Some(id.as_str()) == except
+            || pruned.as_ref().is_some_and(|p| id <= *p)
             || oldest.as_ref().is_some_and(|o| id < *o)
         {
             continue;
@@ -936,6 +955,8 @@ fn fold_into(b: &mut Batches<'_>, rows: Option<&Rows>, keep: usize) -> Result<()
     // 4. List the run, in the last, durable commit.
     {
         let kept = b.stats.kept;
+        // Pruned ids are all older than the kept ones: the last is the newest pruned.
+        let newest_pruned = b.stats.pruned.last().cloned();
         let txn = b.txn()?;
         if let (true, Some(rows)) = (kept, rows) {
             let mut runs = txn.open_table(RUNS).map_err(tb)?;
@@ -943,6 +964,16 @@ fn fold_into(b: &mut Batches<'_>, rows: Option<&Rows>, keep: usize) -> Result<()
         }
         let mut meta = txn.open_table(META).map_err(tb)?;
         meta.insert(LAYOUT_KEY, LAYOUT_VERSION).map_err(st)?;
+        if let Some(newest) = newest_pruned {
+            let mut marks = txn.open_table(MARKS).map_err(tb)?;
+            let before = marks
+                .get(PRUNED_KEY)
+                .map_err(st)?
+                .map(|g| g.value().to_owned());
+            if before.as_ref().is_none_or(|m| *m < newest) {
+                marks.insert(PRUNED_KEY, newest.as_str()).map_err(st)?;
+            }
+        }
     }
     if b.stats.kept {
         b.stats.rows_written += 1;
@@ -1035,10 +1066,14 @@ fn create_whole(path: &Path) -> Result<(), redb::DatabaseError> {
     made
 }
 
-/// Opens read-only; fails with `RepairAborted` when a writer died mid-fold.
+/// Opens read-only; fails with `RepairAborted` when a writer died mid-fold. Only a file of
+/// this user that others cannot write ([`crate::private::check_file_to_read`]; refused as
+/// [`open_write`] refuses), so what another user planted is never read as this user's.
 fn open_read(path: &Path) -> Result<redb::ReadOnlyDatabase, redb::DatabaseError> {
-    builder()
-        .open_read_only_with_backend(redb::backends::FileBackend::new(open_file(path, false)?)?)
+    let file = open_file(path, false)?;
+    crate::private::check_file_to_read(&file, path)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+    builder().open_read_only_with_backend(redb::backends::FileBackend::new(file)?)
 }
 
 fn damaged(path: &Path, why: &str) -> Error {
@@ -1422,6 +1457,17 @@ impl History {
     /// `nodeid`'s outcome in each of the newest `k` runs in history, newest first (`None`
     /// where it did not run).
     pub fn test_history(&self, nodeid: &str, k: usize) -> Result<TestHistory> {
+        self.test_history_in(nodeid, None, k)
+    }
+
+    /// [`History::test_history`] over the newest `k` runs no newer than `run_id` (it
+    /// included when history holds it): what a report of that run shows, never an outcome
+    /// that came after it.
+    pub fn test_history_upto(&self, nodeid: &str, run_id: &str, k: usize) -> Result<TestHistory> {
+        self.test_history_in(nodeid, Some(run_id), k)
+    }
+
+    fn test_history_in(&self, nodeid: &str, upto: Option<&str>, k: usize) -> Result<TestHistory> {
         let path = self.path.as_path();
         self.read(|txn| {
             let mut points = Vec::new();
@@ -1432,8 +1478,11 @@ impl History {
                 });
             };
             let tests = read_table(path, txn, TESTS)?;
-            for entry in runs
-                .iter()
+            let listed = match upto {
+                Some(upto) => runs.range(..=upto),
+                None => runs.range::<&str>(..),
+            };
+            for entry in listed
                 .map_err(|e| redb_error(path, "reading", e.into()))?
                 .rev()
                 .take(k)
@@ -1465,29 +1514,18 @@ impl History {
         })
     }
 
-    /// Every test that both passed and failed (or errored, or crashed) within the newest `k`
-    /// runs, with its outcomes there (as [`History::test_history`] gives them); most flips
+    /// Every test that both passed and failed (or errored, crashed, timed out) within the
+    /// newest `k` runs, with its outcomes there (as [`History::test_history`] gives them); most flips
     /// first, then by nodeid. One pass over those runs' tests.
     pub fn flaky(&self, k: usize) -> Result<Vec<TestHistory>> {
-        let w = self.read(|txn| Window::read(&self.path, txn, k, None))?;
-        let mut out: Vec<TestHistory> = w
-            .tests
-            .iter()
-            .map(|(nodeid, slots)| w.trend(nodeid, slots))
-            .filter(TestHistory::is_flaky)
-            .collect();
-        out.sort_by(|a, b| {
-            b.flips()
-                .cmp(&a.flips())
-                .then_with(|| a.nodeid.cmp(&b.nodeid))
-        });
-        Ok(out)
+        let w = self.read(|txn| Window::read(&self.path, txn, k, None, None))?;
+        Ok(w.flaky())
     }
 
     /// What `blackbox flaky` prints: the newest `k` runs, and every test that both passed
-    /// and failed (or errored, or crashed) within them, most flips first.
+    /// and failed (or errored, crashed, timed out) within them, most flips first.
     pub fn flaky_report(&self, k: usize) -> Result<FlakyReport> {
-        let w = self.read(|txn| Window::read(&self.path, txn, k, None))?;
+        let w = self.read(|txn| Window::read(&self.path, txn, k, None, None))?;
         let mut tests: Vec<FlakyTest> = w
             .tests
             .iter()
@@ -1501,8 +1539,29 @@ impl History {
                 .then_with(|| a.history.nodeid.cmp(&b.history.nodeid))
         });
         Ok(FlakyReport {
+            last: k,
             runs: w.runs,
             tests,
+        })
+    }
+
+    /// What the HTML report of run `run_id` shows of history: over the newest `k` runs up to
+    /// that one (it included when history holds it; never a newer run, so an older run's
+    /// report shows no outcome that came after it), the outcomes of each of `nodeids`, and
+    /// every flaky test (most flips first, as [`History::flaky`]). One pass over the runs.
+    pub fn strips_upto(&self, run_id: &str, k: usize, nodeids: &[&str]) -> Result<Strips> {
+        let w = self.read(|txn| Window::read(&self.path, txn, k, None, Some(run_id)))?;
+        let none = vec![None; w.runs.len()];
+        let tests = nodeids
+            .iter()
+            .map(|n| {
+                let slots = w.tests.get(*n).map_or(none.as_slice(), Vec::as_slice);
+                ((*n).to_owned(), w.trend(n, slots))
+            })
+            .collect();
+        Ok(Strips {
+            tests,
+            flaky: w.flaky(),
         })
     }
 
@@ -1510,7 +1569,13 @@ impl History {
     /// `k - 1` runs in history, and over how many runs that is. For the terminal summary.
     pub fn flaky_in(&self, current: &RunView, k: usize) -> Result<(usize, usize)> {
         let w = self.read(|txn| {
-            Window::read(&self.path, txn, k.saturating_sub(1), Some(&current.run.id))
+            Window::read(
+                &self.path,
+                txn,
+                k.saturating_sub(1),
+                Some(&current.run.id),
+                None,
+            )
         })?;
         let mut flaky = 0;
         for t in &current.tests {
@@ -1536,6 +1601,7 @@ impl History {
             let Some(table) = read_table(path, txn, RUNS)? else {
                 return Ok(TestRuns {
                     nodeid: nodeid.to_owned(),
+                    last: k,
                     runs,
                 });
             };
@@ -1559,6 +1625,7 @@ impl History {
             }
             Ok(TestRuns {
                 nodeid: nodeid.to_owned(),
+                last: k,
                 runs,
             })
         })
@@ -1570,7 +1637,7 @@ impl History {
     pub fn slower(&self, k: usize, threshold: f64) -> Result<SlowerReport> {
         let path = self.path.as_path();
         let (w, fixtures) = self.read(|txn| {
-            let w = Window::read(path, txn, k, None)?;
+            let w = Window::read(path, txn, k, None, None)?;
             let mut fixtures: HashMap<(String, String), Vec<Option<f64>>> = HashMap::new();
             if let Some(table) = read_table(path, txn, FIXTURES)? {
                 let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
@@ -1623,6 +1690,7 @@ impl History {
         let (recent, baseline) = w.runs.split_at(recent_n);
         Ok(SlowerReport {
             threshold,
+            last: k,
             recent: recent.to_vec(),
             baseline: baseline.to_vec(),
             items,
@@ -1631,19 +1699,37 @@ impl History {
 
     /// The ids of every run in history, oldest first (keys only).
     pub fn run_ids(&self) -> Result<Vec<String>> {
-        let path = self.path.as_path();
-        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
-        self.read(|txn| {
-            let Some(runs) = read_table(path, txn, RUNS)? else {
-                return Ok(Vec::new());
-            };
-            let mut ids = Vec::new();
-            for entry in runs.iter().map_err(rd)? {
-                ids.push(entry.map_err(rd)?.0.value().to_owned());
-            }
-            Ok(ids)
-        })
+        self.read(|txn| read_run_ids(&self.path, txn))
     }
+
+    /// The newest run id pruning ever removed from this history (by the run count or the
+    /// size cap); every older run is gone too. `None` when nothing was pruned (or the file
+    /// was last pruned by a blackbox that kept no mark).
+    pub fn pruned_through(&self) -> Result<Option<String>> {
+        self.read(|txn| read_mark(&self.path, txn))
+    }
+}
+
+fn read_run_ids(path: &Path, txn: &redb::ReadTransaction) -> Result<Vec<String>> {
+    let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+    let Some(runs) = read_table(path, txn, RUNS)? else {
+        return Ok(Vec::new());
+    };
+    let mut ids = Vec::new();
+    for entry in runs.iter().map_err(rd)? {
+        ids.push(entry.map_err(rd)?.0.value().to_owned());
+    }
+    Ok(ids)
+}
+
+fn read_mark(path: &Path, txn: &redb::ReadTransaction) -> Result<Option<String>> {
+    let Some(marks) = read_table(path, txn, MARKS)? else {
+        return Ok(None);
+    };
+    Ok(marks
+        .get(PRUNED_KEY)
+        .map_err(|e| redb_error(path, "reading", e.into()))?
+        .map(|g| g.value().to_owned()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1694,12 +1780,14 @@ struct Window {
 }
 
 impl Window {
+    /// The newest `k` runs but `skip`, no newer than `upto` (when given).
     #[allow(clippy::many_single_char_names)] // k runs, w the window, n its width, o an outcome
     fn read(
         path: &Path,
         txn: &redb::ReadTransaction,
         k: usize,
         skip: Option<&str>,
+        upto: Option<&str>,
     ) -> Result<Window> {
         let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
         let mut w = Window {
@@ -1712,7 +1800,11 @@ impl Window {
         else {
             return Ok(w);
         };
-        for entry in runs.iter().map_err(rd)?.rev() {
+        let listed = match upto {
+            Some(upto) => runs.range(..=upto),
+            None => runs.range::<&str>(..),
+        };
+        for entry in listed.map_err(rd)?.rev() {
             if w.runs.len() >= k {
                 break;
             }
@@ -1755,6 +1847,22 @@ impl Window {
         Ok(w)
     }
 
+    /// Every test that both passed and failed in the window, most flips first.
+    fn flaky(&self) -> Vec<TestHistory> {
+        let mut out: Vec<TestHistory> = self
+            .tests
+            .iter()
+            .map(|(nodeid, slots)| self.trend(nodeid, slots))
+            .filter(TestHistory::is_flaky)
+            .collect();
+        out.sort_by(|a, b| {
+            b.flips()
+                .cmp(&a.flips())
+                .then_with(|| a.nodeid.cmp(&b.nodeid))
+        });
+        out
+    }
+
     fn trend(&self, nodeid: &str, slots: &[Option<(u8, f64)>]) -> TestHistory {
         TestHistory {
             nodeid: nodeid.to_owned(),
@@ -1773,7 +1881,16 @@ impl Window {
     }
 }
 
-/// A change of a test's verdict (passed, or failed/error/crashed) between two consecutive
+/// What [`History::strips_upto`] gives the HTML report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Strips {
+    /// Each test asked for, by nodeid.
+    pub tests: HashMap<String, TestHistory>,
+    /// Every test flaky over those runs, most flips first.
+    pub flaky: Vec<TestHistory>,
+}
+
+/// A change of a test's verdict (passed, or failed/error/crashed/timeout) between two consecutive
 /// runs in which it ran.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flip {
@@ -1791,7 +1908,7 @@ pub struct FlakyTest {
     /// Runs per outcome.
     pub outcomes: BTreeMap<String, usize>,
     pub last_flip: Option<Flip>,
-    /// The runs in which it crashed, newest first.
+    /// The runs in which it crashed or timed out, newest first.
     pub crashed_runs: Vec<String>,
 }
 
@@ -1821,7 +1938,7 @@ impl FlakyTest {
             crashed_runs: history
                 .points
                 .iter()
-                .filter(|p| p.outcome.as_deref() == Some("crashed"))
+                .filter(|p| p.outcome.as_deref().is_some_and(is_crash))
                 .map(|p| p.run_id.clone())
                 .collect(),
             history: history.clone(),
@@ -1846,6 +1963,8 @@ impl FlakyTest {
 /// What `blackbox flaky` prints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlakyReport {
+    /// The runs asked for (`--last`; fewer when history holds fewer).
+    pub last: usize,
     /// The runs looked at, newest first.
     pub runs: Vec<RunRef>,
     pub tests: Vec<FlakyTest>,
@@ -1855,6 +1974,7 @@ impl FlakyReport {
     pub fn to_json(&self) -> Json {
         json!({
             "runs": self.runs.iter().map(RunRef::to_json).collect::<Vec<_>>(),
+            "last": self.last,
             "tests": self.tests.iter().map(FlakyTest::to_json).collect::<Vec<_>>(),
         })
     }
@@ -1864,6 +1984,8 @@ impl FlakyReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestRuns {
     pub nodeid: String,
+    /// The runs asked for (`--last`).
+    pub last: usize,
     /// Newest first; `None` where the test did not run.
     pub runs: Vec<(RunRef, Option<HistoryTest>)>,
 }
@@ -1890,6 +2012,7 @@ impl TestRuns {
         let trend = self.trend();
         json!({
             "nodeid": self.nodeid,
+            "last": self.last,
             "ran": trend.ran(),
             "passes": trend.passes(),
             "failures": trend.failures(),
@@ -1989,6 +2112,8 @@ impl Slower {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowerReport {
     pub threshold: f64,
+    /// The runs asked for (`--last`).
+    pub last: usize,
     /// The newer half of the runs looked at, newest first.
     pub recent: Vec<RunRef>,
     /// The older half.
@@ -2001,6 +2126,7 @@ impl SlowerReport {
     pub fn to_json(&self) -> Json {
         json!({
             "threshold": self.threshold,
+            "last": self.last,
             "recent": self.recent.iter().map(RunRef::to_json).collect::<Vec<_>>(),
             "baseline": self.baseline.iter().map(RunRef::to_json).collect::<Vec<_>>(),
             "slower": self.items.iter().map(Slower::to_json).collect::<Vec<_>>(),

@@ -114,6 +114,16 @@ pub fn check_dir(path: &Path, what: &str, follow: bool) -> Result<()> {
 /// others cannot write; it is made 0600 (others may have been able to read it, or the
 /// umask left its owner unable to).
 pub fn check_file(file: &File, path: &Path) -> Result<()> {
+    let m = check_file_to_read(file, path)?;
+    if m.permissions().mode() & 0o777 != 0o600 {
+        set_mode(file, path, 0o600)?;
+    }
+    Ok(())
+}
+
+/// What [`check_file`] checks, for a file only read (its mode is left as it is): another
+/// user's file could say anything (a planted history.redb, its notes printed as ours).
+pub fn check_file_to_read(file: &File, path: &Path) -> Result<Metadata> {
     let m = file
         .metadata()
         .map_err(|e| Error::io(path, "checking", e))?;
@@ -125,10 +135,7 @@ pub fn check_file(file: &File, path: &Path) -> Result<()> {
         ));
     }
     check_owner_and_mode(path, &m, "file")?;
-    if m.permissions().mode() & 0o777 != 0o600 {
-        set_mode(file, path, 0o600)?;
-    }
-    Ok(())
+    Ok(m)
 }
 
 fn set_mode(file: &File, path: &Path, mode: libc::mode_t) -> Result<()> {

@@ -1041,3 +1041,83 @@ fn the_size_cap_prunes_the_oldest_runs() {
         kept.len()
     );
 }
+
+#[test]
+fn runs_the_size_cap_pruned_are_not_folded_again() {
+    let dir = TempDir::new("cap-missing");
+    let store = Store::create(&dir.0).unwrap();
+    let opts = FoldOptions {
+        max_bytes: 1 << 20,
+        ..quiet()
+    };
+    // Twelve sessions that all died before their fold: the next one folds them all.
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let id = store.new_run().unwrap();
+        write_run(&store, &id, 1_000, false);
+        ids.push(id);
+    }
+    let first = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+    let folded: Vec<&str> = first.iter().map(|s| s.run_id.as_str()).collect();
+    assert_eq!(folded, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let h = History::of_store(&store).unwrap();
+    let kept = h.run_ids().unwrap();
+    assert!(kept.len() < 12 && kept.last() == ids.last(), "{kept:?}");
+    // Every run below the kept ones was pruned; the mark names the newest of them.
+    let pruned_through = &ids[11 - kept.len()];
+    assert_eq!(h.pruned_through().unwrap().as_ref(), Some(pruned_through));
+    assert_eq!(kept, ids[12 - kept.len()..].to_vec());
+
+    // The next sessions fold nothing: the pruned runs' folders are not folded back in.
+    for _ in 0..2 {
+        let again = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+        let again: Vec<&str> = again.iter().map(|s| s.run_id.as_str()).collect();
+        assert!(again.is_empty(), "folded again: {again:?}");
+        assert_eq!(h.run_ids().unwrap(), kept);
+    }
+    // A new run folds once, and pruning moves the mark on.
+    let id = store.new_run().unwrap();
+    write_run(&store, &id, 1_000, false);
+    let once = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+    assert_eq!(
+        once.iter().map(|s| s.run_id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    assert!(blackbox_core::history::fold_missing(&store, None, &opts)
+        .unwrap()
+        .is_empty());
+    let mark = h.pruned_through().unwrap().unwrap();
+    assert!(mark.as_str() >= pruned_through.as_str());
+    assert!(h.run_ids().unwrap().iter().all(|k| *k > mark));
+}
+
+#[test]
+fn runs_the_run_count_pruned_are_not_folded_again() {
+    let dir = TempDir::new("keep-missing");
+    let store = Store::create(&dir.0).unwrap();
+    let opts = FoldOptions { keep: 3, ..quiet() };
+    let ids: Vec<String> = (0..5)
+        .map(|_| {
+            let id = store.new_run().unwrap();
+            write_run(&store, &id, 10, false);
+            id
+        })
+        .collect();
+    assert_eq!(
+        blackbox_core::history::fold_missing(&store, None, &opts)
+            .unwrap()
+            .len(),
+        5
+    );
+    let h = History::of_store(&store).unwrap();
+    assert_eq!(h.run_ids().unwrap(), ids[2..].to_vec());
+    assert_eq!(h.pruned_through().unwrap().as_ref(), Some(&ids[1]));
+    // With a larger keep, history is no longer full: the mark still keeps the pruned out.
+    let wider = FoldOptions {
+        keep: 10,
+        ..quiet()
+    };
+    assert!(blackbox_core::history::fold_missing(&store, None, &wider)
+        .unwrap()
+        .is_empty());
+}

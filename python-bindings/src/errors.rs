@@ -108,7 +108,9 @@ pub(crate) fn error_class(e: &blackbox_core::Error) -> Class {
         E::StoreFull { .. } | E::SegmentFull { .. } => Class::StoreFull,
         E::RecordTooLarge { .. } => Class::RecordTooLarge,
         E::Damaged(_) | E::UnsupportedVersion { .. } => Class::Damaged,
-        E::NoStore { .. } | E::NoRuns { .. } | E::NoStoreFound { .. } => Class::NoStore,
+        E::NoStore { .. } | E::NotAStore { .. } | E::NoRuns { .. } | E::NoStoreFound { .. } => {
+            Class::NoStore
+        }
         E::NoSuchRun { .. } | E::AmbiguousRun { .. } => Class::NoSuchRun,
         E::Refused { .. } => Class::Refused,
         E::TransactionOpen => Class::Transaction,

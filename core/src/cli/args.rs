@@ -447,7 +447,17 @@ const OPTS: &[Opt] = &[
         short: None,
         value: None,
         help: "cut nothing: tables as wide as their widest cell, whatever the terminal",
-        commands: &[C::Stats, C::Tests, C::Fixtures, C::Crashes, C::Runs, C::Show],
+        commands: &[
+            C::Stats,
+            C::Tests,
+            C::Fixtures,
+            C::Crashes,
+            C::Runs,
+            C::Show,
+            C::Flaky,
+            C::History,
+            C::Slower,
+        ],
     },
     Opt {
         key: Key::All,

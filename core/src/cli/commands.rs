@@ -1253,16 +1253,24 @@ fn dump(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
 fn report(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let Loaded { view, .. } = load(cx)?;
     let store = cx.store()?;
-    let mut history = HashMap::new();
-    for nodeid in super::html::history_wanted(&view) {
-        match super::show::test_history(&store, nodeid, super::html::HISTORY_RUNS) {
-            Ok(h) => {
-                history.insert(nodeid.to_owned(), h);
-            }
-            Err(_) => break, // no history.redb (or it is busy): no strips, the rest is there
-        }
-    }
-    let html = super::html::render(&view, crate::clock::now_mono_ns(), &history);
+    // The runs up to this one: an older run's report shows nothing that came after it.
+    let path = store.history_path();
+    let strips = if path.exists() {
+        crate::history::History::open(&path)
+            .map(|h| h.with_wait(super::show::HISTORY_WAIT))
+            .and_then(|h| {
+                h.strips_upto(
+                    &view.run.id,
+                    super::html::HISTORY_RUNS,
+                    &super::html::history_wanted(&view),
+                )
+            })
+            // Unreadable (busy, damaged, refused): no strips, the rest of the page is there.
+            .unwrap_or_default()
+    } else {
+        crate::history::Strips::default()
+    };
+    let html = super::html::render(&view, crate::clock::now_mono_ns(), &strips);
     let target = cx.inv.html.clone().expect("the parser requires --html");
     if target.as_os_str() == "-" {
         cx.out.write_all(html.as_bytes())?;

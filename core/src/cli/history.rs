@@ -3,10 +3,8 @@
 
 use std::path::Path;
 
-use serde_json::json;
-
 use super::commands::Ctx;
-use super::table::{duration, local_time, Cell, Column, Style, Table};
+use super::table::{duration, local_time, plural, Cell, Column, Style, Table};
 use super::{Failure, EXIT_ERROR, EXIT_OK};
 use crate::combine::combine as combine_store;
 use crate::history::{FoldOptions, History, RunRef};
@@ -21,8 +19,8 @@ fn history_of(cx: &Ctx<'_>) -> Result<History, Failure> {
     Ok(History::of_store(&cx.store()?)?)
 }
 
-/// One letter per outcome, newest first: P passed, F failed, E error, C crashed, s skipped,
-/// `.` did not run, `?` anything else.
+/// One letter per outcome, newest first: P passed, F failed, E error, C crashed, T timeout,
+/// s skipped, `.` did not run, `?` anything else.
 pub fn strip<'a>(outcomes: impl IntoIterator<Item = Option<&'a str>>) -> String {
     outcomes
         .into_iter()
@@ -31,6 +29,7 @@ pub fn strip<'a>(outcomes: impl IntoIterator<Item = Option<&'a str>>) -> String 
             Some("failed") => 'F',
             Some("error") => 'E',
             Some("crashed") => 'C',
+            Some("timeout") => 'T',
             Some("skipped") => 's',
             None => '.',
             Some(_) => '?',
@@ -52,16 +51,14 @@ pub(crate) fn flaky(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let report = history_of(cx)?.flaky_report(last)?;
     let limit = cx.inv.limit.filter(|n| *n > 0).unwrap_or(usize::MAX);
     if cx.inv.json {
-        let mut j = report.to_json();
-        j["last"] = json!(last);
-        cx.json(&j)?;
+        cx.json(&report.to_json())?;
         return Ok(EXIT_OK);
     }
     writeln!(
         cx.out,
-        "{} flaky over the last {} runs{} (strip: newest first; P passed, F failed, E error, C crashed, s skipped, . not run)",
+        "{} flaky over the last {}{} (strip: newest first; P passed, F failed, E error, C crashed, T timeout, s skipped, . not run)",
         report.tests.len(),
-        report.runs.len(),
+        plural(report.runs.len() as u64, "run", "runs"),
         span(&report.runs)
     )?;
     if report.tests.is_empty() {
@@ -74,7 +71,7 @@ pub(crate) fn flaky(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Column::right("FAILED"),
         Column::right("CRASHED"),
         Column::right("FLIPS"),
-        Column::left("LAST FLIP"),
+        Column::shrinking_first("LAST FLIP"),
         Column::left("STRIP"),
     ]);
     for t in report.tests.iter().take(limit) {
@@ -97,8 +94,8 @@ pub(crate) fn flaky(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
             Cell::new(n("passed").to_string()),
             Cell::new((n("failed") + n("error")).to_string()),
             Cell::styled(
-                n("crashed").to_string(),
-                (n("crashed") > 0).then_some(Style::Red),
+                t.crashed_runs.len().to_string(),
+                (!t.crashed_runs.is_empty()).then_some(Style::Red),
             ),
             Cell::new(t.history.flips().to_string()),
             Cell::new(flip),
@@ -114,28 +111,44 @@ pub(crate) fn history(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let nodeid = cx.inv.args[0].clone();
     let runs = history_of(cx)?.test_runs(&nodeid, last)?;
     if cx.inv.json {
-        let mut j = runs.to_json();
-        j["last"] = json!(last);
-        cx.json(&j)?;
+        cx.json(&runs.to_json())?;
         return Ok(EXIT_OK);
     }
     let trend = runs.trend();
     if trend.ran() == 0 {
         writeln!(
             cx.out,
-            "{nodeid} did not run in the last {} runs of history; `blackbox tests` lists a run's tests",
-            runs.runs.len()
+            "{nodeid} did not run in the last {} of history; `blackbox tests` lists a run's tests",
+            plural(runs.runs.len() as u64, "run", "runs")
         )?;
         return Ok(EXIT_OK);
     }
+    // Passed, then each other verdict it had, by its own name.
+    let n = |o: &str| {
+        trend
+            .points
+            .iter()
+            .filter(|p| p.outcome.as_deref() == Some(o))
+            .count()
+    };
+    let mut verdicts = vec![format!("passed {}", trend.passes())];
+    for (outcome, said) in [
+        ("failed", "failed"),
+        ("error", "errors"),
+        ("crashed", "crashed"),
+        ("timeout", "timed out"),
+    ] {
+        if n(outcome) > 0 {
+            verdicts.push(format!("{said} {}", n(outcome)));
+        }
+    }
+    let verdicts = verdicts.join(", ");
     writeln!(
         cx.out,
-        "{nodeid}: ran in {} of the last {} runs, passed {}, failed {}, {} flips{}",
+        "{nodeid}: ran in {} of the last {}, {verdicts}, {}{}",
         trend.ran(),
-        runs.runs.len(),
-        trend.passes(),
-        trend.failures(),
-        trend.flips(),
+        plural(runs.runs.len() as u64, "run", "runs"),
+        plural(trend.flips() as u64, "flip", "flips"),
         if trend.is_flaky() { " (flaky)" } else { "" }
     )?;
     let mut table = Table::new(vec![
@@ -145,8 +158,8 @@ pub(crate) fn history(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         Column::right("DURATION"),
         Column::left("WORKER"),
         Column::left("SIGNAL"),
-        Column::shrinking("HOST"),
-        Column::shrinking("SHARD"),
+        Column::shrinking_first("HOST"),
+        Column::shrinking_first("SHARD"),
     ]);
     for (run, test) in &runs.runs {
         let started = run.started_wall_ns.map_or_else(|| "-".into(), local_time);
@@ -188,16 +201,14 @@ pub(crate) fn slower(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     let threshold = cx.inv.threshold.unwrap_or(DEFAULT_THRESHOLD);
     let report = history_of(cx)?.slower(last, threshold)?;
     if cx.inv.json {
-        let mut j = report.to_json();
-        j["last"] = json!(last);
-        cx.json(&j)?;
+        cx.json(&report.to_json())?;
         return Ok(EXIT_OK);
     }
     if report.recent.is_empty() {
         writeln!(
             cx.out,
-            "history holds {} run(s); `slower` compares the newer half of the runs with the older half, so it needs 2 or more",
-            report.baseline.len()
+            "history holds {}; `slower` compares the newer half of the runs with the older half, so it needs 2 or more",
+            plural(report.baseline.len() as u64, "run", "runs")
         )?;
         return Ok(EXIT_OK);
     }
@@ -209,9 +220,9 @@ pub(crate) fn slower(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     };
     writeln!(
         cx.out,
-        "{} slower by more than {threshold}x: the newest {} runs ({}) against the {} before ({})",
+        "{} slower by more than {threshold}x: the newest {} ({}) against the {} before ({})",
         report.items.len(),
-        report.recent.len(),
+        plural(report.recent.len() as u64, "run", "runs"),
         ids(&report.recent),
         report.baseline.len(),
         ids(&report.baseline)

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::table::{command_line, count, duration, local_time, plural, shorten_middle};
 use crate::aggregate::{signal_name, FixtureStats, RunView, TestView};
-use crate::history::TestHistory;
+use crate::history::{Strips, TestHistory};
 
 /// The timeline's and the fixture chart's coordinate width (the SVG scales to the page).
 const CHART_W: f64 = 1200.0;
@@ -26,7 +26,8 @@ const NOT_PASSED_SHOWN: usize = 500;
 const SLOWEST_SHOWN: usize = 20;
 /// Properties shown in a row of the failed-tests table.
 const ROW_PROPS: usize = 12;
-/// Failed and crashed tests whose recent outcomes the report looks up in history.redb.
+/// Failed and crashed tests whose recent outcomes the report looks up in history.redb, and
+/// flaky tests it lists.
 pub(crate) const HISTORY_TESTS: usize = 50;
 /// Runs a strip of recent outcomes shows.
 pub(crate) const HISTORY_RUNS: usize = 20;
@@ -313,8 +314,9 @@ const LEGEND: [(&str, &str); 7] = [
 ];
 
 /// The page for `view`. `now_mono_ns` ends the bars of tests still running; `history`
-/// holds the recent outcomes (history.redb) of failed and crashed tests, by nodeid.
-pub fn render(view: &RunView, now_mono_ns: u64, history: &HashMap<String, TestHistory>) -> String {
+/// holds the recent outcomes (history.redb, up to this run) of its failed, crashed and
+/// timed-out tests, and the tests flaky over those runs.
+pub fn render(view: &RunView, now_mono_ns: u64, history: &Strips) -> String {
     let mut h = String::with_capacity(64 * 1024 + view.tests.len() * 160);
     let id = esc(&view.run.id);
     let _ = write!(
@@ -327,7 +329,8 @@ pub fn render(view: &RunView, now_mono_ns: u64, history: &HashMap<String, TestHi
     header(&mut h, view);
     crashes(&mut h, view);
     timeline(&mut h, view, now_mono_ns);
-    not_passed(&mut h, view, history);
+    not_passed(&mut h, view, &history.tests);
+    flaky(&mut h, view, &history.flaky);
     slowest(&mut h, view);
     fixtures(&mut h, view);
     if !view.problems.is_empty() {
@@ -643,14 +646,59 @@ fn not_passed(h: &mut String, view: &RunView, history: &HashMap<String, TestHist
     h.push_str("</section>\n");
 }
 
-/// The nodeids of the failed and crashed tests whose history the report shows.
+/// The tests flaky over the runs up to this one (those that passed this run included), each
+/// with its strip.
+fn flaky(h: &mut String, view: &RunView, flaky: &[TestHistory]) {
+    if flaky.is_empty() {
+        return;
+    }
+    let runs = flaky.iter().map(|t| t.points.len()).max().unwrap_or(0);
+    let _ = write!(
+        h,
+        "<section id=\"flaky\"><h2>Flaky over the last {} ({})</h2><p class=\"meta\">Tests that both passed and failed (or crashed, or timed out) in those runs of history.redb; <code>blackbox flaky</code> lists them.</p><table><thead><tr><th>This run</th><th>Flips</th><th>Test</th><th>Recent runs</th></tr></thead><tbody>",
+        plural(runs as u64, "run", "runs"),
+        count(flaky.len() as u64)
+    );
+    for t in flaky.iter().take(HISTORY_TESTS) {
+        let now = view
+            .tests
+            .iter()
+            .find(|v| v.nodeid == t.nodeid)
+            .map_or("not run", |v| v.outcome.as_str());
+        let _ = write!(
+            h,
+            "<tr><td class=\"outcome {}\">{}</td><td class=\"num\">{}</td><td class=\"id mono\">{}</td><td class=\"hist\">{}</td></tr>",
+            outcome_class(now),
+            esc(now),
+            t.flips(),
+            esc(&t.nodeid),
+            strip(Some(t)),
+        );
+    }
+    h.push_str("</tbody></table>");
+    if flaky.len() > HISTORY_TESTS {
+        let _ = write!(
+            h,
+            "<p class=\"meta\">{HISTORY_TESTS} of {} shown.</p>",
+            count(flaky.len() as u64)
+        );
+    }
+    h.push_str("</section>\n");
+}
+
+/// The nodeids of the failed, crashed and timed-out tests whose history the report shows.
 pub(crate) fn history_wanted(view: &RunView) -> Vec<&str> {
     let mut bad: Vec<&TestView> = view
         .tests
         .iter()
-        .filter(|t| matches!(t.outcome.as_str(), "crashed" | "failed" | "error"))
+        .filter(|t| {
+            matches!(
+                t.outcome.as_str(),
+                "crashed" | "timeout" | "failed" | "error"
+            )
+        })
         .collect();
-    bad.sort_by_key(|t| u8::from(t.outcome != "crashed"));
+    bad.sort_by_key(|t| u8::from(!matches!(t.outcome.as_str(), "crashed" | "timeout")));
     bad.into_iter()
         .take(HISTORY_TESTS)
         .map(|t| t.nodeid.as_str())

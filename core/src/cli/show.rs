@@ -23,7 +23,7 @@ pub(crate) const FRAMES_SHOWN: usize = 5;
 /// Runs of history `show` lists.
 const HISTORY_RUNS: usize = 10;
 /// How long `show` waits for a fold that holds history.redb.
-const HISTORY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const HISTORY_WAIT: Duration = Duration::from_secs(2);
 /// Bytes of a traceback file read at most.
 const TRACEBACK_BYTES: u64 = 256 << 10;
 
@@ -247,10 +247,12 @@ fn fixtures_of(t: &TestView, statuses: &[SegmentStatus]) -> BTreeMap<(String, St
     out
 }
 
-/// The test's outcomes in history.redb, newest first; `Err` says why there are none.
+/// The test's outcomes in history.redb over the `runs` runs up to `run_id`, newest first;
+/// `Err` says why there are none.
 pub(crate) fn test_history(
     store: &Store,
     nodeid: &str,
+    run_id: &str,
     runs: usize,
 ) -> Result<TestHistory, String> {
     let path = store.history_path();
@@ -259,7 +261,7 @@ pub(crate) fn test_history(
     }
     History::open(&path)
         .map(|h| h.with_wait(HISTORY_WAIT))
-        .and_then(|h| h.test_history(nodeid, runs))
+        .and_then(|h| h.test_history_upto(nodeid, run_id, runs))
         .map_err(|e| e.to_string())
 }
 
@@ -283,7 +285,7 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         .iter()
         .find(|c| c.nodeid.as_deref() == Some(t.nodeid.as_str()) && c.kind != "child");
     let fixtures = fixtures_of(t, &statuses);
-    let history = test_history(&store, &t.nodeid, HISTORY_RUNS);
+    let history = test_history(&store, &t.nodeid, &view.run.id, HISTORY_RUNS);
     let tb = crash.and_then(|c| traceback(c, cx.inv.full));
     if cx.inv.json {
         let run = json!({"id": view.run.id});

@@ -353,6 +353,9 @@ pub struct Column {
     pub header: &'static str,
     pub align: Align,
     pub shrink: bool,
+    /// Shortened before any other shrinking column (detail, where the others are names a
+    /// reader copies).
+    pub first: bool,
 }
 
 impl Column {
@@ -361,6 +364,7 @@ impl Column {
             header,
             align: Align::Left,
             shrink: false,
+            first: false,
         }
     }
 
@@ -369,6 +373,7 @@ impl Column {
             header,
             align: Align::Right,
             shrink: false,
+            first: false,
         }
     }
 
@@ -378,6 +383,15 @@ impl Column {
             header,
             align: Align::Left,
             shrink: true,
+            first: false,
+        }
+    }
+
+    /// A [`Column::shrinking`] one that gives way before the others do.
+    pub fn shrinking_first(header: &'static str) -> Column {
+        Column {
+            first: true,
+            ..Column::shrinking(header)
         }
     }
 }
@@ -483,6 +497,14 @@ impl Table {
         let total =
             |w: &[usize]| indent + w.iter().sum::<usize>() + GAP.len() * w.len().saturating_sub(1);
         let mut over = total(&w).saturating_sub(max);
+        // Columns that give way first, down to the minimum.
+        for (i, c) in self.columns.iter().enumerate() {
+            if c.shrink && c.first && w[i] > MIN_FLEX {
+                let cut = (w[i] - MIN_FLEX).min(over);
+                w[i] -= cut;
+                over -= cut;
+            }
+        }
         while over > 0 {
             // The widest shrinking column above the minimum gives way, down to the next one.
             let mut order: Vec<usize> = (0..w.len())

@@ -470,7 +470,7 @@ def history_brief(store_dir: _PathLike, run_id: str, wait_s: float = 2.0) -> dic
     to ``wait_s`` seconds while a fold in another process holds the file."""
 
 def history_flaky(store_dir: _PathLike, last: int = 20) -> dict[str, Any]:
-    """``blackbox flaky --json`` (docs/cli.md): ``runs`` and ``tests``."""
+    """``blackbox flaky --json`` (docs/cli.md): ``runs``, ``last`` and ``tests``."""
 
 def history_test(store_dir: _PathLike, nodeid: str, last: int = 20) -> dict[str, Any]:
     """``blackbox history NODEID --json`` (docs/cli.md)."""
