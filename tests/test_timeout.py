@@ -91,6 +91,25 @@ def blackbox(pytester: pytest.Pytester, *args: str) -> dict:
     return cli_json(pytester, *args)
 
 
+def blackbox_text(pytester: pytest.Pytester, *args: str) -> str:
+    """``blackbox ARGS``'s table, as a person reads it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_blackbox.cli", *args],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def first_frame(text: str, nodeid: str) -> str:
+    """The first frame of the traceback excerpt under ``nodeid``'s row or heading: the
+    line after the first thread's header that follows it."""
+    lines = text[text.index(nodeid) :].splitlines()
+    header = next(i for i, line in enumerate(lines) if "(most recent call first):" in line)
+    return lines[header + 1].strip()
+
+
 def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
     """The store: one crash of kind timeout per hung test, with its limit, elapsed time,
     phase and traceback file; the test's outcome is timeout."""
@@ -116,6 +135,16 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
         # Every thread's traceback, written when the watchdog fired, points at the line.
         dumps = "".join(Path(a).read_text() for a in c["attachments"])
         assert f"line {hang_line(name)} in {FUNCTION[name]}" in dumps, dumps
+    # What a person reads: the excerpt of `crashes` and `show` is the thread the test ran
+    # on, at the line that hung (the dump lists the newest thread first: the deadlock's
+    # other thread, execnet's reader under -n 2).
+    table = blackbox_text(pytester, "crashes")
+    for name in names:
+        nodeid = f"test_suite.py::test_{name}"
+        hung = f'test_suite.py", line {hang_line(name)} in {FUNCTION[name]}'
+        assert first_frame(table, nodeid).endswith(hung), table
+        shown = blackbox_text(pytester, "show", nodeid)
+        assert first_frame(shown, "\ncrash\n").endswith(hung), shown
     # The HTML report shows them as timeouts, with their story.
     html = pytester.path / "report.html"
     subprocess.run(

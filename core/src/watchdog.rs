@@ -2,9 +2,10 @@
 //! starts and disarmed when it ends, by [`crate::Recorder`] itself, with atomic stores only.
 //!
 //! When an armed test outlives its limit, the thread takes the recorder that armed it,
-//! records a [`Record::Timeout`] (test, phase, limit, elapsed), raises the dump signal on
-//! itself (the Python side registers `faulthandler` for it, which writes every Python
-//! thread's traceback without the GIL, before `raise` returns), says so on stderr and ends
+//! records a [`Record::Timeout`] (test, phase, limit, elapsed), writes into the dump file a
+//! line naming the test's thread ([`TEST_THREAD_LINE`]), raises the dump signal on itself
+//! (the Python side registers `faulthandler` for it, which writes every Python thread's
+//! traceback without the GIL, before `raise` returns), says so on stderr and ends
 //! the process with [`TIMEOUT_EXIT_STATUS`]: pytest-forked's parent or xdist's controller
 //! then reports the test and goes on, and a plain pytest ends the same way.
 //!
@@ -57,6 +58,11 @@ static PHASE: AtomicU8 = AtomicU8::new(0);
 static DYING: AtomicBool = AtomicBool::new(false);
 /// The signal the Python side registered `faulthandler` for (0: none).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The descriptor faulthandler dumps into for [`DUMP_SIGNAL`] (-1: none).
+static DUMP_FD: AtomicI32 = AtomicI32::new(-1);
+/// The thread that armed (the test's: `pthread_self`, which is what faulthandler prints as
+/// a thread's id), named in the dump so that a reader picks its traceback.
+static ARMED_THREAD: AtomicU64 = AtomicU64::new(0);
 /// The process whose watchdog thread runs (0: none), as [`process_id`] gives it.
 static THREAD_PID: AtomicU32 = AtomicU32::new(0);
 static THREAD: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
@@ -85,9 +91,16 @@ pub(crate) fn register(id: u64, recorder: &Arc<Mutex<Recorder>>) {
     sinks.push((id, Arc::downgrade(recorder)));
 }
 
+/// The start of the line the watchdog writes into the dump before faulthandler's
+/// tracebacks, ending in the id of the test's thread as faulthandler prints it
+/// (`0x%016lx`): the dump's threads come newest first, and none is "Current thread".
+pub const TEST_THREAD_LINE: &str = "Timeout: the test ran on Thread 0x";
+
 /// Sets the signal the watchdog raises on its own thread to have every Python thread's
-/// traceback written (the Python side registers `faulthandler` for it); 0 for none.
-pub fn set_dump_signal(signal: i32) {
+/// traceback written into `fd` (the Python side registers `faulthandler` for it there);
+/// 0 (and -1) for none. The watchdog writes [`TEST_THREAD_LINE`] into `fd` first.
+pub fn set_dump_signal(signal: i32, fd: i32) {
+    DUMP_FD.store(if signal > 0 { fd } else { -1 }, Ordering::Relaxed);
     DUMP_SIGNAL.store(signal, Ordering::Relaxed);
 }
 
@@ -115,6 +128,8 @@ pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64) -> std::io::Result<()> 
         START_NS.store(start_ns, Ordering::Relaxed);
         LIMIT_NS.store(limit_ns, Ordering::Relaxed);
         ARMED_BY.store(by, Ordering::Relaxed);
+        // SAFETY: pthread_self reads the thread pointer: no system call.
+        ARMED_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         PHASE.store(0, Ordering::Relaxed);
         RECORDED.store(false, Ordering::Relaxed);
         let armed = (s & !STATE_BITS) + 4 + ARMED;
@@ -351,6 +366,15 @@ fn fire(now: u64) -> ! {
         process_id(),
     );
     let sig = DUMP_SIGNAL.load(Ordering::Relaxed);
+    let fd = DUMP_FD.load(Ordering::Relaxed);
+    if sig > 0 && fd >= 0 {
+        let mark = format!(
+            "{TEST_THREAD_LINE}{:016x} (pytest-blackbox's watchdog ended it; every thread \
+             follows, newest first)\n\n",
+            ARMED_THREAD.load(Ordering::Relaxed)
+        );
+        crate::segment::write_all(fd, mark.as_bytes());
+    }
     // SAFETY: the signal goes to this thread, with it unblocked: faulthandler's handler
     // writes the tracebacks before raise returns. _exit(2) needs nothing.
     unsafe {

@@ -117,7 +117,7 @@ def dump_into(config: pytest.Config, fh: Any) -> None:
     if fh is None or limits is None or not limits.any or fh is limits.dump_file:
         return
     faulthandler.register(DUMP_SIGNAL, file=fh, all_threads=True, chain=False)
-    _native.watchdog_dump_signal(DUMP_SIGNAL)
+    _native.watchdog_dump_signal(DUMP_SIGNAL, fh.fileno())
     limits.dump_file = fh
 
 
