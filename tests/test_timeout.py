@@ -24,6 +24,7 @@ from conftest import (
     no_internal_error,
     reports_of,
     run,
+    wait_until,
 )
 
 LIMIT = 2.0
@@ -330,8 +331,17 @@ def test_after():
 
 
 # pytest-timeout arms its timer around the whole protocol, which pytest-forked runs in the
-# parent: its kill there ends the parent, with or without blackbox. So: plain and -n 2.
-@pytest.mark.parametrize("mode", ["plain", "xdist"])
+# parent: its kill there ends the parent (test_pytest_timeout_protocol_limit_under_forked).
+# With timeout_func_only it times the test function, in the forked child.
+FUNC_ONLY = {
+    "plain": [],
+    "xdist": [],
+    "forked": ["-o", "timeout_func_only=true"],
+    "xdist_forked": ["-o", "timeout_func_only=true"],
+}
+
+
+@pytest.mark.parametrize("mode", ["plain", "xdist", "forked", "xdist_forked"])
 def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mode: str) -> None:
     pytest.importorskip("pytest_timeout")
     pytester.makeconftest(REPORTS_CONFTEST)
@@ -340,6 +350,7 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
     result = run(
         pytester,
         *MODES[mode],
+        *FUNC_ONLY[mode],
         "--timeout=1",
         "--timeout-method=thread",
         f"--junit-xml={xml}",
@@ -347,12 +358,14 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
         "test_hangs or test_after",
     )
     no_internal_error(result)
+    assert "BlackboxWarning" not in result.stderr.str(), result.stderr.str()
     if mode == "plain":  # pytest-timeout ended pytest itself
         assert result.ret == 1
     else:
         result.assert_outcomes(passed=1, failed=1)
         rep = next(r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed")
         assert "timed out after 1.0 s in call (pytest-timeout)" in rep.longrepr, rep.longrepr
+        assert rep.props["where"] == "'hangs'"
         assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
     crashes = blackbox(pytester, "crashes")["crashes"]
     assert [(c["kind"], c["timeout"]["source"], c["timeout"]["limit_s"]) for c in crashes] == [
@@ -360,13 +373,29 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
     ]
 
 
-def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("mode", ["plain", "xdist", "forked", "xdist_forked"])
+def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester, mode: str) -> None:
     pytest.importorskip("pytest_timeout")
+    pytester.makeconftest(REPORTS_CONFTEST)
     pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
-    result = run(pytester, "--timeout=1", "--timeout-method=signal", "-k", "not native")
+    xml = pytester.path / "junit.xml"
+    result = run(
+        pytester,
+        *MODES[mode],
+        *FUNC_ONLY[mode],
+        "--timeout=1",
+        "--timeout-method=signal",
+        f"--junit-xml={xml}",
+        "-k",
+        "not native",
+    )
     no_internal_error(result)
+    assert "BlackboxWarning" not in result.stderr.str(), result.stderr.str()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*Timeout (>1.0s) from pytest-timeout*"])
+    rep = next(r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed")
+    assert "Timeout (>1.0s) from pytest-timeout" in rep.longrepr, rep.longrepr
+    assert rep.props["where"] == "'hangs'"
+    assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
     tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
     t = tests["test_hangs"]
     assert t["outcome"] == "timeout"
@@ -375,7 +404,61 @@ def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester) ->
         1.0,
         False,
     )
+    assert t["properties"] == {"where": "hangs"}
     assert blackbox(pytester, "crashes")["crashes"] == []
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie no one reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("method", ["thread", "signal"])
+def test_pytest_timeout_protocol_limit_under_forked(pytester: pytest.Pytester, method: str) -> None:
+    """pytest-timeout's limit of the whole protocol under --forked: its timer runs in
+    pytest-forked's parent, which it ends (nothing blackbox can change through public
+    hooks). One warning says so and what to set; the forked test is not left running,
+    orphaned, to be recorded as passed: the watchdog ends it at that limit, a timeout."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(
+        test_suite="""
+import time
+
+def test_hangs(record_property):
+    record_property("where", "hangs")
+    time.sleep(60)
+
+def test_after():
+    pass
+"""
+    )
+    t0 = time.monotonic()
+    result = run(pytester, "--forked", "--timeout=1", f"--timeout-method={method}")
+    err = result.stderr.str()
+    assert result.ret == (1 if method == "thread" else 3), result.stdout.str() + err
+    assert err.count("BlackboxWarning") == 1, err
+    assert err.count("pytest-timeout's limit (1 s) with --forked") == 1, err
+    assert "timeout_func_only = true" in err and "--blackbox-timeout" in err, err
+
+    def ended() -> list:
+        crashes = blackbox(pytester, "crashes")["crashes"]
+        return crashes if crashes and not any(alive(c["pid"]) for c in crashes) else []
+
+    crashes = wait_until(ended, timeout=LIMIT + SLACK + 10)
+    assert time.monotonic() - t0 < 1 + 1 + SLACK + 15
+    assert [(c["kind"], c["nodeid"], c["detail"]) for c in crashes] == [
+        ("timeout", "test_suite.py::test_hangs", "timed out after 1.0 s in call (pytest-timeout)")
+    ], crashes
+    # A second after pytest-timeout's deadline (FORKED_GRACE): its parent gave up by then.
+    assert 1.0 + 1.0 <= crashes[0]["timeout"]["elapsed_s"] < 1.0 + 1.0 + SLACK, crashes
+    tests = {t["nodeid"]: t for t in blackbox(pytester, "tests")["tests"]}
+    hung = tests["test_suite.py::test_hangs"]
+    assert (hung["outcome"], hung["properties"]) == ("timeout", {"where": "hangs"}), hung
+    assert tests["test_suite.py::test_after"]["outcome"] == "not-run", tests
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,31 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const SOURCE_BLACKBOX: &str = "blackbox_timeout";
 /// The source of a limit pytest-timeout enforces (told through its hooks).
 pub const SOURCE_PYTEST_TIMEOUT: &str = "pytest-timeout";
+/// Whose limit the watchdog enforces for the armed test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `--blackbox-timeout`, its ini value or marker.
+    Blackbox,
+    /// pytest-timeout's, whose timer runs in the process that forked this one
+    /// (pytest-forked's parent): it cannot end this process. The watchdog acts
+    /// [`FORKED_GRACE`] after its deadline.
+    PytestTimeout,
+}
+
+/// How long after pytest-timeout's deadline the watchdog ends a forked child whose parent
+/// runs pytest-timeout's timer: by then pytest-timeout has ended the parent (which gave up
+/// on the test). Not sooner: a child ended first would let the parent go on, at random.
+pub const FORKED_GRACE: Duration = Duration::from_secs(1);
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Blackbox => SOURCE_BLACKBOX,
+            Source::PytestTimeout => SOURCE_PYTEST_TIMEOUT,
+        }
+    }
+}
+
 /// How long the firing thread waits for the recorder's lock before it goes on without the
 /// record (another thread of the test holding it forever).
 const LOCK_WAIT: Duration = Duration::from_secs(1);
@@ -51,6 +76,8 @@ static START_NS: AtomicU64 = AtomicU64::new(0);
 static LIMIT_NS: AtomicU64 = AtomicU64::new(0);
 /// The [`Recorder::id`] that armed, so a nested session does not disarm its outer one's.
 static ARMED_BY: AtomicU64 = AtomicU64::new(0);
+/// The armed limit's [`Source`]: whether it is pytest-timeout's.
+static PYTEST_TIMEOUT: AtomicBool = AtomicBool::new(false);
 /// 0 setup, 1 call, 2 teardown: the phase running (the reports recorded so far).
 static PHASE: AtomicU8 = AtomicU8::new(0);
 /// The process is ending on its own (closed recorder, `os._exit`, a fatal signal): the
@@ -115,19 +142,28 @@ pub(crate) fn note_alive() {
     DYING.store(false, Ordering::Relaxed);
 }
 
-/// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`.
-/// Atomic stores only, but for the first arming of a process, which starts its thread.
-pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64) -> std::io::Result<()> {
+/// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`, of
+/// `source`. Atomic stores only, but for the first arming of a process, which starts its
+/// thread.
+pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64, source: Source) -> std::io::Result<()> {
     ensure_thread()?;
     loop {
         let s = STATE.load(Ordering::Acquire);
         if s & STATE_BITS == FIRING {
             wait_for_the_end();
         }
-        DEADLINE_NS.store(start_ns.saturating_add(limit_ns), Ordering::Relaxed);
+        let grace = match source {
+            Source::Blackbox => 0,
+            Source::PytestTimeout => FORKED_GRACE.as_nanos() as u64,
+        };
+        DEADLINE_NS.store(
+            start_ns.saturating_add(limit_ns).saturating_add(grace),
+            Ordering::Relaxed,
+        );
         START_NS.store(start_ns, Ordering::Relaxed);
         LIMIT_NS.store(limit_ns, Ordering::Relaxed);
         ARMED_BY.store(by, Ordering::Relaxed);
+        PYTEST_TIMEOUT.store(source == Source::PytestTimeout, Ordering::Relaxed);
         // SAFETY: pthread_self reads the thread pointer: no system call.
         ARMED_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         PHASE.store(0, Ordering::Relaxed);
@@ -201,9 +237,17 @@ fn timeout_record(now: u64) -> Record {
         phase: Some(phase.as_str().to_owned()),
         limit_s: LIMIT_NS.load(Ordering::Relaxed) as f64 / 1e9,
         elapsed_s: now.saturating_sub(START_NS.load(Ordering::Relaxed)) as f64 / 1e9,
-        source: SOURCE_BLACKBOX.to_owned(),
+        source: armed_source().as_str().to_owned(),
         fatal: true,
         wall_ns: wall_ns(),
+    }
+}
+
+fn armed_source() -> Source {
+    if PYTEST_TIMEOUT.load(Ordering::Relaxed) {
+        Source::PytestTimeout
+    } else {
+        Source::Blackbox
     }
 }
 
@@ -360,9 +404,10 @@ fn fire(now: u64) -> ! {
         _ => Phase::Teardown,
     };
     let line = format!(
-        "{where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
+        "{where_} timed out after {limit_s:?} s in {} ({}); \
          ending process {} with status {TIMEOUT_EXIT_STATUS}",
         phase.as_str(),
+        armed_source().as_str(),
         process_id(),
     );
     let sig = DUMP_SIGNAL.load(Ordering::Relaxed);

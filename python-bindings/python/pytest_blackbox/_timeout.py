@@ -16,11 +16,14 @@ import faulthandler
 import math
 import os
 import signal
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import _native, _settings
+from .errors import BlackboxWarning
 
 if TYPE_CHECKING:
     from .plugin import BlackboxPlugin
@@ -85,6 +88,51 @@ def pytest_configure(config: pytest.Config) -> None:
             ) from e
         limit = seconds(ini, "blackbox_timeout")
     config.stash[LIMITS_KEY] = Limits(limit)
+    warn_if_pytest_timeout_under_forked(config)
+
+
+def warn_if_pytest_timeout_under_forked(config: pytest.Config) -> None:
+    """One warning, in the process that starts the session, when pytest-timeout's limit
+    covers the whole protocol under ``--forked``: pytest-timeout arms its timer there in
+    pytest-forked's parent, so a test that runs past it ends the parent, not the test."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.has_plugin("timeout"):
+        return
+    if not config.getoption("forked", False) or config.getini("timeout_func_only"):
+        return
+    limit = _pytest_timeout_limit(config)
+    if limit is None or limit <= 0:
+        return
+    msg = (
+        f"blackbox: pytest-timeout's limit ({limit:g} s) with --forked: pytest-timeout arms "
+        "its timer in pytest-forked's parent, so a test that runs past it ends the session "
+        "there, not the test (its thread method exits with status 1, its signal method is an "
+        "INTERNALERROR), and the tests after it do not run; pytest-blackbox's watchdog ends "
+        "the forked test a second later and records it as a timeout. Set "
+        "timeout_func_only = true (pytest-timeout then times the test function in the forked "
+        "child) or use --blackbox-timeout SECONDS, which ends the hung test alone under "
+        "--forked"
+    )
+    try:
+        warnings.warn(msg, BlackboxWarning, stacklevel=2)
+    except BlackboxWarning:  # warnings are errors: still said, and the tests run
+        sys.stderr.write(msg + "\n")
+
+
+def _pytest_timeout_limit(config: pytest.Config) -> float | None:
+    """pytest-timeout's limit of every test, where it looks (option, environment, ini);
+    None when unset (pytest-timeout itself reports a bad value)."""
+    for value in (
+        config.getoption("timeout", None),
+        os.environ.get("PYTEST_TIMEOUT"),
+        config.getini("timeout"),
+    ):
+        if value is None or value == "":
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 @pytest.hookimpl(trylast=True)
