@@ -9,6 +9,7 @@ recorded as timeouts too.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -140,12 +141,23 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
     # on, at the line that hung (the dump lists the newest thread first: the deadlock's
     # other thread, execnet's reader under -n 2).
     table = blackbox_text(pytester, "crashes")
+    # Its first column holds the cause: a signal's name, or timeout.
+    assert table.splitlines()[0].split()[0] == "CAUSE", table
+    listed = blackbox_text(pytester, "tests").splitlines()
     for name in names:
         nodeid = f"test_suite.py::test_{name}"
         hung = f'test_suite.py", line {hang_line(name)} in {FUNCTION[name]}'
         assert first_frame(table, nodeid).endswith(hung), table
+        cause_row = rf"^timeout +\S+ +\d+ +{HANGS[name]} +test_suite\.py::test_{name}$"
+        assert re.search(cause_row, table, re.M), table
         shown = blackbox_text(pytester, "show", nodeid)
         assert first_frame(shown, "\ncrash\n").endswith(hung), shown
+        # The phase that ran out of time, as such; the test's duration even when it hung in
+        # setup, before any phase report.
+        assert re.search(rf"^  {HANGS[name]} +timed out +-$", shown, re.M), shown
+        assert re.search(r"^  timeout · took [23]\.\d\ds · ", shown, re.M), shown
+        row = next(line for line in listed if line.endswith(nodeid)).split()
+        assert row[0] == "timeout" and re.fullmatch(r"[23]\.\d\ds", row[1]), row
     # The HTML report shows them as timeouts, with their story.
     html = pytester.path / "report.html"
     subprocess.run(
@@ -187,6 +199,13 @@ def test_parent_reports_each_hang_and_goes_on(pytester: pytest.Pytester, mode: s
         assert rep.props["where"] == repr(name)
         assert props[test]["where"] == name
     assert [r.outcome for r in reports_of(pytester, "test_after")] == ["passed"] * 3
+    # The terminal summary counts the timeouts apart from crashes, each on a line of its own.
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["run *: 5 tests*, 0 crashed, 4 timed out; details: blackbox *"])
+    for name, phase in HANGS.items():
+        story = f"after {LIMIT} s in {phase} (blackbox_timeout)"
+        result.stdout.fnmatch_lines([f"TIMEOUT test_suite.py::test_{name} (*): {story}"])
+    assert not re.search(r"^CRASHED test_suite", out, re.M), out
     check_timeouts(pytester, list(HANGS))
 
 

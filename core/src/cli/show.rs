@@ -374,7 +374,7 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         paint
             .paint(&outcome, Style::of_outcome(&t.outcome))
             .into_owned(),
-        if t.phases.is_empty() {
+        if t.phases.is_empty() && t.timeout.is_none() {
             "no phase reported".to_owned()
         } else {
             format!("took {}", duration(t.duration_s))
@@ -390,7 +390,7 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     }
 
     writeln!(cx.out, "\n{}", paint.paint("phases", Some(Style::Bold)))?;
-    if t.phases.is_empty() {
+    if t.phases.is_empty() && crash.and_then(|c| c.phase.as_ref()).is_none() {
         writeln!(
             cx.out,
             "  none reported (the process died before the first report)"
@@ -411,9 +411,14 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         if let Some(c) = crash {
             if let Some(phase) = &c.phase {
                 if !t.phases.iter().any(|p| p.phase.as_str() == phase) {
+                    let ended = if c.timeout.is_some() {
+                        "timed out"
+                    } else {
+                        "crashed"
+                    };
                     table.push(vec![
                         Cell::new(phase),
-                        Cell::styled("crashed", Some(Style::BoldRed)),
+                        Cell::styled(ended, Some(Style::BoldRed)),
                         Cell::new("-"),
                     ]);
                 }
