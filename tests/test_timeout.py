@@ -116,9 +116,24 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
     """The store: one crash of kind timeout per hung test, with its limit, elapsed time,
     phase and traceback file; the test's outcome is timeout."""
     crashes = blackbox(pytester, "crashes")["crashes"]
+    # One crash per hung test: a second one for the same test would hide in a dict.
+    assert len({c["nodeid"] for c in crashes}) == len(crashes), crashes
     by_test = {c["nodeid"].split("::")[-1]: c for c in crashes}
     assert sorted(by_test) == sorted(f"test_{n}" for n in names), crashes
     tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
+    # stats --json tells the same, as its own kind: no signal.
+    stats = blackbox(pytester, "stats")
+    assert len({c["nodeid"] for c in stats["crashes"]}) == len(stats["crashes"]), stats
+    stats_crashes = {c["nodeid"].split("::")[-1]: c for c in stats["crashes"]}
+    stats_tests = {t["nodeid"].split("::")[-1]: t for t in stats["tests"]}
+    for name in names:
+        c, t = stats_crashes[f"test_{name}"], stats_tests[f"test_{name}"]
+        assert (c["kind"], c["signal"], c["timeout"]) == (
+            "timeout",
+            None,
+            by_test[f"test_{name}"]["timeout"],
+        ), c
+        assert (t["outcome"], t["signal"], t["timeout"]) == ("timeout", None, c["timeout"]), t
     for name in names:
         c = by_test[f"test_{name}"]
         phase = HANGS[name]
@@ -234,27 +249,39 @@ def test_plain_pytest_ends_and_the_store_says_which_test_hung(
 
 
 def test_limits_from_ini_and_marker(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nblackbox_timeout = 30\n")
+    """The ini's limit acts on a test without a marker; a marker's replaces it, a longer
+    one too, and a marker of 0 switches it off for its test, which runs past it and passes."""
+    pytester.makeini("[pytest]\nblackbox_timeout = 1\n")
+    pytester.makeconftest(REPORTS_CONFTEST)
     pytester.makepyfile(
         test_suite="""
 import time, pytest
 
-@pytest.mark.blackbox_timeout(1)
+def test_default():
+    time.sleep(600)
+
+@pytest.mark.blackbox_timeout(2)
 def test_marked():
     time.sleep(600)
 
 @pytest.mark.blackbox_timeout(0)
 def test_unlimited():
-    time.sleep(1.5)
+    time.sleep(2.5)
 
-def test_default():
+def test_quick():
     pass
 """
     )
     result = run(pytester, "--forked")
     no_internal_error(result)
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*timed out after 1.0 s in call (blackbox_timeout)*"])
+    result.assert_outcomes(passed=2, failed=2)
+    for test, limit in (("test_default", 1.0), ("test_marked", 2.0)):
+        failed = [r for r in reports_of(pytester, test) if r.outcome == "failed"]
+        assert len(failed) == 1, reports_of(pytester, test)
+        story = f"timed out after {limit} s in call (blackbox_timeout)"
+        assert story in failed[0].longrepr, failed[0].longrepr
+    for test in ("test_unlimited", "test_quick"):
+        assert [r.outcome for r in reports_of(pytester, test)] == ["passed"] * 3
 
 
 @pytest.mark.parametrize(
