@@ -21,6 +21,7 @@ from conftest import (
     MODES,
     REPORTS_CONFTEST,
     cli_json,
+    cli_text,
     junit_properties,
     no_internal_error,
     reports_of,
@@ -93,17 +94,6 @@ def blackbox(pytester: pytest.Pytester, *args: str) -> dict:
     return cli_json(pytester, *args)
 
 
-def blackbox_text(pytester: pytest.Pytester, *args: str) -> str:
-    """``blackbox ARGS``'s table, as a person reads it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_blackbox.cli", *args],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
 def first_frame(text: str, nodeid: str) -> str:
     """The first frame of the traceback excerpt under ``nodeid``'s row or heading: the
     line after the first thread's header that follows it."""
@@ -155,17 +145,17 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
     # What a person reads: the excerpt of `crashes` and `show` is the thread the test ran
     # on, at the line that hung (the dump lists the newest thread first: the deadlock's
     # other thread, execnet's reader under -n 2).
-    table = blackbox_text(pytester, "crashes")
+    table = cli_text(pytester, "crashes")
     # Its first column holds the cause: a signal's name, or timeout.
     assert table.splitlines()[0].split()[0] == "CAUSE", table
-    listed = blackbox_text(pytester, "tests").splitlines()
+    listed = cli_text(pytester, "tests").splitlines()
     for name in names:
         nodeid = f"test_suite.py::test_{name}"
         hung = f'test_suite.py", line {hang_line(name)} in {FUNCTION[name]}'
         assert first_frame(table, nodeid).endswith(hung), table
         cause_row = rf"^timeout +\S+ +\d+ +{HANGS[name]} +test_suite\.py::test_{name}$"
         assert re.search(cause_row, table, re.M), table
-        shown = blackbox_text(pytester, "show", nodeid)
+        shown = cli_text(pytester, "show", nodeid)
         assert first_frame(shown, "\ncrash\n").endswith(hung), shown
         # The phase that ran out of time, as such; the test's duration even when it hung in
         # setup, before any phase report.
