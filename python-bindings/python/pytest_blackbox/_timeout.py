@@ -104,10 +104,11 @@ def warn_if_pytest_timeout_under_forked(config: pytest.Config) -> None:
         return
     msg = (
         f"blackbox: pytest-timeout's limit ({limit:g} s) with --forked: pytest-timeout arms "
-        "its timer in pytest-forked's parent, so a test that runs past it ends the session "
-        "there, not the test (its thread method exits with status 1, its signal method is an "
-        "INTERNALERROR), and the tests after it do not run; pytest-blackbox's watchdog ends "
-        "the forked test a second later and records it as a timeout. Set "
+        "its timer in pytest-forked's parent, so a test that runs past it ends that parent "
+        "(pytest itself, or an xdist worker), not the test: its thread method exits with "
+        "status 1, its signal method is an INTERNALERROR, and the tests after it do not run "
+        "there; pytest-blackbox's watchdog ends the forked test a second later and records "
+        "it as a timeout. Set "
         "timeout_func_only = true (pytest-timeout then times the test function in the forked "
         "child) or use --blackbox-timeout SECONDS, which ends the hung test alone under "
         "--forked"
