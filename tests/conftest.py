@@ -125,6 +125,17 @@ def cli_json(pytester: pytest.Pytester, *args: str) -> dict:
     return json.loads(out)
 
 
+def cli_text(pytester: pytest.Pytester, *args: str) -> str:
+    """``blackbox ARGS``'s table in the pytester folder, as a person reads it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_blackbox.cli", *args],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def store(pytester: pytest.Pytester) -> Store:
     return Store(pytester.path / ".blackbox")
 

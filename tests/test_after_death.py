@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_json as cli
-from conftest import junit_outcomes, junit_properties, no_internal_error, run, store
+from conftest import cli_text, junit_outcomes, junit_properties, no_internal_error, run, store
 from pytest_blackbox import _native
 
 #: Ten tests; test_03 dies (how: {death}) the first time only (a marker file), so a run
@@ -38,16 +38,6 @@ KILL_PYTEST = {
     "abort": "os.abort()",
     "kill-controller": "os.kill(os.getppid(), signal.SIGKILL); time.sleep(5)",
 }
-
-
-def cli_text(pytester: pytest.Pytester, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_blackbox.cli", *args],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 def nid(i: int) -> str:

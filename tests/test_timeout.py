@@ -9,6 +9,7 @@ recorded as timeouts too.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -20,10 +21,12 @@ from conftest import (
     MODES,
     REPORTS_CONFTEST,
     cli_json,
+    cli_text,
     junit_properties,
     no_internal_error,
     reports_of,
     run,
+    wait_until,
 )
 
 LIMIT = 2.0
@@ -91,13 +94,36 @@ def blackbox(pytester: pytest.Pytester, *args: str) -> dict:
     return cli_json(pytester, *args)
 
 
+def first_frame(text: str, nodeid: str) -> str:
+    """The first frame of the traceback excerpt under ``nodeid``'s row or heading: the
+    line after the first thread's header that follows it."""
+    lines = text[text.index(nodeid) :].splitlines()
+    header = next(i for i, line in enumerate(lines) if "(most recent call first):" in line)
+    return lines[header + 1].strip()
+
+
 def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
     """The store: one crash of kind timeout per hung test, with its limit, elapsed time,
     phase and traceback file; the test's outcome is timeout."""
     crashes = blackbox(pytester, "crashes")["crashes"]
+    # One crash per hung test: a second one for the same test would hide in a dict.
+    assert len({c["nodeid"] for c in crashes}) == len(crashes), crashes
     by_test = {c["nodeid"].split("::")[-1]: c for c in crashes}
     assert sorted(by_test) == sorted(f"test_{n}" for n in names), crashes
     tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
+    # stats --json tells the same, as its own kind: no signal.
+    stats = blackbox(pytester, "stats")
+    assert len({c["nodeid"] for c in stats["crashes"]}) == len(stats["crashes"]), stats
+    stats_crashes = {c["nodeid"].split("::")[-1]: c for c in stats["crashes"]}
+    stats_tests = {t["nodeid"].split("::")[-1]: t for t in stats["tests"]}
+    for name in names:
+        c, t = stats_crashes[f"test_{name}"], stats_tests[f"test_{name}"]
+        assert (c["kind"], c["signal"], c["timeout"]) == (
+            "timeout",
+            None,
+            by_test[f"test_{name}"]["timeout"],
+        ), c
+        assert (t["outcome"], t["signal"], t["timeout"]) == ("timeout", None, c["timeout"]), t
     for name in names:
         c = by_test[f"test_{name}"]
         phase = HANGS[name]
@@ -116,6 +142,27 @@ def check_timeouts(pytester: pytest.Pytester, names: list[str]) -> None:
         # Every thread's traceback, written when the watchdog fired, points at the line.
         dumps = "".join(Path(a).read_text() for a in c["attachments"])
         assert f"line {hang_line(name)} in {FUNCTION[name]}" in dumps, dumps
+    # What a person reads: the excerpt of `crashes` and `show` is the thread the test ran
+    # on, at the line that hung (the dump lists the newest thread first: the deadlock's
+    # other thread, execnet's reader under -n 2).
+    table = cli_text(pytester, "crashes")
+    # Its first column holds the cause: a signal's name, or timeout.
+    assert table.splitlines()[0].split()[0] == "CAUSE", table
+    listed = cli_text(pytester, "tests").splitlines()
+    for name in names:
+        nodeid = f"test_suite.py::test_{name}"
+        hung = f'test_suite.py", line {hang_line(name)} in {FUNCTION[name]}'
+        assert first_frame(table, nodeid).endswith(hung), table
+        cause_row = rf"^timeout +\S+ +\d+ +{HANGS[name]} +test_suite\.py::test_{name}$"
+        assert re.search(cause_row, table, re.M), table
+        shown = cli_text(pytester, "show", nodeid)
+        assert first_frame(shown, "\ncrash\n").endswith(hung), shown
+        # The phase that ran out of time, as such; the test's duration even when it hung in
+        # setup, before any phase report.
+        assert re.search(rf"^  {HANGS[name]} +timed out +-$", shown, re.M), shown
+        assert re.search(r"^  timeout · took [23]\.\d\ds · ", shown, re.M), shown
+        row = next(line for line in listed if line.endswith(nodeid)).split()
+        assert row[0] == "timeout" and re.fullmatch(r"[23]\.\d\ds", row[1]), row
     # The HTML report shows them as timeouts, with their story.
     html = pytester.path / "report.html"
     subprocess.run(
@@ -157,6 +204,13 @@ def test_parent_reports_each_hang_and_goes_on(pytester: pytest.Pytester, mode: s
         assert rep.props["where"] == repr(name)
         assert props[test]["where"] == name
     assert [r.outcome for r in reports_of(pytester, "test_after")] == ["passed"] * 3
+    # The terminal summary counts the timeouts apart from crashes, each on a line of its own.
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["run *: 5 tests*, 0 crashed, 4 timed out; details: blackbox *"])
+    for name, phase in HANGS.items():
+        story = f"after {LIMIT} s in {phase} (blackbox_timeout)"
+        result.stdout.fnmatch_lines([f"TIMEOUT test_suite.py::test_{name} (*): {story}"])
+    assert not re.search(r"^CRASHED test_suite", out, re.M), out
     check_timeouts(pytester, list(HANGS))
 
 
@@ -185,27 +239,39 @@ def test_plain_pytest_ends_and_the_store_says_which_test_hung(
 
 
 def test_limits_from_ini_and_marker(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nblackbox_timeout = 30\n")
+    """The ini's limit acts on a test without a marker; a marker's replaces it, a longer
+    one too, and a marker of 0 switches it off for its test, which runs past it and passes."""
+    pytester.makeini("[pytest]\nblackbox_timeout = 1\n")
+    pytester.makeconftest(REPORTS_CONFTEST)
     pytester.makepyfile(
         test_suite="""
 import time, pytest
 
-@pytest.mark.blackbox_timeout(1)
+def test_default():
+    time.sleep(600)
+
+@pytest.mark.blackbox_timeout(2)
 def test_marked():
     time.sleep(600)
 
 @pytest.mark.blackbox_timeout(0)
 def test_unlimited():
-    time.sleep(1.5)
+    time.sleep(2.5)
 
-def test_default():
+def test_quick():
     pass
 """
     )
     result = run(pytester, "--forked")
     no_internal_error(result)
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*timed out after 1.0 s in call (blackbox_timeout)*"])
+    result.assert_outcomes(passed=2, failed=2)
+    for test, limit in (("test_default", 1.0), ("test_marked", 2.0)):
+        failed = [r for r in reports_of(pytester, test) if r.outcome == "failed"]
+        assert len(failed) == 1, reports_of(pytester, test)
+        story = f"timed out after {limit} s in call (blackbox_timeout)"
+        assert story in failed[0].longrepr, failed[0].longrepr
+    for test in ("test_unlimited", "test_quick"):
+        assert [r.outcome for r in reports_of(pytester, test)] == ["passed"] * 3
 
 
 @pytest.mark.parametrize(
@@ -302,8 +368,17 @@ def test_after():
 
 
 # pytest-timeout arms its timer around the whole protocol, which pytest-forked runs in the
-# parent: its kill there ends the parent, with or without blackbox. So: plain and -n 2.
-@pytest.mark.parametrize("mode", ["plain", "xdist"])
+# parent: its kill there ends the parent (test_pytest_timeout_protocol_limit_under_forked).
+# With timeout_func_only it times the test function, in the forked child.
+FUNC_ONLY = {
+    "plain": [],
+    "xdist": [],
+    "forked": ["-o", "timeout_func_only=true"],
+    "xdist_forked": ["-o", "timeout_func_only=true"],
+}
+
+
+@pytest.mark.parametrize("mode", ["plain", "xdist", "forked", "xdist_forked"])
 def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mode: str) -> None:
     pytest.importorskip("pytest_timeout")
     pytester.makeconftest(REPORTS_CONFTEST)
@@ -312,6 +387,7 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
     result = run(
         pytester,
         *MODES[mode],
+        *FUNC_ONLY[mode],
         "--timeout=1",
         "--timeout-method=thread",
         f"--junit-xml={xml}",
@@ -319,12 +395,14 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
         "test_hangs or test_after",
     )
     no_internal_error(result)
+    assert "BlackboxWarning" not in result.stderr.str(), result.stderr.str()
     if mode == "plain":  # pytest-timeout ended pytest itself
         assert result.ret == 1
     else:
         result.assert_outcomes(passed=1, failed=1)
         rep = next(r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed")
         assert "timed out after 1.0 s in call (pytest-timeout)" in rep.longrepr, rep.longrepr
+        assert rep.props["where"] == "'hangs'"
         assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
     crashes = blackbox(pytester, "crashes")["crashes"]
     assert [(c["kind"], c["timeout"]["source"], c["timeout"]["limit_s"]) for c in crashes] == [
@@ -332,13 +410,29 @@ def test_pytest_timeout_thread_method_is_a_timeout(pytester: pytest.Pytester, mo
     ]
 
 
-def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("mode", ["plain", "xdist", "forked", "xdist_forked"])
+def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester, mode: str) -> None:
     pytest.importorskip("pytest_timeout")
+    pytester.makeconftest(REPORTS_CONFTEST)
     pytester.makepyfile(test_suite=PYTEST_TIMEOUT_SUITE)
-    result = run(pytester, "--timeout=1", "--timeout-method=signal", "-k", "not native")
+    xml = pytester.path / "junit.xml"
+    result = run(
+        pytester,
+        *MODES[mode],
+        *FUNC_ONLY[mode],
+        "--timeout=1",
+        "--timeout-method=signal",
+        f"--junit-xml={xml}",
+        "-k",
+        "not native",
+    )
     no_internal_error(result)
+    assert "BlackboxWarning" not in result.stderr.str(), result.stderr.str()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*Timeout (>1.0s) from pytest-timeout*"])
+    rep = next(r for r in reports_of(pytester, "test_hangs") if r.outcome == "failed")
+    assert "Timeout (>1.0s) from pytest-timeout" in rep.longrepr, rep.longrepr
+    assert rep.props["where"] == "'hangs'"
+    assert junit_properties(xml)["test_hangs"]["where"] == "hangs"
     tests = {t["nodeid"].split("::")[-1]: t for t in blackbox(pytester, "tests")["tests"]}
     t = tests["test_hangs"]
     assert t["outcome"] == "timeout"
@@ -347,7 +441,61 @@ def test_pytest_timeout_signal_method_is_a_timeout(pytester: pytest.Pytester) ->
         1.0,
         False,
     )
+    assert t["properties"] == {"where": "hangs"}
     assert blackbox(pytester, "crashes")["crashes"] == []
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie no one reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("method", ["thread", "signal"])
+def test_pytest_timeout_protocol_limit_under_forked(pytester: pytest.Pytester, method: str) -> None:
+    """pytest-timeout's limit of the whole protocol under --forked: its timer runs in
+    pytest-forked's parent, which it ends (nothing blackbox can change through public
+    hooks). One warning says so and what to set; the forked test is not left running,
+    orphaned, to be recorded as passed: the watchdog ends it at that limit, a timeout."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(
+        test_suite="""
+import time
+
+def test_hangs(record_property):
+    record_property("where", "hangs")
+    time.sleep(60)
+
+def test_after():
+    pass
+"""
+    )
+    t0 = time.monotonic()
+    result = run(pytester, "--forked", "--timeout=1", f"--timeout-method={method}")
+    err = result.stderr.str()
+    assert result.ret == (1 if method == "thread" else 3), result.stdout.str() + err
+    assert err.count("BlackboxWarning") == 1, err
+    assert err.count("pytest-timeout's limit (1 s) with --forked") == 1, err
+    assert "timeout_func_only = true" in err and "--blackbox-timeout" in err, err
+
+    def ended() -> list:
+        crashes = blackbox(pytester, "crashes")["crashes"]
+        return crashes if crashes and not any(alive(c["pid"]) for c in crashes) else []
+
+    crashes = wait_until(ended, timeout=LIMIT + SLACK + 10)
+    assert time.monotonic() - t0 < 1 + 1 + SLACK + 15
+    assert [(c["kind"], c["nodeid"], c["detail"]) for c in crashes] == [
+        ("timeout", "test_suite.py::test_hangs", "timed out after 1.0 s in call (pytest-timeout)")
+    ], crashes
+    # A second after pytest-timeout's deadline (FORKED_GRACE): its parent gave up by then.
+    assert 1.0 + 1.0 <= crashes[0]["timeout"]["elapsed_s"] < 1.0 + 1.0 + SLACK, crashes
+    tests = {t["nodeid"]: t for t in blackbox(pytester, "tests")["tests"]}
+    hung = tests["test_suite.py::test_hangs"]
+    assert (hung["outcome"], hung["properties"]) == ("timeout", {"where": "hangs"}), hung
+    assert tests["test_suite.py::test_after"]["outcome"] == "not-run", tests
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{monotonic_ns, wall_ns};
 use crate::error::{Error, Result};
 use crate::record::{Phase, Record, Role};
-use crate::segment::{Durability, EncodeRecord, SegmentWriter};
-use crate::watchdog;
+use crate::segment::{process_id, Durability, EncodeRecord, SegmentWriter};
+use crate::watchdog::{self, Source};
 
 /// Numbers recorders, so the watchdog knows which one armed it.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -22,6 +22,8 @@ struct External {
     armed_ns: u64,
     limit_ns: u64,
     cancelled_ns: Option<u64>,
+    /// The process whose pytest-timeout armed it: another one than a forked child's.
+    pid: u32,
 }
 
 /// Time limits of the tests a recorder starts (see [`crate::watchdog`]).
@@ -121,6 +123,7 @@ impl Recorder {
                     armed_ns: now,
                     limit_ns: (s * 1e9) as u64,
                     cancelled_ns: None,
+                    pid: process_id(),
                 });
             }
             _ => {
@@ -401,14 +404,34 @@ impl Recorder {
             None => self.limits.default_ns,
         };
         self.disarm();
-        if limit > 0 {
-            if let Record::TestStart { mono_ns, .. } = rec {
-                watchdog::arm(self.id, mono_ns, limit).map_err(|e| Error::Io {
+        if let Record::TestStart { mono_ns, .. } = rec {
+            // pytest-timeout's timer of this test runs in the process that forked this one
+            // (pytest-forked's parent, its protocol-wide limit): when it fires there, the
+            // parent dies and this test would run on, orphaned, and pass. The watchdog ends
+            // it just after that deadline, as that limit's timeout.
+            let external = self
+                .limits
+                .external
+                .as_ref()
+                .filter(|e| e.nodeid == nodeid && e.cancelled_ns.is_none())
+                .filter(|e| e.pid != process_id())
+                .map(|e| (e.armed_ns, e.limit_ns));
+            let own = (limit > 0).then_some((mono_ns, limit));
+            let grace = watchdog::FORKED_GRACE.as_nanos() as u64;
+            let (arm, source) = match (own, external) {
+                (Some(o), Some(x)) if x.0 + x.1 + grace < o.0 + o.1 => {
+                    (Some(x), Source::PytestTimeout)
+                }
+                (Some(o), _) => (Some(o), Source::Blackbox),
+                (None, x) => (x, Source::PytestTimeout),
+            };
+            if let Some((start, limit)) = arm {
+                watchdog::arm(self.id, start, limit, source).map_err(|e| Error::Io {
                     path: self.run_dir.clone(),
                     action: "start the watchdog thread for",
                     source: e,
                 })?;
-                self.limits.armed = Some((mono_ns, limit));
+                self.limits.armed = Some((start, limit));
             }
         }
         Ok(())

@@ -2,9 +2,10 @@
 //! starts and disarmed when it ends, by [`crate::Recorder`] itself, with atomic stores only.
 //!
 //! When an armed test outlives its limit, the thread takes the recorder that armed it,
-//! records a [`Record::Timeout`] (test, phase, limit, elapsed), raises the dump signal on
-//! itself (the Python side registers `faulthandler` for it, which writes every Python
-//! thread's traceback without the GIL, before `raise` returns), says so on stderr and ends
+//! records a [`Record::Timeout`] (test, phase, limit, elapsed), writes into the dump file a
+//! line naming the test's thread ([`TEST_THREAD_LINE`]), raises the dump signal on itself
+//! (the Python side registers `faulthandler` for it, which writes every Python thread's
+//! traceback without the GIL, before `raise` returns), says so on stderr and ends
 //! the process with [`TIMEOUT_EXIT_STATUS`]: pytest-forked's parent or xdist's controller
 //! then reports the test and goes on, and a plain pytest ends the same way.
 //!
@@ -34,6 +35,31 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const SOURCE_BLACKBOX: &str = "blackbox_timeout";
 /// The source of a limit pytest-timeout enforces (told through its hooks).
 pub const SOURCE_PYTEST_TIMEOUT: &str = "pytest-timeout";
+/// Whose limit the watchdog enforces for the armed test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `--blackbox-timeout`, its ini value or marker.
+    Blackbox,
+    /// pytest-timeout's, whose timer runs in the process that forked this one
+    /// (pytest-forked's parent): it cannot end this process. The watchdog acts
+    /// [`FORKED_GRACE`] after its deadline.
+    PytestTimeout,
+}
+
+/// How long after pytest-timeout's deadline the watchdog ends a forked child whose parent
+/// runs pytest-timeout's timer: by then pytest-timeout has ended the parent (which gave up
+/// on the test). Not sooner: a child ended first would let the parent go on, at random.
+pub const FORKED_GRACE: Duration = Duration::from_secs(1);
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Blackbox => SOURCE_BLACKBOX,
+            Source::PytestTimeout => SOURCE_PYTEST_TIMEOUT,
+        }
+    }
+}
+
 /// How long the firing thread waits for the recorder's lock before it goes on without the
 /// record (another thread of the test holding it forever).
 const LOCK_WAIT: Duration = Duration::from_secs(1);
@@ -50,10 +76,17 @@ static START_NS: AtomicU64 = AtomicU64::new(0);
 static LIMIT_NS: AtomicU64 = AtomicU64::new(0);
 /// The [`crate::Recorder::id`] that armed, so a nested session does not disarm its outer one's.
 static ARMED_BY: AtomicU64 = AtomicU64::new(0);
+/// The armed limit's [`Source`]: whether it is pytest-timeout's.
+static PYTEST_TIMEOUT: AtomicBool = AtomicBool::new(false);
 /// 0 setup, 1 call, 2 teardown: the phase running (the reports recorded so far).
 static PHASE: AtomicU8 = AtomicU8::new(0);
 /// The signal the Python side registered `faulthandler` for (0: none).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The descriptor faulthandler dumps into for [`DUMP_SIGNAL`] (-1: none).
+static DUMP_FD: AtomicI32 = AtomicI32::new(-1);
+/// The thread that armed (the test's: `pthread_self`, which is what faulthandler prints as
+/// a thread's id), named in the dump so that a reader picks its traceback.
+static ARMED_THREAD: AtomicU64 = AtomicU64::new(0);
 /// The process whose watchdog thread runs (0: none), as [`process_id`] gives it.
 static THREAD_PID: AtomicU32 = AtomicU32::new(0);
 static THREAD: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
@@ -93,25 +126,43 @@ pub(crate) fn register<S: TimeoutSink + 'static>(id: u64, recorder: &Arc<Mutex<S
     sinks.push((id, sink));
 }
 
+/// The start of the line the watchdog writes into the dump before faulthandler's
+/// tracebacks, ending in the id of the test's thread as faulthandler prints it
+/// (`0x%016lx`): the dump's threads come newest first, and none is "Current thread".
+pub const TEST_THREAD_LINE: &str = "Timeout: the test ran on Thread 0x";
+
 /// Sets the signal the watchdog raises on its own thread to have every Python thread's
-/// traceback written (the Python side registers `faulthandler` for it); 0 for none.
-pub fn set_dump_signal(signal: i32) {
+/// traceback written into `fd` (the Python side registers `faulthandler` for it there);
+/// 0 (and -1) for none. The watchdog writes [`TEST_THREAD_LINE`] into `fd` first.
+pub fn set_dump_signal(signal: i32, fd: i32) {
+    DUMP_FD.store(if signal > 0 { fd } else { -1 }, Ordering::Relaxed);
     DUMP_SIGNAL.store(signal, Ordering::Relaxed);
 }
 
-/// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`.
-/// Atomic stores only, but for the first arming of a process, which starts its thread.
-pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64) -> std::io::Result<()> {
+/// Arms the watchdog for a test that started at `start_ns` (monotonic) with `limit_ns`, of
+/// `source`. Atomic stores only, but for the first arming of a process, which starts its
+/// thread.
+pub(crate) fn arm(by: u64, start_ns: u64, limit_ns: u64, source: Source) -> std::io::Result<()> {
     ensure_thread()?;
     loop {
         let s = STATE.load(Ordering::Acquire);
         if s & STATE_BITS == FIRING {
             wait_for_the_end();
         }
-        DEADLINE_NS.store(start_ns.saturating_add(limit_ns), Ordering::Relaxed);
+        let grace = match source {
+            Source::Blackbox => 0,
+            Source::PytestTimeout => FORKED_GRACE.as_nanos() as u64,
+        };
+        DEADLINE_NS.store(
+            start_ns.saturating_add(limit_ns).saturating_add(grace),
+            Ordering::Relaxed,
+        );
         START_NS.store(start_ns, Ordering::Relaxed);
         LIMIT_NS.store(limit_ns, Ordering::Relaxed);
         ARMED_BY.store(by, Ordering::Relaxed);
+        PYTEST_TIMEOUT.store(source == Source::PytestTimeout, Ordering::Relaxed);
+        // SAFETY: pthread_self reads the thread pointer: no system call.
+        ARMED_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         PHASE.store(0, Ordering::Relaxed);
         RECORDED.store(false, Ordering::Relaxed);
         let armed = (s & !STATE_BITS) + 4 + ARMED;
@@ -183,9 +234,17 @@ fn timeout_record(now: u64) -> Record {
         phase: Some(phase.as_str().to_owned()),
         limit_s: LIMIT_NS.load(Ordering::Relaxed) as f64 / 1e9,
         elapsed_s: now.saturating_sub(START_NS.load(Ordering::Relaxed)) as f64 / 1e9,
-        source: SOURCE_BLACKBOX.to_owned(),
+        source: armed_source().as_str().to_owned(),
         fatal: true,
         wall_ns: wall_ns(),
+    }
+}
+
+fn armed_source() -> Source {
+    if PYTEST_TIMEOUT.load(Ordering::Relaxed) {
+        Source::PytestTimeout
+    } else {
+        Source::Blackbox
     }
 }
 
@@ -342,12 +401,22 @@ fn fire(now: u64) -> ! {
         _ => Phase::Teardown,
     };
     let line = format!(
-        "{where_} timed out after {limit_s:?} s in {} ({SOURCE_BLACKBOX}); \
+        "{where_} timed out after {limit_s:?} s in {} ({}); \
          ending process {} with status {TIMEOUT_EXIT_STATUS}",
         phase.as_str(),
+        armed_source().as_str(),
         process_id(),
     );
     let sig = DUMP_SIGNAL.load(Ordering::Relaxed);
+    let fd = DUMP_FD.load(Ordering::Relaxed);
+    if sig > 0 && fd >= 0 {
+        let mark = format!(
+            "{TEST_THREAD_LINE}{:016x} (pytest-blackbox's watchdog ended it; every thread \
+             follows, newest first)\n\n",
+            ARMED_THREAD.load(Ordering::Relaxed)
+        );
+        crate::segment::write_all(fd, mark.as_bytes());
+    }
     // SAFETY: the signal goes to this thread, with it unblocked: faulthandler's handler
     // writes the tracebacks before raise returns. _exit(2) needs nothing.
     unsafe {

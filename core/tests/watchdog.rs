@@ -430,3 +430,62 @@ fn pytest_timeout_limits_are_recorded() {
         "timed out after 0.05 s in setup (pytest-timeout)"
     );
 }
+
+/// pytest-timeout's protocol-wide timer runs in pytest-forked's parent, where it ends the
+/// parent, not the test: the forked child, which inherited the timer's limit, is ended by
+/// its own watchdog just after that deadline (`FORKED_GRACE`), as pytest-timeout's
+/// timeout, instead of running on, orphaned, to pass.
+#[test]
+fn pytest_timeout_in_the_forking_parent_ends_the_forked_child() {
+    let sc = scenario("wd-pt-forked");
+    let (store, id, run_dir) = (&sc.store, &sc.id, &sc.run_dir);
+    let (status, _) = in_child(|| {
+        let r = Recorder::new(run_dir, Role::Main, None, Durability::Process).into_shared();
+        let mut g = r.lock().unwrap();
+        g.start_test("t.py::test_before").unwrap();
+        g.end_test("t.py::test_before").unwrap();
+        g.external_timer("t.py::test_hangs", Some(0.3));
+        drop(g);
+        // Not armed here: pytest-timeout's own timer acts in this process.
+        assert!(!watchdog::armed());
+        let (child, lived) = in_child(|| {
+            let mut g = r.lock().unwrap();
+            g.start_test("t.py::test_hangs").unwrap();
+            g.record(&phase("t.py::test_hangs", Phase::Setup)).unwrap();
+            g.phase_done(Phase::Setup);
+            drop(g);
+            sleep_ms(10_000);
+        });
+        assert_eq!(exit_status(child), Some(TIMEOUT_EXIT_STATUS), "{child:#x}");
+        let grace = watchdog::FORKED_GRACE;
+        assert!(
+            lived >= Duration::from_millis(300) + grace,
+            "lived {lived:?}"
+        );
+        assert!(
+            lived < Duration::from_millis(2300) + grace,
+            "lived {lived:?}"
+        );
+        r.lock().unwrap().close().unwrap();
+    });
+    assert_eq!(exit_status(status), Some(0), "{status:#x}");
+    let view = store.view(id).unwrap();
+    assert_eq!(view.crashes.len(), 1, "{:?}", view.crashes);
+    let c = &view.crashes[0];
+    assert_eq!(
+        (c.kind.as_str(), c.nodeid.as_deref(), c.detail.as_str()),
+        (
+            "timeout",
+            Some("t.py::test_hangs"),
+            "timed out after 0.3 s in call (pytest-timeout)"
+        )
+    );
+    let t = c.timeout.as_ref().unwrap();
+    assert!(t.fatal && t.source == "pytest-timeout", "{t:?}");
+    let grace = watchdog::FORKED_GRACE.as_secs_f64();
+    assert!(
+        t.elapsed_s >= 0.3 + grace && t.elapsed_s < 1.0 + grace,
+        "{t:?}"
+    );
+    assert_eq!(timeouts(store, id).len(), 1);
+}

@@ -32,10 +32,11 @@ pub(crate) fn mark_crash(signal: i32) -> bool {
 }
 
 /// The signal the watchdog raises on its own thread to have faulthandler write every
-/// Python thread's traceback (0: none).
+/// Python thread's traceback into the file open as `fd` (0: none).
 #[pyfunction]
-pub(crate) fn watchdog_dump_signal(signal: i32) {
-    blackbox_core::set_dump_signal(signal);
+#[pyo3(signature = (signal, fd = -1))]
+pub(crate) fn watchdog_dump_signal(signal: i32, fd: i32) {
+    blackbox_core::set_dump_signal(signal, fd);
 }
 
 /// Before a fork: the watchdog thread ends (the next armed test starts it again).

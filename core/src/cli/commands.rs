@@ -378,8 +378,9 @@ fn test_table(tests: &[&TestView]) -> Table {
         }
         row.extend([
             outcome_cell(t),
-            // No phase report: nothing measured (a crash before the first report).
-            Cell::new(if t.phases.is_empty() {
+            // No phase report: nothing measured (a crash before the first report), but for
+            // a timeout, which measured its test (one in setup reports no phase).
+            Cell::new(if t.phases.is_empty() && t.timeout.is_none() {
                 "-".into()
             } else {
                 duration(t.duration_s)
@@ -427,8 +428,9 @@ fn fixture_table(fixtures: &[&FixtureStats]) -> Table {
 /// Crashes, each with what happened on a line of its own: the sentence, then (with
 /// `frames`) the last frames of its traceback, else the file the traceback is in.
 fn crash_table(crashes: &[&CrashView], frames: Option<bool>) -> Table {
+    // What ended the process: a signal's name, `timeout`, or `-` (an exit: the sentence says).
     let mut table = Table::new(vec![
-        Column::left("SIGNAL"),
+        Column::left("CAUSE"),
         Column::left("WORKER"),
         Column::right("PID"),
         Column::left("PHASE"),

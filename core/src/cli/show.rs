@@ -17,6 +17,7 @@ use crate::record::Record;
 use crate::segment::SegmentStatus;
 use crate::segment::{SegmentReader, HEADER_SIZE};
 use crate::store::Store;
+use crate::watchdog::TEST_THREAD_LINE;
 
 /// Frames of a traceback shown unless `--full`.
 pub(crate) const FRAMES_SHOWN: usize = 5;
@@ -56,17 +57,18 @@ fn read_text(path: &Path) -> Option<String> {
 
 /// The traceback of `c`: its first attachment with text. faulthandler writes the most
 /// recent call first, so "the last frames" are the first ones of the thread that crashed
-/// (`Current thread`, else the first thread); `full` keeps every line.
+/// or hung ([`test_thread`]); `full` keeps every line.
 pub(crate) fn traceback(c: &CrashView, full: bool) -> Option<Traceback> {
     let path = attachments_with_text(c).into_iter().next()?;
     let text = read_text(Path::new(path))?;
+    let file = c.nodeid.as_deref().and_then(|n| n.split("::").next());
     Some(Traceback {
         path: path.to_owned(),
-        ..traceback_of(&text, full)
+        ..traceback_of(&text, full, file)
     })
 }
 
-fn traceback_of(text: &str, full: bool) -> Traceback {
+fn traceback_of(text: &str, full: bool, test_file: Option<&str>) -> Traceback {
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     if full {
         return Traceback {
@@ -80,17 +82,15 @@ fn traceback_of(text: &str, full: bool) -> Traceback {
         };
     }
     let mut out: Vec<String> = Vec::new();
-    // The error line ("Fatal Python error: Segmentation fault", "Timeout (0:00:02)!").
+    // The error line ("Fatal Python error: Segmentation fault", "Timeout (0:00:02)!"); the
+    // watchdog's line naming the test's thread is left out: that thread's block follows.
     if let Some(first) = lines.iter().find(|l| !l.is_empty()) {
-        if !first.starts_with(' ') && !is_thread_line(first) {
+        if !first.starts_with(' ') && !is_thread_line(first) && !first.starts_with(TEST_THREAD_LINE)
+        {
             out.push((*first).to_owned());
         }
     }
-    let start = lines
-        .iter()
-        .position(|l| l.starts_with("Current thread"))
-        .or_else(|| lines.iter().position(|l| is_thread_line(l)));
-    let Some(start) = start else {
+    let Some(start) = test_thread(&lines, test_file) else {
         // Not faulthandler's layout: its last lines.
         let body: Vec<&str> = lines.iter().copied().filter(|l| !l.is_empty()).collect();
         let from = body.len().saturating_sub(FRAMES_SHOWN + 3);
@@ -101,17 +101,65 @@ fn traceback_of(text: &str, full: bool) -> Traceback {
         };
     };
     out.push(lines[start].to_owned());
-    let frames: Vec<&str> = lines[start + 1..]
-        .iter()
-        .copied()
-        .take_while(|l| l.starts_with(' '))
-        .collect();
+    let frames = frames_of(&lines, start);
     out.extend(frames.iter().take(FRAMES_SHOWN).map(|l| (*l).to_owned()));
     Traceback {
         path: String::new(),
         lines: out,
         hidden: frames.len().saturating_sub(FRAMES_SHOWN),
     }
+}
+
+/// The frames of the thread whose header is `lines[start]`.
+fn frames_of<'l>(lines: &[&'l str], start: usize) -> Vec<&'l str> {
+    lines[start + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| l.starts_with(' '))
+        .collect()
+}
+
+/// The header line of the thread the test ran on: the one the watchdog named (its dump
+/// has no "Current thread": it fired on a thread of its own), else faulthandler's
+/// `Current thread`, else the oldest thread with a frame in the test's file, else the last
+/// one listed (the oldest thread: the main one, where pytest runs its tests).
+fn test_thread(lines: &[&str], test_file: Option<&str>) -> Option<usize> {
+    let named = lines.iter().find_map(|l| {
+        let hex = l.strip_prefix(TEST_THREAD_LINE)?;
+        let hex: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
+        (!hex.is_empty()).then_some(hex)
+    });
+    if let Some(hex) = named {
+        let header = format!("Thread 0x{hex} ");
+        let current = format!("Current thread 0x{hex} ");
+        if let Some(i) = lines
+            .iter()
+            .position(|l| l.starts_with(&header) || l.starts_with(&current))
+        {
+            return Some(i);
+        }
+    }
+    if let Some(i) = lines.iter().position(|l| l.starts_with("Current thread")) {
+        return Some(i);
+    }
+    let threads: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_thread_line(lines[i]))
+        .collect();
+    let in_file = |i: &&usize| {
+        test_file.is_some_and(|f| {
+            let quoted = format!("/{f}\"");
+            frames_of(lines, **i)
+                .iter()
+                .any(|l| l.contains(&quoted) || l.contains(&format!("File \"{f}\"")))
+        })
+    };
+    // The oldest with such a frame: threads the test started are newer than its own.
+    threads
+        .iter()
+        .rev()
+        .find(in_file)
+        .or_else(|| threads.last())
+        .copied()
 }
 
 fn is_thread_line(l: &str) -> bool {
@@ -328,7 +376,7 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         paint
             .paint(&outcome, Style::of_outcome(&t.outcome))
             .into_owned(),
-        if t.phases.is_empty() {
+        if t.phases.is_empty() && t.timeout.is_none() {
             "no phase reported".to_owned()
         } else {
             format!("took {}", duration(t.duration_s))
@@ -344,7 +392,7 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
     }
 
     writeln!(cx.out, "\n{}", paint.paint("phases", Some(Style::Bold)))?;
-    if t.phases.is_empty() {
+    if t.phases.is_empty() && crash.and_then(|c| c.phase.as_ref()).is_none() {
         writeln!(
             cx.out,
             "  none reported (the process died before the first report)"
@@ -365,9 +413,14 @@ pub(crate) fn show(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
         if let Some(c) = crash {
             if let Some(phase) = &c.phase {
                 if !t.phases.iter().any(|p| p.phase.as_str() == phase) {
+                    let ended = if c.timeout.is_some() {
+                        "timed out"
+                    } else {
+                        "crashed"
+                    };
                     table.push(vec![
                         Cell::new(phase),
-                        Cell::styled("crashed", Some(Style::BoldRed)),
+                        Cell::styled(ended, Some(Style::BoldRed)),
                         Cell::new("-"),
                     ]);
                 }
@@ -492,17 +545,74 @@ mod tests {
 
     #[test]
     fn a_faulthandler_traceback_shows_the_crashing_threads_innermost_frames() {
-        let tb = traceback_of(FAULTHANDLER, false);
+        let tb = traceback_of(FAULTHANDLER, false, None);
         assert_eq!(tb.lines[0], "Fatal Python error: Segmentation fault");
         assert!(tb.lines[1].starts_with("Current thread"));
         assert!(tb.lines[2].ends_with("in string_at"));
         assert!(tb.lines[3].ends_with("in test_segfault"));
         assert_eq!(tb.lines.len(), 2 + FRAMES_SHOWN);
         assert_eq!(tb.hidden, 2);
-        let full = traceback_of(FAULTHANDLER, true);
+        let full = traceback_of(FAULTHANDLER, true, None);
         assert_eq!(full.hidden, 0);
         assert!(full.lines.iter().any(|l| l.contains("threading.py")));
         assert!(full.lines.iter().any(|l| l.ends_with("in runtest")));
+    }
+
+    /// The watchdog's dump: its line naming the test's thread, then faulthandler's threads,
+    /// newest first, none of them "Current thread" (it fired on a thread of its own).
+    fn watchdog_dump(mark: bool) -> String {
+        let head = if mark {
+            format!("{TEST_THREAD_LINE}00007f0000000003 (pytest-blackbox's watchdog ended it)\n\n")
+        } else {
+            String::new()
+        };
+        head + "Thread 0x00007f0000000001 (most recent call first):\n\
+            \x20 File \"/venv/execnet/gateway_base.py\", line 534 in read\n\n\
+            Thread 0x00007f0000000002 (most recent call first):\n\
+            \x20 File \"/src/tests/test_suite.py\", line 9 in other\n\n\
+            Thread 0x00007f0000000003 (most recent call first):\n\
+            \x20 File \"/src/tests/test_suite.py\", line 15 in test_deadlock\n\
+            \x20 File \"/venv/_pytest/python.py\", line 157 in pytest_pyfunc_call\n\n\
+            Thread 0x00007f0000000004 (most recent call first):\n\
+            \x20 File \"/usr/lib/python3.11/threading.py\", line 320 in wait\n"
+    }
+
+    #[test]
+    fn a_timeout_shows_the_thread_the_watchdog_names() {
+        let tb = traceback_of(&watchdog_dump(true), false, Some("tests/test_suite.py"));
+        assert_eq!(
+            tb.lines[..2],
+            [
+                "Thread 0x00007f0000000003 (most recent call first):",
+                "  File \"/src/tests/test_suite.py\", line 15 in test_deadlock",
+            ]
+        );
+        // Not the first thread listed (the newest), nor the first with a frame in the file.
+        assert!(!tb
+            .lines
+            .iter()
+            .any(|l| l.contains("in read") || l.contains("in other")));
+    }
+
+    #[test]
+    fn without_the_watchdogs_line_the_oldest_thread_in_the_tests_file_else_the_last() {
+        let dump = watchdog_dump(false);
+        // The oldest thread with a frame in the file: not the helper the test started.
+        let tb = traceback_of(&dump, false, Some("tests/test_suite.py"));
+        assert_eq!(
+            tb.lines[0],
+            "Thread 0x00007f0000000003 (most recent call first):"
+        );
+        let tb = traceback_of(&dump, false, Some("tests/test_other.py"));
+        assert_eq!(
+            tb.lines[0],
+            "Thread 0x00007f0000000004 (most recent call first):"
+        );
+        let tb = traceback_of(&dump, false, None);
+        assert_eq!(
+            tb.lines[0],
+            "Thread 0x00007f0000000004 (most recent call first):"
+        );
     }
 
     #[test]
@@ -511,7 +621,7 @@ mod tests {
             .map(|i| format!("line {i}"))
             .collect::<Vec<_>>()
             .join("\n");
-        let tb = traceback_of(&text, false);
+        let tb = traceback_of(&text, false, None);
         assert_eq!(tb.lines.last().map(String::as_str), Some("line 19"));
         assert_eq!(tb.hidden + tb.lines.len(), 20);
     }

@@ -254,7 +254,7 @@ pub(crate) fn echo_timeout(line: &str) {
     write_all(target, b"\n");
 }
 
-fn write_all(fd: i32, mut bytes: &[u8]) {
+pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: writes from a slice we borrow.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };

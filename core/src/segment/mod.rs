@@ -11,7 +11,7 @@ mod writer;
 
 pub use bounded::MAX_VALUE_DEPTH;
 pub(crate) use bounded::{decode_hot, decode_record, decode_value};
-pub(crate) use crash_handler::{dying, echo_timeout, note_dying};
+pub(crate) use crash_handler::{dying, echo_timeout, note_dying, write_all};
 pub use crash_handler::{install_crash_handler, mark_crash, set_crash_echo, FATAL_SIGNALS};
 pub use fork::process_id;
 pub use layout::{

@@ -562,9 +562,10 @@ def mark_crash(signal: int) -> bool:
 def signal_name(signal: int) -> str:
     """``"SIGSEGV"`` for 11, and so on (``"signal N"`` for one without a name)."""
 
-def watchdog_dump_signal(signal: int) -> None:
+def watchdog_dump_signal(signal: int, fd: int = -1) -> None:
     """The signal the watchdog raises on its own thread, when it fires, for faulthandler
-    (registered for it) to write every Python thread's traceback; 0: none."""
+    (registered for it) to write every Python thread's traceback into the file open as
+    ``fd``; 0: none. The watchdog first writes there the line naming the test's thread."""
 
 def watchdog_before_fork() -> None:
     """Ends this process's watchdog thread before a fork (``os.register_at_fork``)."""

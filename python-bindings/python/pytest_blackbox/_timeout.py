@@ -75,6 +75,49 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     value, where = _settings.raw(config, "blackbox-timeout", SAY)
     config.stash[LIMITS_KEY] = Limits(seconds(value, where))
+    warn_if_pytest_timeout_under_forked(config)
+
+
+def warn_if_pytest_timeout_under_forked(config: pytest.Config) -> None:
+    """One warning, in the process that starts the session, when pytest-timeout's limit
+    covers the whole protocol under ``--forked``: pytest-timeout arms its timer there in
+    pytest-forked's parent, so a test that runs past it ends the parent, not the test."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.has_plugin("timeout"):
+        return
+    if not config.getoption("forked", False) or config.getini("timeout_func_only"):
+        return
+    limit = _pytest_timeout_limit(config)
+    if limit is None or limit <= 0:
+        return
+    msg = (
+        f"blackbox: pytest-timeout's limit ({limit:g} s) with --forked: pytest-timeout arms "
+        "its timer in pytest-forked's parent, so a test that runs past it ends that parent "
+        "(pytest itself, or an xdist worker), not the test: its thread method exits with "
+        "status 1, its signal method is an INTERNALERROR, and the tests after it do not run "
+        "there; pytest-blackbox's watchdog ends the forked test a second later and records "
+        "it as a timeout. Set "
+        "timeout_func_only = true (pytest-timeout then times the test function in the forked "
+        "child) or use --blackbox-timeout SECONDS, which ends the hung test alone under "
+        "--forked"
+    )
+    _settings.say(config, msg)  # one warning; a line on stderr where warnings are errors
+
+
+def _pytest_timeout_limit(config: pytest.Config) -> float | None:
+    """pytest-timeout's limit of every test, where it looks (option, environment, ini);
+    None when unset (pytest-timeout itself reports a bad value)."""
+    for value in (
+        config.getoption("timeout", None),
+        os.environ.get("PYTEST_TIMEOUT"),
+        config.getini("timeout"),
+    ):
+        if value is None or value == "":
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 @pytest.hookimpl(trylast=True)
@@ -107,7 +150,7 @@ def dump_into(config: pytest.Config, fh: Any) -> None:
     if fh is None or limits is None or not limits.any or fh is limits.dump_file:
         return
     faulthandler.register(DUMP_SIGNAL, file=fh, all_threads=True, chain=False)
-    _native.watchdog_dump_signal(DUMP_SIGNAL)
+    _native.watchdog_dump_signal(DUMP_SIGNAL, fh.fileno())
     limits.dump_file = fh
 
 

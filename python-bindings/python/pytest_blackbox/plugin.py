@@ -1023,12 +1023,15 @@ class BlackboxPlugin:
         tr = terminalreporter
         children = [c for c in view["crashes"] if c["kind"] == "child"]
         crashes = [c for c in view["crashes"] if c["kind"] != "child"]
+        timeouts = sum(1 for c in crashes if c["timeout"])
         workers = [w for w in view["workers"] if w["id"].startswith("gw")]
         tr.section("blackbox", sep="-")
         tr.write_line(
             f"run {view['run']['id']}: {_counted(view['test_count'], 'test', 'tests')}"
             + (f" on {_counted(len(workers), 'worker', 'workers')}" if workers else "")
-            + f", {len(crashes)} crashed; details: blackbox stats --dir {self.session.store_dir}"
+            + f", {len(crashes) - timeouts} crashed"
+            + (f", {timeouts} timed out" if timeouts else "")
+            + f"; details: blackbox stats --dir {self.session.store_dir}"
         )
         note = self._safely(self.session.reader().flaky_note, str(self.session.store_dir))
         if note:
@@ -1043,9 +1046,14 @@ class BlackboxPlugin:
             tr.write_line("slowest fixtures (all processes): " + ", ".join(parts))
         for c in crashes:
             where = c["nodeid"] or "between tests"
-            sig = _death(c)
-            phase = f" in {c['phase']}" if c["phase"] and not c["timeout"] else ""
-            tr.write_line(f"CRASHED {where} ({_who(c)}): {sig}{phase}", red=True)
+            if c["timeout"]:  # "TIMEOUT t.py::test (gw0, pid 9): after 2.0 s in call (...)"
+                t = c["timeout"]
+                phase = f" in {t['phase']}" if t["phase"] else ""
+                how = f"after {t['limit_s']!r} s{phase} ({t['source']})"
+                tr.write_line(f"TIMEOUT {where} ({_who(c)}): {how}", red=True)
+                continue
+            phase = f" in {c['phase']}" if c["phase"] else ""
+            tr.write_line(f"CRASHED {where} ({_who(c)}): {_death(c)}{phase}", red=True)
         for c in children:
             tr.write_line(f"blackbox: {c['detail']} ({_who(c)})")
 
