@@ -16,11 +16,14 @@ import faulthandler
 import math
 import os
 import signal
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import _native, _settings
+from .errors import BlackboxWarning
 
 if TYPE_CHECKING:
     from .plugin import BlackboxPlugin
@@ -100,7 +103,11 @@ def warn_if_pytest_timeout_under_forked(config: pytest.Config) -> None:
         "child) or use --blackbox-timeout SECONDS, which ends the hung test alone under "
         "--forked"
     )
-    _settings.say(config, msg)  # one warning; a line on stderr where warnings are errors
+    # Said at once (not in the warnings summary, which a parent this ends never prints).
+    try:
+        warnings.warn(msg, BlackboxWarning, stacklevel=2)
+    except BlackboxWarning:  # warnings are errors: still said, and the tests run
+        sys.stderr.write(msg + "\n")
 
 
 def _pytest_timeout_limit(config: pytest.Config) -> float | None:
