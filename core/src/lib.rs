@@ -78,6 +78,6 @@ pub use watchdog::{after_fork_in_parent, before_fork, set_dump_signal, TIMEOUT_E
 pub mod testing {
     /// The watchdog's state in this process.
     pub mod watchdog {
-        pub use crate::watchdog::{armed, thread_running};
+        pub use crate::watchdog::{armed, thread_running, FORKED_GRACE};
     }
 }

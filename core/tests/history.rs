@@ -1057,7 +1057,7 @@ fn runs_the_size_cap_pruned_are_not_folded_again() {
         write_run(&store, &id, 1_000, false);
         ids.push(id);
     }
-    let first = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+    let first = blackbox_core::fold_missing(&store, None, &opts).unwrap();
     let folded: Vec<&str> = first.iter().map(|s| s.run_id.as_str()).collect();
     assert_eq!(folded, ids.iter().map(String::as_str).collect::<Vec<_>>());
     let h = History::of_store(&store).unwrap();
@@ -1070,7 +1070,7 @@ fn runs_the_size_cap_pruned_are_not_folded_again() {
 
     // The next sessions fold nothing: the pruned runs' folders are not folded back in.
     for _ in 0..2 {
-        let again = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+        let again = blackbox_core::fold_missing(&store, None, &opts).unwrap();
         let again: Vec<&str> = again.iter().map(|s| s.run_id.as_str()).collect();
         assert!(again.is_empty(), "folded again: {again:?}");
         assert_eq!(h.run_ids().unwrap(), kept);
@@ -1078,12 +1078,12 @@ fn runs_the_size_cap_pruned_are_not_folded_again() {
     // A new run folds once, and pruning moves the mark on.
     let id = store.new_run().unwrap();
     write_run(&store, &id, 1_000, false);
-    let once = blackbox_core::history::fold_missing(&store, None, &opts).unwrap();
+    let once = blackbox_core::fold_missing(&store, None, &opts).unwrap();
     assert_eq!(
         once.iter().map(|s| s.run_id.as_str()).collect::<Vec<_>>(),
         [id.as_str()]
     );
-    assert!(blackbox_core::history::fold_missing(&store, None, &opts)
+    assert!(blackbox_core::fold_missing(&store, None, &opts)
         .unwrap()
         .is_empty());
     let mark = h.pruned_through().unwrap().unwrap();
@@ -1104,7 +1104,7 @@ fn runs_the_run_count_pruned_are_not_folded_again() {
         })
         .collect();
     assert_eq!(
-        blackbox_core::history::fold_missing(&store, None, &opts)
+        blackbox_core::fold_missing(&store, None, &opts)
             .unwrap()
             .len(),
         5
@@ -1117,7 +1117,7 @@ fn runs_the_run_count_pruned_are_not_folded_again() {
         keep: 10,
         ..quiet()
     };
-    assert!(blackbox_core::history::fold_missing(&store, None, &wider)
+    assert!(blackbox_core::fold_missing(&store, None, &wider)
         .unwrap()
         .is_empty());
 }
