@@ -562,7 +562,7 @@ def mark_crash(signal: int) -> bool:
 def signal_name(signal: int) -> str:
     """``"SIGSEGV"`` for 11, and so on (``"signal N"`` for one without a name)."""
 
-def watchdog_dump_signal(signal: int, fd: int = -1) -> None:
+def watchdog_dump_signal(signal: int, fd: int = ...) -> None:
     """The signal the watchdog raises on its own thread, when it fires, for faulthandler
     (registered for it) to write every Python thread's traceback into the file open as
     ``fd``; 0: none. The watchdog first writes there the line naming the test's thread."""
