@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pytest
 
@@ -103,29 +104,32 @@ def _choice(config: pytest.Config, name: str, accepted: Any, say: str) -> str:
     return word
 
 
-def _whole(config: pytest.Config, name: str) -> int:
-    say = "a whole number, 0 or more"
+#: The type of a numeric setting.
+N = TypeVar("N", int, float)
+
+
+def _number(
+    config: pytest.Config, name: str, say: str, parse: Callable[[str], N], ok: Callable[[N], bool]
+) -> N:
+    """Option ``name`` as ``parse`` reads it, when ``ok`` takes it; else a usage error that
+    names where it came from and says ``say``."""
     value, where = raw(config, name, say)
     try:
-        n = int(str(value).strip())
+        n: N | None = parse(str(value).strip())
     except ValueError:
-        n = -1
-    if n < 0 or isinstance(value, bool):
+        n = None
+    if n is None or isinstance(value, bool) or not ok(n):
         raise pytest.UsageError(f"{where} = {value!r}: use {say}")
     return n
 
 
+def _whole(config: pytest.Config, name: str) -> int:
+    return _number(config, name, "a whole number, 0 or more", int, lambda n: n >= 0)
+
+
 def size_mb(config: pytest.Config, name: str) -> float:
     """A size in MiB above 0 (``--blackbox-history-max-mb``)."""
-    say = "a size in MiB above 0"
-    value, where = raw(config, name, say)
-    try:
-        mb = float(str(value).strip())
-    except ValueError:
-        mb = -1.0
-    if not mb > 0 or isinstance(value, bool):
-        raise pytest.UsageError(f"{where} = {value!r}: use {say}")
-    return mb
+    return _number(config, name, "a size in MiB above 0", float, lambda mb: mb > 0)
 
 
 def validate(config: pytest.Config) -> Settings:

@@ -16,14 +16,11 @@ import faulthandler
 import math
 import os
 import signal
-import sys
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import _native, _settings
-from .errors import BlackboxWarning
 
 if TYPE_CHECKING:
     from .plugin import BlackboxPlugin
@@ -104,10 +101,7 @@ def warn_if_pytest_timeout_under_forked(config: pytest.Config) -> None:
         "--forked"
     )
     # Said at once (not in the warnings summary, which a parent this ends never prints).
-    try:
-        warnings.warn(msg, BlackboxWarning, stacklevel=2)
-    except BlackboxWarning:  # warnings are errors: still said, and the tests run
-        sys.stderr.write(msg + "\n")
+    _settings.warn(msg, 2)
 
 
 def _pytest_timeout_limit(config: pytest.Config) -> float | None:

@@ -17,14 +17,13 @@ import re
 import select
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
 from . import _native, _runtime, _settings, _timeout
-from .errors import BlackboxError, BlackboxWarning, StoreFullError, StoreRefusedError
+from .errors import BlackboxError, StoreFullError, StoreRefusedError
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -546,7 +545,7 @@ class BlackboxPlugin:
         try:
             self.session.reader().follow(FOLLOW_INTERVAL_S)
         except OSError as e:  # no thread to be had: the run is read at its end
-            warnings.warn(f"blackbox: {e}", BlackboxWarning, stacklevel=3)
+            _settings.warn(f"blackbox: {e}", 3)
             return False
         return True
 
@@ -766,11 +765,10 @@ class BlackboxPlugin:
             take_out()
             for plugin, name in reversed(gone):
                 pm.register(plugin, name)
-            warnings.warn(
+            _settings.warn(
                 f"blackbox: --lf cannot see the failures of the dead run ({e!r}); "
                 "`blackbox crashes` and `blackbox tests` list them",
-                BlackboxWarning,
-                stacklevel=2,
+                2,
             )
 
     # -- hooks: collection (recorded once per run, by the process that knows it) ---------
@@ -1280,8 +1278,8 @@ class _Resume:
         retry: bool,
         skip: set[str],
         crashed: list[Any],
-        failed: list[tuple[str, list[tuple[str, Any]]]] | None = None,
-        run_dir: Path | None = None,
+        failed: list[tuple[str, list[tuple[str, Any]]]],
+        run_dir: Path,
     ) -> None:
         self.run, self.attempt, self.retry = run, attempt, retry
         self.skip = skip
@@ -1291,7 +1289,7 @@ class _Resume:
         #: stored reports are logged again, so that a resumed session shows every failure
         #: of the logical run, as one run that did not die would (the dead session's own
         #: output may be lost).
-        self.failed = failed or []
+        self.failed = failed
         self.run_dir = run_dir
 
     @classmethod
@@ -1357,50 +1355,33 @@ class _Resume:
         reports of each failed phase (a passed phase is stored without its report, and is
         logged as passed, with the test's properties: junitxml takes them from the
         teardown), between a logstart and a logfinish."""
-        if not self.failed or self.run_dir is None:
+        if not self.failed:
             return
         try:
             reader = _native.RunReader(str(self.run_dir))
             reader.poll()
         except BlackboxError as e:
-            warnings.warn(
+            _settings.warn(
                 f"{RESUME_NOTE}: cannot read the failures of run {self.run} ({e}); "
                 f"`blackbox tests --run {self.run}` lists them",
-                BlackboxWarning,
-                stacklevel=2,
+                2,
             )
             return
         for nodeid, props in self.failed:
-            path, _, name = nodeid.partition("::")
-            location = (path, None, name or nodeid)
             reports = []
             for phase, data in reader.phase_reports(nodeid):
                 rep = _report_from_data(config, data) if isinstance(data, dict) else None
                 if rep is None and phase in PHASES:
-                    rep = pytest.TestReport(
-                        nodeid=nodeid,
-                        location=location,
-                        keywords={name or nodeid: 1},
-                        outcome="passed",
-                        longrepr=None,
-                        when=phase,
-                        user_properties=props,
-                    )
+                    rep = _resumed_report(nodeid, phase, "passed", None, props)
                 if rep is not None:
                     reports.append(rep)
-            if not reports:
-                continue
-            config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-            for rep in reports:
-                config.hook.pytest_runtest_logreport(report=rep)
-            config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+            if reports:
+                _log_test(config, nodeid, reports)
 
     def report(self, config: pytest.Config, entry: Any) -> None:
         """One crashed test of the resumed run as pytest's reports of a failed test."""
         t, crash = entry
         nodeid = t["nodeid"]
-        path, _, name = nodeid.partition("::")
-        location = (path, None, name or nodeid)
         # Failed, as the issue asks, whichever phase died (the story names it): a report of
         # its call, between a passed setup and teardown.
         if crash.get("phase") in PHASES and crash["phase"] != "call":
@@ -1418,27 +1399,49 @@ class _Resume:
             if tb:
                 text.append("Python traceback at the crash (faulthandler):\n" + tb)
                 break
-        config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-        reports: list[
-            tuple[Literal["setup", "call", "teardown"], Literal["passed", "failed"], str | None]
-        ] = [
-            ("setup", "passed", None),
-            ("call", "failed", "\n".join(text)),
-            ("teardown", "passed", None),
+        duration = float(t["duration_s"])
+        reports = [
+            _resumed_report(nodeid, "setup", "passed", None, props),
+            _resumed_report(nodeid, "call", "failed", "\n".join(text), props, duration),
+            _resumed_report(nodeid, "teardown", "passed", None, props),
         ]
-        for when, outcome, longrepr in reports:
-            rep = pytest.TestReport(
-                nodeid=nodeid,
-                location=location,
-                keywords={name or nodeid: 1},
-                outcome=outcome,
-                longrepr=longrepr,
-                when=when,
-                user_properties=props,
-                duration=float(t["duration_s"]) if outcome == "failed" else 0.0,
-            )
-            config.hook.pytest_runtest_logreport(report=rep)
-        config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        _log_test(config, nodeid, reports)
+
+
+def _location(nodeid: str) -> tuple[str, None, str]:
+    path, _, name = nodeid.partition("::")
+    return (path, None, name or nodeid)
+
+
+def _resumed_report(
+    nodeid: str,
+    when: Literal["setup", "call", "teardown"],
+    outcome: Literal["passed", "failed"],
+    longrepr: str | None,
+    props: list[tuple[str, Any]],
+    duration: float = 0.0,
+) -> pytest.TestReport:
+    """A report of a test of the run a session resumes, made from its records there."""
+    location = _location(nodeid)
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=location,
+        keywords={location[2]: 1},
+        outcome=outcome,
+        longrepr=longrepr,
+        when=when,
+        user_properties=props,
+        duration=duration,
+    )
+
+
+def _log_test(config: pytest.Config, nodeid: str, reports: list[Any]) -> None:
+    """Logs ``reports`` as one test's, between its logstart and logfinish."""
+    location = _location(nodeid)
+    config.hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+    for rep in reports:
+        config.hook.pytest_runtest_logreport(report=rep)
+    config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
 
 def _report_from_data(config: pytest.Config, data: dict[str, Any]) -> Any:
