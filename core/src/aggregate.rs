@@ -1556,60 +1556,35 @@ fn props_json(props: &[(String, Value)]) -> Json {
     )
 }
 
-/// A view's tests by nodeid ([`RunView::tests_by_nodeid`]): open addressing over the
-/// nodeids' hashes (keyed per process, as [`TestIndex`]), one table and no copy of a
-/// nodeid. Of two tests with one nodeid (a view has none), the first is found.
+/// A view's tests by nodeid ([`RunView::tests_by_nodeid`]): each nodeid's hash (keyed per
+/// process, as [`TestIndex`]'s) to the first test of that hash, no copy of a nodeid. Two
+/// nodeids of one 64-bit hash are told apart by a scan of the tests, never by a wrong
+/// answer. Of two tests with one nodeid (a view has none), the first is found.
 #[derive(Debug, Clone)]
 pub struct TestsByNodeid {
     keys: std::collections::hash_map::RandomState,
-    /// (the hash's high half, index into the view's tests); `u32::MAX`: empty. A power
-    /// of two long, at most two thirds full.
-    slots: Vec<(u32, u32)>,
+    first: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
 }
 
 impl TestsByNodeid {
-    const EMPTY: u32 = u32::MAX;
-
     fn new(tests: &[TestView]) -> Self {
         let keys = std::collections::hash_map::RandomState::new();
-        let len = (tests.len() * 3 / 2 + 1).next_power_of_two();
-        let mut slots = vec![(0, Self::EMPTY); len];
-        let mask = len - 1;
+        let mut first =
+            HashMap::with_capacity_and_hasher(tests.len(), BuildHasherDefault::default());
         for (i, t) in tests.iter().enumerate() {
-            let h = keys.hash_one(t.nodeid.as_bytes());
-            let tag = (h >> 32) as u32;
-            let mut at = h as usize & mask;
-            loop {
-                let (st, si) = slots[at];
-                if si == Self::EMPTY {
-                    slots[at] = (tag, i as u32);
-                    break;
-                }
-                if st == tag && tests[si as usize].nodeid == t.nodeid {
-                    break; // the first keeps the name
-                }
-                at = (at + 1) & mask;
-            }
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            first.entry(keys.hash_one(t.nodeid.as_bytes())).or_insert(i);
         }
-        TestsByNodeid { keys, slots }
+        TestsByNodeid { keys, first }
     }
 
     /// The index in `tests` (those it was built from) of test `nodeid`.
     pub fn get(&self, tests: &[TestView], nodeid: &str) -> Option<usize> {
-        let h = self.keys.hash_one(nodeid.as_bytes());
-        let tag = (h >> 32) as u32;
-        let mask = self.slots.len() - 1;
-        let mut at = h as usize & mask;
-        loop {
-            let (st, si) = self.slots[at];
-            if si == Self::EMPTY {
-                return None;
-            }
-            if st == tag && tests.get(si as usize).is_some_and(|t| t.nodeid == nodeid) {
-                return Some(si as usize);
-            }
-            at = (at + 1) & mask;
+        let i = *self.first.get(&self.keys.hash_one(nodeid.as_bytes()))? as usize;
+        if tests.get(i).is_some_and(|t| t.nodeid == nodeid) {
+            return Some(i);
         }
+        tests.iter().position(|t| t.nodeid == nodeid) // another nodeid of that hash
     }
 }
 
