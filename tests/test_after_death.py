@@ -102,12 +102,16 @@ def test_resume_runs_what_the_dead_run_did_not_finish(
     assert ran_now == {nid(i) for i in range(10)} - finished - crashed
     if not args:  # under xdist the workers deselect; the controller's line does not say
         assert f"{len(finished) + len(crashed)} deselected" in out
-    # The crashed test: reported failed with its crash story and properties.
+    # The crashed test: reported failed with its crash story and the properties it had
+    # recorded (under xdist the other worker's test may die in its setup, before any).
     outcomes = junit_outcomes(xml)
+    recorded = {t.nodeid: t.properties for t in dead.tests}
     for c in crashed:
         name = c.split("::")[1]
         assert outcomes[name] == "failure"
-        assert junit_properties(xml)[name] == {"i": name.split("[")[1].rstrip("]")}
+        assert junit_properties(xml)[name] == {k: str(v) for k, v in recorded[c].items()}
+    assert nid(3) in crashed  # it records, then dies
+    assert junit_properties(xml)["test_n[3]"] == {"i": "3"}
     assert f"FAILED {nid(3)}" in out or not crashed
     # One logical run: every test once, with the attempt it ran in.
     logical = cli(pytester, "stats")
