@@ -6,8 +6,84 @@
 //! with any later 1.x release. The variant order below is part of the format: new variants
 //! are only ever appended, and a reader that meets a variant it does not know reports the
 //! record as damage (path, offset, reason) rather than guessing.
+//!
+//! The wire tags are named once, here: [`RecordKind`] and [`ValueKind`] (and
+//! [`Phase::from_tag`]) give each variant its postcard index, which the hand-written
+//! decoder (`segment/bounded.rs`) and the binding's encoder (`python-bindings/src/encode.rs`)
+//! use instead of numbers, and the tests below hold each one to postcard's own encoding.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// Declares the kind enum of a serde enum: one variant per variant of `$Enum`, whose
+/// discriminant is its tag on the wire (postcard's variant index: the declaration order of
+/// `$Enum`), with its name, the list of all kinds and the kind of a value. The tests hold
+/// every tag to postcard's encoding, so a variant moved in `$Enum` fails them.
+macro_rules! wire_kinds {
+    (
+        $(#[$meta:meta])*
+        pub enum $Kind:ident of $Enum:ident {
+            $($Variant:ident = $tag:literal $name:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $Kind {
+            $(#[doc = concat!("`", stringify!($Enum), "::", stringify!($Variant), "`, tag ", stringify!($tag), ": `", $name, "`.")] $Variant = $tag,)*
+        }
+
+        impl $Kind {
+            /// Every kind, in tag order (the tags are 0, 1, 2, ...).
+            pub const ALL: &'static [$Kind] = &[$($Kind::$Variant,)*];
+
+            /// The tag: postcard's variant index, a varint of one byte (every tag is below
+            /// 128), the first byte of the encoding.
+            #[inline]
+            #[must_use]
+            pub const fn tag(self) -> u8 {
+                self as u8
+            }
+
+            /// The kind whose tag is `tag`, if there is one.
+            #[inline]
+            #[must_use]
+            pub const fn from_tag(tag: u32) -> Option<$Kind> {
+                match tag {
+                    $($tag => Some($Kind::$Variant),)*
+                    _ => None,
+                }
+            }
+
+            /// Its name: what `dump` and JSON call it.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($Kind::$Variant => $name,)*
+                }
+            }
+
+            /// The kind of `v`.
+            #[inline]
+            #[must_use]
+            pub const fn of(v: &$Enum) -> $Kind {
+                match v {
+                    $($Enum::$Variant { .. } => $Kind::$Variant,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $Kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.name())
+            }
+        }
+
+        // A varint below 128 is one byte: the encoders write a tag as a single byte.
+        const _: () = { $(assert!($tag < 0x80);)* };
+    };
+}
 
 /// A value attached to a test: what `record(key, value)` stores.
 ///
@@ -25,6 +101,21 @@ pub enum Value {
     Dict(Vec<(String, Value)>),
     /// An integer outside the i64 range, kept as its decimal text.
     BigInt(String),
+}
+
+wire_kinds! {
+    /// The kind of a [`Value`], named by its tag on the wire.
+    pub enum ValueKind of Value {
+        None = 0 "none",
+        Bool = 1 "bool",
+        Int = 2 "int",
+        Float = 3 "float",
+        Str = 4 "str",
+        Bytes = 5 "bytes",
+        List = 6 "list",
+        Dict = 7 "dict",
+        BigInt = 8 "bigint",
+    }
 }
 
 /// The JSON key of a float JSON has no number for (`{"$float": "nan"}`, `"inf"`, `"-inf"`).
@@ -84,6 +175,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in tag order.
+    pub const ALL: [Phase; 3] = [Phase::Setup, Phase::Call, Phase::Teardown];
+
+    /// The phase whose tag on the wire (postcard's variant index) is `tag`.
+    #[inline]
+    #[must_use]
+    pub const fn from_tag(tag: u32) -> Option<Phase> {
+        match tag {
+            0 => Some(Phase::Setup),
+            1 => Some(Phase::Call),
+            2 => Some(Phase::Teardown),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Setup => "setup",
@@ -299,6 +405,173 @@ pub enum Record {
     },
 }
 
+wire_kinds! {
+    /// The kind of a [`Record`], named by its tag on the wire: the first byte of every
+    /// frame's payload. `docs/format.md` ("Record kinds") lists the same table, and a test
+    /// holds the two together.
+    pub enum RecordKind of Record {
+        Process = 0 "process",
+        RunStart = 1 "run_start",
+        RunEnd = 2 "run_end",
+        TestStart = 3 "test_start",
+        TestPhase = 4 "test_phase",
+        TestEnd = 5 "test_end",
+        PropertySet = 6 "property_set",
+        PropertyAppend = 7 "property_append",
+        Fixture = 8 "fixture",
+        Timed = 9 "timed",
+        Crash = 10 "crash",
+        Exit = 11 "exit",
+        Attachment = 12 "attachment",
+        IntentionalExit = 13 "intentional_exit",
+        ProcessInfo = 14 "process_info",
+        Timeout = 15 "timeout",
+        Collected = 16 "collected",
+        Resume = 17 "resume",
+    }
+}
+
+impl RecordKind {
+    /// One record of this kind with every field set (text with a non-ASCII character, a
+    /// value of each kind where the kind holds a value): what the tests of every reader and
+    /// writer use to cover each kind. For tests; no stable API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn sample(self) -> Record {
+        let t = || Some("tests/test_m.py::test_\u{e9}[1]".to_owned());
+        let nodeid = || "tests/test_m.py::test_\u{e9}[1]".to_owned();
+        let value = || {
+            Value::Dict(vec![
+                ("none".into(), Value::None),
+                ("bool".into(), Value::Bool(true)),
+                ("int".into(), Value::Int(-300)),
+                ("float".into(), Value::Float(0.25)),
+                ("str".into(), Value::Str("\u{e9}\u{1F600}".into())),
+                ("bytes".into(), Value::Bytes(vec![0, 255, 128])),
+                ("list".into(), Value::List(vec![Value::Int(i64::MIN)])),
+                ("dict".into(), Value::Dict(Vec::new())),
+                ("big".into(), Value::BigInt("-123456789012345678901".into())),
+            ])
+        };
+        let wall_ns = 1_800_000_000_000_000_000;
+        let mono_ns = 1 << 40;
+        match self {
+            RecordKind::Process => Record::Process {
+                pid: 4242,
+                ppid: 1,
+                role: Role::Worker,
+                worker: Some("gw0".into()),
+                wall_ns,
+            },
+            RecordKind::RunStart => Record::RunStart {
+                argv: vec!["pytest".into(), "-n".into(), "2".into()],
+                rootdir: "/r".into(),
+                host: "h".into(),
+                pid: 4241,
+                wall_ns,
+            },
+            RecordKind::RunEnd => Record::RunEnd {
+                exit_status: 1,
+                wall_ns,
+            },
+            RecordKind::TestStart => Record::TestStart {
+                nodeid: nodeid(),
+                mono_ns,
+            },
+            RecordKind::TestPhase => Record::TestPhase {
+                nodeid: nodeid(),
+                phase: Phase::Call,
+                outcome: "failed".into(),
+                duration_s: 0.5,
+                mono_ns,
+                report: Some(value()),
+            },
+            RecordKind::TestEnd => Record::TestEnd {
+                nodeid: nodeid(),
+                mono_ns,
+            },
+            RecordKind::PropertySet => Record::PropertySet {
+                test: t(),
+                key: "all".into(),
+                value: value(),
+                mono_ns,
+            },
+            RecordKind::PropertyAppend => Record::PropertyAppend {
+                test: None,
+                key: "cmp".into(),
+                value: value(),
+                mono_ns,
+            },
+            RecordKind::Fixture => Record::Fixture {
+                name: "db".into(),
+                scope: "session".into(),
+                setup: true,
+                test: t(),
+                duration_s: 0.125,
+                mono_ns,
+            },
+            RecordKind::Timed => Record::Timed {
+                name: "load".into(),
+                test: t(),
+                duration_s: 2.5,
+                mono_ns,
+            },
+            RecordKind::Crash => Record::Crash {
+                test: t(),
+                pid: 4243,
+                worker: Some("gw1".into()),
+                signal: 11,
+                exit_code: Some(-11),
+                phase: Some("call".into()),
+                detail: "Segmentation fault".into(),
+                wall_ns,
+            },
+            RecordKind::Exit => Record::Exit {
+                test: t(),
+                code: 3,
+                wall_ns,
+            },
+            RecordKind::Attachment => Record::Attachment {
+                test: t(),
+                kind: "faulthandler".into(),
+                path: "faulthandler-4243.txt".into(),
+            },
+            RecordKind::IntentionalExit => Record::IntentionalExit {
+                test: t(),
+                phase: Some(Phase::Teardown),
+                code: 0,
+                wall_ns,
+            },
+            RecordKind::ProcessInfo => Record::ProcessInfo {
+                env: vec![("CUDA_VISIBLE_DEVICES".into(), "0,1".into())],
+                memory_cgroup: Some("/sys/fs/cgroup/user.slice".into()),
+                oom_kills: Some(2),
+                mono_ns,
+                wall_ns,
+            },
+            RecordKind::Timeout => Record::Timeout {
+                test: t(),
+                phase: Some("call".into()),
+                limit_s: 1.5,
+                elapsed_s: 1.625,
+                source: "blackbox_timeout".into(),
+                fatal: true,
+                wall_ns,
+            },
+            RecordKind::Collected => Record::Collected {
+                total: 2,
+                first: 0,
+                nodeids: vec![(0, nodeid()), (24, "2]".into())],
+            },
+            RecordKind::Resume => Record::Resume {
+                run: "20261207-000000-abcdef".into(),
+                attempt: 2,
+                retry: true,
+            },
+        }
+    }
+}
+
 /// The most bytes of nodeid text one [`Record::Collected`] holds (after front-coding);
 /// far under [`crate::segment::MAX_RECORD`], so any collection fits.
 pub const COLLECTED_CHUNK: usize = 1 << 20;
@@ -408,28 +681,9 @@ pub(crate) enum RecordRef<'a> {
 }
 
 impl Record {
-    /// A short name of the variant, for `dump` and error messages.
+    /// A short name of the variant, for `dump` and error messages ([`RecordKind::name`]).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Record::Process { .. } => "process",
-            Record::RunStart { .. } => "run_start",
-            Record::RunEnd { .. } => "run_end",
-            Record::TestStart { .. } => "test_start",
-            Record::TestPhase { .. } => "test_phase",
-            Record::TestEnd { .. } => "test_end",
-            Record::PropertySet { .. } => "property_set",
-            Record::PropertyAppend { .. } => "property_append",
-            Record::Fixture { .. } => "fixture",
-            Record::Timed { .. } => "timed",
-            Record::Crash { .. } => "crash",
-            Record::Exit { .. } => "exit",
-            Record::Attachment { .. } => "attachment",
-            Record::IntentionalExit { .. } => "intentional_exit",
-            Record::ProcessInfo { .. } => "process_info",
-            Record::Timeout { .. } => "timeout",
-            Record::Collected { .. } => "collected",
-            Record::Resume { .. } => "resume",
-        }
+        RecordKind::of(self).name()
     }
 
     /// The test this record belongs to, if any.
@@ -451,6 +705,30 @@ impl Record {
             | Record::RunStart { .. }
             | Record::RunEnd { .. }
             | Record::ProcessInfo { .. }
+            | Record::Collected { .. }
+            | Record::Resume { .. } => None,
+        }
+    }
+
+    /// The [`Value`] this record carries, if any: what a writer checks against
+    /// [`crate::MAX_VALUE_DEPTH`]. Every variant is named, so a new one must say.
+    pub(crate) fn carried_value(&self) -> Option<&Value> {
+        match self {
+            Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => Some(value),
+            Record::TestPhase { report, .. } => report.as_ref(),
+            Record::Process { .. }
+            | Record::RunStart { .. }
+            | Record::RunEnd { .. }
+            | Record::TestStart { .. }
+            | Record::TestEnd { .. }
+            | Record::Fixture { .. }
+            | Record::Timed { .. }
+            | Record::Crash { .. }
+            | Record::Exit { .. }
+            | Record::Attachment { .. }
+            | Record::IntentionalExit { .. }
+            | Record::ProcessInfo { .. }
+            | Record::Timeout { .. }
             | Record::Collected { .. }
             | Record::Resume { .. } => None,
         }
@@ -650,6 +928,140 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = postcard::to_slice(v, &mut buf).unwrap().len();
+        buf.truncate(n);
+        buf
+    }
+
+    /// The named tags are postcard's: a variant moved, inserted or removed in `Record`,
+    /// `Value` or `Phase` (a format change) fails here.
+    #[test]
+    fn every_named_tag_is_the_one_postcard_writes() {
+        for (i, &k) in RecordKind::ALL.iter().enumerate() {
+            assert_eq!(
+                usize::from(k.tag()),
+                i,
+                "{k:?}: tags go 0, 1, 2, ... in order"
+            );
+            assert_eq!(RecordKind::from_tag(u32::from(k.tag())), Some(k));
+            let rec = k.sample();
+            assert_eq!(RecordKind::of(&rec), k, "{k:?}'s sample is a {rec:?}");
+            let bytes = encoded(&rec);
+            assert_eq!(bytes[0], k.tag(), "postcard tags {rec:?} {}", bytes[0]);
+            assert_eq!(rec.encoded_len(), bytes.len());
+            assert_eq!(Record::decode(&bytes).unwrap(), rec);
+            assert_eq!(
+                (rec.kind(), format!("{k:>8}")),
+                (k.name(), format!("{:>8}", k.name()))
+            );
+            assert_eq!(rec.to_json()["kind"], k.name());
+            // The same bytes under the next tag are not this record.
+            let mut next = bytes.clone();
+            next[0] += 1;
+            assert_ne!(Record::decode(&next).ok(), Some(rec));
+        }
+        let past = u32::try_from(RecordKind::ALL.len()).unwrap();
+        assert_eq!(RecordKind::from_tag(past), None);
+        assert!(Record::decode(&[u8::try_from(past).unwrap(), 0, 0, 0]).is_err());
+        let mut names: Vec<&str> = RecordKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RecordKind::ALL.len());
+
+        let values = [
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::Float(0.5),
+            Value::Str("\u{e9}".into()),
+            Value::Bytes(vec![1]),
+            Value::List(vec![Value::None]),
+            Value::Dict(vec![("k".into(), Value::None)]),
+            Value::BigInt("99999999999999999999".into()),
+        ];
+        assert_eq!(values.len(), ValueKind::ALL.len());
+        for (i, (v, &k)) in values.iter().zip(ValueKind::ALL).enumerate() {
+            assert_eq!((ValueKind::of(v), usize::from(k.tag())), (k, i));
+            assert_eq!(ValueKind::from_tag(u32::from(k.tag())), Some(k));
+            assert_eq!(
+                encoded(v)[0],
+                k.tag(),
+                "postcard tags {v:?} {}",
+                encoded(v)[0]
+            );
+        }
+        assert_eq!(ValueKind::from_tag(9), None);
+        for (i, p) in Phase::ALL.into_iter().enumerate() {
+            assert_eq!(encoded(&p), [u8::try_from(i).unwrap()]);
+            assert_eq!(Phase::from_tag(u32::try_from(i).unwrap()), Some(p));
+        }
+        assert_eq!(Phase::from_tag(3), None);
+    }
+
+    /// The keys of a JSON object, in the order they come.
+    struct Keys(Vec<String>);
+
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(k) = m.next_key::<String>()? {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(k);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    /// docs/format.md's table of kinds is this one: each tag, name, variant and its fields
+    /// in order (serde's field names, which JSON output uses too).
+    #[test]
+    fn docs_format_lists_every_kind_with_its_fields() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/format.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let table = doc
+            .split("\n## Record kinds\n")
+            .nth(1)
+            .expect("docs/format.md has a section \"Record kinds\"");
+        let documented: Vec<String> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| tag"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.split('|').take(4).collect::<Vec<_>>().join("|"))
+            .collect();
+        let want: Vec<String> = RecordKind::ALL
+            .iter()
+            .map(|&k| {
+                let json = serde_json::to_string(&k.sample()).unwrap();
+                let one: std::collections::BTreeMap<String, Keys> =
+                    serde_json::from_str(&json).unwrap();
+                let (variant, Keys(fields)) = one.into_iter().next().unwrap();
+                format!(
+                    "| {} | `{}` | `{variant} {{{}}}` ",
+                    k.tag(),
+                    k.name(),
+                    fields.join(", ")
+                )
+            })
+            .collect();
+        assert_eq!(documented, want);
+    }
 
     #[test]
     fn round_trip_every_value_kind() {

@@ -12,8 +12,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use blackbox_core::{
-    Aggregate, Durability, Follower, FrameChunk, Phase, Record, Role, SegmentReader,
-    SegmentWriter, Snapshot, Value,
+    Aggregate, Durability, Follower, FrameChunk, Phase, Record, Role, SegmentReader, SegmentWriter,
+    Snapshot, Value,
 };
 use support::TempDir;
 
@@ -182,7 +182,9 @@ fn payloads(path: &Path) -> Vec<Vec<u8>> {
     let mut chunk = FrameChunk::default();
     r.read_frames(0, &mut chunk);
     assert!(chunk.damage.is_none(), "{:?}", chunk.damage);
-    (0..chunk.frames.len()).map(|k| chunk.payload(k).to_vec()).collect()
+    (0..chunk.frames.len())
+        .map(|k| chunk.payload(k).to_vec())
+        .collect()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use serde::de::{
 };
 use serde::Deserialize;
 
-use crate::record::{Phase, Record, RecordRef, Value};
+use crate::record::{Phase, Record, RecordKind, RecordRef, Value, ValueKind};
 
 /// The deepest [`Value`] a writer accepts: containers (lists, dicts) nested inside each
 /// other, the outermost value counting as level 1.
@@ -72,16 +72,9 @@ pub(crate) fn too_deep(record: &Record) -> bool {
             _ => false,
         }
     }
-    // Every variant that carries a Value (new ones must be added here).
-    match record {
-        Record::PropertySet { value, .. } | Record::PropertyAppend { value, .. } => {
-            over(value, MAX_VALUE_DEPTH)
-        }
-        Record::TestPhase {
-            report: Some(v), ..
-        } => over(v, MAX_VALUE_DEPTH),
-        _ => false,
-    }
+    record
+        .carried_value()
+        .is_some_and(|v| over(v, MAX_VALUE_DEPTH))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -105,19 +98,14 @@ pub(crate) fn decode_hot(bytes: &[u8], checked: bool) -> Option<RecordRef<'_>> {
         pos: 0,
         utf8: !checked,
     };
-    let rec = match c.varint_u32()? {
-        3 => RecordRef::TestStart {
+    let rec = match RecordKind::from_tag(c.varint_u32()?)? {
+        RecordKind::TestStart => RecordRef::TestStart {
             nodeid: c.text()?,
             mono_ns: c.varint_u64()?,
         },
-        4 => {
+        RecordKind::TestPhase => {
             let nodeid = c.text()?;
-            let phase = match c.varint_u32()? {
-                0 => Phase::Setup,
-                1 => Phase::Call,
-                2 => Phase::Teardown,
-                _ => return None,
-            };
+            let phase = Phase::from_tag(c.varint_u32()?)?;
             let outcome = c.text()?;
             let duration_s = c.f64()?;
             let mono_ns = c.varint_u64()?;
@@ -142,25 +130,25 @@ pub(crate) fn decode_hot(bytes: &[u8], checked: bool) -> Option<RecordRef<'_>> {
                 mono_ns,
             }
         }
-        5 => RecordRef::TestEnd {
+        RecordKind::TestEnd => RecordRef::TestEnd {
             nodeid: c.text()?,
             mono_ns: c.varint_u64()?,
         },
-        v @ (6 | 7) => {
+        kind @ (RecordKind::PropertySet | RecordKind::PropertyAppend) => {
             let test = c.opt_text()?;
             let key = c.text()?;
             let start = c.pos;
             c.value(FIELD_DEPTH)?;
             let value = &bytes[start..c.pos];
             RecordRef::Property {
-                append: v == 7,
+                append: kind == RecordKind::PropertyAppend,
                 test,
                 key,
                 value,
                 mono_ns: c.varint_u64()?,
             }
         }
-        8 => {
+        RecordKind::Fixture => {
             let name = c.text()?;
             let scope = c.text()?;
             let setup = c.bool()?;
@@ -174,13 +162,14 @@ pub(crate) fn decode_hot(bytes: &[u8], checked: bool) -> Option<RecordRef<'_>> {
                 duration_s,
             }
         }
-        9 => {
+        RecordKind::Timed => {
             let name = c.text()?;
             c.opt_text()?;
             let duration_s = c.f64()?;
             c.varint_u64()?;
             RecordRef::Timed { name, duration_s }
         }
+        // Every other kind (a new one too) is read by `decode_record`.
         _ => return None,
     };
     (c.pos == bytes.len()).then_some(rec)
@@ -313,32 +302,32 @@ impl<'a> Cursor<'a> {
     /// pair one more.
     fn value(&mut self, depth: usize) -> Option<()> {
         let depth = depth.checked_sub(1)?;
-        match self.varint_u32()? {
-            0 => {}
-            1 => {
+        match ValueKind::from_tag(self.varint_u32()?)? {
+            ValueKind::None => {}
+            ValueKind::Bool => {
                 self.bool()?;
             }
-            2 => {
+            ValueKind::Int => {
                 self.varint_u64()?;
             }
-            3 => {
+            ValueKind::Float => {
                 self.take(8)?;
             }
-            4 | 8 => {
+            ValueKind::Str | ValueKind::BigInt => {
                 self.text()?;
             }
-            5 => {
+            ValueKind::Bytes => {
                 depth.checked_sub(1)?;
                 let n = self.len()?;
                 self.take(n)?;
             }
-            6 => {
+            ValueKind::List => {
                 let inner = depth.checked_sub(1)?;
                 for _ in 0..self.len()? {
                     self.value(inner)?;
                 }
             }
-            7 => {
+            ValueKind::Dict => {
                 let pair = depth.checked_sub(1)?;
                 let n = self.len()?;
                 if n > 0 {
@@ -349,7 +338,6 @@ impl<'a> Cursor<'a> {
                     }
                 }
             }
-            _ => return None,
         }
         Some(())
     }
@@ -360,22 +348,22 @@ impl<'a> Cursor<'a> {
         let text = |c: &mut Self| -> Option<String> {
             Some(std::str::from_utf8(c.text()?).ok()?.to_owned())
         };
-        Some(match self.varint_u32()? {
-            0 => Value::None,
-            1 => Value::Bool(self.bool()?),
-            2 => {
+        Some(match ValueKind::from_tag(self.varint_u32()?)? {
+            ValueKind::None => Value::None,
+            ValueKind::Bool => Value::Bool(self.bool()?),
+            ValueKind::Int => {
                 let n = self.varint_u64()?;
                 Value::Int(((n >> 1) as i64) ^ -((n & 1) as i64))
             }
-            3 => Value::Float(self.f64()?),
-            4 => Value::Str(text(self)?),
-            8 => Value::BigInt(text(self)?),
-            5 => {
+            ValueKind::Float => Value::Float(self.f64()?),
+            ValueKind::Str => Value::Str(text(self)?),
+            ValueKind::BigInt => Value::BigInt(text(self)?),
+            ValueKind::Bytes => {
                 depth.checked_sub(1)?;
                 let n = self.len()?;
                 Value::Bytes(self.take(n)?.to_vec())
             }
-            6 => {
+            ValueKind::List => {
                 let inner = depth.checked_sub(1)?;
                 let n = self.len()?;
                 let mut items = Vec::with_capacity(n.min(PREALLOCATE));
@@ -384,7 +372,7 @@ impl<'a> Cursor<'a> {
                 }
                 Value::List(items)
             }
-            7 => {
+            ValueKind::Dict => {
                 let pair = depth.checked_sub(1)?;
                 let n = self.len()?;
                 let mut pairs = Vec::with_capacity(n.min(PREALLOCATE));
@@ -397,7 +385,6 @@ impl<'a> Cursor<'a> {
                 }
                 Value::Dict(pairs)
             }
-            _ => return None,
         })
     }
 }
@@ -812,7 +799,9 @@ mod tests {
             "t.py::a",
             "t.py::é[1]",
             "t.py::é[2]",
-        ])) {
+        ]))
+        .chain(RecordKind::ALL.iter().map(|k| k.sample()))
+        {
             assert!(!too_deep(&rec));
             let mut buf = vec![0u8; rec.encoded_len()];
             rec.encode_into(&mut buf).unwrap();
@@ -825,9 +814,11 @@ mod tests {
         assert!(too_deep(&prop(nested(MAX_VALUE_DEPTH + 1))));
     }
 
-    /// The hot records of a test run, with values at the edges of the depth bound.
+    /// The hot records of a test run, with values at the edges of the depth bound, and a
+    /// record of every kind (which the borrowed decoder leaves to serde unless it is hot).
     fn hot_records() -> Vec<Record> {
-        let mut recs = vec![
+        let mut recs: Vec<Record> = RecordKind::ALL.iter().map(|k| k.sample()).collect();
+        recs.extend([
             Record::TestStart {
                 nodeid: "t.py::é[1]".into(),
                 mono_ns: u64::MAX,
@@ -850,7 +841,7 @@ mod tests {
                 duration_s: f64::NAN,
                 mono_ns: 3,
             },
-        ];
+        ]);
         for (i, phase) in [Phase::Setup, Phase::Call, Phase::Teardown]
             .into_iter()
             .enumerate()
@@ -1070,9 +1061,9 @@ mod tests {
     #[test]
     fn a_deeply_nested_frame_is_refused_not_a_stack_overflow() {
         // PropertySet { test: None, key: "", value: [[[[...]]]], mono_ns: 0 }, 1M levels.
-        let mut p = vec![6u8, 0, 0];
+        let mut p = vec![RecordKind::PropertySet.tag(), 0, 0];
         for _ in 0..1_000_000 {
-            p.extend_from_slice(&[6, 1]);
+            p.extend_from_slice(&[ValueKind::List.tag(), 1]);
         }
         p.extend_from_slice(&[0, 0]);
         let e = decode_record(&p).unwrap_err();
