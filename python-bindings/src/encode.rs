@@ -2,7 +2,8 @@
 //! caller's Python objects, with no [`Value`](blackbox_core::Value) tree between.
 //!
 //! The bytes are exactly postcard's encoding of `Record::PropertySet` / `PropertyAppend`
-//! (see `core/src/record.rs`; checked by the tests below and by `tests/test_values.py`).
+//! (see `core/src/record.rs`, whose [`RecordKind`] and [`ValueKind`] name the tags written
+//! here; checked by the tests below and by `tests/test_values.py`).
 //! Only values made of exact plain types take this path: None, bool, int in i64, float,
 //! str (valid UTF-8), bytes, list, tuple and dict with str keys, nested at most as deep and
 //! as large as the `Converter` stores them as they are. On anything else the walk stops and
@@ -16,22 +17,8 @@
 
 use std::mem::MaybeUninit;
 
-use blackbox_core::{EncodeRecord, MAX_RECORD};
+use blackbox_core::{EncodeRecord, RecordKind, ValueKind, MAX_RECORD};
 use pyo3::ffi;
-
-/// Postcard's variant indices of `Record` (its declaration order).
-const PROPERTY_SET: u8 = 6;
-const PROPERTY_APPEND: u8 = 7;
-
-/// Postcard's variant indices of `Value` (its declaration order).
-const VALUE_NONE: u8 = 0;
-const VALUE_BOOL: u8 = 1;
-const VALUE_INT: u8 = 2;
-const VALUE_FLOAT: u8 = 3;
-const VALUE_STR: u8 = 4;
-const VALUE_BYTES: u8 = 5;
-const VALUE_LIST: u8 = 6;
-const VALUE_DICT: u8 = 7;
 
 /// Bytes encoded on the stack before the buffer moves to the heap: a typical record (a
 /// nodeid, a key and a small dict) is 100 to 200.
@@ -135,11 +122,12 @@ impl<'s> Out<'s> {
 
 /// Encodes the head of a property record (everything before its value).
 fn head(out: &mut Out<'_>, append: bool, test: Option<&str>, key: &str) {
-    out.byte(if append {
-        PROPERTY_APPEND
+    let kind = if append {
+        RecordKind::PropertyAppend
     } else {
-        PROPERTY_SET
-    });
+        RecordKind::PropertySet
+    };
+    out.byte(kind.tag());
     match test {
         None => out.byte(0),
         Some(t) => {
@@ -229,10 +217,10 @@ impl Walk<'_> {
         unsafe {
             if obj == ffi::Py_None() {
                 self.count(1)?;
-                self.out.byte(VALUE_NONE);
+                self.out.byte(ValueKind::None.tag());
             } else if ffi::PyBool_Check(obj) != 0 {
                 self.count(1)?;
-                self.out.byte(VALUE_BOOL);
+                self.out.byte(ValueKind::Bool.tag());
                 self.out.byte(u8::from(obj == ffi::Py_True()));
             } else if ffi::PyLong_CheckExact(obj) != 0 {
                 let mut overflow = 0;
@@ -241,16 +229,16 @@ impl Walk<'_> {
                     return Err(NotPlain); // a big int: kept as its decimal text
                 }
                 self.count(1)?;
-                self.out.byte(VALUE_INT);
+                self.out.byte(ValueKind::Int.tag());
                 self.out.zigzag(i);
             } else if ffi::PyFloat_CheckExact(obj) != 0 {
                 self.count(1)?;
-                self.out.byte(VALUE_FLOAT);
+                self.out.byte(ValueKind::Float.tag());
                 self.out.put(&ffi::PyFloat_AsDouble(obj).to_le_bytes());
             } else if ffi::PyUnicode_CheckExact(obj) != 0 {
                 let s = utf8(obj)?;
                 self.count(s.len())?;
-                self.out.byte(VALUE_STR);
+                self.out.byte(ValueKind::Str.tag());
                 self.out.str(s);
             } else if ffi::PyBytes_CheckExact(obj) != 0 {
                 let mut ptr = std::ptr::null_mut();
@@ -261,7 +249,7 @@ impl Walk<'_> {
                 }
                 let b = std::slice::from_raw_parts(ptr.cast::<u8>(), len as usize);
                 self.count(b.len())?;
-                self.out.byte(VALUE_BYTES);
+                self.out.byte(ValueKind::Bytes.tag());
                 self.out.str(b);
             } else if ffi::PyList_CheckExact(obj) != 0 || ffi::PyTuple_CheckExact(obj) != 0 {
                 let list = ffi::PyList_CheckExact(obj) != 0;
@@ -272,7 +260,7 @@ impl Walk<'_> {
                     self.reshaped = true;
                     ffi::PyTuple_Size(obj)
                 };
-                self.out.byte(VALUE_LIST);
+                self.out.byte(ValueKind::List.tag());
                 self.out.varint(n as u64);
                 for i in 0..n {
                     let item = if list {
@@ -288,7 +276,7 @@ impl Walk<'_> {
                 }
             } else if ffi::PyDict_CheckExact(obj) != 0 {
                 self.container(depth)?;
-                self.out.byte(VALUE_DICT);
+                self.out.byte(ValueKind::Dict.tag());
                 self.out.varint(ffi::PyDict_Size(obj) as u64);
                 let mut pos: ffi::Py_ssize_t = 0;
                 let mut k = std::ptr::null_mut();
@@ -367,36 +355,36 @@ mod tests {
     /// A `Value` encoded with this module's writer, the way the walk writes Python objects.
     fn value(out: &mut Out<'_>, v: &Value) {
         match v {
-            Value::None => out.byte(VALUE_NONE),
+            Value::None => out.byte(ValueKind::None.tag()),
             Value::Bool(b) => {
-                out.byte(VALUE_BOOL);
+                out.byte(ValueKind::Bool.tag());
                 out.byte(u8::from(*b));
             }
             Value::Int(i) => {
-                out.byte(VALUE_INT);
+                out.byte(ValueKind::Int.tag());
                 out.zigzag(*i);
             }
             Value::Float(f) => {
-                out.byte(VALUE_FLOAT);
+                out.byte(ValueKind::Float.tag());
                 out.put(&f.to_le_bytes());
             }
             Value::Str(s) => {
-                out.byte(VALUE_STR);
+                out.byte(ValueKind::Str.tag());
                 out.str(s.as_bytes());
             }
             Value::Bytes(b) => {
-                out.byte(VALUE_BYTES);
+                out.byte(ValueKind::Bytes.tag());
                 out.str(b);
             }
             Value::List(items) => {
-                out.byte(VALUE_LIST);
+                out.byte(ValueKind::List.tag());
                 out.varint(items.len() as u64);
                 for x in items {
                     value(out, x);
                 }
             }
             Value::Dict(pairs) => {
-                out.byte(VALUE_DICT);
+                out.byte(ValueKind::Dict.tag());
                 out.varint(pairs.len() as u64);
                 for (k, x) in pairs {
                     out.str(k.as_bytes());
