@@ -5,9 +5,42 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    value_keyed(py, v, &mut None)
+}
+
+/// Dict keys as Python strs, each made once for a view: a run's tests record the same few
+/// keys, which would otherwise be new strs each time (60,000 for 20,000 tests of one
+/// `{"value", "ok"}` property). Up to [`Keys::MAX`] keys, found by a scan.
+#[derive(Default)]
+pub(crate) struct Keys(Vec<(Box<str>, Py<PyString>)>);
+
+impl Keys {
+    const MAX: usize = 16;
+
+    fn get<'py>(keys: &mut Option<&mut Keys>, py: Python<'py>, k: &str) -> Bound<'py, PyString> {
+        let Some(keys) = keys else {
+            return PyString::new(py, k);
+        };
+        if let Some((_, s)) = keys.0.iter().find(|(x, _)| **x == *k) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::new(py, k);
+        if keys.0.len() < Self::MAX {
+            keys.0.push((k.into(), s.clone().unbind()));
+        }
+        s
+    }
+}
+
+/// `value_to_py`, dict keys from `keys` when given.
+fn value_keyed<'py>(
+    py: Python<'py>,
+    v: &Value,
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Value::None => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -23,14 +56,14 @@ pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py
         Value::List(items) => {
             let l = PyList::empty(py);
             for x in items {
-                l.append(value_to_py(py, x)?)?;
+                l.append(value_keyed(py, x, keys)?)?;
             }
             l.into_any()
         }
         Value::Dict(pairs) => {
             let d = PyDict::new(py);
             for (k, x) in pairs {
-                d.set_item(k, value_to_py(py, x)?)?;
+                d.set_item(Keys::get(keys, py, k), value_keyed(py, x, keys)?)?;
             }
             d.into_any()
         }
@@ -109,7 +142,11 @@ pub(crate) fn json_f64(py: Python<'_>, f: f64) -> Bound<'_, PyAny> {
 /// `Value::to_json` as Python: bytes as a list of ints, a non-finite float or a big int as
 /// its one-key object (`{"$float": "nan"}`, `{"$int": "<digits>"}`), dict keys sorted (of
 /// two equal keys the later wins).
-pub(crate) fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+fn value_json_keyed<'py>(
+    py: Python<'py>,
+    v: &Value,
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyAny>> {
     if let Some((tag, text)) = v.json_tagged() {
         let d = PyDict::new(py);
         d.set_item(tag, text.as_ref())?;
@@ -120,12 +157,12 @@ pub(crate) fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'
         Value::List(items) => {
             let l = PyList::empty(py);
             for x in items {
-                l.append(value_json_py(py, x)?)?;
+                l.append(value_json_keyed(py, x, keys)?)?;
             }
             l.into_any()
         }
-        Value::Dict(pairs) => props_json_py(py, pairs)?.into_any(),
-        other => value_to_py(py, other)?,
+        Value::Dict(pairs) => props_json_keyed(py, pairs, keys)?.into_any(),
+        other => value_keyed(py, other, keys)?,
     })
 }
 
@@ -133,16 +170,24 @@ pub(crate) fn props_json_py<'py>(
     py: Python<'py>,
     pairs: &[(String, Value)],
 ) -> PyResult<Bound<'py, PyDict>> {
+    props_json_keyed(py, pairs, &mut None)
+}
+
+fn props_json_keyed<'py>(
+    py: Python<'py>,
+    pairs: &[(String, Value)],
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     if let [(k, x)] = pairs {
         // Most tests record one key or none: no sort needed.
-        d.set_item(k, value_json_py(py, x)?)?;
+        d.set_item(Keys::get(keys, py, k), value_json_keyed(py, x, keys)?)?;
         return Ok(d);
     }
     let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
     for (k, x) in sorted {
-        d.set_item(k, value_json_py(py, x)?)?;
+        d.set_item(Keys::get(keys, py, k), value_json_keyed(py, x, keys)?)?;
     }
     Ok(d)
 }
@@ -216,6 +261,18 @@ pub(crate) struct PyRunView {
 struct ViewData {
     view: blackbox_core::RunView,
     index: blackbox_core::TestsByNodeid,
+    /// Strs, which refer to nothing: a test still cannot be part of a cycle.
+    keys: Mutex<Keys>,
+}
+
+impl ViewData {
+    /// `f` with this view's keys (none if another thread holds them: a new str each).
+    fn with_keys<T>(&self, f: impl FnOnce(&mut Option<&mut Keys>) -> T) -> T {
+        match self.keys.try_lock() {
+            Ok(mut keys) => f(&mut Some(&mut keys)),
+            Err(_) => f(&mut None),
+        }
+    }
 }
 
 impl ViewData {
@@ -233,6 +290,7 @@ impl PyRunView {
             data: Arc::new(ViewData {
                 index: view.tests_by_nodeid(),
                 view,
+                keys: Mutex::default(),
             }),
         }
     }
@@ -282,11 +340,13 @@ impl PyRunView {
         let Some(t) = self.data.test(nodeid) else {
             return Ok(None);
         };
-        let d = PyDict::new(py);
-        for (k, v) in &t.properties {
-            d.set_item(k, value_to_py(py, v)?)?;
-        }
-        Ok(Some(d))
+        self.data.with_keys(|keys| {
+            let d = PyDict::new(py);
+            for (k, v) in &t.properties {
+                d.set_item(Keys::get(keys, py, k), value_keyed(py, v, keys)?)?;
+            }
+            Ok(Some(d))
+        })
     }
 }
 
@@ -294,15 +354,17 @@ impl PyRunView {
 /// `isinstance`, `dataclasses.asdict`/`replace`, `==`, `repr`, copy and pickle answer as
 /// for the dataclass), its fields converted from the view on each use.
 ///
-/// It holds no Python object, only the view (Rust) and its index in it, and it is frozen
-/// with no `__dict__`: no reference cycle can pass through it, so it is left out of the
-/// cyclic GC (as CPython leaves out a tuple of ints). PyO3 gives every pyclass
+/// It holds no Python object but strs (which refer to nothing), only the view (Rust) and
+/// its index in it, and it is frozen with no `__dict__`: no reference cycle can pass
+/// through it, so it is left out of the cyclic GC (as CPython leaves out a tuple of ints). PyO3 gives every pyclass
 /// `Py_TPFLAGS_HAVE_GC`; tracked, the 20,000 tests of a run set off full collections
 /// over all of them (benches/python/read_path.py, 2b).
 #[pyclass(module = "pytest_blackbox._native", name = "TestInfo", frozen)]
 pub(crate) struct PyTest {
     data: Arc<ViewData>,
     i: usize,
+    /// Made on first use (a str: it refers to nothing).
+    nodeid: PyOnceLock<Py<PyString>>,
 }
 
 /// `pytest_blackbox.store.TestInfo`, the dataclass a `PyTest` stands for.
@@ -318,6 +380,7 @@ impl PyTest {
             PyTest {
                 data: Arc::clone(data),
                 i,
+                nodeid: PyOnceLock::new(),
             },
         )?;
         // SAFETY: the GIL is held and `obj` is a new object no one else has seen; it
@@ -366,7 +429,10 @@ fn frozen_error(py: Python<'_>, msg: String) -> PyErr {
 impl PyTest {
     #[getter]
     fn nodeid<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        PyString::new(py, &self.t().nodeid)
+        self.nodeid
+            .get_or_init(py, || PyString::new(py, &self.t().nodeid).unbind())
+            .bind(py)
+            .clone()
     }
 
     #[getter]
@@ -413,7 +479,8 @@ impl PyTest {
     /// A new dict each time, as in the JSON view.
     #[getter]
     fn properties<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        props_json_py(py, &self.t().properties)
+        self.data
+            .with_keys(|keys| props_json_keyed(py, &self.t().properties, keys))
     }
 
     #[getter]
