@@ -534,12 +534,21 @@ impl TestIndex {
 }
 
 /// The text of an outcome, without an allocation for the usual ones.
+/// Text from a frame (checked UTF-8 when it was written), borrowed: `str::from_utf8`
+/// checks ASCII a word at a time, where `from_utf8_lossy` walks it byte by byte.
+fn text(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 fn outcome_text(b: &[u8]) -> Cow<'static, str> {
     match b {
         b"passed" => Cow::Borrowed("passed"),
         b"failed" => Cow::Borrowed("failed"),
         b"skipped" => Cow::Borrowed("skipped"),
-        _ => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+        _ => Cow::Owned(text(b).into_owned()),
     }
 }
 
@@ -565,7 +574,7 @@ impl Aggregate {
                     let same_hash = self.test_index.heads.insert(hash, i);
                     self.tests.push(TestAcc {
                         // Text from a frame is checked UTF-8, so this copies it as it is.
-                        nodeid: String::from_utf8_lossy(nodeid).into(),
+                        nodeid: text(nodeid).into(),
                         same_hash,
                         first_mono: mono,
                         last_mono: mono,
@@ -867,13 +876,13 @@ impl Aggregate {
         let k = match cached {
             Some(k) if self.keys[k as usize].as_bytes() == key => k,
             _ => {
-                let text = String::from_utf8_lossy(key);
-                let k = if let Some(&k) = self.key_index.get(&*text) {
+                let name = text(key);
+                let k = if let Some(&k) = self.key_index.get(&*name) {
                     k
                 } else {
                     let k = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
-                    self.keys.push(text.clone().into());
-                    self.key_index.insert(text.into(), k);
+                    self.keys.push(name.clone().into());
+                    self.key_index.insert(name.into(), k);
                     k
                 };
                 self.seg(seg).last_key = Some(k);
@@ -905,10 +914,7 @@ impl Aggregate {
                 i
             }
             _ => {
-                let (name, scope) = (
-                    String::from_utf8_lossy(name),
-                    String::from_utf8_lossy(scope),
-                );
+                let (name, scope) = (text(name), text(scope));
                 let found = self
                     .fixture_index
                     .get(&*name)
@@ -934,7 +940,7 @@ impl Aggregate {
     }
 
     fn timed(&mut self, name: &[u8], d: f64) {
-        let name = String::from_utf8_lossy(name);
+        let name = text(name);
         let acc = match self.timed.get_mut(&*name) {
             Some(a) => a,
             None => self.timed.entry(name.into_owned()).or_default(),

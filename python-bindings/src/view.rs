@@ -498,7 +498,9 @@ impl PyTest {
     fn not_finished(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let prop = test_info_class(py)?.getattr(intern!(py, "not_finished"))?;
-        prop.getattr(intern!(py, "fget"))?.call1((slf,))?.is_truthy()
+        prop.getattr(intern!(py, "fget"))?
+            .call1((slf,))?
+            .is_truthy()
     }
 
     /// `store.TestInfo`: what it stands for.
