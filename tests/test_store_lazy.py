@@ -69,7 +69,8 @@ def test_a_test_outliving_its_run_and_list_reads_its_fields(store: Path) -> None
 def test_a_test_refers_to_nothing_a_reader_made_and_is_left_out_of_the_gc(store: Path) -> None:
     run = Store(store).latest()
     t = run.tests[3]
-    assert not gc.is_tracked(t) and gc.get_referents(t) == [type(t)]
+    assert not gc.is_tracked(t)
+    assert all(isinstance(r, type) for r in gc.get_referents(t))  # its type, if anything
     # What it hands out is new each time: a reader's cycle through it holds no test.
     props = t.properties
     props["me"] = t

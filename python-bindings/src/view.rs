@@ -356,9 +356,9 @@ impl PyRunView {
 ///
 /// It holds no Python object but strs (which refer to nothing), only the view (Rust) and
 /// its index in it, and it is frozen with no `__dict__`: no reference cycle can pass
-/// through it, so it is left out of the cyclic GC (as CPython leaves out a tuple of ints). PyO3 gives every pyclass
-/// `Py_TPFLAGS_HAVE_GC`; tracked, the 20,000 tests of a run set off full collections
-/// over all of them (benches/python/read_path.py, 2b).
+/// through it, so it is left out of the cyclic GC, as `CPython` leaves out a tuple of
+/// ints. `PyO3` gives every pyclass `Py_TPFLAGS_HAVE_GC`; tracked, the 20,000 tests of a
+/// run set off collections over all of them (`benches/python/read_path.py`, 2b).
 #[pyclass(module = "pytest_blackbox._native", name = "TestInfo", frozen)]
 pub(crate) struct PyTest {
     data: Arc<ViewData>,
@@ -561,12 +561,18 @@ impl PyTest {
         PyTuple::new(py, [cls.clone().into_any(), args.into_any()])
     }
 
-    fn __setattr__(&self, py: Python<'_>, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
-        Err(frozen_error(py, format!("cannot assign to field '{name}'")))
+    fn __setattr__(slf: &Bound<'_, Self>, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(frozen_error(
+            slf.py(),
+            format!("cannot assign to field '{name}'"),
+        ))
     }
 
-    fn __delattr__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        Err(frozen_error(py, format!("cannot delete field '{name}'")))
+    fn __delattr__(slf: &Bound<'_, Self>, name: &str) -> PyResult<()> {
+        Err(frozen_error(
+            slf.py(),
+            format!("cannot delete field '{name}'"),
+        ))
     }
 }
 
