@@ -67,17 +67,13 @@ class TestInfo:
         args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
         return cls(**args)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # copy and pickle take every field, not the native view.
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 class _TestList(list[TestInfo]):
     """A Run's ``tests``: a list of ``_native.TestInfo`` objects, each a TestInfo to its
     readers (``isinstance``, ``dataclasses``, ``==``, ``repr``, copy and pickle) whose
     fields come from the native view when read. They refer to no Python object, so they
-    are left out of the cyclic GC: 20,000 tracked tests set off full collections over all
-    of them, which cost more than reading the run (benches/python/read_path.py, 2b)."""
+    are left out of the cyclic GC, which would otherwise go over all of them in each of
+    its collections while a reader goes on (benches/python/read_path.py, 2b)."""
 
     __slots__ = ()
 
