@@ -1,11 +1,12 @@
-"""A Run's tests are converted in two steps (``RunView.tests``, then ``fill`` on the first
-use of a field it left out): what a reader sees is the same as the whole view converted
-at once (``RunReader.view()``), however it gets there."""
+"""A Run's tests are kept native (``RunView.tests``: each field converted from the view
+when read): what a reader sees is the same as the whole view converted at once
+(``RunReader.view()``), however it gets there, and no cycle can pass through a test."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import pickle
 import threading
 from pathlib import Path
@@ -56,13 +57,28 @@ def test_each_field_is_as_the_whole_view_gives_it(store: Path) -> None:
     assert run.raw["tests"] == want
 
 
-def test_a_test_outliving_its_run_and_list_is_filled_alone(store: Path) -> None:
+def test_a_test_outliving_its_run_and_list_reads_its_fields(store: Path) -> None:
     want = expected(store)
     tests = list(Store(store).latest().tests)  # the Run and its list are gone
     assert tests[7].properties == want[7]["properties"]
-    assert "_rest" not in vars(tests[7]) and "_rest" in vars(tests[8])
-    tests.reverse()  # order does not matter: each is found by its nodeid
+    assert vars(tests[7]) == want[7] and vars(tests[8]) == want[8]
+    tests.reverse()  # order does not matter
     assert [dataclasses.asdict(t) for t in reversed(tests)] == want
+
+
+def test_a_test_refers_to_nothing_a_reader_made_and_is_left_out_of_the_gc(store: Path) -> None:
+    run = Store(store).latest()
+    t = run.tests[3]
+    assert not gc.is_tracked(t)
+    assert all(isinstance(r, type) for r in gc.get_referents(t))  # its type, if anything
+    # What it hands out is new each time: a reader's cycle through it holds no test.
+    props = t.properties
+    props["me"] = t
+    assert "me" not in t.properties and t.phases is not t.phases
+    assert t.properties == expected(store)[3]["properties"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del t.outcome
+    assert isinstance(t, TestInfo) and dataclasses.is_dataclass(t)
 
 
 def test_eq_repr_copy_pickle_and_replace(store: Path) -> None:

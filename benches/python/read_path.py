@@ -20,7 +20,10 @@ Readers alternate, each run several times on warm page caches; medians are repor
 
 Then (2b) a run of 20,000 tests that each recorded one property: every test's properties
 from Python (``Store(dir).latest()``, its ``tests``, ``properties(nodeid)`` of each) against
-the same properties as JSON lines, ``json.loads`` of each line into a dict per test.
+the same properties as JSON lines, ``json.loads`` of each line into a dict per test, and
+the same lines in lmdb (one key a line), a cursor scan and ``json.loads`` of each value;
+with each reader's CPU time (``time.process_time``: less moved by other processes' load
+than wall time) and the CPU time its reads spent in the cyclic GC (``gc.callbacks``).
 
     python benches/python/read_path.py [--reps N] [--records-per-writer N] [--properties-only]
 """
@@ -28,6 +31,7 @@ the same properties as JSON lines, ``json.loads`` of each line into a dict per t
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -345,6 +349,18 @@ def build_property_run(store: Path, jsonl: Path, n: int) -> None:
     pytest_blackbox.stop_run(session)
 
 
+def build_property_lmdb(path: Path, jsonl: Path) -> None:
+    """The JSON lines into lmdb: one key per line (its number), the line as its value."""
+    import lmdb
+
+    env = lmdb.open(str(path), map_size=1 << 30, sync=False, metasync=False)
+    with env.begin(write=True) as txn, open(jsonl, "rb") as f:
+        for i, line in enumerate(f):
+            txn.put(i.to_bytes(8, "big"), line.rstrip(b"\n"))
+    env.sync(True)
+    env.close()
+
+
 def read_properties_blackbox(store: Path) -> dict[str, dict[str, Any]]:
     import pytest_blackbox
 
@@ -362,6 +378,20 @@ def read_properties_jsonl(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def read_properties_lmdb(path: Path) -> dict[str, dict[str, Any]]:
+    import lmdb
+
+    loads = json.loads
+    out: dict[str, dict[str, Any]] = {}
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin(buffers=True) as txn:
+        for _, v in txn.cursor():
+            r = loads(bytes(v))
+            out.setdefault(r["test"], {})[r["key"]] = r["value"]
+    env.close()
+    return out
+
+
 def run_properties(
     reps: int = 9, n: int = PROPERTY_TESTS, out: Report | None = None
 ) -> dict[str, Any]:
@@ -370,6 +400,7 @@ def run_properties(
     tmp = Path(tempfile.mkdtemp(prefix="bb-props-"))
     try:
         build_property_run(tmp / "store", tmp / "props.jsonl", n)
+        build_property_lmdb(tmp / "props.lmdb", tmp / "props.jsonl")
         readers = {
             "blackbox: Store(dir).latest(), .tests, .properties(t) each": lambda: (
                 read_properties_blackbox(tmp / "store")
@@ -377,31 +408,58 @@ def run_properties(
             "JSON lines: json.loads of each line, a dict per test": lambda: read_properties_jsonl(
                 tmp / "props.jsonl"
             ),
+            "lmdb: a cursor scan, json.loads of each value, a dict per test": lambda: (
+                read_properties_lmdb(tmp / "props.lmdb")
+            ),
         }
         times: dict[str, list[float]] = {k: [] for k in readers}
+        cpu: dict[str, list[float]] = {k: [] for k in readers}
+        in_gc: dict[str, list[float]] = {k: [] for k in readers}
+        gc_clock = [0.0, 0.0]  # CPU time in the cyclic GC, when the running collection started
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_clock[1] = time.process_time()
+            else:
+                gc_clock[0] += time.process_time() - gc_clock[1]
+
         answers = {}
+        gc.callbacks.append(on_gc)
         for _ in range(reps):
             for name, fn in readers.items():
+                gc_clock[0] = 0.0
+                c = time.process_time()
                 t = time.perf_counter()
                 got = fn()
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
+                in_gc[name].append(gc_clock[0])
                 answers[name] = got
                 del got
-        base = median(times["JSON lines: json.loads of each line, a dict per test"])
+        gc.callbacks.remove(on_gc)
+        json_name = "JSON lines: json.loads of each line, a dict per test"
+        base, base_cpu = median(times[json_name]), median(cpu[json_name])
         rows = [
             [
                 name,
                 fmt_time(median(ts)),
                 f"{fmt_time(min(ts))} .. {fmt_time(max(ts))}",
                 fmt_ratio(median(ts) / base),
+                f"{fmt_time(median(cpu[name]))} ({fmt_ratio(median(cpu[name]) / base_cpu)})",
+                fmt_time(median(in_gc[name])),
             ]
             for name, ts in times.items()
         ]
         out(f"2b. every test's properties of a run of {n:,} tests with one property each")
-        out(table(["reader", "median", "range", "vs JSON lines"], rows))
+        out(
+            table(
+                ["reader", "median", "range", "vs JSON lines", "CPU (vs JSON)", "CPU in the GC"],
+                rows,
+            )
+        )
         same = len({json.dumps(a, sort_keys=True) for a in answers.values()}) == 1
-        out(f"   both readers found the same properties: {same}")
-        return {"tests": n, "times": times, "same": same}
+        out(f"   every reader found the same properties: {same}")
+        return {"tests": n, "times": times, "cpu": cpu, "in_gc": in_gc, "same": same}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value as Json};
 
@@ -436,6 +437,9 @@ struct SegAcc {
     last_test: Option<u32>,
     /// Likewise the last fixture (index into `fixtures`).
     last_fixture: Option<u32>,
+    /// Likewise the last property key (index into [`Aggregate::keys`]): a suite records
+    /// the same few keys test after test.
+    last_key: Option<u32>,
     /// The last [`Record::IntentionalExit`]: (test, phase, code).
     intentional_exit: Option<(Option<String>, Option<Phase>, i32)>,
     /// From [`Record::ProcessInfo`]: the accelerator variables, the memory cgroup and its
@@ -530,12 +534,21 @@ impl TestIndex {
 }
 
 /// The text of an outcome, without an allocation for the usual ones.
+/// Text from a frame (checked UTF-8 when it was written), borrowed: `str::from_utf8`
+/// checks ASCII a word at a time, where `from_utf8_lossy` walks it byte by byte.
+fn text(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 fn outcome_text(b: &[u8]) -> Cow<'static, str> {
     match b {
         b"passed" => Cow::Borrowed("passed"),
         b"failed" => Cow::Borrowed("failed"),
         b"skipped" => Cow::Borrowed("skipped"),
-        _ => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+        _ => Cow::Owned(text(b).into_owned()),
     }
 }
 
@@ -561,7 +574,7 @@ impl Aggregate {
                     let same_hash = self.test_index.heads.insert(hash, i);
                     self.tests.push(TestAcc {
                         // Text from a frame is checked UTF-8, so this copies it as it is.
-                        nodeid: String::from_utf8_lossy(nodeid).into(),
+                        nodeid: text(nodeid).into(),
                         same_hash,
                         first_mono: mono,
                         last_mono: mono,
@@ -859,14 +872,22 @@ impl Aggregate {
         append: bool,
     ) {
         let i = self.test_at(seg, test.unwrap_or_default(), mono);
-        let text = String::from_utf8_lossy(key);
-        let k = if let Some(&k) = self.key_index.get(&*text) {
-            k
-        } else {
-            let k = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
-            self.keys.push(text.clone().into());
-            self.key_index.insert(text.into(), k);
-            k
+        let cached = self.segs.get(seg).and_then(|s| s.last_key);
+        let k = match cached {
+            Some(k) if self.keys[k as usize].as_bytes() == key => k,
+            _ => {
+                let name = text(key);
+                let k = if let Some(&k) = self.key_index.get(&*name) {
+                    k
+                } else {
+                    let k = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+                    self.keys.push(name.clone().into());
+                    self.key_index.insert(name.into(), k);
+                    k
+                };
+                self.seg(seg).last_key = Some(k);
+                k
+            }
         };
         let t = &mut self.tests[i];
         if let Some(j) = t.prop_slot(k) {
@@ -893,10 +914,7 @@ impl Aggregate {
                 i
             }
             _ => {
-                let (name, scope) = (
-                    String::from_utf8_lossy(name),
-                    String::from_utf8_lossy(scope),
-                );
+                let (name, scope) = (text(name), text(scope));
                 let found = self
                     .fixture_index
                     .get(&*name)
@@ -922,7 +940,7 @@ impl Aggregate {
     }
 
     fn timed(&mut self, name: &[u8], d: f64) {
-        let name = String::from_utf8_lossy(name);
+        let name = text(name);
         let acc = match self.timed.get_mut(&*name) {
             Some(a) => a,
             None => self.timed.entry(name.into_owned()).or_default(),
@@ -1560,10 +1578,29 @@ fn props_json(props: &[(String, Value)]) -> Json {
 /// process, as [`TestIndex`]'s) to the first test of that hash, no copy of a nodeid. Two
 /// nodeids of one 64-bit hash are told apart by a scan of the tests, never by a wrong
 /// answer. Of two tests with one nodeid (a view has none), the first is found.
-#[derive(Debug, Clone)]
+///
+/// Readers mostly ask for the tests in their order (`{t.nodeid: run.properties(t.nodeid)
+/// for t in run.tests}`): the test after the last one found is compared first, which
+/// costs one comparison of the nodeid instead of hashing it.
+#[derive(Debug)]
 pub struct TestsByNodeid {
     keys: std::collections::hash_map::RandomState,
     first: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// No two tests share a nodeid: a test found at `next` is the first of its nodeid.
+    unique: bool,
+    /// The index after the last one found.
+    next: AtomicUsize,
+}
+
+impl Clone for TestsByNodeid {
+    fn clone(&self) -> Self {
+        TestsByNodeid {
+            keys: self.keys.clone(),
+            first: self.first.clone(),
+            unique: self.unique,
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl TestsByNodeid {
@@ -1571,20 +1608,43 @@ impl TestsByNodeid {
         let keys = std::collections::hash_map::RandomState::new();
         let mut first =
             HashMap::with_capacity_and_hasher(tests.len(), BuildHasherDefault::default());
+        let mut unique = true;
         for (i, t) in tests.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            first.entry(keys.hash_one(t.nodeid.as_bytes())).or_insert(i);
+            match first.entry(keys.hash_one(t.nodeid.as_bytes())) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    unique &= tests[*e.get() as usize].nodeid != t.nodeid;
+                }
+            }
         }
-        TestsByNodeid { keys, first }
+        TestsByNodeid {
+            keys,
+            first,
+            unique,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The index in `tests` (those it was built from) of test `nodeid`.
     pub fn get(&self, tests: &[TestView], nodeid: &str) -> Option<usize> {
-        let i = *self.first.get(&self.keys.hash_one(nodeid.as_bytes()))? as usize;
-        if tests.get(i).is_some_and(|t| t.nodeid == nodeid) {
-            return Some(i);
+        let next = self.next.load(Ordering::Relaxed);
+        if self.unique && tests.get(next).is_some_and(|t| t.nodeid == nodeid) {
+            self.next.store(next + 1, Ordering::Relaxed);
+            return Some(next);
         }
-        tests.iter().position(|t| t.nodeid == nodeid) // another nodeid of that hash
+        let i = *self.first.get(&self.keys.hash_one(nodeid.as_bytes()))? as usize;
+        let found = if tests.get(i).is_some_and(|t| t.nodeid == nodeid) {
+            Some(i)
+        } else {
+            tests.iter().position(|t| t.nodeid == nodeid) // another nodeid of that hash
+        };
+        if let Some(i) = found {
+            self.next.store(i + 1, Ordering::Relaxed);
+        }
+        found
     }
 }
 
@@ -2318,6 +2378,17 @@ mod tests {
         }
         assert_eq!(index.get(&v.tests, "t.py::test[1000]"), None);
         assert_eq!(index.get(&v.tests, ""), None);
+        // Asked for in order, each is found; the next one after the last is not taken
+        // for a second test of its nodeid.
+        assert_eq!(index.get(&v.tests, "t.py::test[999]"), Some(999));
+        assert_eq!(index.get(&v.tests, "t.py::test[7]"), Some(7));
+        assert_eq!(index.get(&v.tests, "t.py::test[8]"), Some(8));
+        v.tests.pop();
+        let unique = v.tests_by_nodeid();
+        for i in (0..1000).chain(0..1000).chain([500, 501, 3, 4, 999]) {
+            assert_eq!(unique.get(&v.tests, &format!("t.py::test[{i}]")), Some(i));
+        }
+        assert_eq!(unique.get(&v.tests, "t.py::test[1000]"), None);
         let empty = RunView::default();
         assert_eq!(empty.tests_by_nodeid().get(&empty.tests, "t.py::a"), None);
     }

@@ -3,9 +3,44 @@
 use blackbox_core::{Phase, Value};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyType};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use std::sync::{Arc, Mutex};
 
 pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    value_keyed(py, v, &mut None)
+}
+
+/// Dict keys as Python strs, each made once for a view: a run's tests record the same few
+/// keys, which would otherwise be new strs each time (60,000 for 20,000 tests of one
+/// `{"value", "ok"}` property). Up to [`Keys::MAX`] keys, found by a scan.
+#[derive(Default)]
+pub(crate) struct Keys(Vec<(Box<str>, Py<PyString>)>);
+
+impl Keys {
+    const MAX: usize = 16;
+
+    fn get<'py>(keys: &mut Option<&mut Keys>, py: Python<'py>, k: &str) -> Bound<'py, PyString> {
+        let Some(keys) = keys else {
+            return PyString::new(py, k);
+        };
+        if let Some((_, s)) = keys.0.iter().find(|(x, _)| **x == *k) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::new(py, k);
+        if keys.0.len() < Self::MAX {
+            keys.0.push((k.into(), s.clone().unbind()));
+        }
+        s
+    }
+}
+
+/// `value_to_py`, dict keys from `keys` when given.
+fn value_keyed<'py>(
+    py: Python<'py>,
+    v: &Value,
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Value::None => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -21,14 +56,14 @@ pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py
         Value::List(items) => {
             let l = PyList::empty(py);
             for x in items {
-                l.append(value_to_py(py, x)?)?;
+                l.append(value_keyed(py, x, keys)?)?;
             }
             l.into_any()
         }
         Value::Dict(pairs) => {
             let d = PyDict::new(py);
             for (k, x) in pairs {
-                d.set_item(k, value_to_py(py, x)?)?;
+                d.set_item(Keys::get(keys, py, k), value_keyed(py, x, keys)?)?;
             }
             d.into_any()
         }
@@ -107,7 +142,11 @@ pub(crate) fn json_f64(py: Python<'_>, f: f64) -> Bound<'_, PyAny> {
 /// `Value::to_json` as Python: bytes as a list of ints, a non-finite float or a big int as
 /// its one-key object (`{"$float": "nan"}`, `{"$int": "<digits>"}`), dict keys sorted (of
 /// two equal keys the later wins).
-pub(crate) fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+fn value_json_keyed<'py>(
+    py: Python<'py>,
+    v: &Value,
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyAny>> {
     if let Some((tag, text)) = v.json_tagged() {
         let d = PyDict::new(py);
         d.set_item(tag, text.as_ref())?;
@@ -118,12 +157,12 @@ pub(crate) fn value_json_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'
         Value::List(items) => {
             let l = PyList::empty(py);
             for x in items {
-                l.append(value_json_py(py, x)?)?;
+                l.append(value_json_keyed(py, x, keys)?)?;
             }
             l.into_any()
         }
-        Value::Dict(pairs) => props_json_py(py, pairs)?.into_any(),
-        other => value_to_py(py, other)?,
+        Value::Dict(pairs) => props_json_keyed(py, pairs, keys)?.into_any(),
+        other => value_keyed(py, other, keys)?,
     })
 }
 
@@ -131,16 +170,24 @@ pub(crate) fn props_json_py<'py>(
     py: Python<'py>,
     pairs: &[(String, Value)],
 ) -> PyResult<Bound<'py, PyDict>> {
+    props_json_keyed(py, pairs, &mut None)
+}
+
+fn props_json_keyed<'py>(
+    py: Python<'py>,
+    pairs: &[(String, Value)],
+    keys: &mut Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     if let [(k, x)] = pairs {
         // Most tests record one key or none: no sort needed.
-        d.set_item(k, value_json_py(py, x)?)?;
+        d.set_item(Keys::get(keys, py, k), value_json_keyed(py, x, keys)?)?;
         return Ok(d);
     }
     let mut sorted: Vec<&(String, Value)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the later of two equal keys is set last
     for (k, x) in sorted {
-        d.set_item(k, value_json_py(py, x)?)?;
+        d.set_item(Keys::get(keys, py, k), value_json_keyed(py, x, keys)?)?;
     }
     Ok(d)
 }
@@ -207,19 +254,28 @@ fn phases_py<'py>(py: Python<'py>, t: &blackbox_core::TestView) -> PyResult<Boun
 /// A run's view as read (`RunReader.read()`), kept native: Python asks for its parts.
 #[pyclass(module = "pytest_blackbox._native", name = "RunView", frozen)]
 pub(crate) struct PyRunView {
-    view: blackbox_core::RunView,
-    index: blackbox_core::TestsByNodeid,
+    data: Arc<ViewData>,
 }
 
-impl PyRunView {
-    /// Builds the index too: call it without the GIL.
-    pub(crate) fn new(view: blackbox_core::RunView) -> Self {
-        PyRunView {
-            index: view.tests_by_nodeid(),
-            view,
+/// What a `RunView` and each of its tests share.
+struct ViewData {
+    view: blackbox_core::RunView,
+    index: blackbox_core::TestsByNodeid,
+    /// Strs, which refer to nothing: a test still cannot be part of a cycle.
+    keys: Mutex<Keys>,
+}
+
+impl ViewData {
+    /// `f` with this view's keys (none if another thread holds them: a new str each).
+    fn with_keys<T>(&self, f: impl FnOnce(&mut Option<&mut Keys>) -> T) -> T {
+        match self.keys.try_lock() {
+            Ok(mut keys) => f(&mut Some(&mut keys)),
+            Err(_) => f(&mut None),
         }
     }
+}
 
+impl ViewData {
     fn test(&self, nodeid: &str) -> Option<&blackbox_core::TestView> {
         self.index
             .get(&self.view.tests, nodeid)
@@ -227,21 +283,16 @@ impl PyRunView {
     }
 }
 
-/// `object.__setattr__(obj, name, value)` (past a frozen dataclass's `__setattr__`), or
-/// with `None` `object.__delattr__(obj, name)`.
-fn set_attr_past(
-    obj: &Bound<'_, PyAny>,
-    name: &Bound<'_, PyString>,
-    value: Option<&Bound<'_, PyAny>>,
-) -> PyResult<()> {
-    let value = value.map_or(std::ptr::null_mut(), Bound::as_ptr);
-    // SAFETY: the GIL is held (the Bounds prove it) and the objects are alive;
-    // `PyObject_GenericSetAttr` borrows them, and a null value deletes.
-    let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(PyErr::fetch(obj.py()))
+impl PyRunView {
+    /// Builds the index too: call it without the GIL.
+    pub(crate) fn new(view: blackbox_core::RunView) -> Self {
+        PyRunView {
+            data: Arc::new(ViewData {
+                index: view.tests_by_nodeid(),
+                view,
+                keys: Mutex::default(),
+            }),
+        }
     }
 }
 
@@ -250,110 +301,29 @@ impl PyRunView {
     /// How many tests.
     #[getter]
     fn test_count(&self) -> usize {
-        self.view.tests.len()
+        self.data.view.tests.len()
     }
 
     /// `RunReader.view()` without `tests`.
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        view_dict(py, &self.view, None, false)
+        view_dict(py, &self.data.view, None, false)
     }
 
-    /// Each test as an instance of `cls` (`store.TestInfo`), in the view's order, made
-    /// without its `__init__` and holding `nodeid`, `outcome`, `timeout`, `attempt` and
-    /// `_rest`: `rest`, which `fill` and `fill_all` look for. Most of a test's conversion
-    /// is its other fields (its phases, its properties), and most readers of many tests
-    /// never look at them. The cyclic GC is paused meanwhile.
-    fn tests<'py>(
-        &self,
-        cls: &Bound<'py, PyType>,
-        rest: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let py = cls.py();
-        let new = py.get_type::<PyAny>().getattr(intern!(py, "__new__"))?;
-        gc_paused(py, || {
-            let out = PyList::empty(py);
-            for t in &self.view.tests {
-                let obj = new.call1((cls,))?;
-                let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
-                    set_attr_past(&obj, name, Some(&value))
-                };
-                set(
-                    intern!(py, "nodeid"),
-                    PyString::new(py, &t.nodeid).into_any(),
-                )?;
-                set(
-                    intern!(py, "outcome"),
-                    outcome_str(py, &t.outcome).into_any(),
-                )?;
-                set(intern!(py, "timeout"), timeout_py(py, t.timeout.as_ref())?)?;
-                set(
-                    intern!(py, "attempt"),
-                    t.attempt.into_pyobject(py)?.into_any(),
-                )?;
-                set(intern!(py, "_rest"), rest.clone())?;
-                out.append(obj)?;
-            }
-            Ok(out)
-        })
-    }
-
-    /// If `obj` (one of `tests`) still has `rest` as its `_rest`: sets its other fields
-    /// as in its JSON and deletes its `_rest`.
-    fn fill(&self, obj: &Bound<'_, PyAny>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = obj.py();
-        let Ok(its) = obj.getattr(intern!(py, "_rest")) else {
-            return Ok(()); // filled already (by another thread)
-        };
-        if !its.is(rest) {
-            return Ok(());
+    /// Each test as a `_native.TestInfo` (`PyTest`), in the view's order.
+    fn tests<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyTest::dataclass_fields(py)?;
+        let out = PyList::empty(py);
+        for i in 0..self.data.view.tests.len() {
+            out.append(PyTest::new(py, &self.data, i)?)?;
         }
-        let nodeid = obj.getattr(intern!(py, "nodeid"))?;
-        let Some(t) = self.test(nodeid.cast::<PyString>()?.to_str()?) else {
-            return Err(pyo3::exceptions::PyKeyError::new_err(nodeid.unbind()));
-        };
-        let set = |name: &Bound<'_, PyString>, value: Bound<'_, PyAny>| {
-            set_attr_past(obj, name, Some(&value))
-        };
-        set(intern!(py, "duration_s"), json_f64(py, t.duration_s))?;
-        set(
-            intern!(py, "worker"),
-            t.worker.as_deref().into_pyobject(py)?,
-        )?;
-        set(intern!(py, "pid"), t.pid.into_pyobject(py)?)?;
-        set(
-            intern!(py, "crashed"),
-            PyBool::new(py, t.crashed).to_owned().into_any(),
-        )?;
-        set(intern!(py, "signal"), t.signal.into_pyobject(py)?)?;
-        set(
-            intern!(py, "signal_name"),
-            t.signal.map(blackbox_core::signal_name).into_pyobject(py)?,
-        )?;
-        set(intern!(py, "phases"), phases_py(py, t)?.into_any())?;
-        set(
-            intern!(py, "properties"),
-            props_json_py(py, &t.properties)?.into_any(),
-        )?;
-        // Another thread may have filled it meanwhile: then `_rest` is gone already.
-        let _ = set_attr_past(obj, intern!(py, "_rest"), None);
-        Ok(())
-    }
-
-    /// `fill` of each of `objs` (the cyclic GC paused): a run's tests at once.
-    fn fill_all(&self, objs: &Bound<'_, PyList>, rest: &Bound<'_, PyAny>) -> PyResult<()> {
-        gc_paused(objs.py(), || {
-            for obj in objs.iter() {
-                self.fill(&obj, rest)?;
-            }
-            Ok(())
-        })
+        Ok(out)
     }
 
     /// Each test's whole dict, as `RunReader.view()["tests"]` has it (the GC paused).
     fn test_dicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         gc_paused(py, || {
             let out = PyList::empty(py);
-            for t in &self.view.tests {
+            for t in &self.data.view.tests {
                 out.append(test_py(py, t)?)?;
             }
             Ok(out)
@@ -367,14 +337,242 @@ impl PyRunView {
         py: Python<'py>,
         nodeid: &str,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(t) = self.test(nodeid) else {
+        let Some(t) = self.data.test(nodeid) else {
             return Ok(None);
         };
+        self.data.with_keys(|keys| {
+            let d = PyDict::new(py);
+            for (k, v) in &t.properties {
+                d.set_item(Keys::get(keys, py, k), value_keyed(py, v, keys)?)?;
+            }
+            Ok(Some(d))
+        })
+    }
+}
+
+/// One test of a `RunView`: a `store.TestInfo` to its readers (its `__class__`, so
+/// `isinstance`, `dataclasses.asdict`/`replace`, `==`, `repr`, copy and pickle answer as
+/// for the dataclass), its fields converted from the view on each use.
+///
+/// It holds no Python object but strs (which refer to nothing), only the view (Rust) and
+/// its index in it, and it is frozen with no `__dict__`: no reference cycle can pass
+/// through it, so it is left out of the cyclic GC, as `CPython` leaves out a tuple of
+/// ints. `PyO3` gives every pyclass `Py_TPFLAGS_HAVE_GC`; tracked, the 20,000 tests of a
+/// run set off collections over all of them (`benches/python/read_path.py`, 2b).
+#[pyclass(module = "pytest_blackbox._native", name = "TestInfo", frozen)]
+pub(crate) struct PyTest {
+    data: Arc<ViewData>,
+    i: usize,
+    /// Made on first use (a str: it refers to nothing).
+    nodeid: PyOnceLock<Py<PyString>>,
+}
+
+/// `pytest_blackbox.store.TestInfo`, the dataclass a `PyTest` stands for.
+fn test_info_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    CLASS.import(py, "pytest_blackbox.store", "TestInfo")
+}
+
+impl PyTest {
+    fn new<'py>(py: Python<'py>, data: &Arc<ViewData>, i: usize) -> PyResult<Bound<'py, PyTest>> {
+        let obj = Bound::new(
+            py,
+            PyTest {
+                data: Arc::clone(data),
+                i,
+                nodeid: PyOnceLock::new(),
+            },
+        )?;
+        // SAFETY: the GIL is held and `obj` is a new object no one else has seen; it
+        // refers to no Python object (see `PyTest`), so no cycle can go through it.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+        Ok(obj)
+    }
+
+    /// Gives the type the dataclass's `__dataclass_fields__` (and `__dataclass_params__`,
+    /// `__match_args__`) once: what `dataclasses.fields`, `asdict` and `replace` read.
+    fn dataclass_fields(py: Python<'_>) -> PyResult<()> {
+        static DONE: PyOnceLock<()> = PyOnceLock::new();
+        DONE.get_or_try_init(py, || {
+            let ty = py.get_type::<PyTest>();
+            let cls = test_info_class(py)?;
+            for name in [
+                intern!(py, "__dataclass_fields__"),
+                intern!(py, "__dataclass_params__"),
+                intern!(py, "__match_args__"),
+            ] {
+                ty.setattr(name, cls.getattr(name)?)?;
+            }
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(())
+    }
+
+    fn t(&self) -> &blackbox_core::TestView {
+        &self.data.view.tests[self.i]
+    }
+}
+
+/// `dataclasses.FrozenInstanceError(msg)`.
+fn frozen_error(py: Python<'_>, msg: String) -> PyErr {
+    match py
+        .import(intern!(py, "dataclasses"))
+        .and_then(|m| m.getattr(intern!(py, "FrozenInstanceError")))
+        .and_then(|cls| cls.call1((msg,)))
+    {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
+
+#[pymethods]
+impl PyTest {
+    #[getter]
+    fn nodeid<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.nodeid
+            .get_or_init(py, || PyString::new(py, &self.t().nodeid).unbind())
+            .bind(py)
+            .clone()
+    }
+
+    #[getter]
+    fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        outcome_str(py, &self.t().outcome)
+    }
+
+    #[getter]
+    fn duration_s<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        json_f64(py, self.t().duration_s)
+    }
+
+    #[getter]
+    fn worker(&self) -> Option<&str> {
+        self.t().worker.as_deref()
+    }
+
+    #[getter]
+    fn pid(&self) -> Option<u32> {
+        self.t().pid
+    }
+
+    #[getter]
+    fn crashed(&self) -> bool {
+        self.t().crashed
+    }
+
+    #[getter]
+    fn signal(&self) -> Option<i32> {
+        self.t().signal
+    }
+
+    #[getter]
+    fn signal_name(&self) -> Option<String> {
+        self.t().signal.map(blackbox_core::signal_name)
+    }
+
+    /// A new list each time (the test refers to no Python container).
+    #[getter]
+    fn phases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        phases_py(py, self.t())
+    }
+
+    /// A new dict each time, as in the JSON view.
+    #[getter]
+    fn properties<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.data
+            .with_keys(|keys| props_json_keyed(py, &self.t().properties, keys))
+    }
+
+    #[getter]
+    fn timeout<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        timeout_py(py, self.t().timeout.as_ref())
+    }
+
+    #[getter]
+    fn attempt(&self) -> u32 {
+        self.t().attempt
+    }
+
+    /// `TestInfo.not_finished`.
+    #[getter]
+    fn not_finished(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let prop = test_info_class(py)?.getattr(intern!(py, "not_finished"))?;
+        prop.getattr(intern!(py, "fget"))?
+            .call1((slf,))?
+            .is_truthy()
+    }
+
+    /// `store.TestInfo`: what it stands for.
+    #[getter(__class__)]
+    fn class<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyType>> {
+        test_info_class(slf.py()).cloned()
+    }
+
+    /// Its fields as a new dict, as `vars()` of the dataclass gives them.
+    #[getter(__dict__)]
+    fn fields_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
         let d = PyDict::new(py);
-        for (k, v) in &t.properties {
-            d.set_item(k, value_to_py(py, v)?)?;
+        for name in test_info_class(py)?
+            .getattr(intern!(py, "__dataclass_fields__"))?
+            .try_iter()?
+        {
+            let name = name?;
+            d.set_item(&name, slf.getattr(name.cast::<PyString>()?)?)?;
         }
-        Ok(Some(d))
+        Ok(d)
+    }
+
+    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        test_info_class(slf.py())?
+            .getattr(intern!(slf.py(), "__repr__"))?
+            .call1((slf,))
+    }
+
+    fn __richcmp__<'py>(
+        slf: &Bound<'py, Self>,
+        other: &Bound<'py, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let name = match op {
+            pyo3::basic::CompareOp::Eq => intern!(py, "__eq__"),
+            pyo3::basic::CompareOp::Ne => intern!(py, "__ne__"),
+            _ => return Ok(py.NotImplemented().into_bound(py)),
+        };
+        test_info_class(py)?.getattr(name)?.call1((slf, other))
+    }
+
+    fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+        let py = slf.py();
+        test_info_class(py)?
+            .getattr(intern!(py, "__hash__"))?
+            .call1((slf,))?
+            .extract()
+    }
+
+    /// Pickled and copied as the dataclass: `TestInfo(*fields)`.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let cls = test_info_class(py)?;
+        let dict = Self::fields_dict(slf)?;
+        let args = PyTuple::new(py, dict.values())?;
+        PyTuple::new(py, [cls.clone().into_any(), args.into_any()])
+    }
+
+    fn __setattr__(slf: &Bound<'_, Self>, name: &str, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(frozen_error(
+            slf.py(),
+            format!("cannot assign to field '{name}'"),
+        ))
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &str) -> PyResult<()> {
+        Err(frozen_error(
+            slf.py(),
+            format!("cannot delete field '{name}'"),
+        ))
     }
 }
 

@@ -287,19 +287,12 @@ class RunView:
     def summary(self) -> dict[str, Any]:
         """:meth:`RunReader.view` without ``tests``."""
 
-    def tests(self, cls: type[_T], rest: object) -> list[_T]:
-        """Each test as a ``cls`` (``TestInfo``) made without its ``__init__``, holding
-        ``nodeid``, ``outcome``, ``timeout``, ``attempt`` and ``_rest``: ``rest``, which
-        :meth:`fill` looks for. They are made with the cyclic GC paused and left out of
-        it (``gc.is_tracked`` is False): they hold plain values only."""
-
-    def fill(self, obj: object, rest: object) -> None:
-        """If ``obj`` (one of :meth:`tests`) still has ``rest`` as its ``_rest``: sets the
-        fields of its dict in :meth:`RunReader.view` that :meth:`tests` left out, and
-        deletes its ``_rest``."""
-
-    def fill_all(self, objs: list[Any], rest: object) -> None:
-        """:meth:`fill` of each of ``objs``, the cyclic GC paused meanwhile."""
+    def tests(self) -> list[Any]:
+        """Each test, in the view's order, as a ``TestInfo`` kept native: its ``__class__``
+        is ``store.TestInfo`` (``isinstance``, ``dataclasses``, ``==``, ``repr``, copy and
+        pickle answer as for the dataclass) and each field is converted from the view when
+        read (a new list or dict each time). They refer to no Python object, so they are
+        left out of the cyclic GC (``gc.is_tracked`` is False)."""
 
     def test_dicts(self) -> list[dict[str, Any]]:
         """Each test's whole dict, as ``RunReader.view()["tests"]``."""

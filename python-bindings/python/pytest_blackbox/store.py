@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
-import weakref
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _native
 from .errors import NoStoreError, NoSuchRunError
@@ -68,57 +67,15 @@ class TestInfo:
         args: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
         return cls(**args)
 
-    # A test of a Run is converted in two steps (`_native.RunView.tests`): it starts with
-    # `nodeid`, `outcome`, `timeout`, `attempt` and `_rest` (an `_Unread`), which sets the
-    # other fields on the first use of one. Hidden from type checkers, which would
-    # otherwise accept any attribute name.
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            if name not in _LAZY_FIELDS:
-                raise AttributeError(f"'TestInfo' object has no attribute {name!r}")
-            try:
-                rest = self._rest
-            except AttributeError:  # another thread filled it meanwhile
-                return object.__getattribute__(self, name)
-            rest.fill(self)
-            return object.__getattribute__(self, name)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # copy and pickle take every field, not the native view.
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-#: The fields of a Run's test that its `_rest` sets.
-_LAZY_FIELDS = frozenset(
-    ("duration_s", "worker", "pid", "crashed", "signal", "signal_name", "phases", "properties")
-)
-
 
 class _TestList(list[TestInfo]):
-    """A Run's ``tests``: a list, which its ``_Unread`` can refer to weakly."""
+    """A Run's ``tests``: a list of ``_native.TestInfo`` objects, each a TestInfo to its
+    readers (``isinstance``, ``dataclasses``, ``==``, ``repr``, copy and pickle) whose
+    fields come from the native view when read. They refer to no Python object, so they
+    are left out of the cyclic GC, which would otherwise go over all of them in each of
+    its collections while a reader goes on (benches/python/read_path.py, 2b)."""
 
-    __slots__ = ("__weakref__",)
-
-
-class _Unread:
-    """The ``_rest`` of a Run's tests until they are filled: the native view that has
-    their other fields, and (weakly: no cycle) the list they were made in. The first test
-    asked for one of those fills every test of that list at once, with the cyclic GC
-    paused (``RunView.fill_all``): one at a time, the new containers of each would set off
-    collections over all the tests made so far."""
-
-    __slots__ = ("tests", "view")
-
-    def __init__(self, view: _native.RunView) -> None:
-        self.view = view
-        self.tests: weakref.ref[_TestList] | None = None
-
-    def fill(self, test: TestInfo) -> None:
-        tests = self.tests() if self.tests is not None else None
-        if tests is not None:
-            self.view.fill_all(tests, self)
-        self.view.fill(test, self)  # not in that list (any more): nothing done yet
+    __slots__ = ()
 
 
 def _tests_of(dicts: list[dict[str, Any]]) -> list[TestInfo]:
@@ -269,11 +226,8 @@ class Summary:
         hundreds of thousands)."""
         if self._tests is None:
             if self._native is not None:
-                rest = _Unread(self._native)
-                tests = _TestList(self._native.tests(TestInfo, rest))
-                rest.tests = weakref.ref(tests)
-                self._tests = tests
-                return tests
+                self._tests = _TestList(self._native.tests())
+                return self._tests
             # As RunReader.view(): new objects that cannot form cycles; collections run
             # over them would cost a fifth of the build.
             was_on = gc.isenabled()
