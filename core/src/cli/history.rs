@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::commands::Ctx;
+use super::context::Ctx;
 use super::table::{duration, local_time, plural, Cell, Column, Style, Table};
 use super::{Failure, EXIT_ERROR, EXIT_OK};
 use crate::combine::combine as combine_store;

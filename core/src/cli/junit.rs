@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use super::commands::{list_run, resolve_run, warn_damage, Ctx};
+use super::context::{list_run, resolve_run, warn_damage, Ctx};
 use super::show::{attachments_with_text, crash_sentence};
 use super::Failure;
 use crate::aggregate::{Aggregate, CrashView, RunView, TestView};

@@ -18,7 +18,7 @@
 //! ```
 
 mod args;
-mod commands;
+mod context;
 mod history;
 mod html;
 mod junit;
@@ -162,7 +162,7 @@ fn execute(
             writeln!(out, "blackbox {}", env!("CARGO_PKG_VERSION"))?;
             Ok(EXIT_OK)
         }
-        _ => commands::dispatch(&mut commands::Ctx::new(inv, env, out, err)),
+        _ => context::dispatch(&mut context::Ctx::new(inv, env, out, err)),
     }
 }
 

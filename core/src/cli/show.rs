@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
-use super::commands::{load_id, resolve_run, warn_damage, Ctx, Loaded};
+use super::context::{load_id, resolve_run, warn_damage, Ctx, Loaded};
 use super::table::{clean, count, duration, plural, wrap, Cell, Column, Note, Style, Table};
 use super::Failure;
 use crate::aggregate::{signal_name, CrashView, RunView, TestJson, TestView};

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::commands::Ctx;
+use super::context::Ctx;
 use super::junit;
 use super::Failure;
 use crate::aggregate::{signal_name, RunView};
