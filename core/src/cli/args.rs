@@ -230,6 +230,25 @@ pub enum ColorChoice {
     Never,
 }
 
+/// `junit --family`: pytest's `junit_family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    Xunit1,
+    #[default]
+    Xunit2,
+}
+
+impl Family {
+    /// `legacy` is pytest's name for `xunit1`.
+    pub fn parse(s: &str) -> Option<Family> {
+        match s {
+            "xunit1" | "legacy" => Some(Family::Xunit1),
+            "xunit2" => Some(Family::Xunit2),
+            _ => None,
+        }
+    }
+}
+
 /// The outcomes `--outcome` accepts (what [`crate::TestView::outcome`] holds).
 pub const OUTCOMES: [&str; 9] = [
     "passed",
@@ -276,7 +295,7 @@ pub struct Invocation {
     /// `junit -o FILE`.
     pub output: Option<PathBuf>,
     /// `junit --family`.
-    pub family: Option<super::junit::Family>,
+    pub family: Option<Family>,
     /// `run --max-restarts N`.
     pub max_restarts: Option<usize>,
 }
@@ -687,7 +706,7 @@ fn parse_line<S: AsRef<OsStr>>(argv: &[S]) -> Result<Invocation, UsageError> {
             Key::Output => inv.output = value.map(PathBuf::from),
             Key::Family => {
                 let v = text()?;
-                inv.family = Some(super::junit::Family::parse(&v).ok_or_else(|| {
+                inv.family = Some(Family::parse(&v).ok_or_else(|| {
                     usage(format!(
                         "--family takes xunit2, xunit1 or legacy, not {v:?}"
                     ))

@@ -857,9 +857,9 @@ fn crashes(h: &mut String, view: &RunView) {
             "<div class=\"crash\"><h3 class=\"mono\">{}</h3><p>{}</p><p>{}</p>",
             esc(c.nodeid.as_deref().unwrap_or("(between tests)")),
             facts.join(" · "),
-            esc(&super::show::crash_sentence(c))
+            esc(&super::crash_text::crash_sentence(c))
         );
-        if let Some(tb) = super::show::traceback(c, false) {
+        if let Some(tb) = super::crash_text::traceback(c, false) {
             let mut shown = tb.lines.join("\n");
             if tb.hidden > 0 {
                 let _ = write!(
@@ -869,7 +869,7 @@ fn crashes(h: &mut String, view: &RunView) {
                 );
             }
             let _ = write!(h, "<pre class=\"tb\">{}</pre>", esc(&shown));
-            if let Some(full) = super::show::traceback(c, true) {
+            if let Some(full) = super::crash_text::traceback(c, true) {
                 let _ = write!(
                     h,
                     "<details><summary>whole traceback ({})</summary><pre class=\"tb\">{}</pre></details>",

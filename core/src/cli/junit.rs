@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use super::context::{list_run, resolve_run, warn_damage, Ctx};
-use super::show::{attachments_with_text, crash_sentence};
-use super::Failure;
+use super::args::Family;
+use super::context::{list_run, resolve_run, warn_damage, Ctx, Failure};
+use super::crash_text::{attachments_with_text, crash_sentence};
 use crate::aggregate::{Aggregate, CrashView, RunView, TestView};
 use crate::error::Error;
 use crate::follower::Follower;
@@ -29,25 +29,6 @@ const MESSAGE_BUDGET: usize = 500;
 const TERMINAL_WIDTH: usize = 80;
 /// Bytes of a traceback file put into a `<failure>` at most.
 const TRACEBACK_BYTES: u64 = 256 << 10;
-
-/// pytest's `junit_family`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Family {
-    Xunit1,
-    #[default]
-    Xunit2,
-}
-
-impl Family {
-    /// `legacy` is pytest's name for `xunit1`.
-    pub fn parse(s: &str) -> Option<Family> {
-        match s {
-            "xunit1" | "legacy" => Some(Family::Xunit1),
-            "xunit2" => Some(Family::Xunit2),
-            _ => None,
-        }
-    }
-}
 
 /// What a `<testcase>` holds besides its name and time.
 #[derive(Debug, Clone, PartialEq)]

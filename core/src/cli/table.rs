@@ -401,6 +401,24 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", count(n), if n == 1 { one } else { many })
 }
 
+/// One letter per outcome, newest first: P passed, F failed, E error, C crashed, T timeout,
+/// s skipped, `.` did not run, `?` anything else.
+pub fn strip<'a>(outcomes: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            Some("passed") => 'P',
+            Some("failed") => 'F',
+            Some("error") => 'E',
+            Some("crashed") => 'C',
+            Some("timeout") => 'T',
+            Some("skipped") => 's',
+            None => '.',
+            Some(_) => '?',
+        })
+        .collect()
+}
+
 /// A cell: cleaned text and an optional style.
 #[derive(Debug, Clone)]
 pub struct Cell {
