@@ -4,7 +4,8 @@
 use serde_json::{json, Value as Json};
 
 use super::context::{resolve_run, Ctx, Failure};
-use super::table::{clean, count, plural, Style};
+use super::table::Style;
+use super::text::{clean, count, plural};
 use crate::aggregate::Aggregate;
 use crate::error::Damage;
 use crate::follower::Follower;

@@ -11,7 +11,8 @@ use serde_json::Value as Json;
 
 use super::args::{ColorChoice, Invocation, UsageError};
 use super::json::{write_doc, write_value, Part};
-use super::table::{clean, Painter, Style, DEFAULT_WIDTH, MIN_WIDTH};
+use super::table::{Painter, Style, DEFAULT_WIDTH, MIN_WIDTH};
+use super::text::clean;
 use crate::aggregate::{Aggregate, RunView};
 use crate::error::{Damage, Error};
 use crate::follower::Follower;

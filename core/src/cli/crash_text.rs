@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::table::{plural, Note};
+use super::table::Note;
+use super::text::plural;
 use crate::aggregate::{signal_name, CrashView};
 use crate::watchdog::TEST_THREAD_LINE;
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde_json::{json, Value as Json};
 
 use super::context::{resolve_run, warn_damage, Ctx, Failure};
-use super::table::{clean, Style};
+use super::table::Style;
+use super::text::clean;
 use crate::aggregate::signal_name;
 use crate::error::{Damage, Error};
 use crate::segment::{is_segment_name, SegmentReader, HEADER_SIZE};

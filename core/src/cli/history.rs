@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::context::{Ctx, Failure, EXIT_ERROR, EXIT_OK};
-use super::table::{duration, local_time, plural, strip, Cell, Column, Style, Table};
+use super::table::{Cell, Column, Style, Table};
+use super::text::{duration, local_time, plural, strip};
 use crate::combine::combine as combine_store;
 use crate::history::{FoldOptions, History, RunRef};
 use crate::store::Store;

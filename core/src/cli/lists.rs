@@ -9,7 +9,8 @@ use super::run_tables::{
     crash_table, fixture_table, opt_str, run_json, run_state, sorted_fixtures, sorted_tests, take,
     test_table,
 };
-use super::table::{count, local_time, Cell, Column, Style, Table};
+use super::table::{Cell, Column, Style, Table};
+use super::text::{count, local_time};
 use crate::aggregate::{FixtureStats, RunView};
 
 pub(crate) fn tests(cx: &mut Ctx<'_>) -> Result<i32, Failure> {

@@ -33,6 +33,7 @@ mod show;
 mod stats;
 mod supervise;
 mod table;
+mod text;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
@@ -41,7 +42,8 @@ use context::{Ctx, Failure};
 
 pub use args::{help, parse, ColorChoice, Command, Family, Invocation, UsageError, OUTCOMES};
 pub use context::{Env, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
-pub use table::{command_line, duration, shorten_middle, wrap, DEFAULT_WIDTH, MIN_WIDTH};
+pub use table::{DEFAULT_WIDTH, MIN_WIDTH};
+pub use text::{command_line, duration, shorten_middle, wrap};
 
 /// Runs the command line `argv` (the arguments after the program name) and returns the
 /// exit status. Output goes to `out`, errors and warnings to `err`.
@@ -61,7 +63,7 @@ pub fn run<S: AsRef<OsStr>>(
         // `blackbox dump | head`: the reader has what it wanted.
         Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(f) => {
-            let line = table::clean(&f.to_string()).into_owned();
+            let line = text::clean(&f.to_string()).into_owned();
             let _ = writeln!(err, "blackbox: {line}");
             let _ = err.flush();
             match f {

@@ -3,7 +3,7 @@
 
 use super::context::{load, Ctx, Failure, Loaded, HISTORY_WAIT};
 use super::html;
-use super::table::{clean, plural};
+use super::text::{clean, plural};
 use crate::error::Error;
 
 pub(crate) fn report(cx: &mut Ctx<'_>) -> Result<i32, Failure> {

@@ -5,7 +5,8 @@ use serde_json::Value as Json;
 
 use super::context::{Ctx, Failure};
 use super::crash_text::{attachments_with_text, crash_sentence, traceback_notes};
-use super::table::{count, duration, Cell, Column, Note, Style, Table};
+use super::table::{Cell, Column, Note, Style, Table};
+use super::text::{count, duration};
 use crate::aggregate::{signal_name, CrashView, FixtureStats, RunView, TestView};
 
 /// Crashes first, then tests that never finished, then failures, then the rest.

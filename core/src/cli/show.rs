@@ -7,9 +7,8 @@ use serde_json::{json, Value as Json};
 
 use super::context::{load_id, resolve_run, warn_damage, Ctx, Failure, Loaded, HISTORY_WAIT};
 use super::crash_text::{crash_sentence, traceback};
-use super::table::{
-    clean, count, duration, join_fitted, plural, strip, wrap, Cell, Column, Note, Style, Table,
-};
+use super::table::{Cell, Column, Note, Style, Table};
+use super::text::{clean, count, duration, join_fitted, plural, strip, wrap};
 use crate::aggregate::{signal_name, RunView, TestJson, TestView};
 use crate::history::{History, TestHistory};
 use crate::record::Record;

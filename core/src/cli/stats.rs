@@ -11,10 +11,8 @@ use super::run_tables::{
     crash_table, fixture_table, run_state, section, sorted_fixtures, sorted_tests, test_table,
     WithoutLists,
 };
-use super::table::{
-    clean, command_line, count, duration, join_fitted, local_time, plural, Cell, Column, Style,
-    Table,
-};
+use super::table::{Cell, Column, Style, Table};
+use super::text::{clean, command_line, count, duration, join_fitted, local_time, plural};
 use crate::aggregate::{CrashView, ExitView, FixtureStats, TestView};
 
 /// Rows per section of `stats` unless `--limit` says otherwise.

@@ -360,7 +360,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 let _ = writeln!(
                     cx.err,
                     "blackbox run: pytest died ({story}) with {} left; attempt {} of {}: {} {}",
-                    super::table::plural(attempt.left as u64, "test", "tests"),
+                    super::text::plural(attempt.left as u64, "test", "tests"),
                     restarts + 1,
                     max + 1,
                     command[0],
@@ -384,8 +384,8 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                                 cx.err,
                                 "blackbox run: {} covers the whole run ({} in {})",
                                 path.display(),
-                                super::table::plural(cases as u64, "test", "tests"),
-                                super::table::plural(attempts_runs as u64, "attempt", "attempts"),
+                                super::text::plural(cases as u64, "test", "tests"),
+                                super::text::plural(attempts_runs as u64, "attempt", "attempts"),
                             ),
                             Err(e) => writeln!(
                                 cx.err,

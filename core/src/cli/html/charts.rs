@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::super::table::{count, duration, plural, shorten_middle};
+use super::super::text::{count, duration, plural, shorten_middle};
 use super::markup::{esc, outcome_class, test_duration, value_text, LEGEND};
 use crate::aggregate::{signal_name, FixtureStats, RunView, TestView};
 

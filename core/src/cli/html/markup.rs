@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::super::table::duration;
+use super::super::text::duration;
 use crate::aggregate::TestView;
 
 /// The longest value text shown, in a tooltip or a table cell.

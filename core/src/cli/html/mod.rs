@@ -9,7 +9,7 @@ mod sections;
 
 use std::fmt::Write as _;
 
-use super::table::count;
+use super::text::count;
 use crate::aggregate::RunView;
 use crate::history::Strips;
 use assets::{SCRIPT, STYLE};

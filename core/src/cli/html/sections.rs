@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use super::super::table::{command_line, count, duration, local_time, plural};
+use super::super::text::{command_line, count, duration, local_time, plural};
 use super::markup::{esc, outcome_class, test_duration, value_text, LEGEND};
 use crate::aggregate::{signal_name, RunView, TestView};
 use crate::history::TestHistory;
