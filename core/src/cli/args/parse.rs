@@ -325,7 +325,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::help;
+    use super::super::help::help;
     use super::*;
 
     fn ok(args: &[&str]) -> Invocation {
