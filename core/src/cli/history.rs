@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::commands::Ctx;
-use super::table::{duration, local_time, plural, Cell, Column, Style, Table};
-use super::{Failure, EXIT_ERROR, EXIT_OK};
+use super::context::{Ctx, Failure, EXIT_ERROR, EXIT_OK};
+use super::table::{Cell, Column, Style, Table};
+use super::text::{duration, local_time, plural, strip};
 use crate::combine::combine as combine_store;
 use crate::history::{FoldOptions, History, RunRef};
 use crate::store::Store;
@@ -17,24 +17,6 @@ pub const DEFAULT_THRESHOLD: f64 = 1.5;
 
 fn history_of(cx: &Ctx<'_>) -> Result<History, Failure> {
     Ok(History::of_store(&cx.store()?)?)
-}
-
-/// One letter per outcome, newest first: P passed, F failed, E error, C crashed, T timeout,
-/// s skipped, `.` did not run, `?` anything else.
-pub fn strip<'a>(outcomes: impl IntoIterator<Item = Option<&'a str>>) -> String {
-    outcomes
-        .into_iter()
-        .map(|o| match o {
-            Some("passed") => 'P',
-            Some("failed") => 'F',
-            Some("error") => 'E',
-            Some("crashed") => 'C',
-            Some("timeout") => 'T',
-            Some("skipped") => 's',
-            None => '.',
-            Some(_) => '?',
-        })
-        .collect()
 }
 
 fn span(runs: &[RunRef]) -> String {

@@ -18,105 +18,32 @@
 //! ```
 
 mod args;
-mod commands;
+mod check;
+mod context;
+mod crash_text;
+mod dump;
 mod history;
 mod html;
+mod json;
 mod junit;
+mod lists;
+mod report;
+mod run_tables;
 mod show;
+mod stats;
 mod supervise;
 mod table;
+mod text;
 
 use std::ffi::{OsStr, OsString};
-use std::fmt;
-use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{self, Write};
 
-pub use args::{help, parse, ColorChoice, Command, Invocation, UsageError, OUTCOMES};
-pub use junit::Family;
-pub use table::{command_line, duration, shorten_middle, wrap, DEFAULT_WIDTH, MIN_WIDTH};
+use context::{Ctx, Failure};
 
-pub const EXIT_OK: i32 = 0;
-/// An error, or damage found by `check`.
-pub const EXIT_ERROR: i32 = 1;
-/// The command line does not parse.
-pub const EXIT_USAGE: i32 = 2;
-
-/// What the CLI needs to know about where it runs.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    /// Whether standard output is a terminal (colour is on only then, by default).
-    pub stdout_is_tty: bool,
-    /// `NO_COLOR` is set to something (<https://no-color.org>).
-    pub no_color: bool,
-    /// `BLACKBOX_DIR`: the store when `--dir` is not given.
-    pub blackbox_dir: Option<PathBuf>,
-    /// The width tables fit: `COLUMNS`, else the terminal's; unknown (a pipe): tables
-    /// are [`DEFAULT_WIDTH`] wide. `--wide` cuts nothing whatever this says.
-    pub columns: Option<usize>,
-    /// The current directory, where the search for the store starts (`None`: the
-    /// process's own).
-    pub cwd: Option<PathBuf>,
-}
-
-impl Env {
-    /// The environment of this process: stdout's terminal, `NO_COLOR`, `BLACKBOX_DIR`,
-    /// `COLUMNS` (as pytest and most tools read it: it wins over the terminal's size).
-    pub fn from_process() -> Env {
-        let stdout_is_tty = io::stdout().is_terminal();
-        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let columns = set("COLUMNS")
-            .and_then(|c| c.to_str().and_then(|c| c.trim().parse::<usize>().ok()))
-            .filter(|&c| c > 0)
-            .or_else(|| stdout_is_tty.then(terminal_columns).flatten());
-        Env {
-            stdout_is_tty,
-            no_color: set("NO_COLOR").is_some(),
-            blackbox_dir: set("BLACKBOX_DIR").map(PathBuf::from),
-            columns,
-            cwd: None,
-        }
-    }
-}
-
-fn terminal_columns() -> Option<usize> {
-    // SAFETY: TIOCGWINSZ fills the winsize we own; a failure leaves it zeroed.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: as above, on our own stdout descriptor.
-    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut ws) };
-    (rc == 0 && ws.ws_col > 0).then(|| usize::from(ws.ws_col))
-}
-
-/// Why a command did not complete.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Usage(UsageError),
-    /// One line for the user: what is wrong and what to do.
-    Error(String),
-    /// Writing the output failed (a closed pipe is not an error).
-    Output(io::Error),
-}
-
-impl From<crate::Error> for Failure {
-    fn from(e: crate::Error) -> Failure {
-        Failure::Error(e.to_string())
-    }
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Failure {
-        Failure::Output(e)
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Usage(u) => u.fmt(f),
-            Failure::Error(e) => f.write_str(e),
-            Failure::Output(e) => write!(f, "cannot write the output: {e}"),
-        }
-    }
-}
+pub use args::{help, parse, ColorChoice, Command, Family, Invocation, UsageError, OUTCOMES};
+pub use context::{Env, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+pub use table::{DEFAULT_WIDTH, MIN_WIDTH};
+pub use text::{command_line, duration, shorten_middle, wrap};
 
 /// Runs the command line `argv` (the arguments after the program name) and returns the
 /// exit status. Output goes to `out`, errors and warnings to `err`.
@@ -136,7 +63,7 @@ pub fn run<S: AsRef<OsStr>>(
         // `blackbox dump | head`: the reader has what it wanted.
         Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(f) => {
-            let line = table::clean(&f.to_string()).into_owned();
+            let line = text::clean(&f.to_string()).into_owned();
             let _ = writeln!(err, "blackbox: {line}");
             let _ = err.flush();
             match f {
@@ -162,7 +89,29 @@ fn execute(
             writeln!(out, "blackbox {}", env!("CARGO_PKG_VERSION"))?;
             Ok(EXIT_OK)
         }
-        _ => commands::dispatch(&mut commands::Ctx::new(inv, env, out, err)),
+        _ => dispatch(&mut Ctx::new(inv, env, out, err)),
+    }
+}
+
+/// The command `cx.inv` names, run by the module of its name.
+fn dispatch(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
+    match cx.inv.command {
+        Command::Stats => stats::stats(cx),
+        Command::Tests => lists::tests(cx),
+        Command::Fixtures => lists::fixtures(cx),
+        Command::Crashes => lists::crashes(cx),
+        Command::Dump => dump::dump(cx),
+        Command::Runs => lists::runs(cx),
+        Command::Check => check::check(cx),
+        Command::Report => report::report(cx),
+        Command::Show => show::show(cx),
+        Command::Flaky => history::flaky(cx),
+        Command::History => history::history(cx),
+        Command::Slower => history::slower(cx),
+        Command::Combine => history::combine(cx),
+        Command::Junit => junit::junit(cx),
+        Command::Run => supervise::run(cx),
+        Command::Help | Command::Version => unreachable!("handled before a store is opened"),
     }
 }
 

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::commands::Ctx;
+use super::args::Family;
+use super::context::{Ctx, Failure};
 use super::junit;
-use super::Failure;
 use crate::aggregate::{signal_name, RunView};
 use crate::store::Store;
 
@@ -159,7 +159,7 @@ pub(crate) fn junit_path(args: &[String]) -> Option<String> {
 }
 
 /// `-o junit_family=X` / `--override-ini=junit_family=X` among pytest's arguments.
-pub(crate) fn junit_family(args: &[String]) -> Option<junit::Family> {
+pub(crate) fn junit_family(args: &[String]) -> Option<Family> {
     let mut family = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -173,7 +173,7 @@ pub(crate) fn junit_family(args: &[String]) -> Option<junit::Family> {
         if let Some(f) = value
             .as_deref()
             .and_then(|v| v.strip_prefix("junit_family="))
-            .and_then(junit::Family::parse)
+            .and_then(Family::parse)
         {
             family = Some(f);
         }
@@ -360,7 +360,7 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                 let _ = writeln!(
                     cx.err,
                     "blackbox run: pytest died ({story}) with {} left; attempt {} of {}: {} {}",
-                    super::table::plural(attempt.left as u64, "test", "tests"),
+                    super::text::plural(attempt.left as u64, "test", "tests"),
                     restarts + 1,
                     max + 1,
                     command[0],
@@ -384,8 +384,8 @@ pub(crate) fn run(cx: &mut Ctx<'_>) -> Result<i32, Failure> {
                                 cx.err,
                                 "blackbox run: {} covers the whole run ({} in {})",
                                 path.display(),
-                                super::table::plural(cases as u64, "test", "tests"),
-                                super::table::plural(attempts_runs as u64, "attempt", "attempts"),
+                                super::text::plural(cases as u64, "test", "tests"),
+                                super::text::plural(attempts_runs as u64, "attempt", "attempts"),
                             ),
                             Err(e) => writeln!(
                                 cx.err,
@@ -475,15 +475,15 @@ mod tests {
         assert_eq!(junit_path(&a(&["--", "--junitxml=x"])), None);
         assert_eq!(
             junit_family(&a(&["-o", "junit_family=xunit1"])),
-            Some(junit::Family::Xunit1)
+            Some(Family::Xunit1)
         );
         assert_eq!(
             junit_family(&a(&["-ojunit_family=legacy"])),
-            Some(junit::Family::Xunit1)
+            Some(Family::Xunit1)
         );
         assert_eq!(
             junit_family(&a(&["--override-ini=junit_family=xunit2"])),
-            Some(junit::Family::Xunit2)
+            Some(Family::Xunit2)
         );
         assert_eq!(
             junit_family(&a(&["-o", "console_output_style=classic"])),
