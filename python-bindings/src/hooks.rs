@@ -117,6 +117,9 @@ pub(crate) struct PyTestHooks {
     skip: Py<PyAny>,
     /// Each fixture definition's [`FixtureName`], or `None` for one not timed.
     names: Py<PyDict>,
+    /// The running test and its nodeid, as `session` has them: read here by each phase
+    /// report, without two attribute lookups on the session.
+    current: Mutex<Option<(Py<PyAny>, Py<PyAny>)>>,
 }
 
 impl PyTestHooks {
@@ -128,7 +131,10 @@ impl PyTestHooks {
     ) -> PyResult<()> {
         let session = self.session.bind(py);
         session.setattr(intern!(py, "current_item"), item)?;
-        session.setattr(intern!(py, "current_nodeid"), nodeid)
+        session.setattr(intern!(py, "current_nodeid"), nodeid)?;
+        *lock(&self.current) =
+            (!item.is_none()).then(|| (item.clone().unbind(), nodeid.clone().unbind()));
+        Ok(())
     }
 
     /// The name and scope to record `fixturedef` under, or `None` when it is not timed.
@@ -184,6 +190,7 @@ impl PyTestHooks {
             seen_pid: std::sync::atomic::AtomicU32::new(std::process::id()),
             skip,
             names: PyDict::new(py).unbind(),
+            current: Mutex::new(None),
         }
     }
 
@@ -212,13 +219,13 @@ impl PyTestHooks {
         item: &Bound<'_, PyAny>,
         report: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let session = self.session.bind(py);
-        if !session.getattr(intern!(py, "current_item"))?.is(item) {
-            return Ok(());
-        }
         // The nodeid kept at the test's start (`report.nodeid` is a Python property on
         // pytest 9.2).
-        let nodeid = session.getattr(intern!(py, "current_nodeid"))?;
+        let nodeid = match &*lock(&self.current) {
+            Some((running, nodeid)) if running.bind(py).is(item) => nodeid.clone_ref(py),
+            _ => return Ok(()),
+        };
+        let nodeid = nodeid.into_bound(py);
         let when = report.getattr(intern!(py, "when"))?;
         let phase = match when.cast::<PyString>().ok().and_then(utf8_of) {
             Some("setup") => Phase::Setup,
