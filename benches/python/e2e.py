@@ -19,6 +19,11 @@ callgrind (every process and thread): an instruction count, which the machine's 
 not move (about 15 minutes on 2 cores; ``--no-instructions`` skips it).
 
     python benches/python/e2e.py [--reps N] [--tests N] [--only 'plain,-n 2'] [--no-instructions]
+        [--instructions-only] [--baseline DIR]
+
+``--instructions-only`` skips the timed runs; ``--baseline DIR`` also counts, in the same
+callgrind round and on the same store, the plugin of another build: DIR holds a copy of its
+``pytest_blackbox`` package (with its ``_native`` module), put first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -206,7 +211,13 @@ CONFIGS = [
 
 
 def count_instructions(
-    tmp: Path, suite: Path, tests: int, name: str, args: list[str], out: Report
+    tmp: Path,
+    suite: Path,
+    tests: int,
+    name: str,
+    args: list[str],
+    out: Report,
+    baseline: str | None = None,
 ) -> dict[str, int]:
     """pytest on the whole suite under callgrind, off and on (the two at once), every
     process of the run counted (xdist workers too) and each thread apart: instructions do
@@ -227,7 +238,8 @@ def count_instructions(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugins), env.get("PYTHONPATH")) if p)
     procs = {}
     errors: dict[str, str] = {}
-    for mode in ("off", "floor", "on"):
+    modes = ("off", "floor", "on") + (("baseline",) if baseline else ())
+    for mode in modes:
         store = template.with_name(f"{template.name}-{mode}")
         shutil.rmtree(store, ignore_errors=True)
         shutil.copytree(template, store)
@@ -237,14 +249,17 @@ def count_instructions(
         cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--trace-children=yes"]
         cmd += [f"--callgrind-out-file={cg_dir}/cg.%p", PYTHON, "-m", "pytest", "-q"]
         cmd += ["-p", "no:cacheprovider", *args]
-        if mode == "on":
+        if mode in ("on", "baseline"):
             cmd += ["--blackbox-dir", str(store)]
         else:
             cmd += ["-p", "no:blackbox"] + (["-p", "bench_hooks_floor"] if mode == "floor" else [])
+        mode_env = env
+        if mode == "baseline" and baseline:
+            mode_env = dict(env, PYTHONPATH=os.pathsep.join((baseline, env["PYTHONPATH"])))
         p = subprocess.Popen(
             [*cmd, str(suite)],
             cwd=tmp,
-            env=env,
+            env=mode_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -277,7 +292,7 @@ def count_instructions(
                 python_pids.add(pid)
             if f.name == f"cg.{p.pid}-01":
                 main = n
-            elif mode == "on" and f.name == f"cg.{p.pid}-02":
+            elif mode in ("on", "baseline") and f.name == f"cg.{p.pid}-02":
                 follow = n
                 continue
             total += n
@@ -308,6 +323,12 @@ def count_instructions(
         f"blackbox's own work beyond it {(counts['on'] / counts['floor'] - 1) * 100:+.1f}% "
         f"({(counts['on'] - counts['floor']) / tests / 1e3:.0f} k instructions a test)"
     )
+    if baseline:
+        was = (counts["baseline"] / counts["off"] - 1) * 100
+        out(
+            f"   the baseline build ({baseline}), same round: on {counts['baseline'] / 1e9:.3f} G: "
+            f"{was:+.1f}%; this build {(counts['on'] - counts['baseline']) / 1e6:+.0f} M against it"
+        )
     return counts
 
 
@@ -317,6 +338,8 @@ def run(
     out: Report | None = None,
     only: str = "",
     instructions: bool = True,
+    timed: bool = True,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """``reps`` timed pairs for plain and -n 2; --forked (slower per test) gets 3.
     ``only``: comma-separated configuration names (plain, -n 2, --forked)."""
@@ -331,6 +354,14 @@ def run(
             "small": generate(tmp / "suite_small", max(1, tests // 1000), 100),
         }
         results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        if not timed:
+            counted = {}
+            for name, args, which, _ in configs:
+                if name in ("plain", "-n 2"):
+                    counted[name] = count_instructions(
+                        tmp, suites[which], tests, name, args, out, baseline
+                    )
+            return {"instructions": counted}
         for name, args, which, ok_off in configs:
             store = tmp / f"store-{name.strip('-').replace(' ', '')}"
             suite = suites[which]
@@ -448,7 +479,9 @@ def run(
         if instructions and shutil.which("valgrind"):
             for name, args, which, _ in configs:
                 if name in ("plain", "-n 2"):
-                    counted[name] = count_instructions(tmp, suites[which], tests, name, args, out)
+                    counted[name] = count_instructions(
+                        tmp, suites[which], tests, name, args, out, baseline
+                    )
         for what, ok in targets.items():
             out(f"   target: {what}: {verdict(ok) if ok is not None else 'not resolved (noise)'}")
         return {"results": results, "targets": targets, "instructions": counted}
@@ -462,8 +495,22 @@ def main() -> None:
     ap.add_argument("--tests", type=int, default=5000)
     ap.add_argument("--only", default="", help="e.g. 'plain,-n 2' (default: all)")
     ap.add_argument("--no-instructions", action="store_true", help="skip the callgrind count")
+    ap.add_argument("--instructions-only", action="store_true", help="only the callgrind count")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="also count the plugin of another build: DIR holds a copy of its pytest_blackbox",
+    )
     a = ap.parse_args()
-    run(a.reps, a.tests, only=a.only, instructions=not a.no_instructions)
+    run(
+        a.reps,
+        a.tests,
+        only=a.only,
+        instructions=not a.no_instructions,
+        timed=not a.instructions_only,
+        baseline=a.baseline,
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@
 //! # Ok::<(), blackbox_core::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,6 +157,35 @@ struct TestRow {
     phases: Vec<(String, String, f64)>,
     /// The merged properties as one JSON object, in text.
     properties: String,
+}
+
+/// A [`TestRow`] borrowed from the view it is folded from: the same fields in the same
+/// order, so the same bytes (postcard writes a `&str` as a `String`, a slice of tuples as a
+/// `Vec` of them), without copying a string of the view.
+#[derive(Serialize)]
+struct TestRowRef<'a> {
+    seq: u32,
+    outcome: &'a str,
+    duration_s: f64,
+    worker: Option<&'a str>,
+    pid: Option<u32>,
+    crashed: bool,
+    signal: Option<i32>,
+    phases: PhasesRef<'a>,
+    properties: &'a str,
+}
+
+/// [`TestRow::phases`] as the view holds them.
+struct PhasesRef<'a>(&'a [crate::aggregate::PhaseView]);
+
+impl Serialize for PhasesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|p| (p.phase.as_str(), p.outcome.as_str(), p.duration_s)),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -623,10 +653,11 @@ fn cap_size(
     Ok(())
 }
 
-pub(crate) struct Rows {
+pub(crate) struct Rows<'a> {
     run_id: String,
     run: Vec<u8>,
-    tests: Vec<(String, Vec<u8>)>,
+    /// (nodeid, row), sorted by nodeid: redb takes keys in order with less work.
+    tests: Vec<(Cow<'a, str>, Vec<u8>)>,
     fixtures: Vec<(String, String, Vec<u8>)>,
     crashes: Vec<Vec<u8>>,
 }
@@ -635,8 +666,8 @@ fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(row).map_err(|e| Error::Encode(format!("history row: {e}")))
 }
 
-impl Rows {
-    fn encode(view: &RunView, shard: Option<String>) -> Result<Rows> {
+impl<'a> Rows<'a> {
+    fn encode(view: &'a RunView, shard: Option<String>) -> Result<Rows<'a>> {
         if !crate::store::is_run_id(&view.run.id) {
             return Err(Error::History(format!(
                 "{:?} is not a run id; nothing was folded",
@@ -645,33 +676,46 @@ impl Rows {
         }
         let mut counts = OutcomeCounts::default();
         let mut tests = Vec::with_capacity(view.tests.len());
+        // Each row is encoded into this buffer, then copied out at its size.
+        let mut scratch = Vec::new();
         // History keeps what ran: a test that never started has no outcome to compare.
         let ran = view.tests.iter().filter(|t| t.outcome != "not-run");
         for (seq, t) in ran.enumerate() {
             counts.add(&t.outcome);
-            let props = Json::Object(
-                t.properties
+            let props = if t.properties.is_empty() {
+                Cow::Borrowed("{}")
+            } else {
+                let props: serde_json::Map<String, Json> = t
+                    .properties
                     .iter()
                     .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
-            );
-            let row = TestRow {
+                    .collect();
+                Cow::Owned(Json::Object(props).to_string())
+            };
+            let row = TestRowRef {
                 seq: u32::try_from(seq).unwrap_or(u32::MAX),
-                outcome: t.outcome.clone(),
+                outcome: &t.outcome,
                 duration_s: t.duration_s,
-                worker: t.worker.clone(),
+                worker: t.worker.as_deref(),
                 pid: t.pid,
                 crashed: t.crashed,
                 signal: t.signal,
-                phases: t
-                    .phases
-                    .iter()
-                    .map(|p| (p.phase.as_str().to_owned(), p.outcome.clone(), p.duration_s))
-                    .collect(),
-                properties: props.to_string(),
+                phases: PhasesRef(&t.phases),
+                properties: &props,
             };
-            tests.push((t.nodeid.clone(), encode(&row)?));
+            scratch.clear();
+            scratch = postcard::to_extend(&row, scratch)
+                .map_err(|e| Error::Encode(format!("history row: {e}")))?;
+            tests.push((
+                Cow::Borrowed(t.nodeid.as_str()),
+                scratch.as_slice().to_vec(),
+            ));
         }
+        // A view lists its tests in start order; a nodeid that ran twice (an attempt of a
+        // resumed run) keeps its last row, as inserting them in start order did.
+        tests.reverse();
+        tests.sort_by(|a, b| a.0.cmp(&b.0));
+        tests.dedup_by(|later, first| later.0 == first.0);
         let mut fixtures = Vec::with_capacity(view.fixtures.len() + view.timed.len());
         for f in view.fixtures.iter().chain(&view.timed) {
             let row = FixtureRow {
@@ -947,7 +991,7 @@ fn fold_into(b: &mut Batches<'_>, rows: Option<&Rows>, keep: usize) -> Result<()
         }};
     }
     if let (true, Some(rows)) = (b.stats.kept, rows) {
-        insert_all!(TESTS, &rows.tests, _i, (nodeid, v) => ((run_id, nodeid.as_str()), v.as_slice()));
+        insert_all!(TESTS, &rows.tests, _i, (nodeid, v) => ((run_id, nodeid.as_ref()), v.as_slice()));
         insert_all!(FIXTURES, &rows.fixtures, _i, (name, scope, v) => ((run_id, name.as_str(), scope.as_str()), v.as_slice()));
         insert_all!(CRASHES, &rows.crashes, i, v => ((run_id, u32::try_from(i).unwrap_or(u32::MAX)), v.as_slice()));
     }
@@ -1566,29 +1610,90 @@ impl History {
     }
 
     /// How many tests of `current` (a run not yet folded) are flaky over it and the newest
-    /// `k - 1` runs in history, and over how many runs that is. For the terminal summary.
+    /// `k - 1` runs in history, and over how many runs that is. For the terminal summary,
+    /// at the end of every session: it reads only what can make a test flaky. A test that
+    /// passed now is flaky if it failed in an earlier run, and only the runs whose counts
+    /// show a failure are read for that; one that did not pass now needs a pass, looked up
+    /// by its key in each run (or found in the same read of a run with failures).
     pub fn flaky_in(&self, current: &RunView, k: usize) -> Result<(usize, usize)> {
-        let w = self.read(|txn| {
-            Window::read(
-                &self.path,
-                txn,
-                k.saturating_sub(1),
-                Some(&current.run.id),
-                None,
-            )
-        })?;
-        let mut flaky = 0;
-        for t in &current.tests {
-            let (mut passed, mut failed) = (t.outcome == "passed", is_failure(&t.outcome));
-            if let Some(slots) = w.tests.get(&t.nodeid) {
-                for (o, _) in slots.iter().flatten() {
-                    passed |= w.outcomes[usize::from(*o)] == "passed";
-                    failed |= is_failure(&w.outcomes[usize::from(*o)]);
+        let path = self.path.as_path();
+        let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
+        let head = |bytes: &[u8]| -> Result<(bool, bool)> {
+            let head: TestHead<'_> = postcard::from_bytes(bytes)
+                .map_err(|e| damaged(path, &format!("undecodable tests row: {e}")))?;
+            Ok((head.outcome == "passed", is_failure(head.outcome)))
+        };
+        // The tests of `current` that did not pass: they need a pass in the window.
+        let unpassed: HashSet<&str> = current
+            .tests
+            .iter()
+            .filter(|t| t.outcome != "passed")
+            .map(|t| t.nodeid.as_str())
+            .collect();
+        let (window, passed_before, failed_before) = self.read(|txn| {
+            let mut window: Vec<OutcomeCounts> = Vec::new();
+            let mut passed_before: HashSet<String> = HashSet::new();
+            let mut failed_before: HashSet<String> = HashSet::new();
+            let (Some(runs), Some(tests)) =
+                (read_table(path, txn, RUNS)?, read_table(path, txn, TESTS)?)
+            else {
+                return Ok((window, passed_before, failed_before));
+            };
+            let mut ids = Vec::new();
+            for entry in runs.range::<&str>(..).map_err(rd)?.rev() {
+                if ids.len() >= k.saturating_sub(1) {
+                    break;
+                }
+                let (key, v) = entry.map_err(rd)?;
+                if key.value() != current.run.id {
+                    ids.push(key.value().to_owned());
+                    window.push(decode_run(path, v.value())?.0.counts);
                 }
             }
-            flaky += usize::from(passed && failed);
-        }
-        Ok((flaky, w.runs.len() + 1))
+            for (id, counts) in ids.iter().zip(&window) {
+                let failures = counts.failed + counts.errors + counts.crashed + counts.other;
+                // Looking each unpassed test up costs more than reading a run of few tests.
+                let scan = failures > 0 || unpassed.len().saturating_mul(8) > counts.tests as usize;
+                if scan {
+                    let upper = after(id);
+                    for entry in tests
+                        .range((id.as_str(), "")..(upper.as_str(), ""))
+                        .map_err(rd)?
+                    {
+                        let (key, v) = entry.map_err(rd)?;
+                        let (passed, failed) = head(v.value())?;
+                        let nodeid = key.value().1;
+                        if failed && !failed_before.contains(nodeid) {
+                            failed_before.insert(nodeid.to_owned());
+                        }
+                        if passed && unpassed.contains(nodeid) && !passed_before.contains(nodeid) {
+                            passed_before.insert(nodeid.to_owned());
+                        }
+                    }
+                } else if counts.passed > 0 {
+                    for nodeid in &unpassed {
+                        if passed_before.contains(*nodeid) {
+                            continue;
+                        }
+                        if let Some(v) = tests.get((id.as_str(), *nodeid)).map_err(rd)? {
+                            if head(v.value())?.0 {
+                                passed_before.insert((*nodeid).to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+            Ok((window, passed_before, failed_before))
+        })?;
+        let flaky = current
+            .tests
+            .iter()
+            .filter(|t| {
+                let passed = t.outcome == "passed" || passed_before.contains(&t.nodeid);
+                passed && (is_failure(&t.outcome) || failed_before.contains(&t.nodeid))
+            })
+            .count();
+        Ok((flaky, window.len() + 1))
     }
 
     /// `nodeid` in each of the newest `k` runs, newest first: the whole row where it ran,
@@ -2212,10 +2317,15 @@ fn encode_run(row: &RunRow, tail: &RunTail) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-impl Rows {
+impl Rows<'_> {
     /// The rows of run `run_id` as history file `path` holds them, its shard set to `shard`
     /// unless it has one already (for `blackbox combine`).
-    fn read(path: &Path, txn: &redb::ReadTransaction, run_id: &str, shard: &str) -> Result<Rows> {
+    fn read(
+        path: &Path,
+        txn: &redb::ReadTransaction,
+        run_id: &str,
+        shard: &str,
+    ) -> Result<Rows<'static>> {
         let rd = |e: redb::StorageError| redb_error(path, "reading", e.into());
         let upper = after(run_id);
         let runs = read_table(path, txn, RUNS)?;
@@ -2245,7 +2355,7 @@ impl Rows {
                 let (k, v) = e.map_err(rd)?;
                 let _: TestRow = decode(path, "tests", v.value())?;
                 rows.tests
-                    .push((k.value().1.to_owned(), v.value().to_vec()));
+                    .push((Cow::Owned(k.value().1.to_owned()), v.value().to_vec()));
             }
         }
         if let Some(t) = read_table(path, txn, FIXTURES)? {

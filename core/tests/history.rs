@@ -1121,3 +1121,95 @@ fn runs_the_run_count_pruned_are_not_folded_again() {
         .unwrap()
         .is_empty());
 }
+
+/// Writes a run whose test `i` ends with `outcomes[i]` (in its call phase).
+fn write_outcomes(store: &Store, id: &str, outcomes: &[&str]) {
+    let mut rec = Recorder::new(
+        store.run_path(id).unwrap(),
+        Role::Main,
+        None,
+        Durability::Process,
+    );
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let id = nodeid(i);
+        rec.start_test(&id).unwrap();
+        rec.record(&phase(&id, Phase::Setup, "passed", 0.1))
+            .unwrap();
+        rec.record(&phase(&id, Phase::Call, outcome, 0.2)).unwrap();
+        rec.record(&phase(&id, Phase::Teardown, "passed", 0.1))
+            .unwrap();
+        rec.end_test(&id).unwrap();
+    }
+    rec.record(&Record::RunEnd {
+        exit_status: 0,
+        wall_ns: blackbox_core::now_wall_ns(),
+    })
+    .unwrap();
+    rec.close().unwrap();
+}
+
+/// The terminal summary's flaky note counts what a test's outcomes over the window say,
+/// however it reads them: runs without a failure (a pass looked up by key for the tests
+/// that did not pass now) and runs with one (read whole), failures older than the window
+/// left out.
+#[test]
+fn the_flaky_note_counts_each_test_over_the_window() {
+    let dir = TempDir::new("flaky-note");
+    let store = Store::create(&dir.0).unwrap();
+    let n = 40;
+    // (test, outcome) where a run is not all passes; oldest run first, the last not folded.
+    let runs: [&[(usize, &str)]; 7] = [
+        &[(1, "failed")],                                // out of the window
+        &[(2, "failed")],                                // out of the window
+        &[],                                             // no failure
+        &[(5, "failed"), (6, "skipped")],                // a failure
+        &[(7, "skipped")],                               // no failure
+        &[],                                             // no failure
+        &[(3, "failed"), (6, "skipped"), (7, "failed")], // this run
+    ];
+    let k = 5;
+    let mut matrix = Vec::new();
+    for changes in runs {
+        let mut outcomes = vec!["passed"; n];
+        for &(i, o) in changes {
+            outcomes[i] = o;
+        }
+        let id = store.new_run().unwrap();
+        write_outcomes(&store, &id, &outcomes);
+        matrix.push((id, outcomes));
+    }
+    let (current, rest) = matrix.split_last().unwrap();
+    for (id, _) in rest {
+        fold_run(&store, id, &quiet()).unwrap();
+    }
+    let window = &matrix[matrix.len() - k..];
+    let flaky: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let seen = |o: &str| window.iter().any(|(_, outcomes)| outcomes[i] == o);
+            seen("passed") && seen("failed")
+        })
+        .collect();
+    assert_eq!(flaky, [3, 5, 7]); // test 1 and 2 failed before the window, 6 never failed
+    let view = store.view(&current.0).unwrap();
+    let note = blackbox_core::flaky_note(&store, &view, k).unwrap();
+    assert_eq!(
+        note.as_deref(),
+        Some(
+            format!(
+                "3 flaky over the last {k} runs: blackbox flaky --dir {}",
+                dir.0.display()
+            )
+            .as_str()
+        )
+    );
+    // A run of only passes: none is flaky, whatever failed before.
+    let id = store.new_run().unwrap();
+    write_outcomes(&store, &id, &vec!["passed"; n]);
+    let view = store.view(&id).unwrap();
+    assert_eq!(blackbox_core::flaky_note(&store, &view, 3).unwrap(), None);
+    let note = blackbox_core::flaky_note(&store, &view, k).unwrap();
+    assert!(
+        note.unwrap().starts_with("1 flaky over the last 5 runs"),
+        "test 5 failed in the window"
+    );
+}

@@ -29,8 +29,7 @@ use crate::recorder::PyRecorder;
 #[pyclass(module = "pytest_blackbox._native", name = "FixtureTimer", frozen)]
 pub(crate) struct PyFixtureTimer {
     recorder: Py<PyRecorder>,
-    name: String,
-    scope: String,
+    name: Py<FixtureName>,
     /// When the setup or the teardown being timed started, and how often the timer was
     /// called as a finalizer.
     state: Mutex<(Option<std::time::Instant>, u8)>,
@@ -42,12 +41,13 @@ impl PyFixtureTimer {
             return;
         };
         let duration_s = t0.elapsed().as_secs_f64();
+        let name = self.name.get();
         let done = {
             let mut r = lock(&self.recorder.get().inner);
             let test = r.current_test().map(str::to_owned);
             r.record(&Record::Fixture {
-                name: self.name.clone(),
-                scope: self.scope.clone(),
+                name: name.name.clone(),
+                scope: name.scope.clone(),
                 setup,
                 test,
                 duration_s,
@@ -87,6 +87,14 @@ impl PyFixtureTimer {
     }
 }
 
+/// A fixture definition's name and scope as its records name it, read once per
+/// definition (`FixtureDef.scope` is a Python property).
+#[pyclass(module = "pytest_blackbox._native", name = "FixtureName", frozen)]
+pub(crate) struct FixtureName {
+    name: String,
+    scope: String,
+}
+
 /// What one pytest session records of the tests this process runs: their start and their
 /// phase reports, into `recorder`, with the running test kept in `session`
 /// (`current_item`, `current_nodeid`, for `record()`); and its fixtures' times. The
@@ -107,9 +115,11 @@ pub(crate) struct PyTestHooks {
     /// `skip(func)`: whether not to time the fixture function `func` (asked once per
     /// fixture definition).
     skip: Py<PyAny>,
-    /// Each fixture definition's scope name (`FixtureDef.scope` is a Python property), or
-    /// `None` for one not timed.
-    scopes: Py<PyDict>,
+    /// Each fixture definition's [`FixtureName`], or `None` for one not timed.
+    names: Py<PyDict>,
+    /// The running test and its nodeid, as `session` has them: read here by each phase
+    /// report, without two attribute lookups on the session.
+    current: Mutex<Option<(Py<PyAny>, Py<PyAny>)>>,
 }
 
 impl PyTestHooks {
@@ -121,28 +131,41 @@ impl PyTestHooks {
     ) -> PyResult<()> {
         let session = self.session.bind(py);
         session.setattr(intern!(py, "current_item"), item)?;
-        session.setattr(intern!(py, "current_nodeid"), nodeid)
+        session.setattr(intern!(py, "current_nodeid"), nodeid)?;
+        *lock(&self.current) =
+            (!item.is_none()).then(|| (item.clone().unbind(), nodeid.clone().unbind()));
+        Ok(())
     }
 
-    /// The scope to record `fixturedef` under, or `None` when it is not timed.
-    fn fixture_scope<'py>(
+    /// The name and scope to record `fixturedef` under, or `None` when it is not timed.
+    fn fixture_name<'py>(
         &self,
         py: Python<'py>,
         fixturedef: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let scopes = self.scopes.bind(py);
-        if let Some(scope) = scopes.get_item(fixturedef)? {
-            return Ok((!scope.is_none()).then_some(scope));
+    ) -> PyResult<Option<Bound<'py, FixtureName>>> {
+        let names = self.names.bind(py);
+        if let Some(name) = names.get_item(fixturedef)? {
+            return Ok(name.cast_into::<FixtureName>().ok());
         }
         let func = fixturedef.getattr(intern!(py, "func"))?;
-        let skipped = self.skip.bind(py).call1((&func,))?.is_truthy()?;
-        let scope = if skipped {
-            py.None().into_bound(py)
+        let name = if self.skip.bind(py).call1((&func,))?.is_truthy()? {
+            None
         } else {
-            fixturedef.getattr(intern!(py, "scope"))?
+            let argname = fixturedef.getattr(intern!(py, "argname"))?;
+            let scope = fixturedef.getattr(intern!(py, "scope"))?;
+            Some(Bound::new(
+                py,
+                FixtureName {
+                    name: nodeid_of(argname.cast::<PyString>()?),
+                    scope: nodeid_of(scope.cast::<PyString>()?),
+                },
+            )?)
         };
-        scopes.set_item(fixturedef, &scope)?;
-        Ok((!scope.is_none()).then_some(scope))
+        match &name {
+            Some(n) => names.set_item(fixturedef, n)?,
+            None => names.set_item(fixturedef, py.None())?,
+        }
+        Ok(name)
     }
 }
 
@@ -166,7 +189,8 @@ impl PyTestHooks {
             session_pid,
             seen_pid: std::sync::atomic::AtomicU32::new(std::process::id()),
             skip,
-            scopes: PyDict::new(py).unbind(),
+            names: PyDict::new(py).unbind(),
+            current: Mutex::new(None),
         }
     }
 
@@ -195,13 +219,13 @@ impl PyTestHooks {
         item: &Bound<'_, PyAny>,
         report: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let session = self.session.bind(py);
-        if !session.getattr(intern!(py, "current_item"))?.is(item) {
-            return Ok(());
-        }
         // The nodeid kept at the test's start (`report.nodeid` is a Python property on
         // pytest 9.2).
-        let nodeid = session.getattr(intern!(py, "current_nodeid"))?;
+        let nodeid = match &*lock(&self.current) {
+            Some((running, nodeid)) if running.bind(py).is(item) => nodeid.clone_ref(py),
+            _ => return Ok(()),
+        };
+        let nodeid = nodeid.into_bound(py);
         let when = report.getattr(intern!(py, "when"))?;
         let phase = match when.cast::<PyString>().ok().and_then(utf8_of) {
             Some("setup") => Phase::Setup,
@@ -270,16 +294,14 @@ impl PyTestHooks {
         py: Python<'py>,
         fixturedef: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyFixtureTimer>>> {
-        let Some(scope) = self.fixture_scope(py, fixturedef)? else {
+        let Some(name) = self.fixture_name(py, fixturedef)? else {
             return Ok(None);
         };
-        let name = fixturedef.getattr(intern!(py, "argname"))?;
         let timer = Bound::new(
             py,
             PyFixtureTimer {
                 recorder: self.recorder.clone_ref(py),
-                name: nodeid_of(name.cast::<PyString>()?),
-                scope: nodeid_of(scope.cast::<PyString>()?),
+                name: name.unbind(),
                 state: Mutex::new((Some(std::time::Instant::now()), 0)),
             },
         )?;

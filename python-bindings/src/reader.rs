@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use blackbox_core::{Aggregate, Follower, Store};
+use blackbox_core::{Aggregate, Follower, RunView, SegmentStatus, Store};
 use blackbox_core::{Record, Role};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -18,6 +18,29 @@ use crate::view::{gc_paused, json_to_py, value_to_py, view_to_py, PyRunView};
 pub(crate) struct ReaderState {
     follower: Follower,
     agg: Aggregate,
+    /// The last view built, with the records read and the segments' state it was built
+    /// from: handed out again while neither changed (the end of a session asks for the
+    /// run's brief, then for its flaky note, with nothing recorded in between).
+    last: Option<(u64, Vec<SegmentStatus>, Arc<RunView>)>,
+}
+
+/// Whether two readings of a run's segments are the same state.
+fn same_segments(a: &[SegmentStatus], b: &[SegmentStatus]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.path == y.path
+                && x.pid == y.pid
+                && x.role == y.role
+                && x.worker == y.worker
+                && x.ppid == y.ppid
+                && x.alive == y.alive
+                && x.closed_cleanly == y.closed_cleanly
+                && x.created_wall_ns == y.created_wall_ns
+                && x.crash == y.crash
+                && x.current_test == y.current_test
+                && x.committed == y.committed
+                && x.damage == y.damage
+        })
 }
 
 impl ReaderState {
@@ -26,9 +49,27 @@ impl ReaderState {
         self.follower.poll_into(&mut self.agg);
     }
 
-    /// Polls, then the aggregate view of the run as it stands.
-    fn view(&mut self) -> blackbox_core::RunView {
-        self.follower.view(&mut self.agg)
+    /// Polls, then the aggregate view of the run as it stands: the last one built when no
+    /// record came and no segment changed since.
+    fn view(&mut self) -> Arc<RunView> {
+        self.poll();
+        let segments = self.follower.statuses();
+        let records = self.agg.records();
+        if let Some((r, s, view)) = &self.last {
+            if *r == records && same_segments(s, &segments) {
+                return Arc::clone(view);
+            }
+        }
+        let view = Arc::new(self.agg.view(self.follower.id(), &segments));
+        self.last = Some((records, segments, Arc::clone(&view)));
+        view
+    }
+
+    /// [`view`](Self::view), owned: taken out of the cache (the caller keeps it).
+    fn view_owned(&mut self) -> RunView {
+        let view = self.view();
+        self.last = None;
+        Arc::unwrap_or_clone(view)
     }
 }
 
@@ -157,6 +198,7 @@ impl PyRunReader {
             inner: Arc::new(Mutex::new(ReaderState {
                 follower: Follower::new(&id, &run_dir),
                 agg: Aggregate::default(),
+                last: None,
             })),
             id,
             dir: run_dir,
@@ -246,7 +288,7 @@ impl PyRunReader {
     /// by part when asked (`Run` reads a store this way).
     fn read(&self, py: Python<'_>) -> PyResult<PyRunView> {
         self.usable(py)?;
-        Ok(py.detach(|| PyRunView::new(lock(&self.inner).view())))
+        Ok(py.detach(|| PyRunView::new(lock(&self.inner).view_owned())))
     }
 
     /// The run in brief, after a poll: what `view()` gives, less the list of tests (their

@@ -8,6 +8,7 @@ its own run, and the outer one resumes when it ends.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +197,38 @@ def append_user_property(item: Any, key: str, value: Any) -> None:
     values = [value] if i is None else [*index.props[i][1], value]
     index.put(len(index.props) if i is None else i, key, values)
     index.ours[key] = values
+
+
+def closest_markers(
+    items: Iterable[pytest.Item], name: str
+) -> Iterator[tuple[pytest.Item, pytest.Mark]]:
+    """Each item that has a ``name`` marker, with the one ``item.get_closest_marker(name)``
+    gives (its own first, then its parents' up to the session), reading each node's
+    ``own_markers`` once: the items of one module share its parents, where
+    ``get_closest_marker`` walks them again for every item."""
+    inherited: dict[int, pytest.Mark | None] = {}
+
+    def own(node: Any) -> pytest.Mark | None:
+        for mark in node.own_markers:
+            if getattr(mark, "name", None) == name:
+                return mark  # type: ignore[no-any-return]
+        return None
+
+    def above(node: Any) -> pytest.Mark | None:
+        if node is None:
+            return None
+        key = id(node)  # the items hold their parents: no id is reused while we look
+        if key not in inherited:
+            mark = own(node)
+            inherited[key] = mark if mark is not None else above(node.parent)
+        return inherited[key]
+
+    for item in items:
+        mark = own(item)
+        if mark is None:
+            mark = above(item.parent)
+        if mark is not None:
+            yield item, mark
 
 
 # The native record() and append() find the sessions through what is handed over here, once.

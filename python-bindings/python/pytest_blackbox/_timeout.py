@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _native, _settings
+from . import _native, _runtime, _settings
 
 if TYPE_CHECKING:
     from .plugin import BlackboxPlugin
@@ -129,10 +129,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if limits is None or plugin is None:
         return
     per_test = {}
-    for item in items:
-        marker = item.get_closest_marker(MARKER)
-        if marker is None:
-            continue
+    for item, marker in _runtime.closest_markers(items, MARKER):
         if len(marker.args) != 1 or marker.kwargs:
             raise pytest.UsageError(
                 f"{item.nodeid}: use @pytest.mark.{MARKER}(seconds), one number"

@@ -1157,7 +1157,7 @@ class _TestRecording:
         if not config.pluginmanager.has_plugin("pytest_forked"):
             return
         forked = bool(config.getoption("forked", False)) or any(
-            item.get_closest_marker("forked") for item in session.items
+            True for _ in _runtime.closest_markers(session.items, "forked")
         )
         plugin = config.stash.get(PLUGIN_KEY, None)
         if (
