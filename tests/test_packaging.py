@@ -213,3 +213,19 @@ def test_the_demo_runs_and_shows_its_crashes(tmp_path: Path) -> None:
         text = (tmp_path / xml).read_text()
         assert '<property name="reason" value="inventory does not add up"' in text
     assert "<property name='reading' value='a C string at address 0'/>" in out
+
+
+def test_rust_imports_nothing_of_the_package() -> None:
+    """The binding is handed what it needs (the error classes, the runtime's sessions, the
+    TestInfo class): no module of python-bindings/src imports ``pytest_blackbox``, an
+    import cycle that no import line of the package would show (issue 12)."""
+    import re
+
+    src = ROOT / "python-bindings" / "src"
+    pattern = re.compile(r"\bimport\s*\([^)]*\"pytest_blackbox", re.S)
+    found = [
+        f"{path.name}: {m.group(0)!r}"
+        for path in sorted(src.glob("*.rs"))
+        for m in pattern.finditer(path.read_text())
+    ]
+    assert found == []

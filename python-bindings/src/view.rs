@@ -309,8 +309,10 @@ impl PyRunView {
         view_dict(py, &self.data.view, None, false)
     }
 
-    /// Each test as a `_native.TestInfo` (`PyTest`), in the view's order.
-    fn tests<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// Each test as a `_native.TestInfo` (`PyTest`), in the view's order; `cls` is the
+    /// dataclass they stand for (`store.TestInfo`).
+    fn tests<'py>(&self, py: Python<'py>, cls: Bound<'py, PyType>) -> PyResult<Bound<'py, PyList>> {
+        TEST_INFO_CLASS.get_or_init(py, || cls.unbind());
         PyTest::dataclass_fields(py)?;
         let out = PyList::empty(py);
         for i in 0..self.data.view.tests.len() {
@@ -367,10 +369,18 @@ pub(crate) struct PyTest {
     nodeid: PyOnceLock<Py<PyString>>,
 }
 
-/// `pytest_blackbox.store.TestInfo`, the dataclass a `PyTest` stands for.
+/// `pytest_blackbox.store.TestInfo`, the dataclass a `PyTest` stands for: handed over by
+/// the first `RunView.tests(cls)` (Rust imports nothing of the package).
+static TEST_INFO_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
 fn test_info_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    CLASS.import(py, "pytest_blackbox.store", "TestInfo")
+    TEST_INFO_CLASS.get(py).map(|c| c.bind(py)).ok_or_else(|| {
+        crate::errors::raise(
+            py,
+            crate::errors::Class::Base,
+            "RunView.tests(cls) was never given the TestInfo class (a bug)".to_string(),
+        )
+    })
 }
 
 impl PyTest {

@@ -287,7 +287,7 @@ class RunView:
     def summary(self) -> dict[str, Any]:
         """:meth:`RunReader.view` without ``tests``."""
 
-    def tests(self) -> list[Any]:
+    def tests(self, cls: type) -> list[Any]:
         """Each test, in the view's order, as a ``TestInfo`` kept native: its ``__class__``
         is ``store.TestInfo`` (``isinstance``, ``dataclasses``, ``==``, ``repr``, copy and
         pickle answer as for the dataclass) and each field is converted from the view when

@@ -226,7 +226,7 @@ class Summary:
         hundreds of thousands)."""
         if self._tests is None:
             if self._native is not None:
-                self._tests = _TestList(self._native.tests())
+                self._tests = _TestList(self._native.tests(TestInfo))
                 return self._tests
             # As RunReader.view(): new objects that cannot form cycles; collections run
             # over them would cost a fifth of the build.
