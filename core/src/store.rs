@@ -167,7 +167,7 @@ impl Store {
 
     /// `latest` as one logical run with the attempts it resumes (`--blackbox-resume`,
     /// [`crate::RunMeta::resumes`]), followed back while their folders are kept: see
-    /// `merge_attempts` (aggregate.rs). A run that resumes nothing comes back as it is.
+    /// `merge_attempts` (aggregate/merge.rs). A run that resumes nothing comes back as it is.
     pub fn with_earlier_attempts(&self, latest: RunView) -> RunView {
         let earlier = self.earlier_attempts(&latest, |id| self.view(id).ok().map(|v| (v, ())));
         crate::aggregate::merge_attempts(latest, earlier.into_iter().map(|(v, ())| v).collect())
