@@ -72,7 +72,7 @@ pub struct HistoryTest {
     pub properties: Json,
 }
 
-/// One test's outcome in one run of [`History::test_history`].
+/// One test's outcome in one run of [`History::test_history`](super::History::test_history).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrendPoint {
     pub run_id: String,

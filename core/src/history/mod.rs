@@ -1,9 +1,10 @@
 //! `history.redb`: finished runs folded into one durable database, for trends across runs.
 //!
 //! At the end of a session the controller calls [`fold_run`] (or [`fold_view`] when it
-//! already holds the run's [`RunView`]); the CLI and the Python package read it back with
-//! [`History`]. The run folders stay the source of truth: the history is a digest of them
-//! that outlives their pruning, and it can always be rebuilt by folding runs again.
+//! already holds the run's [`RunView`](crate::RunView)); the CLI and the Python package
+//! read it back with [`History`]. The run folders stay the source of truth: the history is
+//! a digest of them that outlives their pruning, and it can always be rebuilt by folding
+//! runs again.
 //!
 //! Where things are: [`layout`] has the tables and the encoding of their rows, [`fold`] the
 //! folding rules (batches, pruning, the size cap) and [`rows`] one run's rows ready to write;
