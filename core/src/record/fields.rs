@@ -167,7 +167,7 @@ impl Field {
     }
 }
 
-impl<'de> IntoDeserializer<'de, Error> for Field {
+impl IntoDeserializer<'_, Error> for Field {
     type Deserializer = Self;
     fn into_deserializer(self) -> Self {
         self
@@ -214,7 +214,7 @@ impl<'de> de::Deserializer<'de> for Field {
 /// A [`Value`] as serde's data model; a field of type [`Value`] takes it whole.
 struct ValueDe(Value);
 
-impl<'de> IntoDeserializer<'de, Error> for ValueDe {
+impl IntoDeserializer<'_, Error> for ValueDe {
     type Deserializer = Self;
     fn into_deserializer(self) -> Self {
         self
@@ -293,17 +293,15 @@ impl<'de> de::Deserializer<'de> for ValueDe {
             return Err(de::Error::invalid_type(unexpected(&self.0), &visitor));
         };
         let folded: String = s.chars().filter(|&c| c != '_').collect();
-        match variants.iter().find(|v| v.eq_ignore_ascii_case(&folded)) {
-            Some(v) => visitor.visit_enum((*v).into_deserializer()),
-            None => {
-                let names: Vec<String> = variants.iter().map(|v| v.to_lowercase()).collect();
-                Err(de::Error::custom(format_args!(
-                    "unknown {} {s:?}: use one of {}",
-                    name.to_lowercase(),
-                    names.join(", ")
-                )))
-            }
+        if let Some(v) = variants.iter().find(|v| v.eq_ignore_ascii_case(&folded)) {
+            return visitor.visit_enum((*v).into_deserializer());
         }
+        let names: Vec<String> = variants.iter().map(|v| v.to_lowercase()).collect();
+        Err(de::Error::custom(format_args!(
+            "unknown {} {s:?}: use one of {}",
+            name.to_lowercase(),
+            names.join(", ")
+        )))
     }
 
     serde::forward_to_deserialize_any! {
@@ -703,8 +701,14 @@ mod tests {
                 ("mono_ns".into(), Value::Int(3)),
             ],
         );
-        assert!(
-            matches!(rec, Ok(Record::Timed { duration_s, test: None, .. }) if duration_s == 2.0)
+        assert_eq!(
+            rec,
+            Ok(Record::Timed {
+                name: "f".into(),
+                test: None,
+                duration_s: 2.0,
+                mono_ns: 3,
+            })
         );
     }
 }
