@@ -60,7 +60,7 @@ pub use history::{
 };
 pub use locate::{find_store, Found};
 pub use private::create_file;
-pub use record::{Phase, Record, RecordKind, Role, Value, ValueKind};
+pub use record::{FieldsError, Phase, Record, RecordKind, Role, Value, ValueKind};
 pub use recorder::Recorder;
 pub use segment::{
     install_crash_handler, is_segment_name, mark_crash, process_id, set_crash_echo, CrashMark,

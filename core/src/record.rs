@@ -16,6 +16,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod fields;
+pub use fields::FieldsError;
+
 /// Declares the kind enum of a serde enum: one variant per variant of `$Enum`, whose
 /// discriminant is its tag on the wire (postcard's variant index: the declaration order of
 /// `$Enum`), with its name, the list of all kinds and the kind of a value. The tests hold
@@ -251,7 +254,11 @@ impl Role {
 /// One logical event. Times are nanoseconds: `*_ns` on the machine-wide monotonic clock
 /// (`CLOCK_MONOTONIC`, comparable between processes of one boot) unless named `wall_ns`
 /// (Unix epoch).
+///
+/// A field name a variant does not have is refused when the fields come by name
+/// ([`Record::from_fields`]); postcard, which has no names, is not affected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Record {
     /// First record of every segment: who wrote it.
     Process {

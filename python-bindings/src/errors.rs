@@ -29,6 +29,8 @@ pub(crate) enum Class {
     Refused,
     Transaction,
     InvalidKey,
+    /// `Recorder.write` was given an unknown kind, or fields that kind does not have.
+    InvalidRecord,
     /// The system refused what the recorder needs (a signal handler, a thread).
     System,
 }
@@ -47,6 +49,7 @@ impl Class {
             Class::Refused => "StoreRefusedError",
             Class::Transaction => "TransactionError",
             Class::InvalidKey => "InvalidKeyError",
+            Class::InvalidRecord => "InvalidRecordError",
             Class::System => "SystemResourceError",
         }
     }
@@ -54,7 +57,7 @@ impl Class {
 
 /// The classes `register_errors` was given, in `Class` order, and the warning class.
 struct Registered {
-    classes: [Py<PyAny>; 10],
+    classes: [Py<PyAny>; 11],
     warning: Py<PyAny>,
 }
 
@@ -65,7 +68,7 @@ static REGISTERED: PyOnceLock<Registered> = PyOnceLock::new();
 #[pyfunction]
 #[pyo3(signature = (
     *, base, store_full, record_too_large, damaged, no_store, no_such_run, refused,
-    transaction, invalid_key, system, warning
+    transaction, invalid_key, invalid_record, system, warning
 ))]
 #[allow(clippy::too_many_arguments)] // one keyword a class: a missing one fails at import
 pub(crate) fn register_errors(
@@ -79,6 +82,7 @@ pub(crate) fn register_errors(
     refused: Py<PyAny>,
     transaction: Py<PyAny>,
     invalid_key: Py<PyAny>,
+    invalid_record: Py<PyAny>,
     system: Py<PyAny>,
     warning: Py<PyAny>,
 ) {
@@ -95,6 +99,7 @@ pub(crate) fn register_errors(
                 refused,
                 transaction,
                 invalid_key,
+                invalid_record,
                 system,
             ],
             warning,

@@ -110,6 +110,26 @@ impl PyRecorder {
         self.property(py, Verb::Append, key, value, test.as_deref(), how)
     }
 
+    /// Writes one record of any kind: `kind` its name (`RecordKind::name`), `fields` its
+    /// fields by name, built through core's serde (`Record::from_fields`). The way a rare
+    /// kind is written without a method of its own; the per-test kinds keep theirs below.
+    fn write(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        fields: &Bound<'_, pyo3::types::PyDict>,
+    ) -> PyResult<()> {
+        let what = || format!("the fields of a {kind:?} record");
+        let mut notes = Notes::default();
+        let Value::Dict(fields) = to_value(py, &what, fields.as_any(), &mut notes)? else {
+            unreachable!("a dict converts to a dict")
+        };
+        warn_notes(py, &what(), &notes, 2)?;
+        let rec = Record::from_fields(kind, fields)
+            .map_err(|e| raise(py, Class::InvalidRecord, e.to_string()))?;
+        self.put(py, &rec)
+    }
+
     // The per-test and per-fixture methods below take their str arguments as `PyString`
     // and read its cached UTF-8 (`utf8_of`), borrowed: no `String` per argument.
 

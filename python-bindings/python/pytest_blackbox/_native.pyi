@@ -105,6 +105,17 @@ class Recorder:
         result per call). Returns the plain value stored; keys and warnings as
         :meth:`record`."""
 
+    def write(self, kind: str, fields: dict[str, Any]) -> None:
+        """Write one record of any kind: ``kind`` its name (docs/format.md's table:
+        ``"crash"``, ``"run_end"``...), ``fields`` its fields by name, each as a value of
+        the field's type (an option may be left out, meaning None; a phase or role by its
+        name; a list of pairs as a dict; times on the records' clocks,
+        ``time.monotonic_ns()`` for ``mono_ns`` and ``time.time_ns()`` for ``wall_ns``).
+        What a kind without a method of its own is written with; the per-test kinds have
+        faster methods of their own. An unknown kind, or a field missing, unknown or of the
+        wrong type, raises :class:`pytest_blackbox.InvalidRecordError` naming the kind and
+        the field."""
+
     def start_test(self, nodeid: str) -> None:
         """``nodeid`` starts running in this process: the crash slot names it from now."""
 
@@ -511,6 +522,7 @@ def register_errors(
     refused: type[BaseException],
     transaction: type[BaseException],
     invalid_key: type[BaseException],
+    invalid_record: type[BaseException],
     system: type[BaseException],
     warning: type[Warning],
 ) -> None:

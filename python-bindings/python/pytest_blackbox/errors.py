@@ -13,6 +13,7 @@ __all__ = [
     "BlackboxWarning",
     "DamagedStoreError",
     "InvalidKeyError",
+    "InvalidRecordError",
     "NoStoreError",
     "NoSuchRunError",
     "NotRecordingError",
@@ -43,6 +44,11 @@ class RecordTooLargeError(BlackboxError, ValueError):
 
 class InvalidKeyError(BlackboxError, TypeError):
     """A property key given to ``record``/``append`` is not a str: pass ``str(key)``."""
+
+
+class InvalidRecordError(BlackboxError, ValueError):
+    """``Recorder.write`` was given a record kind there is none of, or fields that kind does
+    not have (or lacks, or of the wrong type): the message names the kind and the field."""
 
 
 class DamagedStoreError(BlackboxError):
@@ -87,6 +93,7 @@ _native.register_errors(
     refused=StoreRefusedError,
     transaction=TransactionError,
     invalid_key=InvalidKeyError,
+    invalid_record=InvalidRecordError,
     system=SystemResourceError,
     warning=BlackboxWarning,
 )
