@@ -690,6 +690,52 @@ def test_record_mirrors_into_the_running_items_user_properties(
     assert run.properties("t.py::other") == {"other": 5}
 
 
+def test_a_pytest_sessions_running_test_is_what_its_hooks_keep(pytester: pytest.Pytester) -> None:
+    # No attribute of the session is set per test: its hooks keep the running test, and
+    # record() (mirroring into user_properties) and the session's properties read it there.
+    source = """
+import pytest
+from pytest_blackbox import _runtime, record
+
+
+@pytest.fixture
+def fx():
+    yield _runtime.active()
+    s = _runtime.active()  # its teardown: still the running test
+    assert s.current_nodeid.endswith("::test_a"), s.current_nodeid
+
+
+def test_a(request, fx):
+    s = _runtime.active()
+    assert "current_item" not in vars(s) and "current_nodeid" not in vars(s)
+    assert s.current_item is request.node is s.hooks.current_item
+    assert s.current_nodeid == request.node.nodeid == s.hooks.current_nodeid
+    record("k", 1)
+    assert request.node.user_properties == [("k", 1)]
+
+
+def test_b(request):
+    record("k", 2)
+    assert request.node.user_properties == [("k", 2)]
+"""
+    pytester.makeconftest(
+        """
+from pytest_blackbox import _runtime
+
+def pytest_sessionfinish(session):
+    s = _runtime.active()
+    assert s.current_item is None and s.current_nodeid is None
+    print("BETWEEN TESTS: none")
+"""
+    )
+    result, store, _ = run_session(pytester, ["-s"], source)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*BETWEEN TESTS: none*"])
+    run = pytest_blackbox.Store(store).latest()
+    assert run.properties("test_session.py::test_a") == {"k": 1}
+    assert run.properties("test_session.py::test_b") == {"k": 2}
+
+
 def test_record_without_a_run_says_how_to_start_one() -> None:
     from pytest_blackbox import _runtime
 

@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use crate::convert::{convert, nodeid_of, repr_of, text_of, utf8_of};
 use crate::encode;
 use crate::errors::record_error;
+use crate::hooks::PyTestHooks;
 use crate::recorder::{convert_property, How, PyRecorder, Verb};
 use crate::view::value_to_py;
 
@@ -94,14 +95,25 @@ pub(crate) fn session_property(
         }
         return Ok(());
     }
-    let nodeid = session.getattr(pyo3::intern!(py, "current_nodeid"))?;
+    // The running test: kept by the pytest session's hooks (no attribute of the session
+    // is set per test), or by a `start_run()` session's own attributes.
+    let hooks = session.getattr(pyo3::intern!(py, "hooks"))?;
+    let (item, nodeid) = match hooks.cast::<PyTestHooks>() {
+        Ok(h) => match h.get().current(py) {
+            Some((item, nodeid)) => (item.into_bound(py), nodeid.into_bound(py)),
+            None => (py.None().into_bound(py), py.None().into_bound(py)),
+        },
+        Err(_) => (
+            session.getattr(pyo3::intern!(py, "current_item"))?,
+            session.getattr(pyo3::intern!(py, "current_nodeid"))?,
+        ),
+    };
     let nodeid = nodeid.cast::<PyString>().ok().map(text_of);
     let plain = match recorder.property(py, verb, key, value, nodeid.as_deref(), how) {
         Ok(plain) => plain,
         // Not stored (a full disk, warned of): the test's report still gets it.
         Err(e) => record_error(py, e).map(|()| value.clone())?,
     };
-    let item = session.getattr(pyo3::intern!(py, "current_item"))?;
     if !item.is_none() {
         let mirror = match verb {
             Verb::Set => &rt.set_user_property,

@@ -96,14 +96,13 @@ pub(crate) struct FixtureName {
 }
 
 /// What one pytest session records of the tests this process runs: their start and their
-/// phase reports, into `recorder`, with the running test kept in `session`
-/// (`current_item`, `current_nodeid`, for `record()`); and its fixtures' times. The
+/// phase reports, into `recorder`, with the running test kept here (`current_item`,
+/// `current_nodeid`, which `record()` reads); and its fixtures' times. The
 /// plugin's hooks call it (`pytest_runtest_setup`, a `pytest_runtest_makereport` and a
 /// `pytest_fixture_setup` wrapper), one native call each.
 #[pyclass(module = "pytest_blackbox._native", name = "TestHooks", frozen)]
 pub(crate) struct PyTestHooks {
     recorder: Py<PyRecorder>,
-    session: Py<PyAny>,
     config: Py<PyAny>,
     /// Called (no arguments) on the first test in a process other than the last one
     /// seen (a forked child).
@@ -117,24 +116,17 @@ pub(crate) struct PyTestHooks {
     skip: Py<PyAny>,
     /// Each fixture definition's [`FixtureName`], or `None` for one not timed.
     names: Py<PyDict>,
-    /// The running test and its nodeid, as `session` has them: read here by each phase
-    /// report, without two attribute lookups on the session.
+    /// The running test and its nodeid: read here by each phase report and by `record()`
+    /// (the session's `current_item` and `current_nodeid` are properties that read them).
     current: Mutex<Option<(Py<PyAny>, Py<PyAny>)>>,
 }
 
 impl PyTestHooks {
-    fn set_current(
-        &self,
-        py: Python<'_>,
-        item: &Bound<'_, PyAny>,
-        nodeid: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let session = self.session.bind(py);
-        session.setattr(intern!(py, "current_item"), item)?;
-        session.setattr(intern!(py, "current_nodeid"), nodeid)?;
-        *lock(&self.current) =
-            (!item.is_none()).then(|| (item.clone().unbind(), nodeid.clone().unbind()));
-        Ok(())
+    /// The running test and its nodeid (`record()` reads them here).
+    pub(crate) fn current(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
+        lock(&self.current)
+            .as_ref()
+            .map(|(item, nodeid)| (item.clone_ref(py), nodeid.clone_ref(py)))
     }
 
     /// The name and scope to record `fixturedef` under, or `None` when it is not timed.
@@ -175,15 +167,16 @@ impl PyTestHooks {
     fn new(
         py: Python<'_>,
         recorder: Py<PyRecorder>,
-        session: Py<PyAny>,
+        session: &Bound<'_, PyAny>,
         config: Py<PyAny>,
         on_new_process: Py<PyAny>,
         session_pid: u32,
         skip: Py<PyAny>,
     ) -> Self {
+        // The session finds its hooks (`session.hooks`), not the other way round.
+        let _ = session;
         PyTestHooks {
             recorder,
-            session,
             config,
             on_new_process,
             session_pid,
@@ -202,7 +195,7 @@ impl PyTestHooks {
             self.on_new_process.bind(py).call0()?;
         }
         let nodeid = item.getattr(intern!(py, "nodeid"))?;
-        self.set_current(py, item, &nodeid)?;
+        *lock(&self.current) = Some((item.clone().unbind(), nodeid.clone().unbind()));
         let done =
             lock(&self.recorder.get().inner).start_test(&text_of(nodeid.cast::<PyString>()?));
         if let Err(e) = done {
@@ -280,10 +273,21 @@ impl PyTestHooks {
             store_warning(py, &e);
         }
         if phase == Phase::Teardown {
-            let none = py.None().into_bound(py);
-            self.set_current(py, &none, &none)?;
+            *lock(&self.current) = None;
         }
         Ok(())
+    }
+
+    /// The running test (`None` between tests).
+    #[getter]
+    fn current_item(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.current(py).map(|(item, _)| item)
+    }
+
+    /// The running test's nodeid (`None` between tests).
+    #[getter]
+    fn current_nodeid(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.current(py).map(|(_, nodeid)| nodeid)
     }
 
     /// A fixture's setup starts: its timer, added as the finalizer that ends its teardown

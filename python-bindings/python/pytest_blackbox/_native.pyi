@@ -258,8 +258,8 @@ class FixtureTimer:
 class TestHooks:
     """What one pytest session records of the tests this process runs, for the plugin's
     hooks (one native call each): a test's start (before its setup), its phase reports,
-    into ``recorder``, with the running test kept in ``session.current_item`` and
-    ``session.current_nodeid``; and its fixtures' times. A store error becomes a
+    into ``recorder``, with the running test kept in :attr:`current_item` and
+    :attr:`current_nodeid`; and its fixtures' times. A store error becomes a
     :class:`BlackboxWarning`. The plugin keeps it as ``session.hooks``."""
 
     def __new__(
@@ -287,6 +287,14 @@ class TestHooks:
     def fixture_starts(self, fixturedef: Any) -> FixtureTimer | None:
         """A fixture's setup starts (``pytest_fixture_setup``): its timer, already added as
         the finalizer that ends its teardown; ``None`` when it is not timed."""
+
+    @property
+    def current_item(self) -> Any | None:
+        """The running test (``None`` between tests)."""
+
+    @property
+    def current_nodeid(self) -> str | None:
+        """The running test's nodeid (``None`` between tests)."""
 
 class RunView:
     """One read of a run (:meth:`RunReader.read`), held natively."""

@@ -45,10 +45,34 @@ class Session:
         #: What records the tests of the pytest session that records here (a
         #: _native.TestHooks, which knows that session's config; None for start_run()).
         self.hooks: _native.TestHooks | None = None
-        self.current_item: pytest.Item | None = None
-        self.current_nodeid: str | None = None
+        #: The running test of a session without hooks (a ``start_run()`` one): see
+        #: :attr:`current_item`.
+        self._current_item: pytest.Item | None = None
+        self._current_nodeid: str | None = None
         self._reader: _native.RunReader | None = None
         self._reader_pid = 0
+
+    # The running test: a pytest session's hooks keep it (set there at each test's start
+    # and end, not here: no attribute of the session is set per test); a session without
+    # hooks keeps what is assigned.
+
+    @property
+    def current_item(self) -> pytest.Item | None:
+        hooks = self.hooks
+        return hooks.current_item if hooks is not None else self._current_item
+
+    @current_item.setter
+    def current_item(self, item: pytest.Item | None) -> None:
+        self._current_item = item
+
+    @property
+    def current_nodeid(self) -> str | None:
+        hooks = self.hooks
+        return hooks.current_nodeid if hooks is not None else self._current_nodeid
+
+    @current_nodeid.setter
+    def current_nodeid(self, nodeid: str | None) -> None:
+        self._current_nodeid = nodeid
 
     def reader(self) -> _native.RunReader:
         """A follower of this run, private to this process (rebuilt after a fork)."""
