@@ -435,8 +435,11 @@ pub(crate) fn read_records(py: Python<'_>, run_dir: PathBuf) -> PyResult<Vec<Bou
     let mut out = Vec::with_capacity(snap.record_count());
     for (seg, rec) in snap.iter() {
         let mut j = rec.to_json();
+        // A record without a pid of its own gets its writer's; a crash keeps the pid of the
+        // process that died (a forked child, an xdist worker), which its writer recorded.
         if let serde_json::Value::Object(m) = &mut j {
-            m.insert("pid".into(), snap.segments[seg].pid.into());
+            m.entry("pid")
+                .or_insert_with(|| snap.segments[seg].pid.into());
         }
         out.push(json_to_py(py, &j)?);
     }

@@ -352,7 +352,9 @@ class Run(Summary):
         return bool(self.info.get("live"))
 
     def records(self) -> list[dict[str, Any]]:
-        """Every committed record, segment by segment, as dicts."""
+        """Every committed record, segment by segment, as dicts (``kind`` and its fields);
+        ``pid`` is the record's own where it has one (a crash: the process that died), else
+        the pid of the process that wrote it."""
         return _native.read_records(str(self.path))
 
     def segments(self) -> list[dict[str, Any]]:
