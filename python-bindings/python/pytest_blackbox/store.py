@@ -37,7 +37,11 @@ def default_store_dir() -> Path:
 
 @dataclass(frozen=True)
 class TestInfo:
-    """One test across every process that touched it."""
+    """One test across every process that touched it.
+
+    A ``Run``'s tests are frozen (``dataclasses.replace`` makes a changed copy), and their
+    ``phases`` and ``properties`` are a new list and dict at each read: changing one in
+    place changes nothing stored or read later."""
 
     __test__ = False  # not a pytest test class
 
