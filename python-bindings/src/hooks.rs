@@ -167,14 +167,11 @@ impl PyTestHooks {
     fn new(
         py: Python<'_>,
         recorder: Py<PyRecorder>,
-        session: &Bound<'_, PyAny>,
         config: Py<PyAny>,
         on_new_process: Py<PyAny>,
         session_pid: u32,
         skip: Py<PyAny>,
     ) -> Self {
-        // The session finds its hooks (`session.hooks`), not the other way round.
-        let _ = session;
         PyTestHooks {
             recorder,
             config,

@@ -265,7 +265,6 @@ class TestHooks:
     def __new__(
         cls,
         recorder: Recorder,
-        session: Any,
         config: Any,
         on_new_process: Callable[[], object],
         session_pid: int,

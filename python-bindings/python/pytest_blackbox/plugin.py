@@ -518,7 +518,6 @@ class BlackboxPlugin:
         #: What the hooks of _TestRecording record of this session's tests.
         self.session.hooks = _native.TestHooks(
             self.session.recorder,
-            self.session,
             config,
             self._capture_fatal_signals,
             self.session.pid,
