@@ -145,7 +145,16 @@ pub(super) struct CrashRow {
 }
 
 pub(super) fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(row).map_err(|e| Error::Encode(format!("history row: {e}")))
+    postcard::to_stdvec(row).map_err(|e| row_error(&e))
+}
+
+/// `row` appended to `buf` (a scratch buffer a caller reuses across rows).
+pub(super) fn encode_into<T: Serialize>(row: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(row, buf).map_err(|e| row_error(&e))
+}
+
+fn row_error(e: &postcard::Error) -> Error {
+    Error::Encode(format!("history row: {e}"))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T> {

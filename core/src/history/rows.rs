@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::entries::OutcomeCounts;
 use super::layout::{
-    after, decode, decode_run, encode, encode_run, read_table, CrashRow, FixtureRow, PhasesRef,
-    RunRow, RunTail, TestRow, TestRowRef, CRASHES, FIXTURES, RUNS, TESTS,
+    after, decode, decode_run, encode, encode_into, encode_run, read_table, CrashRow, FixtureRow,
+    PhasesRef, RunRow, RunTail, TestRow, TestRowRef, CRASHES, FIXTURES, RUNS, TESTS,
 };
 use super::open::redb_error;
 use serde_json::Value as Json;
@@ -62,8 +62,7 @@ impl<'a> Rows<'a> {
                 properties: &props,
             };
             scratch.clear();
-            scratch = postcard::to_extend(&row, scratch)
-                .map_err(|e| Error::Encode(format!("history row: {e}")))?;
+            scratch = encode_into(&row, scratch)?;
             tests.push((
                 Cow::Borrowed(t.nodeid.as_str()),
                 scratch.as_slice().to_vec(),
